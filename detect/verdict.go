@@ -1,0 +1,52 @@
+package detect
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/synban/synban/policy"
+)
+
+// Verdict is the decision that one source address or prefix offends.
+type Verdict struct {
+	// Subject is the offender: a single address as a /32 or /128, or an
+	// aggregated prefix such as a /24 or /64.
+	Subject netip.Prefix
+	// Rule names the policy rule crossed.
+	Rule string
+	// State is the TCP state the rule counts.
+	State policy.State
+	// Count is the peak count in the window (summed over sources for a prefix).
+	Count int
+	// Threshold is the threshold crossed.
+	Threshold int
+	// Hits is the number of samples in which the threshold was crossed, of Samples.
+	Hits, Samples int
+	// Sources is the number of distinct addresses behind a prefix verdict (1 otherwise).
+	Sources int
+	// BanFor is how long the ban should last.
+	BanFor time.Duration
+	// Reason is a one-line human-readable explanation.
+	Reason string
+}
+
+// Spared is an offender that the guard keeps from being banned.
+type Spared struct {
+	Verdict Verdict
+	// Why names the protected prefix and why it is protected.
+	Why string
+}
+
+// Report is the outcome of Analyze.
+type Report struct {
+	// Verdicts are the offenders, worst (highest Count/Threshold) first.
+	Verdicts []Verdict
+	// Spared are offenders the guard protected.
+	Spared []Spared
+	// Sources is the number of distinct remote addresses seen in the window.
+	Sources int
+	// Samples is the number of samples analysed.
+	Samples int
+	// Malformed counts unparseable input over all samples.
+	Malformed int
+}

@@ -1,0 +1,67 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Guard holds the prefixes that must never be banned: loopback, the host's
+// own addresses, its default gateways, the operator's SSH client and the
+// policy's allow list. detect filters verdicts through it and rules enforces
+// it again before anything reaches a backend.
+type Guard struct {
+	entries []guardEntry
+}
+
+type guardEntry struct {
+	prefix netip.Prefix
+	why    string
+}
+
+// NewGuard returns an empty guard.
+func NewGuard() *Guard { return &Guard{} }
+
+// Add protects p, remembering why (for example "allow list" or "host address").
+// IPv4-mapped IPv6 prefixes are stored as IPv4.
+func (g *Guard) Add(p netip.Prefix, why string) {
+	g.entries = append(g.entries, guardEntry{prefix: Canonical(p), why: why})
+}
+
+// Protects reports whether banning p would touch a protected address: p
+// contains a protected prefix or is contained in one. The returned string
+// names the protected prefix and why it is protected.
+func (g *Guard) Protects(p netip.Prefix) (string, bool) {
+	if g == nil {
+		return "", false
+	}
+	p = Canonical(p)
+	for _, e := range g.entries {
+		if e.prefix.Overlaps(p) {
+			return fmt.Sprintf("%s is protected (%s)", e.prefix, e.why), true
+		}
+	}
+	return "", false
+}
+
+// Prefixes returns the protected prefixes in the order they were added.
+func (g *Guard) Prefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(g.entries))
+	for _, e := range g.entries {
+		out = append(out, e.prefix)
+	}
+	return out
+}
+
+// Canonical masks p and turns an IPv4-mapped IPv6 prefix (::ffff:a.b.c.d/n
+// with n >= 96) into the IPv4 prefix it stands for.
+func Canonical(p netip.Prefix) netip.Prefix {
+	a := p.Addr()
+	if a.Is4In6() {
+		bits := p.Bits() - 96
+		if bits < 0 {
+			bits = 0
+		}
+		p = netip.PrefixFrom(a.Unmap(), bits)
+	}
+	return p.Masked()
+}

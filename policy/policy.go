@@ -1,0 +1,145 @@
+// Package policy holds synban's TOML policy: its schema, documented defaults,
+// strict decoding and validation with file:line:key error messages, and the
+// never-ban guard that every later stage consults.
+package policy
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Policy is a validated policy with every default filled in. The zero value
+// is not useful; obtain one from Load, Parse or Default.
+type Policy struct {
+	// Source names where the policy came from: a file path, or "<embedded default>".
+	Source string `toml:"-"`
+
+	// Backend selects the firewall backend: "auto" (default), "nftables",
+	// "iptables" or "route".
+	Backend string `toml:"backend"`
+
+	Sample    Sample    `toml:"sample"`
+	Rules     []Rule    `toml:"rule"`
+	Prefix    Prefix    `toml:"prefix"`
+	Allow     Allow     `toml:"allow"`
+	Ban       Ban       `toml:"ban"`
+	Meter     Meter     `toml:"meter"`
+	ConnLimit ConnLimit `toml:"connlimit"`
+	NFTables  NFTables  `toml:"nftables"`
+}
+
+// Sample configures the sampling window of one run.
+type Sample struct {
+	// Source is "auto" (default), "sockdiag" or "procfs".
+	Source string `toml:"source"`
+	// Count is the number of samples taken in one run (default 1).
+	Count int `toml:"count"`
+	// Interval is the time between samples (default 1s).
+	Interval Duration `toml:"interval"`
+	// MinHits is how many of the Count samples a source must cross a
+	// threshold in to be an offender (default 1; at most Count).
+	MinHits int `toml:"min_hits"`
+}
+
+// State names a TCP connection state a rule counts.
+type State string
+
+// The states a rule may count.
+const (
+	StateSynRecv     State = "syn_recv"
+	StateEstablished State = "established"
+	StateAny         State = "any" // every non-listening state
+)
+
+// Rule is one detection rule: a source holding more than Threshold
+// connections in State (to one of Ports, when given) is an offender.
+type Rule struct {
+	// Name identifies the rule in verdicts, logs and ban reasons.
+	Name string `toml:"name"`
+	// State is the TCP state counted.
+	State State `toml:"state"`
+	// Threshold is the per-source count at or above which a source offends (>0).
+	Threshold int `toml:"threshold"`
+	// Ports restricts counting to these local ports; empty means all.
+	Ports []uint16 `toml:"ports"`
+	// BanFor overrides Ban.Duration for offenders of this rule; 0 means the default.
+	BanFor Duration `toml:"ban_for"`
+}
+
+// Prefix configures aggregation of sources by network prefix.
+type Prefix struct {
+	// Enabled turns prefix aggregation on (default true).
+	Enabled bool `toml:"enabled"`
+	// IPv4Length is the IPv4 prefix length sources are grouped by (default 24).
+	IPv4Length int `toml:"ipv4_length"`
+	// IPv6Length is the IPv6 prefix length sources are grouped by (default 64).
+	IPv6Length int `toml:"ipv6_length"`
+	// IPv4Threshold is the count per IPv4 prefix, summed over sources, for
+	// each rule's state, at or above which the prefix offends (default 200).
+	IPv4Threshold int `toml:"ipv4_threshold"`
+	// IPv6Threshold likewise for IPv6 prefixes (default 200).
+	IPv6Threshold int `toml:"ipv6_threshold"`
+}
+
+// Allow lists addresses and prefixes that are never banned.
+type Allow struct {
+	// Addresses holds addresses and prefixes, IPv4 or IPv6.
+	Addresses []netip.Prefix `toml:"-"`
+	// Host allows the host's own addresses, loopback and default gateways
+	// (default true).
+	Host bool `toml:"host"`
+}
+
+// Ban holds the ban defaults.
+type Ban struct {
+	// Duration is how long a ban lasts (default 10m).
+	Duration Duration `toml:"duration"`
+	// MaxEntries caps the number of ban entries per address family (default 65536).
+	MaxEntries int `toml:"max_entries"`
+}
+
+// Meter configures the per-source SYN rate-limit meter.
+type Meter struct {
+	// Enabled turns the meter on (default true).
+	Enabled bool `toml:"enabled"`
+	// Rate is the new-connection (SYN) rate per second per source above which
+	// SYNs are dropped (default 20).
+	Rate int `toml:"rate"`
+	// Burst is the number of packets allowed above Rate in a burst (default 40).
+	Burst int `toml:"burst"`
+	// IdleTimeout is how long a source's meter entry lives without traffic (default 60s).
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// Ports restricts the meter to these local ports; empty means all.
+	Ports []uint16 `toml:"ports"`
+	// IPv6Length keys IPv6 meters on this prefix length (default 64; 128 = per address).
+	IPv6Length int `toml:"ipv6_length"`
+	// Size caps the meter's entries per family (default 65536).
+	Size int `toml:"size"`
+}
+
+// ConnLimit configures the optional per-source connection cap.
+type ConnLimit struct {
+	// Enabled turns the cap on (default false).
+	Enabled bool `toml:"enabled"`
+	// Max is the number of concurrent connections a source may hold (default 100).
+	Max int `toml:"max"`
+	// Ports restricts the cap to these local ports; empty means all.
+	Ports []uint16 `toml:"ports"`
+}
+
+// NFTables configures synban's own nftables table.
+type NFTables struct {
+	// Table is the table name (default "synban").
+	Table string `toml:"table"`
+	// Family is the table family: "inet" (default).
+	Family string `toml:"family"`
+	// Hooks are the filter hooks synban attaches base chains to: "input"
+	// (default) and optionally "forward".
+	Hooks []string `toml:"hooks"`
+	// Priority is the base chains' priority (default -10, before the filter
+	// hook at 0 that firewalld, ufw and hand-written rulesets use).
+	Priority int `toml:"priority"`
+}
+
+// Duration is a time.Duration decoded from a TOML string such as "10m".
+type Duration struct{ time.Duration }

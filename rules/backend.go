@@ -1,0 +1,66 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// Backend turns a Ruleset into kernel state. Every backend (rules/nft,
+// rules/ipt, rules/route) implements it, and one contract test suite
+// (rules/backendtest) runs against each in a real network namespace.
+//
+// A backend touches only what it created: its own table, chain, jump, sets
+// or tagged routes.
+type Backend interface {
+	// Name is the backend's name: "nftables", "iptables" or "route".
+	Name() string
+	// Apply reconciles the kernel with rs in as few steps as the backend
+	// allows (one transaction for nftables): it creates what is missing,
+	// changes only what differs, adds rs.Bans and refreshes the timeout of
+	// those already present. Bans present in the kernel but not in rs are
+	// kept (they expire by themselves). Applying the same rs twice changes
+	// nothing; applying after an outside flush restores the structure.
+	Apply(ctx context.Context, rs *Ruleset) (Result, error)
+	// Bans lists the active bans with the time each has left.
+	Bans(ctx context.Context) ([]ActiveBan, error)
+	// Unban removes the given bans (exact prefixes) and reports how many
+	// were present.
+	Unban(ctx context.Context, prefixes []netip.Prefix) (int, error)
+	// Counters reports the packets and bytes dropped per rule.
+	Counters(ctx context.Context) ([]Counter, error)
+	// Flush removes everything synban created, and nothing else.
+	Flush(ctx context.Context) error
+}
+
+// Result says what an Apply changed.
+type Result struct {
+	// Created is true when the structure (table, chains, sets) had to be
+	// created or restored, for instance after an outside flush.
+	Created bool
+	// Changed names structural objects that were replaced because they differed.
+	Changed []string
+	// Added counts bans that were not present; Refreshed those present whose
+	// timeout was renewed.
+	Added, Refreshed int
+}
+
+// ActiveBan is a ban present in the kernel (or, for backends without kernel
+// timeouts, in the state store).
+type ActiveBan struct {
+	Ban
+	// Expires is the time left; 0 means the ban does not expire.
+	Expires time.Duration
+}
+
+// Counter is the drop counter of one rule.
+type Counter struct {
+	// Chain and Rule name the rule, e.g. "input" and "ban_v4".
+	Chain, Rule string
+	Packets, Bytes uint64
+}
+
+// ErrNotSupported is returned (wrapped) by a backend that cannot do what was
+// asked, e.g. the route backend's SYN meter.
+var ErrNotSupported = errors.New("not supported by this backend")
