@@ -57,7 +57,7 @@ type ActiveBan struct {
 // Counter is the drop counter of one rule.
 type Counter struct {
 	// Chain and Rule name the rule, e.g. "input" and "ban_v4".
-	Chain, Rule string
+	Chain, Rule    string
 	Packets, Bytes uint64
 }
 
