@@ -1,0 +1,343 @@
+package rules
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/synban/synban/detect"
+	"github.com/synban/synban/policy"
+)
+
+// DefaultSetSize is the size given to a ban set, meter or connection-limit
+// set when the policy leaves it at zero.
+const DefaultSetSize = 65536
+
+// MaxCommentLen is the longest ban reason Compile produces, in bytes. nft
+// accepts element comments up to 128 bytes; 100 leaves a margin.
+const MaxCommentLen = 100
+
+// Omission is a verdict that Compile left out of the Ruleset, and why.
+type Omission struct {
+	// Verdict is the verdict as it was passed in.
+	Verdict detect.Verdict
+	// Index is the verdict's position in the slice passed to Compile.
+	Index int
+	// Prefix is the verdict's canonical subject (IPv4-mapped IPv6 made IPv4).
+	Prefix netip.Prefix
+	// Why says why the verdict was dropped, e.g. "protected: ...",
+	// "covered by 198.51.100.0/24", "duplicate of 203.0.113.7/32",
+	// "over max_entries 65536".
+	Why string
+}
+
+// Omitted lists the verdicts Compile dropped, in input order.
+type Omitted []Omission
+
+// candidate is a ban being built from one verdict (and the verdicts merged
+// into it).
+type candidate struct {
+	ban  Ban
+	prio int // index of the worst verdict it stands for; lower is worse
+	idx  int // index of the verdict it came from
+	dead bool
+}
+
+// Compile turns a policy and the verdicts of one run into the desired
+// firewall state. The guard g is enforced again: a verdict whose subject
+// overlaps a protected prefix is omitted. Verdicts are expected worst first;
+// their order is the priority when duplicates are merged and when
+// max_entries (per address family) is enforced. Every verdict left out is
+// listed in the returned Omitted, with a reason. A nil guard protects
+// nothing and yields an empty allow list.
+//
+// The only error is for impossible input (a nil policy).
+func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Ruleset, Omitted, error) {
+	if p == nil {
+		return nil, nil, errors.New("compile ruleset: nil policy")
+	}
+	rs := &Ruleset{
+		Table:      p.NFTables.Table,
+		Family:     p.NFTables.Family,
+		Hooks:      slices.Clone(p.NFTables.Hooks),
+		Priority:   p.NFTables.Priority,
+		MaxEntries: orDefault(p.Ban.MaxEntries),
+	}
+	if p.Meter.Enabled {
+		rs.Meter = &Meter{
+			Rate:       p.Meter.Rate,
+			Burst:      p.Meter.Burst,
+			Timeout:    p.Meter.IdleTimeout.Duration,
+			Ports:      normalizePorts(p.Meter.Ports),
+			IPv6Length: p.Meter.IPv6Length,
+			Size:       orDefault(p.Meter.Size),
+		}
+	}
+	if p.ConnLimit.Enabled {
+		rs.ConnLimit = &ConnLimit{
+			Max:   p.ConnLimit.Max,
+			Ports: normalizePorts(p.ConnLimit.Ports),
+			Size:  orDefault(p.Meter.Size),
+		}
+	}
+	if g != nil {
+		rs.Allow = NormalizePrefixes(g.Prefixes())
+	}
+
+	var omitted Omitted
+	omit := func(i int, pfx netip.Prefix, why string) {
+		omitted = append(omitted, Omission{Verdict: verdicts[i], Index: i, Prefix: pfx, Why: why})
+	}
+
+	// Guard, canonical form, and merging of verdicts for the same prefix.
+	cands := make([]*candidate, 0, len(verdicts))
+	byPrefix := make(map[netip.Prefix]*candidate, len(verdicts))
+	for i, v := range verdicts {
+		pfx := policy.Canonical(v.Subject)
+		if !pfx.IsValid() {
+			omit(i, pfx, "invalid subject")
+			continue
+		}
+		if why, ok := g.Protects(pfx); ok {
+			omit(i, pfx, "protected: "+why)
+			continue
+		}
+		timeout := v.BanFor
+		if timeout <= 0 {
+			timeout = p.Ban.Duration.Duration
+		}
+		if c, ok := byPrefix[pfx]; ok {
+			c.ban.Timeout = max(c.ban.Timeout, timeout)
+			omit(i, pfx, fmt.Sprintf("duplicate of %s (verdict %d)", pfx, c.idx))
+			continue
+		}
+		c := &candidate{
+			ban:  Ban{Prefix: pfx, Timeout: timeout, Reason: BanReason(v)},
+			prio: i,
+			idx:  i,
+		}
+		byPrefix[pfx] = c
+		cands = append(cands, c)
+	}
+
+	// Covering: a ban inside another banned prefix is dropped; the covering
+	// ban keeps the longest timeout and the worst priority of those it covers.
+	// Shortest prefixes are visited first, so the outermost cover wins.
+	lengths := [2][]int{} // distinct prefix lengths present, per family (0 = IPv4)
+	for _, c := range cands {
+		f := famIndex(c.ban.Prefix)
+		if !slices.Contains(lengths[f], c.ban.Prefix.Bits()) {
+			lengths[f] = append(lengths[f], c.ban.Prefix.Bits())
+		}
+	}
+	slices.Sort(lengths[0])
+	slices.Sort(lengths[1])
+	byBits := slices.Clone(cands)
+	slices.SortStableFunc(byBits, func(a, b *candidate) int {
+		return cmp.Compare(a.ban.Prefix.Bits(), b.ban.Prefix.Bits())
+	})
+	for _, c := range byBits {
+		pfx := c.ban.Prefix
+		for _, bits := range lengths[famIndex(pfx)] {
+			if bits >= pfx.Bits() {
+				break
+			}
+			cover, ok := byPrefix[netip.PrefixFrom(pfx.Addr(), bits).Masked()]
+			if !ok || cover.dead {
+				continue
+			}
+			cover.ban.Timeout = max(cover.ban.Timeout, c.ban.Timeout)
+			cover.prio = min(cover.prio, c.prio)
+			c.dead = true
+			omit(c.idx, pfx, "covered by "+cover.ban.Prefix.String())
+			break
+		}
+	}
+
+	// max_entries per family, worst first.
+	live := make([]*candidate, 0, len(cands))
+	for _, c := range cands {
+		if !c.dead {
+			live = append(live, c)
+		}
+	}
+	slices.SortStableFunc(live, func(a, b *candidate) int { return cmp.Compare(a.prio, b.prio) })
+	var perFamily [2]int
+	for _, c := range live {
+		f := famIndex(c.ban.Prefix)
+		if perFamily[f] >= rs.MaxEntries {
+			omit(c.idx, c.ban.Prefix, fmt.Sprintf("over max_entries %d", rs.MaxEntries))
+			continue
+		}
+		perFamily[f]++
+		rs.Bans = append(rs.Bans, c.ban)
+	}
+	slices.SortFunc(rs.Bans, func(a, b Ban) int { return ComparePrefixes(a.Prefix, b.Prefix) })
+	slices.SortFunc(omitted, func(a, b Omission) int { return cmp.Compare(a.Index, b.Index) })
+	return rs, omitted, nil
+}
+
+// BanReason is the short, comment-safe reason Compile stores for a verdict,
+// e.g. "syn-flood: 120 syn_recv >= 50" or, for a prefix,
+// "syn-flood: 4000 syn_recv from 200 sources >= 200". A verdict without a
+// rule name falls back to its Reason. The result passes CommentSafe.
+func BanReason(v detect.Verdict) string {
+	if v.Rule == "" {
+		r := CommentSafe(v.Reason)
+		if r == "" {
+			r = "synban"
+		}
+		return r
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d %s", v.Rule, v.Count, v.State)
+	if v.Sources > 1 {
+		fmt.Fprintf(&b, " from %d sources", v.Sources)
+	}
+	fmt.Fprintf(&b, " >= %d", v.Threshold)
+	return CommentSafe(b.String())
+}
+
+// CommentSafe returns s made safe for a double-quoted nft comment: at most
+// MaxCommentLen bytes of printable ASCII, double quotes turned into single
+// quotes, backslashes into slashes, runs of white space into one space, and
+// any other byte outside printable ASCII into '?'. Leading and trailing
+// spaces are trimmed; an over-long result is cut and ends in "...".
+func CommentSafe(s string) string {
+	var b strings.Builder
+	space := false
+	for _, r := range s {
+		switch {
+		case r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\v' || r == '\f':
+			space = b.Len() > 0
+			continue
+		case r == '"':
+			r = '\''
+		case r == '\\':
+			r = '/'
+		case r < 0x20 || r > 0x7e:
+			r = '?'
+		}
+		if space {
+			b.WriteByte(' ')
+			space = false
+		}
+		b.WriteByte(byte(r))
+	}
+	out := b.String()
+	if len(out) > MaxCommentLen {
+		out = strings.TrimRight(out[:MaxCommentLen-3], " ") + "..."
+	}
+	return out
+}
+
+// NormalizePrefixes returns ps in canonical form (masked, IPv4-mapped IPv6
+// made IPv4), without invalid prefixes, duplicates, or prefixes contained in
+// another one, sorted IPv4 first, then by address, then by length. The
+// result has no overlapping elements, as nft interval sets require.
+func NormalizePrefixes(ps []netip.Prefix) []netip.Prefix {
+	all := make([]netip.Prefix, 0, len(ps))
+	for _, p := range ps {
+		if p = policy.Canonical(p); p.IsValid() {
+			all = append(all, p)
+		}
+	}
+	slices.SortFunc(all, ComparePrefixes)
+	out := all[:0]
+	for _, p := range all {
+		// Prefixes nest or are disjoint; in this order a prefix that is
+		// contained in an earlier one is contained in the last one kept.
+		if n := len(out); n > 0 && out[n-1].Contains(p.Addr()) && out[n-1].Bits() <= p.Bits() {
+			continue
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// ComparePrefixes orders prefixes IPv4 first, then by address, then by
+// length (shorter first).
+func ComparePrefixes(a, b netip.Prefix) int {
+	if c := cmp.Compare(famIndex(a), famIndex(b)); c != 0 {
+		return c
+	}
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}
+
+// BanSet names the ban set a banned prefix belongs in: SetBan4 or SetBan6 for
+// a single address (/32, /128), SetBanNet4 or SetBanNet6 for a shorter prefix.
+func BanSet(p netip.Prefix) string {
+	p = policy.Canonical(p)
+	single := p.Bits() == p.Addr().BitLen()
+	switch {
+	case p.Addr().Is4() && single:
+		return SetBan4
+	case p.Addr().Is4():
+		return SetBanNet4
+	case single:
+		return SetBan6
+	default:
+		return SetBanNet6
+	}
+}
+
+// BansIn returns the bans that belong in the named ban set (SetBan4,
+// SetBan6, SetBanNet4 or SetBanNet6), in rs.Bans order.
+func (rs *Ruleset) BansIn(set string) []Ban {
+	var out []Ban
+	for _, b := range rs.Bans {
+		if BanSet(b.Prefix) == set {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// AllowIn returns the allowed prefixes of one family: set is SetAllow4 or
+// SetAllow6.
+func (rs *Ruleset) AllowIn(set string) []netip.Prefix {
+	if set != SetAllow4 && set != SetAllow6 {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, p := range rs.Allow {
+		if policy.Canonical(p).Addr().Is4() == (set == SetAllow4) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func famIndex(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return 0
+	}
+	return 1
+}
+
+func orDefault(n int) int {
+	if n <= 0 {
+		return DefaultSetSize
+	}
+	return n
+}
+
+// normalizePorts returns ports sorted without duplicates or zeros; nil when empty.
+func normalizePorts(ports []uint16) []uint16 {
+	out := slices.DeleteFunc(slices.Clone(ports), func(p uint16) bool { return p == 0 })
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
