@@ -1,0 +1,386 @@
+// Package state is synban's crash-safe embedded store: the active bans (with
+// their expiry and reason) and the ban history that outlive a run, kept as one
+// JSON document under a state directory (default /var/lib/synban).
+//
+// Every save writes a temporary file in the same directory, fsyncs it, renames
+// it over the document and fsyncs the directory, so a run killed at any moment
+// leaves either the old or the new state, never a mix. An exclusive lock on
+// DIR/lock (flock) serializes overlapping runs.
+package state
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultDir is the state directory used when none is given.
+const DefaultDir = "/var/lib/synban"
+
+// Version is the document version this package writes and reads.
+const Version = 1
+
+// FileName and LockName are the names of the state document and the lock
+// file inside the state directory.
+const (
+	FileName = "state.json"
+	LockName = "lock"
+)
+
+// tmpPrefix starts the names of the temporary files a save writes; leftovers
+// of a killed run are removed by the next Lock.
+const tmpPrefix = "." + FileName + ".tmp-"
+
+// State is the stored document.
+type State struct {
+	// Version is the document version (Version).
+	Version int `json:"version"`
+	// Bans are the bans synban applied and has not yet expired or removed,
+	// one per prefix.
+	Bans []Ban `json:"bans"`
+	// History holds one record per prefix ever banned, for escalation.
+	History []Record `json:"history"`
+}
+
+// Ban is one stored ban.
+type Ban struct {
+	// Prefix is the banned address (/32, /128) or prefix, in canonical form.
+	Prefix netip.Prefix `json:"prefix"`
+	// Since is when the ban was first applied; Until when it ends. A zero
+	// Until means the ban does not expire.
+	Since time.Time `json:"since"`
+	Until time.Time `json:"until,omitzero"`
+	// Reason explains the ban; Rule names the detection rule, when known.
+	Reason string `json:"reason,omitempty"`
+	Rule   string `json:"rule,omitempty"`
+	// Backend names the backend that applied it ("nftables", "iptables", "route").
+	Backend string `json:"backend,omitempty"`
+}
+
+// Record is the ban history of one prefix.
+type Record struct {
+	Prefix netip.Prefix `json:"prefix"`
+	// Bans counts how many times the prefix was banned.
+	Bans int `json:"bans"`
+	// LastBan is when it was last banned, and LastFor for how long.
+	LastBan time.Time     `json:"last_ban"`
+	LastFor time.Duration `json:"last_for_ns"`
+}
+
+// ErrLocked is returned (wrapped) by Lock when another run holds the lock.
+var ErrLocked = errors.New("state directory is locked by another run")
+
+// Store is a state directory. Its methods are safe for concurrent use within
+// one process; across processes, hold Lock around Load and Update.
+type Store struct {
+	dir string
+	mu  sync.Mutex // serializes Update within this process
+}
+
+// Open opens the state directory dir (DefaultDir when empty), creating it
+// with mode 0700 when missing. It does not read the document; Load does.
+func Open(dir string) (*Store, error) {
+	if dir == "" {
+		dir = DefaultDir
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open state directory %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("open state directory %s: %w", abs, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil, fmt.Errorf("open state directory %s: %w", abs, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("open state directory %s: not a directory", abs)
+	}
+	return &Store{dir: abs}, nil
+}
+
+// Dir is the state directory's absolute path.
+func (s *Store) Dir() string { return s.dir }
+
+// Path is the state document's path.
+func (s *Store) Path() string { return filepath.Join(s.dir, FileName) }
+
+// Load reads the state. A missing document is an empty state; a document that
+// cannot be decoded is an error naming the file, never an empty state.
+func (s *Store) Load() (*State, error) {
+	path := s.Path()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &State{Version: Version}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state file %s: %w", path, err)
+	}
+	st, err := decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("state file %s is corrupt (move it away to start with an empty state): %w", path, err)
+	}
+	return st, nil
+}
+
+func decode(data []byte) (*State, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errors.New("empty file")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var st State
+	if err := dec.Decode(&st); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after the JSON document")
+	}
+	if st.Version != Version {
+		return nil, fmt.Errorf("version %d, this synban reads version %d", st.Version, Version)
+	}
+	for i, b := range st.Bans {
+		if !b.Prefix.IsValid() {
+			return nil, fmt.Errorf("ban %d: missing or invalid prefix", i)
+		}
+	}
+	for i, r := range st.History {
+		if !r.Prefix.IsValid() {
+			return nil, fmt.Errorf("history record %d: missing or invalid prefix", i)
+		}
+	}
+	return &st, nil
+}
+
+// Update loads the state, lets fn modify it, and saves the result atomically.
+// When fn returns an error nothing is saved and the error is returned.
+func (s *Store) Update(fn func(*State) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, err := s.Load()
+	if err != nil {
+		return err
+	}
+	if err := fn(st); err != nil {
+		return err
+	}
+	return s.save(st)
+}
+
+// save writes st atomically: temp file, fsync, rename, fsync of the directory.
+func (s *Store) save(st *State) error {
+	st.Version = Version
+	st.normalize()
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	data = append(data, '\n')
+	path := s.Path()
+	f, err := os.CreateTemp(s.dir, tmpPrefix+"*")
+	if err != nil {
+		return fmt.Errorf("save state %s: %w", path, err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("save state %s: write %s: %w", path, tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("save state %s: fsync %s: %w", path, tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("save state %s: close %s: %w", path, tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("save state %s: rename: %w", path, err)
+	}
+	ok = true
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("save state %s: %w", path, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory for fsync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// removeTemps deletes temporary files left by a save that was killed. Call it
+// only while holding the lock.
+func (s *Store) removeTemps() error {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("list state directory %s: %w", s.dir, err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), tmpPrefix) {
+			if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("remove leftover %s: %w", e.Name(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// canonical returns p masked, with an IPv4-mapped IPv6 address made IPv4.
+func canonical(p netip.Prefix) netip.Prefix {
+	if !p.IsValid() {
+		return p
+	}
+	a := p.Addr()
+	bits := p.Bits()
+	if a.Is4In6() {
+		a = a.Unmap()
+		bits = max(bits-96, 0)
+	}
+	return netip.PrefixFrom(a.WithZone(""), bits).Masked()
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if a.Addr().Is4() != b.Addr().Is4() {
+		if a.Addr().Is4() {
+			return -1
+		}
+		return 1
+	}
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// normalize sorts bans and history by prefix (IPv4 first).
+func (st *State) normalize() {
+	slices.SortFunc(st.Bans, func(a, b Ban) int { return comparePrefix(a.Prefix, b.Prefix) })
+	slices.SortFunc(st.History, func(a, b Record) int { return comparePrefix(a.Prefix, b.Prefix) })
+}
+
+// Expired reports whether b has ended at now.
+func (b Ban) Expired(now time.Time) bool {
+	return !b.Until.IsZero() && !b.Until.After(now)
+}
+
+// Active returns the bans that have not ended at now, sorted by prefix.
+func (st *State) Active(now time.Time) []Ban {
+	var out []Ban
+	for _, b := range st.Bans {
+		if !b.Expired(now) {
+			out = append(out, b)
+		}
+	}
+	slices.SortFunc(out, func(a, b Ban) int { return comparePrefix(a.Prefix, b.Prefix) })
+	return out
+}
+
+// Expire removes the bans that have ended at now and returns them.
+func (st *State) Expire(now time.Time) []Ban {
+	var gone []Ban
+	st.Bans = slices.DeleteFunc(st.Bans, func(b Ban) bool {
+		if b.Expired(now) {
+			gone = append(gone, b)
+			return true
+		}
+		return false
+	})
+	return gone
+}
+
+// Upsert adds b, or, when a ban for the same prefix exists, extends it: the
+// earlier Since and the later Until are kept (a zero Until, no expiry, wins),
+// and non-empty Reason, Rule and Backend of b replace the old ones.
+func (st *State) Upsert(b Ban) {
+	b.Prefix = canonical(b.Prefix)
+	for i := range st.Bans {
+		old := &st.Bans[i]
+		if old.Prefix != b.Prefix {
+			continue
+		}
+		if old.Since.IsZero() || (!b.Since.IsZero() && b.Since.Before(old.Since)) {
+			old.Since = b.Since
+		}
+		if old.Until.IsZero() || b.Until.IsZero() {
+			old.Until = time.Time{}
+		} else if b.Until.After(old.Until) {
+			old.Until = b.Until
+		}
+		if b.Reason != "" {
+			old.Reason = b.Reason
+		}
+		if b.Rule != "" {
+			old.Rule = b.Rule
+		}
+		if b.Backend != "" {
+			old.Backend = b.Backend
+		}
+		return
+	}
+	st.Bans = append(st.Bans, b)
+}
+
+// Find returns the ban for exactly prefix p.
+func (st *State) Find(p netip.Prefix) (Ban, bool) {
+	p = canonical(p)
+	for _, b := range st.Bans {
+		if b.Prefix == p {
+			return b, true
+		}
+	}
+	return Ban{}, false
+}
+
+// Remove deletes the ban for exactly prefix p and reports whether there was one.
+func (st *State) Remove(p netip.Prefix) bool {
+	p = canonical(p)
+	n := len(st.Bans)
+	st.Bans = slices.DeleteFunc(st.Bans, func(b Ban) bool { return b.Prefix == p })
+	return len(st.Bans) != n
+}
+
+// Record notes in the history that p was banned at time at for d.
+func (st *State) Record(p netip.Prefix, at time.Time, d time.Duration) {
+	p = canonical(p)
+	for i := range st.History {
+		if r := &st.History[i]; r.Prefix == p {
+			r.Bans++
+			r.LastBan, r.LastFor = at, d
+			return
+		}
+	}
+	st.History = append(st.History, Record{Prefix: p, Bans: 1, LastBan: at, LastFor: d})
+}
+
+// Last returns the history record of p.
+func (st *State) Last(p netip.Prefix) (Record, bool) {
+	p = canonical(p)
+	for _, r := range st.History {
+		if r.Prefix == p {
+			return r, true
+		}
+	}
+	return Record{}, false
+}
