@@ -65,3 +65,23 @@ func Canonical(p netip.Prefix) netip.Prefix {
 	}
 	return p.Masked()
 }
+
+// Guard returns a new guard protecting, in this order: the policy's allow
+// list ("allow list"), loopback 127.0.0.0/8 and ::1/128 ("loopback"), and,
+// when Allow.Host is true, the given host prefixes ("host address") — the
+// host's own addresses, default gateways and the like, which the caller
+// discovers from the kernel.
+func (p *Policy) Guard(host []netip.Prefix) *Guard {
+	g := NewGuard()
+	for _, a := range p.Allow.Addresses {
+		g.Add(a, "allow list")
+	}
+	g.Add(netip.MustParsePrefix("127.0.0.0/8"), "loopback")
+	g.Add(netip.MustParsePrefix("::1/128"), "loopback")
+	if p.Allow.Host {
+		for _, h := range host {
+			g.Add(h, "host address")
+		}
+	}
+	return g
+}

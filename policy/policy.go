@@ -4,6 +4,7 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -26,11 +27,14 @@ type Policy struct {
 	Meter     Meter     `toml:"meter"`
 	ConnLimit ConnLimit `toml:"connlimit"`
 	NFTables  NFTables  `toml:"nftables"`
+	Spoof     Spoof     `toml:"spoof"`
+	Route     Route     `toml:"route"`
+	IPTables  IPTables  `toml:"iptables"`
 }
 
 // Sample configures the sampling window of one run.
 type Sample struct {
-	// Source is "auto" (default), "sockdiag" or "procfs".
+	// Source is "auto" (default), "sockdiag", "procfs" or "conntrack".
 	Source string `toml:"source"`
 	// Count is the number of samples taken in one run (default 1).
 	Count int `toml:"count"`
@@ -83,8 +87,10 @@ type Prefix struct {
 
 // Allow lists addresses and prefixes that are never banned.
 type Allow struct {
-	// Addresses holds addresses and prefixes, IPv4 or IPv6.
-	Addresses []netip.Prefix `toml:"-"`
+	// Addresses holds addresses and prefixes, IPv4 or IPv6, masked, with
+	// IPv4-mapped IPv6 entries stored as IPv4 (default empty). In TOML they
+	// are strings: "192.0.2.1", "2001:db8::/32".
+	Addresses []netip.Prefix `toml:"addresses"`
 	// Host allows the host's own addresses, loopback and default gateways
 	// (default true).
 	Host bool `toml:"host"`
@@ -96,6 +102,55 @@ type Ban struct {
 	Duration Duration `toml:"duration"`
 	// MaxEntries caps the number of ban entries per address family (default 65536).
 	MaxEntries int `toml:"max_entries"`
+	// EscalateFactor multiplies the previous ban's length for a source banned
+	// again within EscalateWindow (default 2.0; 1 disables escalation; >= 1).
+	EscalateFactor float64 `toml:"escalate_factor"`
+	// MaxDuration caps an escalated ban (default 24h; >= Duration and >= every
+	// rule's BanFor).
+	MaxDuration Duration `toml:"max_duration"`
+	// EscalateWindow is how long a past ban counts towards escalation (default 24h).
+	EscalateWindow Duration `toml:"escalate_window"`
+}
+
+// Spoof configures the classification of spoofed SYN floods, whose source
+// addresses are forged: banning them is pointless (and may ban innocents), so
+// their sources are not banned; the meter and SYN cookies are the answer.
+type Spoof struct {
+	// Enabled turns the classification on (default true).
+	Enabled bool `toml:"enabled"`
+	// MinSources is the number of distinct half-open sources in the window at
+	// or above which a flood may be spoofed (default 256) ...
+	MinSources int `toml:"min_sources"`
+	// MaxPerSource ... when each of them holds at most this many half-open
+	// entries (default 2).
+	MaxPerSource int `toml:"max_per_source"`
+	// CookieRatio: a flood is also spoofed when SyncookiesRecv/SyncookiesSent
+	// over the window is below this ratio (default 0.1; 0..1).
+	CookieRatio float64 `toml:"cookie_ratio"`
+	// ApplySysctl lets synban set net.ipv4.tcp_syncookies=1 during a spoofed
+	// flood (default false).
+	ApplySysctl bool `toml:"apply_sysctl"`
+}
+
+// Route configures the last-resort backend: reject routes.
+type Route struct {
+	// Type is the route type: "prohibit" (default), "blackhole" or "unreachable".
+	Type string `toml:"type"`
+	// Protocol is the route protocol number that tags synban's routes
+	// (default 211; 5..255, as 0..4 are reserved by the kernel).
+	Protocol int `toml:"protocol"`
+}
+
+// IPTables configures the iptables+ipset backend.
+type IPTables struct {
+	// Chain is synban's own chain (default "SYNBAN").
+	Chain string `toml:"chain"`
+	// Path is the iptables program; "" (default) auto-detects: "iptables"
+	// when it is the nf_tables build, else "iptables-legacy".
+	Path string `toml:"path"`
+	// DockerUser also jumps to Chain from DOCKER-USER (default false), so
+	// bans cover traffic to published container ports.
+	DockerUser bool `toml:"docker_user"`
 }
 
 // Meter configures the per-source SYN rate-limit meter.
@@ -143,3 +198,31 @@ type NFTables struct {
 
 // Duration is a time.Duration decoded from a TOML string such as "10m".
 type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string such as "90s", "10m" or "1h30m".
+// It accepts any value time.ParseDuration accepts; the policy validation
+// rejects zero and negative durations where they make no sense.
+func (d *Duration) UnmarshalText(text []byte) error {
+	v, err := time.ParseDuration(string(text))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: want a Go duration such as \"90s\", \"10m\" or \"1h30m\"", text)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText renders d as a Go duration string ("10m0s").
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// String renders d as a Go duration string ("10m0s").
+func (d Duration) String() string { return d.Duration.String() }
+
+// RuleByName returns the rule called name.
+func (p *Policy) RuleByName(name string) (*Rule, bool) {
+	for i := range p.Rules {
+		if p.Rules[i].Name == name {
+			return &p.Rules[i], true
+		}
+	}
+	return nil, false
+}
