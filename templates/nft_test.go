@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/netnstest"
+	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 )
 
@@ -282,4 +284,51 @@ func TestHelpers(t *testing.T) {
 			t.Errorf("dports(%v) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// TestNFTCompiledOverlapsAccepted shows why Compile normalizes: nft rejects
+// overlapping interval elements, and Compile's output for overlapping
+// verdicts and allow entries is accepted.
+func TestNFTCompiledOverlapsAccepted(t *testing.T) {
+	overlapping := &rules.Ruleset{
+		Table: "synban", Family: "inet", Hooks: []string{"input"}, Priority: -10, MaxEntries: 16,
+		Bans: []rules.Ban{
+			{Prefix: p("198.51.100.0/24"), Timeout: time.Minute},
+			{Prefix: p("198.51.100.0/25"), Timeout: time.Minute},
+		},
+	}
+	raw, err := NFTString(overlapping, "overlap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	netnstest.RequireRoot(t)
+	nft := netnstest.RequireCommand(t, "nft")
+	if out, err := nftInNewNetns(t, []byte(raw), nft+" -c -f -"); err == nil {
+		t.Fatalf("nft -c accepted overlapping interval elements; the check proves nothing:\n%s", out)
+	}
+
+	pol := &policy.Policy{
+		Ban:      policy.Ban{Duration: policy.Duration{Duration: time.Minute}, MaxEntries: 16},
+		NFTables: policy.NFTables{Table: "synban", Family: "inet", Hooks: []string{"input"}, Priority: -10},
+	}
+	g := policy.NewGuard()
+	for _, s := range []string{"10.0.0.0/8", "10.1.0.0/16", "10.1.2.3/32", "::ffff:10.9.9.9/128", "fd00::/8", "fd00:1::/32"} {
+		g.Add(p(s), "allow list")
+	}
+	var vs []detect.Verdict
+	for _, s := range []string{"198.51.100.0/25", "198.51.100.0/24", "198.51.100.7", "2001:db8::/48", "2001:db8::/64", "2001:db8::9", "::ffff:198.51.100.9"} {
+		vs = append(vs, detect.Verdict{Subject: p(s), Rule: "syn-flood", State: policy.StateSynRecv, Count: 9, Threshold: 5, BanFor: time.Minute})
+	}
+	rs, _, err := rules.Compile(pol, vs, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs.Bans) != 2 || len(rs.Allow) != 2 {
+		t.Fatalf("compiled bans %v allow %v, want 2 of each", rs.Bans, rs.Allow)
+	}
+	script, err := NFTString(rs, "compiled overlaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nftCheck(t, []byte(script))
 }
