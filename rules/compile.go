@@ -101,6 +101,11 @@ func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Rul
 			omit(i, pfx, "invalid subject")
 			continue
 		}
+		if v.Subject.Addr().Is4In6() && v.Subject.Bits() < 96 {
+			// Canonical would widen it to 0.0.0.0/0.
+			omit(i, v.Subject, "invalid subject: IPv4-mapped prefix shorter than /96")
+			continue
+		}
 		if why, ok := g.Protects(pfx); ok {
 			omit(i, pfx, "protected: "+why)
 			continue

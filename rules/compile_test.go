@@ -302,6 +302,24 @@ func TestCompileMappedCanonical(t *testing.T) {
 	}
 }
 
+func TestCompileInvalidSubjects(t *testing.T) {
+	vs := []detect.Verdict{
+		{Rule: "x", BanFor: time.Minute},
+		verdict("::ffff:0:0/80", time.Minute),
+		verdict("203.0.113.7", time.Minute),
+	}
+	rs, om, err := Compile(testPolicy(), vs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := banPrefixes(rs); !slices.Equal(got, []string{"203.0.113.7/32"}) {
+		t.Errorf("bans = %v", got)
+	}
+	if len(om) != 2 || om[0].Index != 0 || om[1].Index != 1 || !strings.HasPrefix(om[0].Why, "invalid subject") || !strings.HasPrefix(om[1].Why, "invalid subject") {
+		t.Errorf("omitted = %+v, want the first two as invalid subjects", om)
+	}
+}
+
 func TestNormalizePrefixes(t *testing.T) {
 	in := []netip.Prefix{
 		pfx("::1/128"),
