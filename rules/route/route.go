@@ -1,0 +1,559 @@
+// Package route is synban's last-resort backend: it bans addresses and
+// prefixes with reject routes (prohibit by default; blackhole or unreachable
+// by option) in the main routing table, IPv4 and IPv6, tagged with synban's
+// own route protocol number (default 211). Only routes carrying that number
+// are ever listed, changed or removed; everyone else's routes are left alone,
+// and a ban whose destination already has someone else's route is skipped
+// with a warning rather than replacing it.
+//
+// What this backend cannot do, plainly:
+//
+//   - No SYN meter and no per-source connection cap: a Ruleset's Meter and
+//     ConnLimit are ignored with a logged warning.
+//   - A reject route only stops the host's replies to the banned source. The
+//     source's packets still arrive: its SYNs still reach the TCP stack, which
+//     still creates half-open (SYN_RECV) entries and tries to answer, and
+//     packets on established connections are still received. It ends
+//     connection floods from real hosts (they never complete a handshake);
+//     it does not relieve a host from a spoofed SYN flood.
+//   - Routes do not match the source's port or protocol; all traffic to the
+//     banned prefix (including connections this host opens) is rejected.
+//   - There are no kernel timeouts and no counters. Each ban's end time is
+//     kept in the state store (rules/state); Expire removes routes whose time
+//     has passed, and Apply and Bans run it first. Counters returns nothing.
+//   - Forwarded traffic is affected only in its reply direction as well.
+package route
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/state"
+)
+
+// Name is the backend's name, also stored as the Backend of its bans.
+const Name = "route"
+
+// DefaultProtocol is the route protocol number synban tags its routes with
+// (iproute2 shows it as "proto 211"). Numbers up to 4 belong to the kernel
+// and the boot and static routes of others, and are refused.
+const DefaultProtocol = 211
+
+// Route types accepted by Options.Type.
+const (
+	TypeProhibit    = "prohibit"    // ICMP "administratively prohibited" / EACCES locally (default)
+	TypeBlackhole   = "blackhole"   // silently discarded
+	TypeUnreachable = "unreachable" // ICMP "host unreachable" / EHOSTUNREACH locally
+)
+
+// Options configures the route backend.
+type Options struct {
+	// NetNS is the path of the network namespace to work in (e.g.
+	// /run/netns/NAME); empty means the current one.
+	NetNS string
+	// Store keeps each ban's end time and reason; required.
+	Store *state.Store
+	// Type is the route type: TypeProhibit (default), TypeBlackhole or TypeUnreachable.
+	Type string
+	// Protocol is the route protocol number synban's routes carry
+	// (default DefaultProtocol; 5..255).
+	Protocol int
+	// Logger receives warnings and changes; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now. Tests set it.
+	Now func() time.Time
+}
+
+// Backend bans with tagged reject routes. It implements rules.Backend.
+type Backend struct {
+	ns       string
+	store    *state.Store
+	typ      int
+	typName  string
+	protocol int
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+var _ rules.Backend = (*Backend)(nil)
+
+// New returns a route backend. It checks the options but not the kernel; use
+// Probe for that.
+func New(o Options) (*Backend, error) {
+	if o.Store == nil {
+		return nil, errors.New("route backend: a state store is required (routes have no kernel timeouts)")
+	}
+	typ, name, err := ParseType(o.Type)
+	if err != nil {
+		return nil, fmt.Errorf("route backend: %w", err)
+	}
+	proto := o.Protocol
+	if proto == 0 {
+		proto = DefaultProtocol
+	}
+	if proto < 5 || proto > 255 {
+		return nil, fmt.Errorf("route backend: protocol %d out of range 5..255 (0-4 are the kernel's, boot and static routes)", proto)
+	}
+	b := &Backend{ns: o.NetNS, store: o.Store, typ: typ, typName: name, protocol: proto, log: o.Logger, now: o.Now}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	return b, nil
+}
+
+// ParseType turns a route type name ("" means TypeProhibit) into its kernel
+// value (unix.RTN_*) and canonical name.
+func ParseType(s string) (int, string, error) {
+	switch strings.ToLower(s) {
+	case "", TypeProhibit:
+		return unix.RTN_PROHIBIT, TypeProhibit, nil
+	case TypeBlackhole:
+		return unix.RTN_BLACKHOLE, TypeBlackhole, nil
+	case TypeUnreachable:
+		return unix.RTN_UNREACHABLE, TypeUnreachable, nil
+	}
+	return 0, "", fmt.Errorf("unknown route type %q (want %s, %s or %s)", s, TypeProhibit, TypeBlackhole, TypeUnreachable)
+}
+
+// Probe checks that routes can be listed in the namespace.
+func Probe(o Options) error {
+	h, err := handle(o.NetNS)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if _, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: netlink.RouteProtocol(DefaultProtocol)}, netlink.RT_FILTER_PROTOCOL); err != nil {
+		return fmt.Errorf("list routes: %w", err)
+	}
+	return nil
+}
+
+// Name returns "route".
+func (b *Backend) Name() string { return Name }
+
+// handle opens a netlink handle in the namespace at path ("" = current).
+func handle(path string) (*netlink.Handle, error) {
+	if path == "" {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return nil, fmt.Errorf("open netlink: %w", err)
+		}
+		return h, nil
+	}
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink in %s: %w", path, err)
+	}
+	return h, nil
+}
+
+// ours lists synban's routes (our protocol, main table), both families, by prefix.
+func (b *Backend) ours(h *netlink.Handle) (map[netip.Prefix]netlink.Route, error) {
+	out := make(map[netip.Prefix]netlink.Route)
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := h.RouteListFiltered(fam, &netlink.Route{Protocol: netlink.RouteProtocol(b.protocol), Table: unix.RT_TABLE_MAIN},
+			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return nil, fmt.Errorf("list routes with protocol %d: %w", b.protocol, err)
+		}
+		for _, r := range rs {
+			if int(r.Protocol) != b.protocol { // the library filters; be sure
+				continue
+			}
+			out[routePrefix(r, fam)] = r
+		}
+	}
+	return out, nil
+}
+
+func routePrefix(r netlink.Route, fam int) netip.Prefix {
+	if r.Dst == nil {
+		if fam == netlink.FAMILY_V4 {
+			return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		}
+		return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	}
+	a, _ := netip.AddrFromSlice(r.Dst.IP)
+	a = a.Unmap()
+	bits, _ := r.Dst.Mask.Size()
+	return netip.PrefixFrom(a, bits).Masked()
+}
+
+// route builds the netlink route for a ban of p.
+func (b *Backend) route(p netip.Prefix, typ int) *netlink.Route {
+	return &netlink.Route{
+		Dst:      &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
+		Type:     typ,
+		Protocol: netlink.RouteProtocol(b.protocol),
+		Table:    unix.RT_TABLE_MAIN,
+	}
+}
+
+// del removes our route r, matched on destination, table, type and protocol.
+func (b *Backend) del(h *netlink.Handle, p netip.Prefix, r netlink.Route) error {
+	if err := h.RouteDel(b.route(p, r.Type)); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("delete route %s proto %d: %w", p, b.protocol, err)
+	}
+	return nil
+}
+
+// canonical returns p masked, IPv4-mapped IPv6 made IPv4.
+func canonical(p netip.Prefix) netip.Prefix {
+	a, bits := p.Addr(), p.Bits()
+	if a.Is4In6() {
+		a, bits = a.Unmap(), max(bits-96, 0)
+	}
+	return netip.PrefixFrom(a.WithZone(""), bits).Masked()
+}
+
+func overlaps(a, b netip.Prefix) bool {
+	return a.Addr().Is4() == b.Addr().Is4() && a.Overlaps(b)
+}
+
+// Apply records rs.Bans in the state store with their end times and makes
+// sure every active route ban in the store has its route: missing routes are
+// added (restoring them after an outside `ip route flush proto N`), routes of
+// another type are re-created with the configured type. Bans present but not
+// in rs are kept until they expire. Expired bans are removed first.
+func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, error) {
+	var res rules.Result
+	if rs == nil {
+		return res, errors.New("route apply: nil ruleset")
+	}
+	if rs.Meter != nil {
+		b.log.Warn("route backend cannot meter SYNs per source; the ruleset's SYN meter is ignored",
+			"rate", rs.Meter.Rate, "burst", rs.Meter.Burst)
+	}
+	if rs.ConnLimit != nil {
+		b.log.Warn("route backend cannot cap connections per source; the ruleset's connection limit is ignored",
+			"max", rs.ConnLimit.Max)
+	}
+	if _, err := b.Expire(ctx); err != nil {
+		return res, err
+	}
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("route apply: %w", err)
+	}
+	h, err := handle(b.ns)
+	if err != nil {
+		return res, fmt.Errorf("route apply: %w", err)
+	}
+	defer h.Close()
+
+	// Bans of this run, never overlapping the allow list.
+	now := b.now()
+	want := make(map[netip.Prefix]bool, len(rs.Bans))
+	var bans []state.Ban
+	for _, ban := range rs.Bans {
+		p := canonical(ban.Prefix)
+		if !p.IsValid() {
+			continue
+		}
+		if i := slices.IndexFunc(rs.Allow, func(a netip.Prefix) bool { return overlaps(canonical(a), p) }); i >= 0 {
+			b.log.Warn("ban overlaps the allow list; not routing it", "prefix", p, "allow", rs.Allow[i])
+			continue
+		}
+		sb := state.Ban{Prefix: p, Since: now, Reason: ban.Reason, Backend: Name}
+		if ban.Timeout > 0 {
+			sb.Until = now.Add(ban.Timeout)
+		}
+		bans = append(bans, sb)
+		want[p] = true
+	}
+
+	// Record first: a run killed after this keeps the bans, and the next
+	// Apply adds their routes.
+	var active []state.Ban
+	err = b.store.Update(func(st *state.State) error {
+		for _, sb := range bans {
+			st.Upsert(sb)
+		}
+		for _, sb := range st.Active(now) {
+			if sb.Backend == Name {
+				active = append(active, sb)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("route apply: record bans: %w", err)
+	}
+
+	have, err := b.ours(h)
+	if err != nil {
+		return res, fmt.Errorf("route apply: %w", err)
+	}
+	var errs []error
+	var drop []netip.Prefix // bans to forget: skipped or now allowed
+	for _, sb := range active {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		p := sb.Prefix
+		r, ok := have[p]
+		if i := slices.IndexFunc(rs.Allow, func(a netip.Prefix) bool { return overlaps(canonical(a), p) }); i >= 0 {
+			// Banned earlier, allowed now: lift the ban.
+			b.log.Warn("stored ban overlaps the allow list; removing it", "prefix", p, "allow", rs.Allow[i])
+			if ok {
+				if err := b.del(h, p, r); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+			}
+			drop = append(drop, p)
+			continue
+		}
+		if ok && r.Type == b.typ {
+			if want[p] {
+				res.Refreshed++
+			}
+			continue
+		}
+		if ok { // ours, another type: re-create with the configured one
+			if err := b.del(h, p, r); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			res.Changed = append(res.Changed, fmt.Sprintf("route %s type", p))
+		}
+		err := h.RouteAdd(b.route(p, b.typ))
+		switch {
+		case errors.Is(err, unix.EEXIST):
+			// Someone else's route to exactly this destination: leave it.
+			b.log.Warn("another route to this destination exists (not synban's); ban skipped", "prefix", p)
+			drop = append(drop, p)
+			continue
+		case err != nil:
+			errs = append(errs, fmt.Errorf("add %s route %s proto %d: %w", b.typName, p, b.protocol, err))
+			continue
+		}
+		if !ok {
+			res.Added++
+			if !want[p] {
+				res.Created = true // restored after an outside flush
+				b.log.Info("restored missing route ban", "prefix", p, "until", sb.Until)
+			}
+		}
+		b.log.Debug("route ban", "prefix", p, "type", b.typName, "until", sb.Until, "reason", sb.Reason)
+	}
+	if len(drop) > 0 {
+		err := b.store.Update(func(st *state.State) error {
+			for _, p := range drop {
+				if sb, ok := st.Find(p); ok && sb.Backend == Name {
+					st.Remove(p)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("forget skipped bans: %w", err))
+		}
+	}
+	if len(errs) > 0 {
+		return res, fmt.Errorf("route apply: %w", errors.Join(errs...))
+	}
+	return res, nil
+}
+
+// Expire removes the route bans whose end time has passed, from the kernel
+// and the store, and routes carrying synban's protocol that the store has no
+// active route ban for (left by a lost or different state directory). It
+// returns how many routes it removed. The CLI calls it on every run; Apply
+// and Bans call it first.
+func (b *Backend) Expire(ctx context.Context) (int, error) {
+	now := b.now()
+	var active map[netip.Prefix]bool
+	err := b.store.Update(func(st *state.State) error {
+		active = make(map[netip.Prefix]bool)
+		st.Bans = slices.DeleteFunc(st.Bans, func(sb state.Ban) bool {
+			return sb.Backend == Name && sb.Expired(now)
+		})
+		for _, sb := range st.Bans {
+			if sb.Backend == Name {
+				active[sb.Prefix] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("route expire: %w", err)
+	}
+	h, err := handle(b.ns)
+	if err != nil {
+		return 0, fmt.Errorf("route expire: %w", err)
+	}
+	defer h.Close()
+	have, err := b.ours(h)
+	if err != nil {
+		return 0, fmt.Errorf("route expire: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, p := range sortedKeys(have) {
+		if active[p] {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if err := b.del(h, p, have[p]); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+		b.log.Info("route ban expired", "prefix", p)
+	}
+	if len(errs) > 0 {
+		return n, fmt.Errorf("route expire: %w", errors.Join(errs...))
+	}
+	return n, nil
+}
+
+// Bans lists synban's routes joined with the store for reason and time left,
+// after expiring those whose time has passed. A ban recorded in the store
+// whose route is missing (flushed from outside) is not listed until Apply
+// restores it.
+func (b *Backend) Bans(ctx context.Context) ([]rules.ActiveBan, error) {
+	if _, err := b.Expire(ctx); err != nil {
+		return nil, err
+	}
+	st, err := b.store.Load()
+	if err != nil {
+		return nil, fmt.Errorf("route bans: %w", err)
+	}
+	h, err := handle(b.ns)
+	if err != nil {
+		return nil, fmt.Errorf("route bans: %w", err)
+	}
+	defer h.Close()
+	have, err := b.ours(h)
+	if err != nil {
+		return nil, fmt.Errorf("route bans: %w", err)
+	}
+	now := b.now()
+	out := make([]rules.ActiveBan, 0, len(have))
+	for _, p := range sortedKeys(have) {
+		ab := rules.ActiveBan{Ban: rules.Ban{Prefix: p}}
+		if sb, ok := st.Find(p); ok && sb.Backend == Name {
+			ab.Reason = sb.Reason
+			if !sb.Until.IsZero() {
+				ab.Timeout = sb.Until.Sub(sb.Since)
+				ab.Expires = max(sb.Until.Sub(now), time.Nanosecond)
+			}
+		}
+		out = append(out, ab)
+	}
+	return out, nil
+}
+
+// Unban removes the route bans of exactly these prefixes, from the kernel and
+// the store, and reports how many were present in either.
+func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, error) {
+	gone := make(map[netip.Prefix]bool)
+	err := b.store.Update(func(st *state.State) error {
+		for _, p := range prefixes {
+			p = canonical(p)
+			if sb, ok := st.Find(p); ok && sb.Backend == Name {
+				st.Remove(p)
+				gone[p] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("route unban: %w", err)
+	}
+	h, err := handle(b.ns)
+	if err != nil {
+		return 0, fmt.Errorf("route unban: %w", err)
+	}
+	defer h.Close()
+	have, err := b.ours(h)
+	if err != nil {
+		return 0, fmt.Errorf("route unban: %w", err)
+	}
+	var errs []error
+	for _, p := range prefixes {
+		p = canonical(p)
+		r, ok := have[p]
+		if !ok {
+			continue
+		}
+		if err := b.del(h, p, r); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		gone[p] = true
+		b.log.Info("route ban removed", "prefix", p)
+	}
+	if len(errs) > 0 {
+		return len(gone), fmt.Errorf("route unban: %w", errors.Join(errs...))
+	}
+	return len(gone), nil
+}
+
+// Counters returns nil: routes have no counters.
+func (b *Backend) Counters(context.Context) ([]rules.Counter, error) { return nil, nil }
+
+// Flush removes every route carrying synban's protocol and the route bans
+// in the store. The ban history is kept. Nobody else's routes are touched.
+func (b *Backend) Flush(ctx context.Context) error {
+	h, err := handle(b.ns)
+	if err != nil {
+		return fmt.Errorf("route flush: %w", err)
+	}
+	defer h.Close()
+	have, err := b.ours(h)
+	if err != nil {
+		return fmt.Errorf("route flush: %w", err)
+	}
+	var errs []error
+	for _, p := range sortedKeys(have) {
+		if err := b.del(h, p, have[p]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	err = b.store.Update(func(st *state.State) error {
+		st.Bans = slices.DeleteFunc(st.Bans, func(sb state.Ban) bool { return sb.Backend == Name })
+		return nil
+	})
+	if err != nil {
+		errs = append(errs, fmt.Errorf("forget route bans: %w", err))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("route flush: %w", errors.Join(errs...))
+	}
+	b.log.Info("route bans flushed", "routes", len(have), "protocol", b.protocol)
+	return nil
+}
+
+func sortedKeys(m map[netip.Prefix]netlink.Route) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, rules.ComparePrefixes)
+	return out
+}
