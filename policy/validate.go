@@ -101,7 +101,7 @@ func (d *decoder) defaulted(key string) string {
 	if d.pos.has(key) {
 		return ""
 	}
-	return " (the default)"
+	return ", the default"
 }
 
 func (d *decoder) validate(p *Policy) {
@@ -170,7 +170,7 @@ func (d *decoder) validate(p *Policy) {
 		if d.pos.has("ban.max_duration") {
 			d.errorf("ban.max_duration", "must be >= ban.duration (%s), got %s", p.Ban.Duration, p.Ban.MaxDuration)
 		} else {
-			d.errorf("ban.duration", "must be <= ban.max_duration (%s (the default)), got %s", p.Ban.MaxDuration, p.Ban.Duration)
+			d.errorf("ban.duration", "must be <= ban.max_duration (%s, the default), got %s", p.Ban.MaxDuration, p.Ban.Duration)
 		}
 	}
 	d.positiveDuration("ban.escalate_window", p.Ban.EscalateWindow)
