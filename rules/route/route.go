@@ -39,6 +39,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/state"
 )
@@ -217,15 +218,6 @@ func (b *Backend) del(h *netlink.Handle, p netip.Prefix, r netlink.Route) error 
 	return nil
 }
 
-// canonical returns p masked, IPv4-mapped IPv6 made IPv4.
-func canonical(p netip.Prefix) netip.Prefix {
-	a, bits := p.Addr(), p.Bits()
-	if a.Is4In6() {
-		a, bits = a.Unmap(), max(bits-96, 0)
-	}
-	return netip.PrefixFrom(a.WithZone(""), bits).Masked()
-}
-
 func overlaps(a, b netip.Prefix) bool {
 	return a.Addr().Is4() == b.Addr().Is4() && a.Overlaps(b)
 }
@@ -265,11 +257,11 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 	want := make(map[netip.Prefix]bool, len(rs.Bans))
 	var bans []state.Ban
 	for _, ban := range rs.Bans {
-		p := canonical(ban.Prefix)
+		p := policy.Canonical(ban.Prefix)
 		if !p.IsValid() {
 			continue
 		}
-		if i := slices.IndexFunc(rs.Allow, func(a netip.Prefix) bool { return overlaps(canonical(a), p) }); i >= 0 {
+		if i := slices.IndexFunc(rs.Allow, func(a netip.Prefix) bool { return overlaps(policy.Canonical(a), p) }); i >= 0 {
 			b.log.Warn("ban overlaps the allow list; not routing it", "prefix", p, "allow", rs.Allow[i])
 			continue
 		}
@@ -312,7 +304,7 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 		}
 		p := sb.Prefix
 		r, ok := have[p]
-		if i := slices.IndexFunc(rs.Allow, func(a netip.Prefix) bool { return overlaps(canonical(a), p) }); i >= 0 {
+		if i := slices.IndexFunc(rs.Allow, func(a netip.Prefix) bool { return overlaps(policy.Canonical(a), p) }); i >= 0 {
 			// Banned earlier, allowed now: lift the ban.
 			b.log.Warn("stored ban overlaps the allow list; removing it", "prefix", p, "allow", rs.Allow[i])
 			if ok {
@@ -474,7 +466,7 @@ func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, erro
 	gone := make(map[netip.Prefix]bool)
 	err := b.store.Update(func(st *state.State) error {
 		for _, p := range prefixes {
-			p = canonical(p)
+			p = policy.Canonical(p)
 			if sb, ok := st.Find(p); ok && sb.Backend == Name {
 				st.Remove(p)
 				gone[p] = true
@@ -496,7 +488,7 @@ func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, erro
 	}
 	var errs []error
 	for _, p := range prefixes {
-		p = canonical(p)
+		p = policy.Canonical(p)
 		r, ok := have[p]
 		if !ok {
 			continue
