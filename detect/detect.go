@@ -48,4 +48,8 @@ type Sample struct {
 	Malformed int
 	// Errors holds the first few parse errors, with line numbers, for reports.
 	Errors []string
+	// Counters are the namespace's TcpExt counters read right after this
+	// sample, when the window read them (the last sample of a window); nil
+	// otherwise.
+	Counters *TcpExt
 }

@@ -1,0 +1,301 @@
+package detect
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/synban/synban/policy"
+)
+
+// Flood kinds a Classification reports.
+const (
+	// KindNone: no flood in the window.
+	KindNone = "none"
+	// KindReal: a flood from real hosts; banning them works.
+	KindReal = "real"
+	// KindSpoofed: a SYN flood from forged addresses; banning them is
+	// pointless and may ban innocent hosts.
+	KindSpoofed = "spoofed"
+)
+
+// Classification tells a flood from real hosts from a spoofed SYN flood.
+type Classification struct {
+	// Kind is KindNone, KindReal or KindSpoofed.
+	Kind string
+	// HalfOpenSources is the number of distinct sources holding a half-open
+	// (SYN_RECV) entry, in the sample with the most half-open entries.
+	HalfOpenSources int
+	// HalfOpenEntries is the number of half-open entries in that sample.
+	HalfOpenEntries int
+	// SmallSources is how many of HalfOpenSources held at most MaxPerSource
+	// half-open entries.
+	SmallSources int
+	// MaxPerSource is the policy's spoof.max_per_source, kept for FilterSpoofed.
+	MaxPerSource int
+	// CookiesSent and CookiesRecv are the SYN cookies sent and returned
+	// during the window (TcpExt SyncookiesSent, SyncookiesRecv deltas).
+	CookiesSent, CookiesRecv int64
+	// ReqQFullDrop is the TcpExt TCPReqQFullDrop delta: SYNs dropped with a
+	// full SYN queue and cookies off.
+	ReqQFullDrop int64
+	// ListenOverflows is the TcpExt ListenOverflows delta: handshakes
+	// completed into a full accept queue.
+	ListenOverflows int64
+	// Why explains the kind in one line.
+	Why string
+	// Advice lists what helps, one recommendation per entry.
+	Advice []string
+	// Sysctls are the kernel settings the advice recommends.
+	Sysctls []Sysctl
+}
+
+// Sysctl is a kernel setting recommended against a flood.
+type Sysctl struct {
+	// Key is the sysctl name, such as "net.ipv4.tcp_syncookies".
+	Key string
+	// Value is the recommended value.
+	Value string
+	// Why says what it does against the flood.
+	Why string
+}
+
+// Classify decides whether the window's flood, if any, comes from real
+// hosts or from forged addresses. delta is the TcpExt counters' change over
+// the window (zero when unknown).
+//
+// A flood is spoofed, when p.Spoof.Enabled, if in the sample with the most
+// half-open entries at least p.Spoof.MinSources distinct sources hold a
+// half-open entry and at least 90% of them hold at most
+// p.Spoof.MaxPerSource each; or if at least MinSources SYN cookies were sent
+// and fewer than p.Spoof.CookieRatio of them came back (nobody completes
+// the handshake: the SYN-ACKs went to addresses that never sent the SYN).
+// Otherwise the flood is real when some source crosses one of the policy's
+// rules in some sample, or at least MinSources cookies were sent and enough
+// came back. Anything else is KindNone.
+func Classify(p *policy.Policy, samples []Sample, delta TcpExt) Classification {
+	sp := p.Spoof
+	c := Classification{
+		Kind:            KindNone,
+		MaxPerSource:    sp.MaxPerSource,
+		CookiesSent:     delta.SyncookiesSent,
+		CookiesRecv:     delta.SyncookiesRecv,
+		ReqQFullDrop:    delta.TCPReqQFullDrop,
+		ListenOverflows: delta.ListenOverflows,
+	}
+	crossed := ""
+	for i := range samples {
+		per := make(map[netip.Addr]int)
+		entries := 0
+		for _, cn := range samples[i].Conns {
+			if cn.State == SynRecv || cn.State == NewSynRecv {
+				per[cn.Remote.Addr()]++
+				entries++
+			}
+		}
+		if entries > c.HalfOpenEntries || i == 0 {
+			c.HalfOpenEntries, c.HalfOpenSources, c.SmallSources = entries, len(per), 0
+			for _, n := range per {
+				if n <= sp.MaxPerSource {
+					c.SmallSources++
+				}
+			}
+		}
+		if crossed == "" {
+			crossed = ruleCrossed(p, samples[i].Conns)
+		}
+	}
+
+	spread := c.HalfOpenSources >= sp.MinSources && sp.MinSources > 0 && c.SmallSources*10 >= c.HalfOpenSources*9
+	cookies := sp.MinSources > 0 && c.CookiesSent >= int64(sp.MinSources) &&
+		float64(c.CookiesRecv) < sp.CookieRatio*float64(c.CookiesSent)
+	switch {
+	case sp.Enabled && spread:
+		c.Kind = KindSpoofed
+		c.Why = fmt.Sprintf("%d sources hold %d half-open entries, %d of them at most %d each: forged addresses",
+			c.HalfOpenSources, c.HalfOpenEntries, c.SmallSources, sp.MaxPerSource)
+	case sp.Enabled && cookies:
+		c.Kind = KindSpoofed
+		c.Why = fmt.Sprintf("%d SYN cookies sent, %d returned (below %.0f%%): the SYN-ACKs go to addresses that never sent the SYN",
+			c.CookiesSent, c.CookiesRecv, 100*sp.CookieRatio)
+	case crossed != "":
+		c.Kind = KindReal
+		c.Why = crossed
+	case sp.MinSources > 0 && c.CookiesSent >= int64(sp.MinSources):
+		c.Kind = KindReal
+		c.Why = fmt.Sprintf("%d SYN cookies sent and %d returned: the peers complete handshakes", c.CookiesSent, c.CookiesRecv)
+	default:
+		c.Why = "no source crosses a rule and no SYN cookie storm"
+	}
+	if !sp.Enabled && (spread || cookies) {
+		c.Why += " (the signs of a spoofed flood are present, but spoof classification is disabled)"
+	}
+	c.advise(p)
+	return c
+}
+
+// ruleCrossed names the first rule some source crosses in conns, or "".
+func ruleCrossed(p *policy.Policy, conns []Conn) string {
+	for _, r := range p.Rules {
+		mask := StateMask(statesOf(r.State))
+		per := make(map[netip.Addr]int)
+		for _, cn := range conns {
+			if cn.State >= 32 || mask&(1<<cn.State) == 0 {
+				continue
+			}
+			if len(r.Ports) > 0 && !containsPort(r.Ports, cn.Local.Port()) {
+				continue
+			}
+			a := cn.Remote.Addr()
+			per[a]++
+			if per[a] >= r.Threshold {
+				return fmt.Sprintf("%s holds %d connections in state %s, crossing rule %q (threshold %d)", a, per[a], r.State, r.Name, r.Threshold)
+			}
+		}
+	}
+	return ""
+}
+
+func statesOf(s policy.State) []TCPState {
+	switch s {
+	case policy.StateSynRecv:
+		return []TCPState{SynRecv}
+	case policy.StateEstablished:
+		return []TCPState{Established}
+	}
+	return nil // any
+}
+
+func containsPort(ports []uint16, port uint16) bool {
+	for _, p := range ports {
+		if p == port {
+			return true
+		}
+	}
+	return false
+}
+
+// advise fills Advice and Sysctls for the kind.
+func (c *Classification) advise(p *policy.Policy) {
+	add := func(key, value, why string) {
+		c.Sysctls = append(c.Sysctls, Sysctl{Key: key, Value: value, Why: why})
+		c.Advice = append(c.Advice, fmt.Sprintf("set %s=%s: %s", key, value, why))
+	}
+	if c.ReqQFullDrop > 0 {
+		add("net.ipv4.tcp_syncookies", "1",
+			fmt.Sprintf("%d SYNs were dropped with a full SYN queue, so cookies are off; cookies answer a full queue without keeping state", c.ReqQFullDrop))
+	}
+	if c.Kind != KindSpoofed {
+		if c.Kind == KindReal {
+			c.Advice = append(c.Advice, "the sources are real hosts: banning them works")
+		}
+		return
+	}
+	if c.ReqQFullDrop == 0 {
+		add("net.ipv4.tcp_syncookies", "1", "keep SYN cookies on (1) so a full SYN queue is answered without keeping state")
+	}
+	add("net.ipv4.tcp_synack_retries", "2", "half-open entries then expire after about 7 s instead of about 63 s")
+	add("net.ipv4.tcp_max_syn_backlog", "65536", "a longer SYN queue holds more half-open entries before cookies take over (raise net.core.somaxconn and the service's listen backlog with it)")
+	if p.Meter.Enabled {
+		c.Advice = append(c.Advice, "keep the per-source SYN meter on: it limits every source without filling the ban set with forged addresses")
+	} else {
+		c.Advice = append(c.Advice, "turn the per-source SYN meter on ([meter] enabled = true): it limits every source without filling the ban set with forged addresses")
+	}
+	c.Advice = append(c.Advice, "ask upstream (provider, scrubbing) to filter: bans cannot help against spoofed sources or a saturated link")
+}
+
+// FilterSpoofed removes, for a spoofed flood, the verdicts that would ban
+// forged addresses, moving them to Spared with the reason: single-address
+// syn_recv verdicts whose Count is at most MaxPerSource*Samples, and
+// syn_recv prefix verdicts that are not dense (their sources hold on average
+// at most MaxPerSource entries each). A real host among the noise, holding
+// many half-open entries, keeps its verdict, and so do verdicts on other
+// states (a completed handshake cannot be forged). For any other kind rep
+// is returned unchanged.
+func FilterSpoofed(rep Report, c Classification) Report {
+	if c.Kind != KindSpoofed {
+		return rep
+	}
+	samples := rep.Samples
+	if samples < 1 {
+		samples = 1
+	}
+	limit := c.MaxPerSource * samples
+	out := rep
+	out.Verdicts = make([]Verdict, 0, len(rep.Verdicts))
+	out.Spared = append([]Spared(nil), rep.Spared...)
+	for _, v := range rep.Verdicts {
+		if v.State != policy.StateSynRecv {
+			out.Verdicts = append(out.Verdicts, v)
+			continue
+		}
+		single := v.Subject.Bits() == v.Subject.Addr().BitLen()
+		switch {
+		case single && v.Count <= limit:
+			out.Spared = append(out.Spared, Spared{Verdict: v,
+				Why: fmt.Sprintf("spoofed flood: %d half-open entries (at most %d per source over %d samples) look forged; not banned", v.Count, c.MaxPerSource, samples)})
+		case !single && v.Sources > 0 && v.Count <= c.MaxPerSource*v.Sources:
+			out.Spared = append(out.Spared, Spared{Verdict: v,
+				Why: fmt.Sprintf("spoofed flood: %d half-open entries from %d sources (not dense) look forged; not banned", v.Count, v.Sources)})
+		default:
+			out.Verdicts = append(out.Verdicts, v)
+		}
+	}
+	return out
+}
+
+// ReadSysctls reads the current values of keys ("net.ipv4.tcp_syncookies")
+// in the network namespace netns ("" for the caller's own). Keys that do
+// not exist are left out.
+func ReadSysctls(netns string, keys []string) (map[string]string, error) {
+	out := make(map[string]string, len(keys))
+	err := inNetNS(netns, func() error {
+		for _, k := range keys {
+			b, err := os.ReadFile(sysctlPath(k))
+			if err != nil {
+				if os.IsNotExist(err) {
+					continue
+				}
+				return fmt.Errorf("read sysctl %s: %w", k, err)
+			}
+			out[k] = strings.TrimSpace(string(b))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ApplySpoofSysctls sets net.ipv4.tcp_syncookies=1 in netns when the
+// classification is spoofed, the policy consents (spoof.apply_sysctl) and
+// cookies are off (0). A value of 2 (always send cookies) is left alone. It returns the settings it changed, as
+// "key: old -> new". Nothing else is changed: the other advice is for the
+// operator.
+func ApplySpoofSysctls(netns string, p *policy.Policy, c Classification) ([]string, error) {
+	if c.Kind != KindSpoofed || !p.Spoof.Enabled || !p.Spoof.ApplySysctl {
+		return nil, nil
+	}
+	const key = "net.ipv4.tcp_syncookies"
+	var changed []string
+	err := inNetNS(netns, func() error {
+		b, err := os.ReadFile(sysctlPath(key))
+		if err != nil {
+			return fmt.Errorf("read sysctl %s: %w", key, err)
+		}
+		old := strings.TrimSpace(string(b))
+		if old == "1" || old == "2" {
+			return nil // cookies on already (2: always)
+		}
+		if err := os.WriteFile(sysctlPath(key), []byte("1\n"), 0o644); err != nil {
+			return fmt.Errorf("set sysctl %s=1: %w", key, err)
+		}
+		changed = append(changed, fmt.Sprintf("%s: %s -> 1", key, old))
+		return nil
+	})
+	return changed, err
+}
+
+func sysctlPath(key string) string {
+	return filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
+}

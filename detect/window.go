@@ -1,0 +1,164 @@
+package detect
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// WindowResult is what one sampling window read.
+type WindowResult struct {
+	// Samples holds one merged sample per round, oldest first.
+	Samples []Sample
+	// Start and End are the TcpExt counters read before the first and after
+	// the last round; nil when no counters function was given.
+	Start, End *TcpExt
+	// Delta is End minus Start (zero without counters).
+	Delta TcpExt
+	// Elapsed is the time from the start snapshot to the end snapshot.
+	Elapsed time.Duration
+}
+
+// Window takes count rounds of samples, interval apart (measured from the
+// start of one round to the start of the next), reading every sampler in
+// each round and merging their readings into one Sample: a flow seen by
+// more than one sampler (the same local and remote address and port, as
+// when conntrack and sock_diag both see a half-open connection) counts
+// once, with the state the first sampler that saw it reported, so list the
+// socket sampler before conntrack. counters, when not nil, is read before
+// the first round and after the last; the end snapshot is also attached to
+// the last sample. Cancelling ctx stops the window with ctx's error; a
+// sampler's error ends it too.
+func Window(ctx context.Context, samplers []Sampler, count int, interval time.Duration, counters func() (TcpExt, error)) (WindowResult, error) {
+	if count < 1 {
+		return WindowResult{}, fmt.Errorf("window: count %d, want at least 1", count)
+	}
+	if len(samplers) == 0 {
+		return WindowResult{}, fmt.Errorf("window: no samplers")
+	}
+	var res WindowResult
+	began := time.Now()
+	if counters != nil {
+		c, err := counters()
+		if err != nil {
+			return WindowResult{}, fmt.Errorf("window: counters at start: %w", err)
+		}
+		res.Start = &c
+	}
+	var timer *time.Timer
+	next := time.Now()
+	for i := 0; i < count; i++ {
+		if i > 0 {
+			next = next.Add(interval)
+			if d := time.Until(next); d > 0 {
+				if timer == nil {
+					timer = time.NewTimer(d)
+					defer timer.Stop()
+				} else {
+					timer.Reset(d)
+				}
+				select {
+				case <-ctx.Done():
+					return WindowResult{}, fmt.Errorf("window: %w", ctx.Err())
+				case <-timer.C:
+				}
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return WindowResult{}, fmt.Errorf("window: %w", err)
+		}
+		s, err := sampleRound(ctx, samplers)
+		if err != nil {
+			return WindowResult{}, fmt.Errorf("window: sample %d of %d: %w", i+1, count, err)
+		}
+		res.Samples = append(res.Samples, s)
+	}
+	if counters != nil {
+		c, err := counters()
+		if err != nil {
+			return WindowResult{}, fmt.Errorf("window: counters at end: %w", err)
+		}
+		res.End = &c
+		res.Delta = Delta(*res.Start, c)
+		res.Samples[len(res.Samples)-1].Counters = res.End
+	}
+	res.Elapsed = time.Since(began)
+	return res, nil
+}
+
+// sampleRound reads every sampler once and merges the readings.
+func sampleRound(ctx context.Context, samplers []Sampler) (Sample, error) {
+	var parts []Sample
+	for _, sm := range samplers {
+		s, err := sm.Sample(ctx)
+		if err != nil {
+			return Sample{}, fmt.Errorf("%s: %w", sm.Name(), err)
+		}
+		if s.Source == "" {
+			s.Source = sm.Name()
+		}
+		parts = append(parts, s)
+	}
+	return MergeSamples(parts...), nil
+}
+
+// connKey identifies a flow by its two endpoints.
+type connKey struct {
+	local, remote [18]byte
+}
+
+func keyOf(c Conn) connKey {
+	var k connKey
+	a := c.Local.Addr().As16()
+	copy(k.local[:], a[:])
+	k.local[16], k.local[17] = byte(c.Local.Port()>>8), byte(c.Local.Port())
+	a = c.Remote.Addr().As16()
+	copy(k.remote[:], a[:])
+	k.remote[16], k.remote[17] = byte(c.Remote.Port()>>8), byte(c.Remote.Port())
+	return k
+}
+
+// MergeSamples merges readings of the same moment by different samplers
+// into one Sample: Source joins their names with "+", Time is the earliest,
+// Malformed and Errors add up, and a flow (same local and remote address
+// and port) present in several readings is kept once, from the first
+// reading holding it. A single reading is returned unchanged.
+func MergeSamples(parts ...Sample) Sample {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	var out Sample
+	var names []string
+	total := 0
+	for _, p := range parts {
+		total += len(p.Conns)
+	}
+	out.Conns = make([]Conn, 0, total)
+	seen := make(map[connKey]struct{}, total)
+	for _, p := range parts {
+		names = append(names, p.Source)
+		if out.Time.IsZero() || (!p.Time.IsZero() && p.Time.Before(out.Time)) {
+			out.Time = p.Time
+		}
+		out.Malformed += p.Malformed
+		for _, e := range p.Errors {
+			if len(out.Errors) < 10 {
+				out.Errors = append(out.Errors, p.Source+": "+e)
+			}
+		}
+		if p.Counters != nil {
+			out.Counters = p.Counters
+		}
+		for _, c := range p.Conns {
+			k := keyOf(c)
+			if _, dup := seen[k]; dup {
+				continue
+			}
+			seen[k] = struct{}{}
+			out.Conns = append(out.Conns, c)
+		}
+	}
+	out.Source = strings.Join(names, "+")
+	return out
+}
