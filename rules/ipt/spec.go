@@ -111,6 +111,18 @@ func BanIPSet(p netip.Prefix) string {
 	}
 }
 
+// BanEntry returns the ipset a banned prefix goes in and its element as
+// ipset writes it: a bare address in the hash:ip sets, address/length in
+// the hash:net sets.
+func BanEntry(p netip.Prefix) (set, elem string) {
+	p = canonical(p)
+	set = BanIPSet(p)
+	if set == IPSetBan4 || set == IPSetBan6 {
+		return set, p.Addr().String()
+	}
+	return set, p.String()
+}
+
 // canonical masks p and turns an IPv4-mapped IPv6 prefix into IPv4.
 func canonical(p netip.Prefix) netip.Prefix {
 	a := p.Addr()
