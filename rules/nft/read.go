@@ -1,0 +1,251 @@
+package nft
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+
+	"github.com/synban/synban/policy"
+	"github.com/synban/synban/rules"
+)
+
+// banSets are the sets that hold bans, in listing order.
+var banSets = []string{rules.SetBan4, rules.SetBanNet4, rules.SetBan6, rules.SetBanNet6}
+
+// element is one address or prefix of a set as the kernel holds it.
+type element struct {
+	prefix           netip.Prefix
+	timeout, expires time.Duration
+	comment          string
+	// raw are the kernel elements standing for it (the start and, for an
+	// interval, the end), reduced to what a delete needs.
+	raw []nftables.SetElement
+}
+
+// state is what synban's table holds right now.
+type state struct {
+	table      *nftables.Table // nil when the table does not exist
+	sets       map[string]*nftables.Set
+	elems      map[string][]element // for the sets asked for
+	chains     map[string]*nftables.Chain
+	chainOrder []string
+	rules      map[string][]*nftables.Rule
+	anon       map[string]string // anonymous set name -> its elements, for comparing rules
+}
+
+func findTable(c *nftables.Conn, name string, fam nftables.TableFamily) (*nftables.Table, error) {
+	tables, err := c.ListTablesOfFamily(fam)
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == name && t.Family == fam {
+			return t, nil
+		}
+	}
+	return nil, nil
+}
+
+// readState reads synban's table: sets, chains, rules, the elements of
+// anonymous sets and of the named sets.
+func readState(ctx context.Context, c *nftables.Conn, name string, fam nftables.TableFamily, elemSets []string) (*state, error) {
+	st := &state{
+		sets:   map[string]*nftables.Set{},
+		elems:  map[string][]element{},
+		chains: map[string]*nftables.Chain{},
+		rules:  map[string][]*nftables.Rule{},
+		anon:   map[string]string{},
+	}
+	t, err := findTable(c, name, fam)
+	if err != nil || t == nil {
+		return st, err
+	}
+	st.table = t
+	sets, err := c.GetSets(t)
+	if err != nil {
+		return nil, fmt.Errorf("list sets of %s: %w", name, err)
+	}
+	for _, s := range sets {
+		st.sets[s.Name] = s
+		if s.Anonymous {
+			els, err := c.GetSetElements(s)
+			if err != nil {
+				return nil, fmt.Errorf("list elements of %s: %w", s.Name, err)
+			}
+			st.anon[s.Name] = keysString(els)
+		}
+	}
+	for _, set := range elemSets {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		s := st.sets[set]
+		if s == nil {
+			continue
+		}
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("list elements of %s: %w", set, err)
+		}
+		st.elems[set] = decodeElements(s, els)
+	}
+	chains, err := c.ListChainsOfTableFamily(fam)
+	if err != nil {
+		return nil, fmt.Errorf("list chains: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table == nil || ch.Table.Name != name {
+			continue
+		}
+		ch.Table = t
+		st.chains[ch.Name] = ch
+		st.chainOrder = append(st.chainOrder, ch.Name)
+		rs, err := c.GetRules(t, ch)
+		if err != nil {
+			return nil, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
+		}
+		st.rules[ch.Name] = rs
+	}
+	return st, ctx.Err()
+}
+
+// keysString renders the keys of an anonymous set (ports), sorted, so two
+// sets with the same members compare equal.
+func keysString(els []nftables.SetElement) string {
+	var keys []string
+	for _, e := range els {
+		if e.IntervalEnd {
+			continue
+		}
+		if len(e.Key) == 2 {
+			keys = append(keys, strconv.Itoa(int(e.Key[0])<<8|int(e.Key[1])))
+		} else {
+			keys = append(keys, fmt.Sprintf("%x", e.Key))
+		}
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, ",")
+}
+
+// decodeElements turns kernel elements into addresses and prefixes; the
+// start and end elements of an interval set become one prefix. Ranges that
+// are not a prefix (added by someone else) are left out.
+func decodeElements(s *nftables.Set, els []nftables.SetElement) []element {
+	var out []element
+	if !s.Interval {
+		for _, e := range els {
+			a, ok := netip.AddrFromSlice(e.Key)
+			if !ok {
+				continue
+			}
+			out = append(out, element{
+				prefix:  netip.PrefixFrom(a, a.BitLen()),
+				timeout: e.Timeout, expires: e.Expires, comment: e.Comment,
+				raw: []nftables.SetElement{{Key: e.Key}},
+			})
+		}
+		return out
+	}
+	els = slices.Clone(els)
+	// By key; at equal keys the end of one interval before the start of the next.
+	slices.SortFunc(els, func(a, b nftables.SetElement) int {
+		if c := bytes.Compare(a.Key, b.Key); c != 0 {
+			return c
+		}
+		switch {
+		case a.IntervalEnd && !b.IntervalEnd:
+			return -1
+		case !a.IntervalEnd && b.IntervalEnd:
+			return 1
+		}
+		return 0
+	})
+	for i, e := range els {
+		if e.IntervalEnd {
+			continue
+		}
+		start, ok := netip.AddrFromSlice(e.Key)
+		if !ok {
+			continue
+		}
+		var end []byte // nil: the interval runs to the last address
+		raw := []nftables.SetElement{{Key: e.Key}}
+		for _, f := range els[i+1:] {
+			if f.IntervalEnd {
+				end = f.Key
+				raw = append(raw, nftables.SetElement{Key: f.Key, IntervalEnd: true})
+				break
+			}
+		}
+		p, ok := rangePrefix(start, end)
+		if !ok {
+			continue
+		}
+		out = append(out, element{prefix: p, timeout: e.Timeout, expires: e.Expires, comment: e.Comment, raw: raw})
+	}
+	return out
+}
+
+// rangePrefix returns the prefix covering exactly [start, end), end nil
+// meaning past the last address.
+func rangePrefix(start netip.Addr, end []byte) (netip.Prefix, bool) {
+	for bits := start.BitLen(); bits >= 0; bits-- {
+		p := netip.PrefixFrom(start, bits)
+		if p.Masked().Addr() != start {
+			break
+		}
+		if bytes.Equal(prefixEnd(p), end) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// prefixEnd is the first address after p, as key bytes; nil when p runs to
+// the last address.
+func prefixEnd(p netip.Prefix) []byte {
+	b := p.Masked().Addr().AsSlice()
+	bits := p.Bits()
+	// Set the host bits, then add one.
+	for i := range b {
+		for j := 0; j < 8; j++ {
+			if i*8+j >= bits {
+				b[i] |= 0x80 >> j
+			}
+		}
+	}
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i]++
+		if b[i] != 0 {
+			return b
+		}
+	}
+	return nil
+}
+
+// canonical is a prefix the way synban stores it.
+func canonical(p netip.Prefix) netip.Prefix { return policy.Canonical(p) }
+
+// ruleComment is the comment nft shows for a rule (its userdata TLV).
+func ruleComment(r *nftables.Rule) string {
+	s, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+	return s
+}
+
+func ruleCounter(r *nftables.Rule) *expr.Counter {
+	for _, e := range r.Exprs {
+		if c, ok := e.(*expr.Counter); ok {
+			return c
+		}
+	}
+	return nil
+}
