@@ -96,7 +96,7 @@ func (d *decoder) portList(key string, ports []uint16) {
 	}
 }
 
-// defaulted notes " (the default)" when key is not in the file.
+// defaulted notes ", the default" when key is not in the file.
 func (d *decoder) defaulted(key string) string {
 	if d.pos.has(key) {
 		return ""
