@@ -785,7 +785,10 @@ func parseCounter(line string) (name string, packets, bytes uint64, ok bool) {
 			packets, bytes, haveC = p, by, true
 		}
 	}
-	return name, packets, bytes, name != "" && haveC
+	if name == "" || !haveC {
+		return "", 0, 0, false
+	}
+	return name, packets, bytes, true
 }
 
 // Flush removes synban's jumps, its chain in iptables and ip6tables, and
