@@ -314,3 +314,23 @@ func TestSetsCrossCheck(t *testing.T) {
 		t.Errorf("temporary set left behind: %v\n%s", err, out)
 	}
 }
+
+// TestAutoPath picks the nf_tables build when it works and refuses a
+// program that does not exist.
+func TestAutoPath(t *testing.T) {
+	ns := netnstest.New(t, "probe")
+	netnstest.RequireCommand(t, "iptables")
+	b, err := New(Options{NetNS: ns.Path()})
+	if err != nil {
+		t.Fatalf("New with auto path: %v", err)
+	}
+	if v4, v6 := b.Paths(); v4 != "iptables" || v6 != "ip6tables" {
+		t.Errorf("auto path chose %s and %s, want iptables and ip6tables", v4, v6)
+	}
+	if err := Probe(Options{NetNS: ns.Path(), Path: "/nonexistent/iptables"}); err == nil {
+		t.Error("Probe accepted a missing program")
+	}
+	if err := Probe(Options{NetNS: "/nonexistent/netns", Path: "iptables"}); err == nil {
+		t.Error("Probe accepted a missing namespace")
+	}
+}
