@@ -1,0 +1,350 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"text/tabwriter"
+	"time"
+
+	"github.com/synban/synban/detect"
+	"github.com/synban/synban/policy"
+	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/backends"
+	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/templates"
+)
+
+// openBackend picks the backend (policy or --backend) and logs why.
+func (a *app) openBackend(ctx context.Context, o *options, p *policy.Policy, store *state.Store) (rules.Backend, backends.Choice, error) {
+	b, choice, err := backends.Open(ctx, backendName(o, p), backends.Options{
+		Logger:             a.log,
+		Store:              store,
+		DisableNFTables:    o.noNFT,
+		NFTTable:           p.NFTables.Table,
+		NFTFamily:          p.NFTables.Family,
+		IPTablesPath:       p.IPTables.Path,
+		IPTablesChain:      p.IPTables.Chain,
+		IPTablesDockerUser: p.IPTables.DockerUser,
+		RouteType:          p.Route.Type,
+		RouteProtocol:      p.Route.Protocol,
+	})
+	if err != nil {
+		return nil, choice, fmt.Errorf("choose a firewall backend: %w", err)
+	}
+	a.log.Info("backend chosen", "backend", choice.Name, "why", choice.Why)
+	return b, choice, nil
+}
+
+// apply runs one full cycle: lock, decide, apply, record, expire.
+func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.Time) error {
+	start := time.Now()
+	store, release, err := lockedStore(ctx, o.stateDir)
+	if err != nil {
+		return err
+	}
+	defer release()
+	st, err := store.Load()
+	if err != nil {
+		return fmt.Errorf("load state: %w", err)
+	}
+	d, err := a.decide(ctx, p, st, now)
+	if err != nil {
+		return err
+	}
+	b, choice, err := a.openBackend(ctx, o, p, store)
+	if err != nil {
+		return err
+	}
+	res, err := b.Apply(ctx, d.Ruleset)
+	if err != nil {
+		return fmt.Errorf("apply with %s: %w", choice.Name, err)
+	}
+	if res.Created {
+		a.log.Warn("firewall state was missing and has been restored", "backend", choice.Name, "table", d.Ruleset.Table, "bans", len(d.Ruleset.Bans))
+	}
+	for _, c := range res.Changed {
+		a.log.Info("changed", "backend", choice.Name, "object", c)
+	}
+	expired := 0
+	if err := store.Update(func(s *state.State) error {
+		for _, e := range s.Expire(now) {
+			expired++
+			a.log.Info("ban expired", "subject", e.Prefix, "reason", e.Reason)
+		}
+		recordBans(s, d, choice.Name, now)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("record bans in %s: %w", store.Path(), err)
+	}
+	if ex, ok := b.(interface {
+		Expire(context.Context) (int, error)
+	}); ok {
+		if _, err := ex.Expire(ctx); err != nil {
+			return fmt.Errorf("expire %s bans: %w", choice.Name, err)
+		}
+	}
+	for _, v := range d.Report.Verdicts {
+		a.log.Info("ban", "subject", v.Subject, "rule", v.Rule, "count", v.Count, "for", v.BanFor, "reason", v.Reason)
+	}
+	for _, s := range d.Report.Spared {
+		a.log.Warn("offender spared", "subject", s.Verdict.Subject, "why", s.Why)
+	}
+	for _, om := range d.Omitted {
+		a.log.Warn("ban left out", "subject", om.Prefix, "why", om.Why)
+	}
+	level := a.log.Debug
+	if len(d.Report.Verdicts) > 0 || res.Created {
+		level = a.log.Info
+	}
+	level("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources,
+		"verdicts", len(d.Report.Verdicts), "added", res.Added, "refreshed", res.Refreshed,
+		"restored", d.Restored, "expired", expired, "spared", len(d.Report.Spared),
+		"omitted", len(d.Omitted), "duration", time.Since(start).Round(time.Millisecond))
+	if o.json {
+		return writeJSON(a.stdout, map[string]any{
+			"backend": choice.Name, "backend_why": choice.Why, "sources": d.Report.Sources,
+			"verdicts": len(d.Report.Verdicts), "added": res.Added, "refreshed": res.Refreshed,
+			"created": res.Created, "restored": d.Restored, "expired": expired,
+		})
+	}
+	return nil
+}
+
+// recordBans writes the decided bans into the state store and its history.
+func recordBans(s *state.State, d *decision, backend string, now time.Time) {
+	fresh := make(map[netip.Prefix]detect.Verdict, len(d.Report.Verdicts))
+	for _, v := range d.Report.Verdicts {
+		fresh[policy.Canonical(v.Subject)] = v
+	}
+	for _, b := range d.Ruleset.Bans {
+		v, decided := fresh[b.Prefix]
+		sb := state.Ban{Prefix: b.Prefix, Since: now, Until: now.Add(b.Timeout), Reason: b.Reason, Backend: backend}
+		if decided {
+			sb.Rule = v.Rule
+			s.Record(b.Prefix, now, b.Timeout)
+		}
+		s.Upsert(sb)
+	}
+}
+
+func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
+	if err := noArgs("status", args); err != nil {
+		return err
+	}
+	if err := checkBackendFlag(o.backend); err != nil {
+		return err
+	}
+	p, err := loadPolicy(o)
+	if err != nil {
+		return err
+	}
+	store, err := state.Open(o.stateDir)
+	if err != nil {
+		return fmt.Errorf("open state store: %w", err)
+	}
+	b, choice, err := a.openBackend(ctx, o, p, store)
+	if err != nil {
+		return err
+	}
+	bans, err := b.Bans(ctx)
+	if err != nil {
+		return fmt.Errorf("list bans with %s: %w", choice.Name, err)
+	}
+	counters, err := b.Counters(ctx)
+	if err != nil {
+		return fmt.Errorf("read counters with %s: %w", choice.Name, err)
+	}
+	if o.json {
+		type banJSON struct {
+			Prefix  string  `json:"prefix"`
+			Expires float64 `json:"expires_seconds"`
+			Timeout float64 `json:"timeout_seconds"`
+			Reason  string  `json:"reason"`
+		}
+		out := make([]banJSON, 0, len(bans))
+		for _, bn := range bans {
+			out = append(out, banJSON{bn.Prefix.String(), bn.Expires.Seconds(), bn.Timeout.Seconds(), bn.Reason})
+		}
+		return writeJSON(a.stdout, map[string]any{"backend": choice.Name, "backend_why": choice.Why, "bans": out, "counters": counters})
+	}
+	fmt.Fprintf(a.stdout, "backend: %s (%s)\n", choice.Name, choice.Why)
+	fmt.Fprintf(a.stdout, "bans: %d\n", len(bans))
+	writeBans(a.stdout, bans)
+	if len(counters) > 0 {
+		fmt.Fprintln(a.stdout, "drops:")
+		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		for _, c := range counters {
+			fmt.Fprintf(tw, "  %s\t%s\t%d packets\t%d bytes\n", c.Chain, c.Rule, c.Packets, c.Bytes)
+		}
+		tw.Flush()
+	}
+	return nil
+}
+
+func writeBans(w io.Writer, bans []rules.ActiveBan) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, b := range bans {
+		left := "never expires"
+		if b.Expires > 0 {
+			left = b.Expires.Round(time.Second).String() + " left"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", b.Prefix, left, b.Reason)
+	}
+	tw.Flush()
+}
+
+func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
+	if len(args) != 1 {
+		return badInput("ban takes one address or prefix, got %d arguments", len(args))
+	}
+	if err := checkBackendFlag(o.backend); err != nil {
+		return err
+	}
+	subject, err := parseSubject(args[0])
+	if err != nil {
+		return err
+	}
+	p, err := loadPolicy(o)
+	if err != nil {
+		return err
+	}
+	d := p.Ban.Duration.Duration
+	if o.banFor != "" {
+		d, err = time.ParseDuration(o.banFor)
+		if err != nil || d < time.Second {
+			return badInput("--for %q: want a duration of at least 1s such as 90s, 10m or 2h", o.banFor)
+		}
+	}
+	g, err := a.guard(p)
+	if err != nil {
+		return err
+	}
+	if why, protected := g.Protects(subject); protected {
+		return badInput("refusing to ban %s: %s", subject, why)
+	}
+	rs, omitted, err := rules.Compile(p, []detect.Verdict{{Subject: subject, BanFor: d, Reason: "manual ban", Sources: 1}}, g)
+	if err != nil {
+		return fmt.Errorf("compile ruleset: %w", err)
+	}
+	if len(omitted) > 0 {
+		return badInput("refusing to ban %s: %s", subject, omitted[0].Why)
+	}
+	store, release, err := lockedStore(ctx, o.stateDir)
+	if err != nil {
+		return err
+	}
+	defer release()
+	b, choice, err := a.openBackend(ctx, o, p, store)
+	if err != nil {
+		return err
+	}
+	if _, err := b.Apply(ctx, rs); err != nil {
+		return fmt.Errorf("apply ban with %s: %w", choice.Name, err)
+	}
+	now := time.Now()
+	if err := store.Update(func(s *state.State) error {
+		s.Upsert(state.Ban{Prefix: rs.Bans[0].Prefix, Since: now, Until: now.Add(d), Reason: "manual ban", Rule: "manual", Backend: choice.Name})
+		return nil
+	}); err != nil {
+		return fmt.Errorf("record ban: %w", err)
+	}
+	a.log.Info("ban", "subject", rs.Bans[0].Prefix, "rule", "manual", "for", d, "backend", choice.Name)
+	fmt.Fprintf(a.stdout, "banned %s for %s (%s)\n", rs.Bans[0].Prefix, d, choice.Name)
+	return nil
+}
+
+func cmdUnban(ctx context.Context, a *app, o *options, args []string) error {
+	if len(args) == 0 {
+		return badInput("unban takes one or more addresses or prefixes")
+	}
+	if err := checkBackendFlag(o.backend); err != nil {
+		return err
+	}
+	var subjects []netip.Prefix
+	for _, arg := range args {
+		s, err := parseSubject(arg)
+		if err != nil {
+			return err
+		}
+		subjects = append(subjects, s)
+	}
+	p, err := loadPolicy(o)
+	if err != nil {
+		return err
+	}
+	store, release, err := lockedStore(ctx, o.stateDir)
+	if err != nil {
+		return err
+	}
+	defer release()
+	b, choice, err := a.openBackend(ctx, o, p, store)
+	if err != nil {
+		return err
+	}
+	n, err := b.Unban(ctx, subjects)
+	if err != nil {
+		return fmt.Errorf("unban with %s: %w", choice.Name, err)
+	}
+	if err := store.Update(func(s *state.State) error {
+		for _, sub := range subjects {
+			s.Remove(sub)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("record unban: %w", err)
+	}
+	for _, sub := range subjects {
+		a.log.Info("unban", "subject", sub, "backend", choice.Name)
+	}
+	fmt.Fprintf(a.stdout, "unbanned %d of %d (%s)\n", n, len(subjects), choice.Name)
+	return nil
+}
+
+func cmdFlush(ctx context.Context, a *app, o *options, args []string) error {
+	if err := noArgs("flush", args); err != nil {
+		return err
+	}
+	if err := checkBackendFlag(o.backend); err != nil {
+		return err
+	}
+	p, err := loadPolicy(o)
+	if err != nil {
+		return err
+	}
+	store, release, err := lockedStore(ctx, o.stateDir)
+	if err != nil {
+		return err
+	}
+	defer release()
+	b, choice, err := a.openBackend(ctx, o, p, store)
+	if err != nil {
+		return err
+	}
+	if err := b.Flush(ctx); err != nil {
+		return fmt.Errorf("flush %s: %w", choice.Name, err)
+	}
+	// The bans are gone from the kernel: forget them so the next run does not
+	// restore them. The history stays for escalation.
+	if err := store.Update(func(s *state.State) error {
+		s.Bans = nil
+		return nil
+	}); err != nil {
+		return fmt.Errorf("clear bans in state: %w", err)
+	}
+	a.log.Info("flushed", "backend", choice.Name)
+	fmt.Fprintf(a.stdout, "removed everything synban created (%s)\n", choice.Name)
+	return nil
+}
+
+// renderOther renders the dry run in iptables or route syntax.
+func renderOther(w io.Writer, d *decision, format string) error {
+	switch format {
+	case "iptables":
+		return templates.IPTables(w, d.Ruleset, d.Policy.IPTables.Chain)
+	case "route":
+		return templates.Route(w, d.Ruleset, d.Policy.Route.Type, d.Policy.Route.Protocol)
+	}
+	return badInput("unknown format %q", format)
+}

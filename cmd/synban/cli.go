@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/synban/synban/policy"
+	"github.com/synban/synban/rules/state"
+)
+
+// Exit codes, documented in README.md.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+	exitLocked  = 3
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// usageError marks bad input: it maps to exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func badInput(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// command is one subcommand.
+type command struct {
+	name, args, summary string
+	// setup adds the subcommand's own flags.
+	setup func(fs *flag.FlagSet, o *options)
+	run   func(ctx context.Context, a *app, o *options, args []string) error
+}
+
+// options holds every flag; each subcommand registers the ones it accepts.
+type options struct {
+	config   string
+	stateDir string
+	verbose  bool
+	json     bool
+	logJSON  bool
+	backend  string
+	format   string
+	banFor   string
+	dryRun   bool
+	every    string
+	noNFT    bool
+}
+
+// app carries what a command writes to; there is no global state.
+type app struct {
+	stdout, stderr io.Writer
+	log            *slog.Logger
+}
+
+func commands() []*command {
+	return []*command{
+		{name: "run", summary: "sample, decide and apply bans (--dry-run: print instead)", setup: flagsRun, run: cmdRun},
+		{name: "plan", summary: "same as run --dry-run: print the verdicts and the ruleset, apply nothing", setup: flagsPlan, run: cmdPlan},
+		{name: "check", summary: "validate a policy file", setup: flagsCommon, run: cmdCheck},
+		{name: "sample", summary: "print the per-source table of what was sampled", setup: flagsCommon, run: cmdSample},
+		{name: "status", summary: "show the backend, active bans with time left, and drop counters", setup: flagsBackend, run: cmdStatus},
+		{name: "ban", args: "ADDR|PREFIX", summary: "ban an address or prefix (--for DURATION)", setup: flagsBan, run: cmdBan},
+		{name: "unban", args: "ADDR|PREFIX...", summary: "remove bans", setup: flagsBackend, run: cmdUnban},
+		{name: "flush", summary: "remove everything synban created, nothing else", setup: flagsBackend, run: cmdFlush},
+		{name: "version", summary: "print the version", setup: func(*flag.FlagSet, *options) {}, run: cmdVersion},
+	}
+}
+
+func flagsCommon(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.config, "c", "", "policy file (default: the embedded default policy)")
+	fs.StringVar(&o.config, "config", "", "policy file (default: the embedded default policy)")
+	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/synban", "state directory")
+	fs.BoolVar(&o.verbose, "v", false, "verbose: log every step")
+	fs.BoolVar(&o.json, "json", false, "print machine-readable JSON")
+	fs.BoolVar(&o.logJSON, "log-json", false, "write logs as JSON")
+}
+
+func flagsBackend(fs *flag.FlagSet, o *options) {
+	flagsCommon(fs, o)
+	fs.StringVar(&o.backend, "backend", "", "firewall backend: auto, nftables, iptables or route (default: the policy's)")
+	fs.BoolVar(&o.noNFT, "disable-nftables", false, "treat nftables as unusable (for hosts where it must not be used)")
+}
+
+func flagsPlan(fs *flag.FlagSet, o *options) {
+	flagsBackend(fs, o)
+	fs.StringVar(&o.format, "format", "", "print only the ruleset in this syntax: nft, iptables or route")
+}
+
+func flagsRun(fs *flag.FlagSet, o *options) {
+	flagsPlan(fs, o)
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be applied, apply nothing")
+}
+
+func flagsBan(fs *flag.FlagSet, o *options) {
+	flagsBackend(fs, o)
+	fs.StringVar(&o.banFor, "for", "", "ban duration (default: the policy's ban.duration)")
+}
+
+// Main runs synban with args (without the program name) and returns the exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	a := &app{stdout: stdout, stderr: stderr}
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout, cmds)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	var cmd *command
+	for _, c := range cmds {
+		if c.name == args[0] {
+			cmd = c
+		}
+	}
+	if cmd == nil {
+		fmt.Fprintf(stderr, "synban: unknown command %q (see synban --help)\n", args[0])
+		return exitUsage
+	}
+	fs := flag.NewFlagSet("synban "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{}
+	cmd.setup(fs, o)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: synban %s [flags] %s\n\n%s\n\nflags:\n", cmd.name, cmd.args, cmd.summary)
+		fs.PrintDefaults()
+	}
+	positional, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return exitOK
+		}
+		return exitUsage
+	}
+	level := slog.LevelWarn
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	if o.logJSON {
+		a.log = slog.New(slog.NewJSONHandler(stderr, hopts))
+	} else {
+		a.log = slog.New(slog.NewTextHandler(stderr, hopts))
+	}
+	err = cmd.run(ctx, a, o, positional)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "synban %s: %v\n", cmd.name, err)
+	var ue usageError
+	var pe *policy.Error
+	switch {
+	case errors.As(err, &ue), errors.As(err, &pe):
+		return exitUsage
+	case errors.Is(err, state.ErrLocked):
+		return exitLocked
+	}
+	return exitFailure
+}
+
+func usage(w io.Writer, cmds []*command) {
+	fmt.Fprintf(w, "synban %s: detect SYN and connection floods and ban their sources\n\nusage: synban COMMAND [flags]\n\ncommands:\n", version)
+	for _, c := range cmds {
+		name := c.name
+		if c.args != "" {
+			name += " " + c.args
+		}
+		fmt.Fprintf(w, "  %-22s %s\n", name, c.summary)
+	}
+	fmt.Fprintf(w, "\nflags come after the command; 'synban COMMAND --help' lists them.\n"+
+		"exit codes: 0 ok, 1 runtime failure, 2 bad input, 3 another run holds the lock\n")
+}
+
+func cmdVersion(_ context.Context, a *app, _ *options, args []string) error {
+	if len(args) > 0 {
+		return badInput("version takes no arguments, got %q", strings.Join(args, " "))
+	}
+	fmt.Fprintf(a.stdout, "synban %s\n", version)
+	return nil
+}
+
+// parseInterspersed parses flags wherever they stand among the arguments
+// ("synban ban 192.0.2.7 --for 1h" as well as "synban ban --for 1h 192.0.2.7");
+// "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		if len(args) > 0 && len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}

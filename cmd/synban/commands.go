@@ -1,0 +1,319 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/synban/synban/detect"
+	"github.com/synban/synban/policy"
+	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/templates"
+)
+
+func noArgs(cmd string, args []string) error {
+	if len(args) > 0 {
+		return badInput("%s takes no arguments, got %q", cmd, strings.Join(args, " "))
+	}
+	return nil
+}
+
+func cmdCheck(_ context.Context, a *app, o *options, args []string) error {
+	if err := noArgs("check", args); err != nil {
+		return err
+	}
+	p, err := loadPolicy(o)
+	if err != nil {
+		return err
+	}
+	if o.json {
+		return writeJSON(a.stdout, map[string]any{"policy": p.Source, "ok": true})
+	}
+	fmt.Fprintf(a.stdout, "%s: ok (%d rules, backend %s, table %s %s)\n", p.Source, len(p.Rules), p.Backend, p.NFTables.Family, p.NFTables.Table)
+	return nil
+}
+
+func cmdPlan(ctx context.Context, a *app, o *options, args []string) error {
+	o.dryRun = true
+	return cmdRun(ctx, a, o, args)
+}
+
+func checkFormat(f string) error {
+	switch f {
+	case "", "nft", "iptables", "route":
+		return nil
+	}
+	return badInput("--format %q: want nft, iptables or route", f)
+}
+
+func cmdRun(ctx context.Context, a *app, o *options, args []string) error {
+	if err := noArgs("run", args); err != nil {
+		return err
+	}
+	if err := checkFormat(o.format); err != nil {
+		return err
+	}
+	if err := checkBackendFlag(o.backend); err != nil {
+		return err
+	}
+	p, err := loadPolicy(o)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if o.dryRun {
+		st, err := readState(o.stateDir)
+		if err != nil {
+			a.log.Warn("state store unreadable; planning without it", "dir", o.stateDir, "err", err)
+			st = nil
+		}
+		d, err := a.decide(ctx, p, st, now)
+		if err != nil {
+			return err
+		}
+		return a.printPlan(d, o)
+	}
+	return a.apply(ctx, o, p, now)
+}
+
+// printPlan writes the dry run: the verdicts as comments, then the ruleset in
+// the chosen firewall syntax (the whole output stays a valid script), or the
+// script alone with --format, or JSON.
+func (a *app) printPlan(d *decision, o *options) error {
+	format := o.format
+	if format == "" {
+		format = planFormat(backendName(o, d.Policy))
+	}
+	var script strings.Builder
+	if err := renderRuleset(&script, d, format); err != nil {
+		return err
+	}
+	if o.json {
+		return writeJSON(a.stdout, planJSON(d, format, script.String()))
+	}
+	if o.format == "" {
+		writeSummary(a.stdout, d)
+	}
+	_, err := io.WriteString(a.stdout, script.String())
+	return err
+}
+
+func planFormat(backend string) string {
+	switch backend {
+	case "iptables", "route":
+		return backend
+	}
+	return "nft"
+}
+
+func renderRuleset(w io.Writer, d *decision, format string) error {
+	switch format {
+	case "nft":
+		return templates.NFT(w, d.Ruleset, d.Policy.Source)
+	default:
+		return renderOther(w, d, format)
+	}
+}
+
+// writeSummary prints the verdicts as '#' comments.
+func writeSummary(w io.Writer, d *decision) {
+	r := d.Report
+	conns := 0
+	for _, s := range d.Samples {
+		conns += len(s.Conns)
+	}
+	fmt.Fprintf(w, "# synban plan — policy %s\n", d.Policy.Source)
+	fmt.Fprintf(w, "# sampler: %s (%s)\n", d.Sampler, d.SamplerWhy)
+	fmt.Fprintf(w, "# window: %d sample(s), %d entries, %d distinct sources, %d malformed\n", r.Samples, conns, r.Sources, r.Malformed)
+	fmt.Fprintf(w, "# verdicts: %d to ban, %d spared, %d left out\n", len(r.Verdicts), len(r.Spared), len(d.Omitted))
+	for _, v := range r.Verdicts {
+		fmt.Fprintf(w, "#   ban %-20s for %-8s %s\n", v.Subject, v.BanFor, v.Reason)
+	}
+	for _, s := range r.Spared {
+		fmt.Fprintf(w, "#   spare %-18s %s: %s\n", s.Verdict.Subject, s.Why, s.Verdict.Reason)
+	}
+	for _, om := range d.Omitted {
+		fmt.Fprintf(w, "#   leave out %-14s %s\n", om.Prefix, om.Why)
+	}
+	if d.Restored > 0 {
+		fmt.Fprintf(w, "# %d active ban(s) carried over from the state store\n", d.Restored)
+	}
+	fmt.Fprintln(w, "#")
+}
+
+type verdictJSON struct {
+	Subject   string `json:"subject"`
+	Rule      string `json:"rule,omitempty"`
+	State     string `json:"state,omitempty"`
+	Count     int    `json:"count"`
+	Threshold int    `json:"threshold"`
+	Hits      int    `json:"hits"`
+	Samples   int    `json:"samples"`
+	Sources   int    `json:"sources"`
+	BanFor    string `json:"ban_for"`
+	Reason    string `json:"reason"`
+}
+
+func toJSON(v detect.Verdict) verdictJSON {
+	return verdictJSON{Subject: v.Subject.String(), Rule: v.Rule, State: string(v.State), Count: v.Count,
+		Threshold: v.Threshold, Hits: v.Hits, Samples: v.Samples, Sources: v.Sources, BanFor: v.BanFor.String(), Reason: v.Reason}
+}
+
+func planJSON(d *decision, format, script string) map[string]any {
+	verdicts := make([]verdictJSON, 0, len(d.Report.Verdicts))
+	for _, v := range d.Report.Verdicts {
+		verdicts = append(verdicts, toJSON(v))
+	}
+	type spared struct {
+		verdictJSON
+		Why string `json:"why"`
+	}
+	sp := make([]spared, 0, len(d.Report.Spared))
+	for _, s := range d.Report.Spared {
+		sp = append(sp, spared{toJSON(s.Verdict), s.Why})
+	}
+	om := make([]map[string]string, 0, len(d.Omitted))
+	for _, o := range d.Omitted {
+		om = append(om, map[string]string{"subject": o.Prefix.String(), "why": o.Why})
+	}
+	bans := make([]map[string]string, 0, len(d.Ruleset.Bans))
+	for _, b := range d.Ruleset.Bans {
+		bans = append(bans, map[string]string{"prefix": b.Prefix.String(), "timeout": b.Timeout.String(), "reason": b.Reason})
+	}
+	return map[string]any{
+		"policy": d.Policy.Source, "sampler": d.Sampler, "sampler_why": d.SamplerWhy,
+		"samples": d.Report.Samples, "sources": d.Report.Sources, "malformed": d.Report.Malformed,
+		"verdicts": verdicts, "spared": sp, "omitted": om, "bans": bans, "restored": d.Restored,
+		"format": format, "ruleset": script,
+	}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// cmdSample prints the per-source table of one sampling window.
+func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
+	if err := noArgs("sample", args); err != nil {
+		return err
+	}
+	p, err := loadPolicy(o)
+	if err != nil {
+		return err
+	}
+	name, why, samples, err := a.sample(ctx, p)
+	if err != nil {
+		return err
+	}
+	rows := perSource(samples)
+	if o.json {
+		return writeJSON(a.stdout, map[string]any{"sampler": name, "why": why, "samples": len(samples), "sources": rows})
+	}
+	fmt.Fprintf(a.stdout, "# sampler %s (%s); %d sample(s); %d sources\n", name, why, len(samples), len(rows))
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "SOURCE\tSYN_RECV\tESTABLISHED\tOTHER\tTOTAL\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", r.Source, r.SynRecv, r.Established, r.Other, r.Total)
+	}
+	return tw.Flush()
+}
+
+type sourceRow struct {
+	Source      string `json:"source"`
+	SynRecv     int    `json:"syn_recv"`
+	Established int    `json:"established"`
+	Other       int    `json:"other"`
+	Total       int    `json:"total"`
+}
+
+// perSource counts, per remote address, the peak over the window of each
+// state, sorted by total, most first.
+func perSource(samples []detect.Sample) []sourceRow {
+	peak := map[netip.Addr]*sourceRow{}
+	for _, s := range samples {
+		cur := map[netip.Addr]*sourceRow{}
+		for _, c := range s.Conns {
+			r := cur[c.Remote.Addr()]
+			if r == nil {
+				r = &sourceRow{}
+				cur[c.Remote.Addr()] = r
+			}
+			switch c.State {
+			case detect.SynRecv, detect.NewSynRecv:
+				r.SynRecv++
+			case detect.Established:
+				r.Established++
+			default:
+				r.Other++
+			}
+			r.Total++
+		}
+		for addr, r := range cur {
+			p := peak[addr]
+			if p == nil {
+				p = &sourceRow{Source: addr.String()}
+				peak[addr] = p
+			}
+			p.SynRecv, p.Established = max(p.SynRecv, r.SynRecv), max(p.Established, r.Established)
+			p.Other, p.Total = max(p.Other, r.Other), max(p.Total, r.Total)
+		}
+	}
+	rows := make([]sourceRow, 0, len(peak))
+	for _, r := range peak {
+		rows = append(rows, *r)
+	}
+	slices.SortFunc(rows, func(x, y sourceRow) int {
+		if x.Total != y.Total {
+			return y.Total - x.Total
+		}
+		return strings.Compare(x.Source, y.Source)
+	})
+	return rows
+}
+
+// parseSubject parses a ban or unban argument: an address or a prefix.
+// Host bits set, zones and junk are bad input; IPv4-mapped becomes IPv4.
+func parseSubject(s string) (netip.Prefix, error) {
+	p, err := policy.ParseAllow(s)
+	if err != nil {
+		return netip.Prefix{}, badInput("%q: %v", s, err)
+	}
+	return p, nil
+}
+
+func checkBackendFlag(b string) error {
+	switch b {
+	case "", "auto", "nftables", "iptables", "route":
+		return nil
+	}
+	return badInput("--backend %q: want auto, nftables, iptables or route", b)
+}
+
+func backendName(o *options, p *policy.Policy) string {
+	if o.backend != "" {
+		return o.backend
+	}
+	return p.Backend
+}
+
+// lockedStore opens the state store and takes the run lock; cron runs that
+// overlap exit with code 3 instead of piling up.
+func lockedStore(ctx context.Context, dir string) (*state.Store, func() error, error) {
+	s, err := state.Open(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open state store: %w", err)
+	}
+	release, err := s.Lock(ctx, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, release, nil
+}
