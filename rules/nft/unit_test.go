@@ -1,0 +1,135 @@
+package nft
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/synban/synban/internal/netnstest"
+	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/backendtest"
+)
+
+func TestIntervalRoundTrip(t *testing.T) {
+	for _, s := range []string{"198.51.100.0/24", "10.0.0.0/8", "0.0.0.0/1", "128.0.0.0/1", "255.255.255.0/24",
+		"2001:db8::/32", "2001:db8:1::/64", "ffff::/16", "::/1", "203.0.113.128/25"} {
+		p := netip.MustParsePrefix(s)
+		spec := setSpec{name: "x", interval: true, timeout: true, v6: p.Addr().Is6()}
+		els := encode(spec, p, time.Minute, "why")
+		wantLen := 2
+		if prefixEnd(p) == nil {
+			wantLen = 1
+		}
+		if len(els) != wantLen {
+			t.Errorf("%s: %d elements, want %d", p, len(els), wantLen)
+		}
+		if len(els) == 2 && (!els[1].IntervalEnd || els[1].Timeout != 0 || els[1].Comment != "") {
+			t.Errorf("%s: end element %+v must be flagged and carry no timeout or comment", p, els[1])
+		}
+		got := decodeElements(&nftables.Set{Interval: true}, els)
+		if len(got) != 1 || got[0].prefix != p || got[0].comment != "why" || got[0].timeout != time.Minute {
+			t.Errorf("%s: decoded %+v", p, got)
+		}
+	}
+}
+
+func TestDecodeAdjacentIntervals(t *testing.T) {
+	spec := setSpec{name: "x", interval: true}
+	a, b := netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("11.0.0.0/8")
+	// The kernel lists an interval set in no particular order, and with
+	// nft's leading "0.0.0.0 end" element.
+	els := append(encode(spec, b, 0, ""), encode(spec, a, 0, "")...)
+	els = append(els, nftables.SetElement{Key: make([]byte, 4), IntervalEnd: true})
+	got := decodeElements(&nftables.Set{Interval: true}, els)
+	if len(got) != 2 || got[0].prefix != a || got[1].prefix != b {
+		t.Fatalf("decoded %+v, want %s and %s", got, a, b)
+	}
+	// A range that is no prefix is left out.
+	odd := []nftables.SetElement{{Key: []byte{10, 0, 0, 0}}, {Key: []byte{10, 0, 0, 3}, IntervalEnd: true}}
+	if got := decodeElements(&nftables.Set{Interval: true}, odd); len(got) != 0 {
+		t.Errorf("range 10.0.0.0-10.0.0.2 decoded as %+v", got)
+	}
+}
+
+func TestChunked(t *testing.T) {
+	spec := setSpec{name: "x", interval: true, timeout: true, v6: true}
+	var els []nftables.SetElement
+	long := string(make([]byte, 100))
+	for i := 0; i < 3000; i++ {
+		p := netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 1, 0xd, 0xb8, byte(i >> 8), byte(i)}), 48)
+		els = append(els, encode(spec, p, time.Hour, long)...)
+	}
+	total, parts := 0, 0
+	err := chunked(els, func(part []nftables.SetElement) error {
+		parts++
+		total += len(part)
+		size := 0
+		for _, e := range part {
+			size += elemSize(e)
+		}
+		if len(part) > maxChunkElems+1 || size > maxChunkBytes+1024 {
+			t.Errorf("part of %d elements, %d bytes", len(part), size)
+		}
+		if part[0].IntervalEnd {
+			t.Error("a part starts with an interval end: start and end were split")
+		}
+		return nil
+	})
+	if err != nil || total != len(els) || parts < 2 {
+		t.Errorf("chunked: err %v, %d of %d elements in %d parts", err, total, len(els), parts)
+	}
+}
+
+func TestDesiredSetsPerFamily(t *testing.T) {
+	rs := &rules.Ruleset{MaxEntries: 10, Meter: &rules.Meter{Size: 5, Timeout: time.Minute}}
+	for fam, want := range map[nftables.TableFamily]int{nftables.TableFamilyINet: 8, nftables.TableFamilyIPv4: 4, nftables.TableFamilyIPv6: 4} {
+		if got := len(desiredSets(rs, fam)); got != want {
+			t.Errorf("family %v: %d sets, want %d", fam, got, want)
+		}
+	}
+}
+
+// TestPrefixExpires: interval elements expire by themselves too.
+func TestPrefixExpires(t *testing.T) {
+	_, b := setup(t, "pexp")
+	rs := fullRuleset(
+		rules.Ban{Prefix: netip.MustParsePrefix("198.51.100.0/24"), Timeout: 2 * time.Second, Reason: "short"},
+		rules.Ban{Prefix: netip.MustParsePrefix("2001:db8:9::/48"), Timeout: 2 * time.Second, Reason: "short"},
+		rules.Ban{Prefix: netip.MustParsePrefix("2001:db8:a::/48"), Timeout: time.Hour, Reason: "long"},
+	)
+	apply(t, b, rs)
+	netnstest.Eventually(t, 15*time.Second, func() bool {
+		bans, err := b.Bans(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(bans) == 1 && bans[0].Reason == "long"
+	}, "short prefix bans did not expire")
+}
+
+// TestRefreshExtends: applying a present ban again renews its timeout
+// (single addresses and prefixes alike).
+func TestRefreshExtends(t *testing.T) {
+	_, b := setup(t, "refresh")
+	short := backendtest.SampleBans(3 * time.Second)
+	apply(t, b, fullRuleset(short...))
+	long := backendtest.SampleBans(time.Hour)
+	if res := apply(t, b, fullRuleset(long...)); res.Refreshed != len(long) || res.Added != 0 {
+		t.Errorf("Apply = %+v, want Refreshed %d", res, len(long))
+	}
+	bans, err := b.Bans(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bans) != len(long) {
+		t.Fatalf("Bans = %+v", bans)
+	}
+	for _, ab := range bans {
+		if ab.Expires < time.Minute || ab.Timeout != time.Hour {
+			t.Errorf("ban %s not refreshed: timeout %s, expires %s", ab.Prefix, ab.Timeout, ab.Expires)
+		}
+	}
+}
