@@ -116,6 +116,16 @@ func TestUpdateRoundTrip(t *testing.T) {
 	if !ok || r.Bans != 1 || !r.LastBan.Equal(now) || r.LastFor != 10*time.Minute {
 		t.Fatalf("Last(%s) = %+v, %v", p4, r, ok)
 	}
+	// A ban without an end stays without one through a save.
+	forever := netip.MustParsePrefix("192.0.2.1/32")
+	if err := s.Update(func(st *State) error { st.Upsert(Ban{Prefix: forever, Since: now}); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.Load(); err != nil {
+		t.Fatal(err)
+	} else if b, ok := st.Find(forever); !ok || !b.Until.IsZero() || b.Expired(now.Add(1000*time.Hour)) {
+		t.Fatalf("no-expiry ban loaded as %+v, %v", b, ok)
+	}
 	if _, ok := st.Last(p6); ok {
 		t.Fatalf("Last(%s) found a record that was never made", p6)
 	}
@@ -124,7 +134,7 @@ func TestUpdateRoundTrip(t *testing.T) {
 	if err := s.Update(func(st *State) error { st.Bans = nil; return want }); !errors.Is(err, want) {
 		t.Fatalf("Update returned %v, want %v", err, want)
 	}
-	if st, _ := s.Load(); len(st.Bans) != 2 {
+	if st, _ := s.Load(); len(st.Bans) != 3 {
 		t.Fatal("a failed Update was saved")
 	}
 	ents, _ := os.ReadDir(s.Dir())
