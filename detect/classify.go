@@ -136,7 +136,8 @@ func Classify(p *policy.Policy, samples []Sample, delta TcpExt) Classification {
 	return c
 }
 
-// ruleCrossed names the first rule some source crosses in conns, or "".
+// ruleCrossed names the first rule some source crosses in conns, with that
+// source's full count, or returns "".
 func ruleCrossed(p *policy.Policy, conns []Conn) string {
 	for _, r := range p.Rules {
 		mask := StateMask(statesOf(r.State))
@@ -148,11 +149,16 @@ func ruleCrossed(p *policy.Policy, conns []Conn) string {
 			if len(r.Ports) > 0 && !containsPort(r.Ports, cn.Local.Port()) {
 				continue
 			}
-			a := cn.Remote.Addr()
-			per[a]++
-			if per[a] >= r.Threshold {
-				return fmt.Sprintf("%s holds %d connections in state %s, crossing rule %q (threshold %d)", a, per[a], r.State, r.Name, r.Threshold)
+			per[cn.Remote.Addr()]++
+		}
+		var worst netip.Addr
+		for a, n := range per {
+			if n >= r.Threshold && (!worst.IsValid() || n > per[worst] || (n == per[worst] && a.Less(worst))) {
+				worst = a
 			}
+		}
+		if worst.IsValid() {
+			return fmt.Sprintf("%s holds %d connections in state %s, crossing rule %q (threshold %d)", worst, per[worst], r.State, r.Name, r.Threshold)
 		}
 	}
 	return ""
