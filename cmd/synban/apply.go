@@ -33,7 +33,6 @@ func (a *app) openBackend(ctx context.Context, o *options, p *policy.Policy, sto
 	if err != nil {
 		return nil, choice, fmt.Errorf("choose a firewall backend: %w", err)
 	}
-	a.log.Info("backend chosen", "backend", choice.Name, "why", choice.Why)
 	return b, choice, nil
 }
 
@@ -62,7 +61,13 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 		return fmt.Errorf("apply with %s: %w", choice.Name, err)
 	}
 	if res.Created {
-		a.log.Warn("firewall state was missing and has been restored", "backend", choice.Name, "table", d.Ruleset.Table, "bans", len(d.Ruleset.Bans))
+		if len(st.Bans) > 0 || len(st.History) > 0 {
+			// Someone flushed the ruleset, reloaded the firewall or rebooted.
+			a.log.Warn("synban's firewall state was missing and has been restored", "backend", choice.Name,
+				"table", d.Ruleset.Table, "bans", len(d.Ruleset.Bans), "restored_from_state", d.Restored)
+		} else {
+			a.log.Info("created synban's firewall state", "backend", choice.Name, "table", d.Ruleset.Table)
+		}
 	}
 	for _, c := range res.Changed {
 		a.log.Info("changed", "backend", choice.Name, "object", c)
