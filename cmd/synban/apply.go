@@ -52,6 +52,13 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	if err != nil {
 		return err
 	}
+	if changed, err := detect.ApplySpoofSysctls("", p, d.Class); err != nil {
+		a.log.Error("could not apply the kernel settings against a spoofed flood", "err", err)
+	} else {
+		for _, c := range changed {
+			a.log.Warn("kernel setting changed against a spoofed flood (spoof.apply_sysctl)", "change", c)
+		}
+	}
 	b, choice, err := a.openBackend(ctx, o, p, store)
 	if err != nil {
 		return err
@@ -103,7 +110,7 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	if len(d.Report.Verdicts) > 0 || res.Created {
 		level = a.log.Info
 	}
-	level("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources,
+	level("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
 		"verdicts", len(d.Report.Verdicts), "added", res.Added, "refreshed", res.Refreshed,
 		"restored", d.Restored, "expired", expired, "spared", len(d.Report.Spared),
 		"omitted", len(d.Omitted), "duration", time.Since(start).Round(time.Millisecond))
@@ -111,7 +118,7 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 		return writeJSON(a.stdout, map[string]any{
 			"backend": choice.Name, "backend_why": choice.Why, "sources": d.Report.Sources,
 			"verdicts": len(d.Report.Verdicts), "added": res.Added, "refreshed": res.Refreshed,
-			"created": res.Created, "restored": d.Restored, "expired": expired,
+			"created": res.Created, "restored": d.Restored, "expired": expired, "classification": classJSON(d.Class),
 		})
 	}
 	return nil

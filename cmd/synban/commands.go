@@ -131,6 +131,13 @@ func writeSummary(w io.Writer, d *decision) {
 	fmt.Fprintf(w, "# synban plan — policy %s\n", d.Policy.Source)
 	fmt.Fprintf(w, "# sampler: %s (%s)\n", d.Sampler, d.SamplerWhy)
 	fmt.Fprintf(w, "# window: %d sample(s), %d entries, %d distinct sources, %d malformed\n", r.Samples, conns, r.Sources, r.Malformed)
+	c := d.Class
+	fmt.Fprintf(w, "# TcpExt over the window: SyncookiesSent %d, SyncookiesRecv %d, ListenOverflows %d, TCPReqQFullDrop %d\n",
+		d.Counters.SyncookiesSent, d.Counters.SyncookiesRecv, d.Counters.ListenOverflows, d.Counters.TCPReqQFullDrop)
+	fmt.Fprintf(w, "# flood: %s — %s\n", c.Kind, c.Why)
+	for _, adv := range c.Advice {
+		fmt.Fprintf(w, "#   advice: %s\n", adv)
+	}
 	fmt.Fprintf(w, "# verdicts: %d to ban, %d spared, %d left out\n", len(r.Verdicts), len(r.Spared), len(d.Omitted))
 	for _, v := range r.Verdicts {
 		fmt.Fprintf(w, "#   ban %-20s for %-8s %s\n", v.Subject, v.BanFor, v.Reason)
@@ -190,7 +197,7 @@ func planJSON(d *decision, format, script string) map[string]any {
 		"policy": d.Policy.Source, "sampler": d.Sampler, "sampler_why": d.SamplerWhy,
 		"samples": d.Report.Samples, "sources": d.Report.Sources, "malformed": d.Report.Malformed,
 		"verdicts": verdicts, "spared": sp, "omitted": om, "bans": bans, "restored": d.Restored,
-		"format": format, "ruleset": script,
+		"format": format, "ruleset": script, "classification": classJSON(d.Class),
 	}
 }
 
@@ -209,15 +216,27 @@ func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	name, why, samples, err := a.sample(ctx, p)
+	w, err := a.sample(ctx, p)
 	if err != nil {
 		return err
 	}
+	samples := w.Result.Samples
 	rows := perSource(samples)
+	c := w.Result.Delta
+	class := detect.Classify(p, samples, c)
+	counters := map[string]int64{"SyncookiesSent": c.SyncookiesSent, "SyncookiesRecv": c.SyncookiesRecv,
+		"SyncookiesFailed": c.SyncookiesFailed, "ListenOverflows": c.ListenOverflows, "ListenDrops": c.ListenDrops,
+		"TCPReqQFullDrop": c.TCPReqQFullDrop, "TCPReqQFullDoCookies": c.TCPReqQFullDoCookies}
 	if o.json {
-		return writeJSON(a.stdout, map[string]any{"sampler": name, "why": why, "samples": len(samples), "sources": rows})
+		return writeJSON(a.stdout, map[string]any{"samplers": w.Samplers, "why": w.Why, "samples": len(samples),
+			"window_seconds": w.Result.Elapsed.Seconds(), "counters_delta": counters,
+			"classification": classJSON(class), "sources": rows})
 	}
-	fmt.Fprintf(a.stdout, "# sampler %s (%s); %d sample(s); %d sources\n", name, why, len(samples), len(rows))
+	fmt.Fprintf(a.stdout, "# samplers %s (%s); %d sample(s) over %s; %d sources\n",
+		strings.Join(w.Samplers, "+"), w.Why, len(samples), w.Result.Elapsed.Round(time.Millisecond), len(rows))
+	fmt.Fprintf(a.stdout, "# TcpExt over the window: SyncookiesSent %d, SyncookiesRecv %d, SyncookiesFailed %d, ListenOverflows %d, ListenDrops %d, TCPReqQFullDrop %d\n",
+		c.SyncookiesSent, c.SyncookiesRecv, c.SyncookiesFailed, c.ListenOverflows, c.ListenDrops, c.TCPReqQFullDrop)
+	fmt.Fprintf(a.stdout, "# flood: %s — %s\n", class.Kind, class.Why)
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "SOURCE\tSYN_RECV\tESTABLISHED\tOTHER\tTOTAL\t")
 	for _, r := range rows {
@@ -316,4 +335,10 @@ func lockedStore(ctx context.Context, dir string) (*state.Store, func() error, e
 		return nil, nil, err
 	}
 	return s, release, nil
+}
+
+func classJSON(c detect.Classification) map[string]any {
+	return map[string]any{"kind": c.Kind, "why": c.Why, "half_open_sources": c.HalfOpenSources,
+		"half_open_entries": c.HalfOpenEntries, "cookies_sent": c.CookiesSent, "cookies_recv": c.CookiesRecv,
+		"advice": c.Advice}
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/synban/synban/detect"
@@ -22,6 +24,8 @@ type decision struct {
 	Sampler     string
 	SamplerWhy  string
 	Samples     []detect.Sample
+	Counters    detect.TcpExt // TcpExt counters' change over the window
+	Class       detect.Classification
 	Report      detect.Report
 	Ruleset     *rules.Ruleset
 	Omitted     rules.Omitted
@@ -58,32 +62,42 @@ func (a *app) guard(p *policy.Policy) (*policy.Guard, error) {
 	return p.Guard(host), nil
 }
 
-// sample takes the policy's window of samples.
-func (a *app) sample(ctx context.Context, p *policy.Policy) (string, string, []detect.Sample, error) {
+// window is one sampling window: the samples, which samplers took them and
+// why, and the TcpExt counters' change over the window.
+type window struct {
+	Samplers []string
+	Why      string
+	Result   detect.WindowResult
+}
+
+// sample takes the policy's window of samples. With source "auto" the socket
+// table (sock_diag, else procfs) is merged with conntrack, which still sees
+// half-open flows when SYN cookies keep them out of the socket table.
+func (a *app) sample(ctx context.Context, p *policy.Policy) (*window, error) {
 	s, why, err := detect.NewSampler(ctx, p.Sample.Source, "", detect.StatesFor(p))
 	if err != nil {
-		return "", "", nil, fmt.Errorf("choose a sampler: %w", err)
+		return nil, fmt.Errorf("choose a sampler: %w", err)
 	}
-	a.log.Debug("sampler chosen", "sampler", s.Name(), "why", why)
-	samples := make([]detect.Sample, 0, p.Sample.Count)
-	for i := 0; i < p.Sample.Count; i++ {
-		if i > 0 {
-			select {
-			case <-ctx.Done():
-				return "", "", nil, fmt.Errorf("sampling window interrupted: %w", ctx.Err())
-			case <-time.After(p.Sample.Interval.Duration):
-			}
-		}
-		smp, err := s.Sample(ctx)
-		if err != nil {
-			return "", "", nil, fmt.Errorf("sample %d of %d with %s: %w", i+1, p.Sample.Count, s.Name(), err)
-		}
+	samplers := []detect.Sampler{s}
+	if p.Sample.Source == "" || p.Sample.Source == "auto" {
+		samplers = append(samplers, &optionalSampler{Sampler: detect.Conntrack{}, log: a.log})
+		why += "; conntrack merged in when readable"
+	}
+	w := &window{Why: why}
+	for _, s := range samplers {
+		w.Samplers = append(w.Samplers, s.Name())
+	}
+	a.log.Debug("samplers chosen", "samplers", w.Samplers, "why", why)
+	w.Result, err = detect.Window(ctx, samplers, p.Sample.Count, p.Sample.Interval.Duration, detect.NetstatCounters(""))
+	if err != nil {
+		return nil, fmt.Errorf("sampling window (%s): %w", strings.Join(w.Samplers, "+"), err)
+	}
+	for i, smp := range w.Result.Samples {
 		if smp.Malformed > 0 {
-			a.log.Warn("malformed connection-table entries skipped", "sampler", s.Name(), "count", smp.Malformed, "first", first(smp.Errors))
+			a.log.Warn("malformed connection-table entries skipped", "sample", i+1, "count", smp.Malformed, "first", first(smp.Errors))
 		}
-		samples = append(samples, smp)
 	}
-	return s.Name(), why, samples, nil
+	return w, nil
 }
 
 func first(s []string) string {
@@ -100,11 +114,23 @@ func (a *app) decide(ctx context.Context, p *policy.Policy, st *state.State, now
 	if err != nil {
 		return nil, err
 	}
-	name, why, samples, err := a.sample(ctx, p)
+	w, err := a.sample(ctx, p)
 	if err != nil {
 		return nil, err
 	}
+	samples := w.Result.Samples
 	rep := detect.Analyze(p, samples, g)
+	class := detect.Classify(p, samples, w.Result.Delta)
+	if class.Kind == detect.KindSpoofed {
+		// Banning forged sources is pointless and fills the ban set: keep only
+		// the real offenders; the SYN meter stays on.
+		rep = detect.FilterSpoofed(rep, class)
+		a.log.Warn("spoofed SYN flood", "half_open_sources", class.HalfOpenSources, "half_open_entries", class.HalfOpenEntries,
+			"cookies_sent", class.CookiesSent, "cookies_recv", class.CookiesRecv, "why", class.Why)
+		for _, adv := range class.Advice {
+			a.log.Warn("advice", "do", adv)
+		}
+	}
 	if st != nil {
 		detect.Escalate(p, rep.Verdicts, now, func(pfx netip.Prefix) (detect.PastBan, bool) {
 			r, ok := st.Last(pfx)
@@ -122,8 +148,8 @@ func (a *app) decide(ctx context.Context, p *policy.Policy, st *state.State, now
 	if err != nil {
 		return nil, fmt.Errorf("compile ruleset: %w", err)
 	}
-	return &decision{Policy: p, Guard: g, Sampler: name, SamplerWhy: why, Samples: samples,
-		Report: rep, Ruleset: rs, Omitted: omitted, StateLoaded: st != nil, Restored: restored}, nil
+	return &decision{Policy: p, Guard: g, Sampler: strings.Join(w.Samplers, "+"), SamplerWhy: w.Why, Samples: samples,
+		Counters: w.Result.Delta, Class: class, Report: rep, Ruleset: rs, Omitted: omitted, StateLoaded: st != nil, Restored: restored}, nil
 }
 
 // storedVerdicts turns the state store's active bans into verdicts carrying
@@ -158,4 +184,30 @@ func readState(dir string) (*state.State, error) {
 		return nil, err
 	}
 	return s.Load()
+}
+
+// optionalSampler is a sampler whose failure does not fail the window: the
+// conntrack table is a bonus (it needs CAP_NET_ADMIN and the conntrack
+// module), so a dry run as an ordinary user still works. The first failure
+// is logged; after it the sampler is skipped.
+type optionalSampler struct {
+	detect.Sampler
+	log    *slog.Logger
+	failed bool
+}
+
+// Sample reads the wrapped sampler, or returns an empty sample once it failed.
+func (o *optionalSampler) Sample(ctx context.Context) (detect.Sample, error) {
+	if !o.failed {
+		s, err := o.Sampler.Sample(ctx)
+		if err == nil {
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return detect.Sample{}, err
+		}
+		o.failed = true
+		o.log.Warn("optional sampler unavailable; going on without it", "sampler", o.Sampler.Name(), "err", err)
+	}
+	return detect.Sample{Source: o.Sampler.Name(), Time: time.Now()}, nil
 }
