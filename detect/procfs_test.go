@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -527,8 +528,8 @@ func BenchmarkParseProcNet1M(b *testing.B) {
 
 func FuzzParseProcNet(f *testing.F) {
 	f.Add([]byte(testHeader + "   0: 0100007F:0050 0A02000C:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 20 4 0 10 -1\n"))
-	f.Add(genProcNet(20, false))
-	f.Add(genProcNet(20, true))
+	f.Add(genProcNet(3, false))
+	f.Add(genProcNet(3, true))
 	for _, bad := range malformedLines() {
 		f.Add([]byte(bad.line + "\n"))
 	}
@@ -548,6 +549,7 @@ func FuzzParseProcNet(f *testing.F) {
 			t.Errorf("%d lines counted in %d newlines", st.Lines, bytes.Count(data, []byte("\n")))
 		}
 		var r rng
+		var again bytes.Buffer
 		for _, c := range got[1:] {
 			if c.State < Established || c.State > NewSynRecv || c.State == Listen {
 				t.Errorf("%v: state %d", c, c.State)
@@ -556,13 +558,13 @@ func FuzzParseProcNet(f *testing.F) {
 			if !l.IsValid() || !rm.IsValid() || l.Is4In6() || rm.Is4In6() || l.Zone() != "" {
 				t.Errorf("%v: bad addresses", c)
 			}
-			// Render the entry again and parse it back: the same entry.
-			// (A mapped pair comes back as IPv4 either way.)
-			line := formatProcLine(0, c, l.Is6() || rm.Is6(), binary.NativeEndian, &r)
-			again, _, _ := ParseProcNet(strings.NewReader(line), nil)
-			if len(again) != 1 || again[0] != c {
-				t.Errorf("%v rendered as %q parses as %v", c, line, again)
-			}
+			// Render the entry again (a mapped pair as IPv6).
+			again.WriteString(formatProcLine(0, c, l.Is6() || rm.Is6(), binary.NativeEndian, &r))
+		}
+		// Parsing the rendering gives the same entries back.
+		back, st2, _ := ParseProcNet(&again, nil)
+		if st2.Malformed != 0 || !slices.Equal(back, got[1:]) {
+			t.Errorf("rendered again, %d entries parse as %d (%q)", len(got)-1, len(back), st2.Errors)
 		}
 	})
 }
