@@ -2,11 +2,10 @@ package detect
 
 import (
 	"net/netip"
-	"runtime"
 	"testing"
 
 	"github.com/synban/synban/internal/netnstest"
-	"github.com/vishvananda/netns"
+	"github.com/synban/synban/internal/nsenter"
 )
 
 func TestSSHClient(t *testing.T) {
@@ -60,28 +59,11 @@ func TestHostProtectedInNamespace(t *testing.T) {
 
 func inNamespace(t *testing.T, path string, fn func() ([]Protected, error)) []Protected {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	target, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic("cannot return to the original network namespace: " + err.Error())
-		}
-	}()
-	out, err := fn()
-	if err != nil {
+	var out []Protected
+	if err := nsenter.Do(path, func() (err error) {
+		out, err = fn()
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return out

@@ -28,9 +28,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,6 +40,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"github.com/synban/synban/internal/nsenter"
 	"github.com/synban/synban/rules"
 )
 
@@ -194,40 +193,7 @@ func open(netns, path string) (resolved, error) {
 // the current one). Programs fn starts and sockets it opens belong to that
 // namespace.
 func inNS(path string, fn func() error) error {
-	if path == "" {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread goes back to its own namespace before it is unlocked;
-		// if that fails it stays locked, and the runtime ends it when this
-		// goroutine returns instead of reusing it.
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- fmt.Errorf("open own network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open network namespace: %w", err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
-			return
-		}
-		err = fn()
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
+	return nsenter.Do(path, fn)
 }
 
 // run runs fn inside the backend's namespace with a netfilter netlink handle

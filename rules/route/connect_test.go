@@ -6,15 +6,13 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/synban/synban/internal/netnstest"
+	"github.com/synban/synban/internal/nsenter"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/backendtest"
 )
@@ -23,28 +21,7 @@ import (
 // creates stay in that namespace.
 func inNS(t *testing.T, path string, fn func() error) error {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	target, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			// The thread is in the wrong namespace; let it die with the goroutine.
-			panic("restore network namespace: " + err.Error())
-		}
-	}()
-	return fn()
+	return nsenter.Do(path, fn)
 }
 
 // tcpInSegs reads Tcp InSegs (segments received, SYNs included) in ns.
