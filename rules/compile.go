@@ -206,12 +206,17 @@ func BanReason(v detect.Verdict) string {
 	return CommentSafe(b.String())
 }
 
-// CommentSafe returns s made safe for a double-quoted nft comment: at most
-// MaxCommentLen bytes of printable ASCII, double quotes turned into single
-// quotes, backslashes into slashes, runs of white space into one space, and
-// any other byte outside printable ASCII into '?'. Leading and trailing
-// spaces are trimmed; an over-long result is cut and ends in "...".
-func CommentSafe(s string) string {
+// CommentSafe returns s made safe for a double-quoted nft comment; see
+// SafeText. The result is at most MaxCommentLen bytes.
+func CommentSafe(s string) string { return SafeText(s, MaxCommentLen) }
+
+// SafeText returns s made safe for a firewall object's comment (nft element
+// or rule comments, ipset comments): printable ASCII only, double quotes
+// turned into single quotes, backslashes into slashes, runs of white space
+// into one space, and any other byte outside printable ASCII into '?'.
+// Leading and trailing spaces are trimmed; a result over max bytes is cut and
+// ends in "...".
+func SafeText(s string, max int) string {
 	var b strings.Builder
 	space := false
 	for _, r := range s {
@@ -233,8 +238,8 @@ func CommentSafe(s string) string {
 		b.WriteByte(byte(r))
 	}
 	out := b.String()
-	if len(out) > MaxCommentLen {
-		out = strings.TrimRight(out[:MaxCommentLen-3], " ") + "..."
+	if len(out) > max {
+		out = strings.TrimRight(out[:max-3], " ") + "..."
 	}
 	return out
 }

@@ -184,33 +184,7 @@ func TimeoutSeconds(d time.Duration) uint32 {
 
 // Comment makes s safe for an ipset comment: printable ASCII, no double
 // quotes or backslashes, white space runs collapsed, at most 255 bytes.
-func Comment(s string) string {
-	var b strings.Builder
-	space := false
-	for _, r := range s {
-		switch {
-		case r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\v' || r == '\f':
-			space = b.Len() > 0
-			continue
-		case r == '"':
-			r = '\''
-		case r == '\\':
-			r = '/'
-		case r < 0x20 || r > 0x7e:
-			r = '?'
-		}
-		if space {
-			b.WriteByte(' ')
-			space = false
-		}
-		b.WriteByte(byte(r))
-	}
-	out := b.String()
-	if len(out) > maxCommentLen {
-		out = out[:maxCommentLen]
-	}
-	return out
-}
+func Comment(s string) string { return rules.SafeText(s, maxCommentLen) }
 
 // MeterName is the hashlimit table name of one family's SYN meter:
 // "synban4-" or "synban6-" and seven hex digits of a digest of the meter's
