@@ -445,10 +445,16 @@ func (d *decoder) policy(raw map[string]any, p *Policy) {
 		"nftables": func(key string, v any) {
 			s := &p.NFTables
 			d.table(key, v, map[string]field{
-				"table":    d.str(&s.Table),
-				"family":   d.str(&s.Family),
-				"hooks":    d.strings(&s.Hooks),
-				"priority": d.integer(&s.Priority),
+				"mode":                d.str(&s.Mode),
+				"sets_table":          d.str(&s.SetsTable),
+				"sets_family":         d.str(&s.SetsFamily),
+				"table":               d.str(&s.Table),
+				"family":              d.str(&s.Family),
+				"hooks":               d.strings(&s.Hooks),
+				"priority":            d.integer(&s.Priority),
+				"prerouting_priority": d.integer(&s.PreroutingPriority),
+				"ingress_devices":     d.strings(&s.IngressDevices),
+				"ingress_priority":    d.integer(&s.IngressPriority),
 			})
 		},
 		"spoof": func(key string, v any) {

@@ -182,18 +182,42 @@ type ConnLimit struct {
 	Ports []uint16 `toml:"ports"`
 }
 
-// NFTables configures synban's own nftables table.
+// NFTables configures synban's nftables integration: its own table (mode
+// "table"), or only named sets inside a table the operator owns (mode "sets").
 type NFTables struct {
+	// Mode is "table" (default): synban keeps its own table with its sets
+	// and base chains; or "sets": synban only fills the allow and ban sets
+	// (named like rules.SetBan4 ...) inside SetsTable, a table the operator
+	// owns and references from their own ruleset, and creates nothing else.
+	Mode string `toml:"mode"`
+	// SetsTable is the operator's table holding the sets in mode "sets"
+	// (required there; an error in mode "table").
+	SetsTable string `toml:"sets_table"`
+	// SetsFamily is SetsTable's family: "inet" (default), "ip" or "ip6".
+	SetsFamily string `toml:"sets_family"`
 	// Table is the table name (default "synban").
 	Table string `toml:"table"`
 	// Family is the table family: "inet" (default).
 	Family string `toml:"family"`
-	// Hooks are the filter hooks synban attaches base chains to: "input"
-	// (default) and optionally "forward".
+	// Hooks are the hooks synban attaches base chains to: "input" (default),
+	// "forward" (also covers container traffic: Docker's published ports are
+	// forwarded), "prerouting" (at PreroutingPriority, by default before
+	// conntrack; the SYN meter moves there) and "ingress" (one chain per
+	// IngressDevices entry, allow and ban rules only). At least one of
+	// "input", "forward" or "prerouting" is required.
 	Hooks []string `toml:"hooks"`
-	// Priority is the base chains' priority (default -10, before the filter
-	// hook at 0 that firewalld, ufw and hand-written rulesets use).
+	// Priority is the input and forward chains' priority (default -10,
+	// before the filter hook at 0 that firewalld, ufw and hand-written
+	// rulesets use).
 	Priority int `toml:"priority"`
+	// PreroutingPriority is the prerouting chain's priority (default -300,
+	// raw: before conntrack, so dropped packets never create conntrack entries).
+	PreroutingPriority int `toml:"prerouting_priority"`
+	// IngressDevices are the interfaces the "ingress" hook attaches to
+	// (required with "ingress", an error without it).
+	IngressDevices []string `toml:"ingress_devices"`
+	// IngressPriority is the ingress chains' priority (default -300).
+	IngressPriority int `toml:"ingress_priority"`
 }
 
 // Duration is a time.Duration decoded from a TOML string such as "10m".

@@ -44,10 +44,11 @@ func TestDefault(t *testing.T) {
 		Meter: Meter{Enabled: true, Rate: 20, Burst: 40, IdleTimeout: dur(t, "60s"),
 			IPv6Length: 64, Size: 65536},
 		ConnLimit: ConnLimit{Enabled: false, Max: 100},
-		NFTables:  NFTables{Table: "synban", Family: "inet", Hooks: []string{"input"}, Priority: -10},
-		Spoof:     Spoof{Enabled: true, MinSources: 256, MaxPerSource: 2, CookieRatio: 0.1},
-		Route:     Route{Type: "prohibit", Protocol: 211},
-		IPTables:  IPTables{Chain: "SYNBAN"},
+		NFTables: NFTables{Mode: "table", SetsFamily: "inet", Table: "synban", Family: "inet", Hooks: []string{"input"}, Priority: -10,
+			PreroutingPriority: -300, IngressPriority: -300},
+		Spoof:    Spoof{Enabled: true, MinSources: 256, MaxPerSource: 2, CookieRatio: 0.1},
+		Route:    Route{Type: "prohibit", Protocol: 211},
+		IPTables: IPTables{Chain: "SYNBAN"},
 	}
 	got := Default()
 	if !reflect.DeepEqual(got, want) {

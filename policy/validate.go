@@ -25,7 +25,9 @@ var (
 	sampleSources = []string{"auto", "sockdiag", "procfs", "conntrack"}
 	states        = []string{string(StateSynRecv), string(StateEstablished), string(StateAny)}
 	families      = []string{"inet"}
-	hooks         = []string{"input", "forward"}
+	nftModes      = []string{"table", "sets"}
+	setsFamilies  = []string{"inet", "ip", "ip6"}
+	hooks         = []string{"input", "forward", "prerouting", "ingress"}
 	routeTypes    = []string{"prohibit", "blackhole", "unreachable"}
 )
 
@@ -33,6 +35,9 @@ var (
 	ruleNameRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 	nftNameRE   = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
 	chainNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,27}$`)
+	// deviceRE is an interface name (IFNAMSIZ 16 with its NUL) limited to
+	// characters that are safe in an nft chain name and script.
+	deviceRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$`)
 )
 
 // reservedChains are iptables names a user chain may not take: built-in
@@ -203,6 +208,7 @@ func (d *decoder) validate(p *Policy) {
 		}
 	}
 	d.between("nftables.priority", p.NFTables.Priority, -400, 400)
+	d.validateNFTIntegration(p)
 
 	d.positive("spoof.min_sources", p.Spoof.MinSources)
 	d.positive("spoof.max_per_source", p.Spoof.MaxPerSource)

@@ -1,0 +1,66 @@
+package policy
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestNFTIntegrationModesParse(t *testing.T) {
+	p, err := Parse("sets.toml", []byte(`
+[nftables]
+mode = "sets"
+sets_table = "filter"
+sets_family = "ip"
+hooks = ["prerouting", "ingress"]
+prerouting_priority = -250
+ingress_devices = ["eth0", "veth-a.1"]
+ingress_priority = -450
+`))
+	if err == nil {
+		t.Fatalf("ingress_priority -450 accepted: %+v", p.NFTables)
+	}
+	p, err = Parse("sets.toml", []byte(`
+[nftables]
+mode = "sets"
+sets_table = "filter"
+sets_family = "ip"
+hooks = ["prerouting", "ingress"]
+prerouting_priority = -250
+ingress_devices = ["eth0", "veth-a.1"]
+ingress_priority = -400
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := p.NFTables
+	if n.Mode != "sets" || n.SetsTable != "filter" || n.SetsFamily != "ip" || n.PreroutingPriority != -250 ||
+		n.IngressPriority != -400 || !slices.Equal(n.IngressDevices, []string{"eth0", "veth-a.1"}) ||
+		!slices.Equal(n.Hooks, []string{"prerouting", "ingress"}) {
+		t.Errorf("decoded %+v", n)
+	}
+	// The own table's settings keep their defaults.
+	if n.Table != "synban" || n.Family != "inet" || n.Priority != -10 {
+		t.Errorf("defaults lost: %+v", n)
+	}
+}
+
+func TestNFTIntegrationValidateInGo(t *testing.T) {
+	p := Default()
+	p.NFTables.Mode = "sets"
+	if err := p.Validate(); err == nil {
+		t.Error("sets mode without sets_table validated")
+	}
+	p.NFTables.SetsTable = "filter"
+	if err := p.Validate(); err != nil {
+		t.Errorf("sets mode with a table: %v", err)
+	}
+	p.ConnLimit.Enabled = true
+	p.NFTables.Hooks = []string{"prerouting"}
+	if err := p.Validate(); err == nil {
+		t.Error("connlimit with only the prerouting hook validated")
+	}
+	p.NFTables.Hooks = []string{"prerouting", "forward"}
+	if err := p.Validate(); err != nil {
+		t.Errorf("connlimit with forward: %v", err)
+	}
+}
