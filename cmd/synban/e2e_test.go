@@ -80,23 +80,45 @@ func (l *lab) synban(args ...string) (string, error) {
 // in packets and time (hping3 -c, and a timeout).
 func (l *lab) flood(count int) {
 	l.t.Helper()
-	// hping3 exits 1 when no answer came back, which is what a ban does:
-	// judge by what it says it sent.
-	out, _ := l.attacker.Run("timeout", "30", "hping3", "-q", "-S", "-p", "80", "-i", "u500", "-c", strconv.Itoa(count), victimAddr)
+	hping(l.t, l.attacker, count, victimAddr)
+}
+
+// hping sends count SYNs to dst:80 from ns with hping3 (extra arguments such
+// as "-a SRC" go before the target), bounded by -c and a timeout. hping3
+// exits 1 when no answer came back, which is what a ban does: judge it by
+// what it says it sent.
+func hping(t *testing.T, ns *netnstest.NS, count int, dst string, extra ...string) {
+	t.Helper()
+	argv := append([]string{"timeout", "30", "hping3", "-q", "-S", "-p", "80", "-i", "u500", "-c", strconv.Itoa(count)}, extra...)
+	out, _ := ns.Run(append(argv, dst)...)
 	if !strings.Contains(out, strconv.Itoa(count)+" packets transmitted") {
-		l.t.Fatalf("hping3 did not send %d packets: %s", count, out)
+		t.Fatalf("hping3 did not send %d packets: %s", count, out)
 	}
 }
 
 // halfOpen counts SYN_RECV entries from src in the victim, read with ss
-// (an independent reader, not synban's own samplers).
+// (an independent reader, not synban's own samplers). A src ending in "."
+// counts a whole IPv4 prefix such as "10.63.5.".
 func (l *lab) halfOpen(src string) int {
 	out, err := l.victim.Run("ss", "-Htan", "state", "syn-recv")
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	// The listener is dual-stack, so IPv4 peers show as [::ffff:a.b.c.d].
-	return strings.Count(out, " "+src+":") + strings.Count(out, ":"+src+"]:")
+	n := 0
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		// The listener is dual-stack, so IPv4 peers show as [::ffff:a.b.c.d]:port.
+		peer := strings.TrimPrefix(f[3], "[::ffff:")
+		peer = peer[:strings.LastIndex(peer, ":")]
+		peer = strings.TrimSuffix(peer, "]")
+		if peer == src || (strings.HasSuffix(src, ".") && strings.HasPrefix(peer, src)) {
+			n++
+		}
+	}
+	return n
 }
 
 type statusJSON struct {
