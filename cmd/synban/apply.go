@@ -36,6 +36,21 @@ func (a *app) openBackend(ctx context.Context, o *options, p *policy.Policy, sto
 	return b, choice, nil
 }
 
+// lockAndOpen takes the state lock and opens the backend, for the commands
+// that change bans. The caller defers release.
+func (a *app) lockAndOpen(ctx context.Context, o *options, p *policy.Policy) (*state.Store, rules.Backend, backends.Choice, func() error, error) {
+	store, release, err := lockedStore(ctx, o.stateDir)
+	if err != nil {
+		return nil, nil, backends.Choice{}, nil, err
+	}
+	b, choice, err := a.openBackend(ctx, o, p, store)
+	if err != nil {
+		release()
+		return nil, nil, backends.Choice{}, nil, err
+	}
+	return store, b, choice, release, nil
+}
+
 // apply runs one full cycle: lock, decide, apply, record, expire.
 func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.Time) error {
 	start := time.Now()
@@ -243,15 +258,11 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 	if len(omitted) > 0 {
 		return badInput("refusing to ban %s: %s", subject, omitted[0].Why)
 	}
-	store, release, err := lockedStore(ctx, o.stateDir)
+	store, b, choice, release, err := a.lockAndOpen(ctx, o, p)
 	if err != nil {
 		return err
 	}
 	defer release()
-	b, choice, err := a.openBackend(ctx, o, p, store)
-	if err != nil {
-		return err
-	}
 	if _, err := b.Apply(ctx, rs); err != nil {
 		return fmt.Errorf("apply ban with %s: %w", choice.Name, err)
 	}
@@ -286,15 +297,11 @@ func cmdUnban(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	store, release, err := lockedStore(ctx, o.stateDir)
+	store, b, choice, release, err := a.lockAndOpen(ctx, o, p)
 	if err != nil {
 		return err
 	}
 	defer release()
-	b, choice, err := a.openBackend(ctx, o, p, store)
-	if err != nil {
-		return err
-	}
 	n, err := b.Unban(ctx, subjects)
 	if err != nil {
 		return fmt.Errorf("unban with %s: %w", choice.Name, err)
@@ -325,15 +332,11 @@ func cmdFlush(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	store, release, err := lockedStore(ctx, o.stateDir)
+	store, b, choice, release, err := a.lockAndOpen(ctx, o, p)
 	if err != nil {
 		return err
 	}
 	defer release()
-	b, choice, err := a.openBackend(ctx, o, p, store)
-	if err != nil {
-		return err
-	}
 	if err := b.Flush(ctx); err != nil {
 		return fmt.Errorf("flush %s: %w", choice.Name, err)
 	}
