@@ -482,6 +482,8 @@ func (d *decoder) policy(raw map[string]any, p *Policy) {
 				"docker_user": d.boolean(&s.DockerUser),
 			})
 		},
+		"sysctl":  func(key string, v any) { d.sysctl(key, v, &p.Sysctl) },
+		"metrics": func(key string, v any) { d.metrics(key, v, &p.Metrics) },
 	})
 }
 

@@ -30,6 +30,8 @@ type Policy struct {
 	Spoof     Spoof     `toml:"spoof"`
 	Route     Route     `toml:"route"`
 	IPTables  IPTables  `toml:"iptables"`
+	Sysctl    Sysctl    `toml:"sysctl"`
+	Metrics   Metrics   `toml:"metrics"`
 }
 
 // Sample configures the sampling window of one run.

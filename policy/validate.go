@@ -228,4 +228,6 @@ func (d *decoder) validate(p *Policy) {
 	if strings.ContainsFunc(p.IPTables.Path, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		d.errorf("iptables.path", "must be a program name or path without spaces or control characters, got %q", p.IPTables.Path)
 	}
+
+	d.validateOps(p)
 }
