@@ -1,0 +1,240 @@
+// Package metrics writes what one synban run saw and did as a Prometheus
+// text-exposition file for node_exporter's textfile collector. Each run
+// builds a fresh registry (no global state) and replaces the file atomically
+// with prometheus.WriteToTextfile, so the collector never reads half a file.
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/synban/synban/detect"
+	"github.com/synban/synban/rules"
+)
+
+// Metric names that other code (and tests) look up.
+const (
+	LastSuccess = "synban_last_success_timestamp_seconds"
+	LastRun     = "synban_last_run_timestamp_seconds"
+	Success     = "synban_last_run_success"
+	Duration    = "synban_run_duration_seconds"
+	Samples     = "synban_samples_taken"
+	Sources     = "synban_sources_seen"
+	Verdicts    = "synban_verdicts"
+	Bans        = "synban_bans"
+	BansAdded   = "synban_bans_added"
+	BansExpired = "synban_bans_expired"
+	Flood       = "synban_flood"
+	HalfOpen    = "synban_half_open_entries"
+	HalfOpenSrc = "synban_half_open_sources"
+	CookiesSent = "synban_syncookies_sent"
+	CookiesRecv = "synban_syncookies_recv"
+	DropPackets = "synban_dropped_packets_total"
+	DropBytes   = "synban_dropped_bytes_total"
+	SysctlSet   = "synban_sysctl_changes"
+)
+
+// Ban is one active ban, as counted in synban_bans.
+type Ban struct {
+	// Backend applied it ("nftables", "iptables", "route").
+	Backend string
+	// Reason is the detection rule's name, "manual", or "restored" when
+	// unknown.
+	Reason string
+}
+
+// Run is what one run saw and did. A failed run (Err set) writes only the
+// run-level metrics; the last success time is then carried over from the
+// file being replaced.
+type Run struct {
+	// Start is when the run began; Elapsed how long it took.
+	Start   time.Time
+	Elapsed time.Duration
+	// Err is the run's error; nil for a successful run.
+	Err error
+	// Backend is the firewall backend used.
+	Backend string
+	// Samples is the number of samples taken; Sources the distinct sources
+	// seen in them.
+	Samples, Sources int
+	// Verdicts is the number of offenders decided this run; Added and
+	// Expired count bans newly added and expired.
+	Verdicts, Added, Expired int
+	// Class is the window's flood classification.
+	Class detect.Classification
+	// Bans are the active bans after the run.
+	Bans []Ban
+	// Drops are the backend's drop counters.
+	Drops []rules.Counter
+	// SysctlChanges counts kernel settings changed this run.
+	SysctlChanges int
+}
+
+// floodKinds are the values synban_flood's kind label takes.
+var floodKinds = []string{detect.KindNone, detect.KindReal, detect.KindSpoofed}
+
+// Write replaces the file at path with r's metrics.
+func Write(path string, r Run) error {
+	reg, err := Registry(r, previousSuccess(path))
+	if err != nil {
+		return err
+	}
+	if err := prometheus.WriteToTextfile(path, reg); err != nil {
+		return fmt.Errorf("write metrics to %s: %w", path, err)
+	}
+	return nil
+}
+
+// Registry builds a fresh registry holding r's metrics. lastSuccess is the
+// previous success time, used when r failed (zero: none known).
+func Registry(r Run, lastSuccess time.Time) (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	gauge := func(name, help string, v float64) error {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+		g.Set(v)
+		return reg.Register(g)
+	}
+	ok := 0.0
+	if r.Err == nil {
+		ok = 1
+		lastSuccess = r.Start.Add(r.Elapsed)
+	}
+	end := r.Start.Add(r.Elapsed)
+	errs := []error{
+		gauge(Success, "1 if the last synban run succeeded, else 0.", ok),
+		gauge(LastRun, "When the last synban run ended, in seconds since the epoch.", unix(end)),
+		gauge(Duration, "How long the last synban run took.", r.Elapsed.Seconds()),
+	}
+	if !lastSuccess.IsZero() {
+		errs = append(errs, gauge(LastSuccess, "When the last successful synban run ended, in seconds since the epoch.", unix(lastSuccess)))
+	}
+	if r.Err != nil {
+		return reg, errors.Join(errs...)
+	}
+	c := r.Class
+	errs = append(errs,
+		gauge(Samples, "Connection-table samples taken in the last run.", float64(r.Samples)),
+		gauge(Sources, "Distinct remote addresses seen in the last run's samples.", float64(r.Sources)),
+		gauge(Verdicts, "Offending sources and prefixes decided in the last run.", float64(r.Verdicts)),
+		gauge(BansAdded, "Bans newly added in the last run.", float64(r.Added)),
+		gauge(BansExpired, "Bans expired in the last run.", float64(r.Expired)),
+		gauge(HalfOpen, "Half-open (SYN_RECV) entries in the last run's fullest sample.", float64(c.HalfOpenEntries)),
+		gauge(HalfOpenSrc, "Distinct sources holding half-open entries in the last run's fullest sample.", float64(c.HalfOpenSources)),
+		gauge(CookiesSent, "SYN cookies sent over the last run's window (TcpExt SyncookiesSent).", float64(c.CookiesSent)),
+		gauge(CookiesRecv, "SYN cookies answered over the last run's window (TcpExt SyncookiesRecv).", float64(c.CookiesRecv)),
+		gauge(SysctlSet, "Kernel settings changed by the last run.", float64(r.SysctlChanges)),
+	)
+
+	flood := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: Flood,
+		Help: "The last run's flood classification: 1 for the kind found (none, real or spoofed), 0 for the others."}, []string{"kind"})
+	for _, k := range floodKinds {
+		v := 0.0
+		if k == c.Kind {
+			v = 1
+		}
+		flood.WithLabelValues(k).Set(v)
+	}
+
+	bans := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: Bans,
+		Help: "Active bans after the last run, by backend and reason (the detection rule, manual or restored)."}, []string{"backend", "reason"})
+	for _, b := range r.Bans {
+		reason := b.Reason
+		if reason == "" {
+			reason = "restored"
+		}
+		bans.WithLabelValues(b.Backend, reason).Inc()
+	}
+
+	packets := prometheus.NewCounterVec(prometheus.CounterOpts{Name: DropPackets,
+		Help: "Packets dropped by synban's firewall rules, as the kernel counts them."}, []string{"backend", "chain", "rule"})
+	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: DropBytes,
+		Help: "Bytes dropped by synban's firewall rules, as the kernel counts them."}, []string{"backend", "chain", "rule"})
+	for _, d := range r.Drops {
+		packets.WithLabelValues(r.Backend, d.Chain, d.Rule).Add(float64(d.Packets))
+		bytes.WithLabelValues(r.Backend, d.Chain, d.Rule).Add(float64(d.Bytes))
+	}
+	for _, col := range []prometheus.Collector{flood, bans, packets, bytes} {
+		errs = append(errs, reg.Register(col))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("build metrics: %w", err)
+	}
+	return reg, nil
+}
+
+func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// previousSuccess reads the last success time from the file a run is about
+// to replace; zero when there is none or it cannot be read.
+func previousSuccess(path string) time.Time {
+	f, err := os.Open(path)
+	if err != nil {
+		return time.Time{}
+	}
+	defer f.Close()
+	fams, err := Parse(f)
+	if err != nil {
+		return time.Time{}
+	}
+	v, ok := Value(fams, LastSuccess, nil)
+	if !ok || v <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(v*1e9))
+}
+
+// Parse reads a text-exposition file with Prometheus' own parser.
+func Parse(r io.Reader) (map[string]*dto.MetricFamily, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, fmt.Errorf("parse metrics: %w", err)
+	}
+	return fams, nil
+}
+
+// Value returns the value of the sample of family name whose labels include
+// every pair in labels (nil: the first sample).
+func Value(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
+	mf, ok := fams[name]
+	if !ok {
+		return 0, false
+	}
+	for _, m := range mf.GetMetric() {
+		if !matches(m, labels) {
+			continue
+		}
+		switch {
+		case m.GetGauge() != nil:
+			return m.GetGauge().GetValue(), true
+		case m.GetCounter() != nil:
+			return m.GetCounter().GetValue(), true
+		case m.GetUntyped() != nil:
+			return m.GetUntyped().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+func matches(m *dto.Metric, labels map[string]string) bool {
+	for k, want := range labels {
+		found := false
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == k && lp.GetValue() == want {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
