@@ -62,10 +62,10 @@ func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Rul
 	rs := &Ruleset{
 		Table:      p.NFTables.Table,
 		Family:     p.NFTables.Family,
-		Hooks:      slices.Clone(p.NFTables.Hooks),
 		Priority:   p.NFTables.Priority,
 		MaxEntries: orDefault(p.Ban.MaxEntries),
 	}
+	compileNFTables(rs, &p.NFTables)
 	if p.Meter.Enabled {
 		rs.Meter = &Meter{
 			Rate:       p.Meter.Rate,

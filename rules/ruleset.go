@@ -28,6 +28,22 @@ type Ruleset struct {
 	Meter *Meter
 	// ConnLimit is the per-source connection cap; nil when disabled.
 	ConnLimit *ConnLimit
+
+	// Mode is ModeTable ("" means the same): synban's own table, Table, with
+	// its sets and base chains; or ModeSets: only the allow and ban sets
+	// inside Table, a table the operator owns (Family "inet", "ip" or
+	// "ip6"), whose elements are reconciled and nothing else is touched.
+	Mode string
+	// Prerouting adds the base chain "prerouting" at PreroutingPriority (by
+	// default raw, before conntrack). It carries the allow and ban rules and
+	// the SYN meter, which then leaves the Hooks chains (see BaseChains).
+	Prerouting         bool
+	PreroutingPriority int
+	// Devices are the interfaces of the ingress hook: one base chain
+	// "ingress_DEV" per device at IngressPriority, with the allow and ban
+	// rules only. Empty means no ingress chains.
+	Devices         []string
+	IngressPriority int
 }
 
 // Ban is one banned address (a /32 or /128) or prefix.

@@ -33,6 +33,17 @@ type nftData struct {
 	// V4 and V6 say which address families the table's family carries.
 	V4, V6 bool
 	N      nftNames
+	// Chains are the base chains of synban's table (RS.BaseChains).
+	Chains []rules.BaseChain
+	// NoElements leaves the set elements out (the include file).
+	NoElements bool
+}
+
+// nftChain is what the "chainrules" template renders: one base chain of
+// the ruleset d.
+type nftChain struct {
+	D nftData
+	C rules.BaseChain
 }
 
 // nftFuncs are the helpers nft.tmpl calls.
@@ -43,16 +54,36 @@ func nftFuncs() template.FuncMap {
 		"comment": rules.CommentSafe,
 		"dports":  dports,
 		"v6key":   v6key,
+		"chainData": func(d nftData, c rules.BaseChain) nftChain {
+			return nftChain{D: d, C: c}
+		},
+		"setElements":  setElements,
+		"exampleRules": exampleRules,
 	}
 }
 
 // NFT writes rs as an nft script that `nft -f` accepts as it is and that
 // atomically replaces synban's table (declare, delete, re-create, in one
 // transaction). source names the policy the ruleset came from; it appears in
-// a comment.
+// a comment. In sets mode (rs.SetsMode) the script touches only synban's
+// sets in the operator's table: it replaces the allow sets' elements and
+// adds the bans, as the backend does.
 func NFT(w io.Writer, rs *rules.Ruleset, source string) error {
+	d, err := newNFTData(rs, source)
+	if err != nil {
+		return fmt.Errorf("render nft: %w", err)
+	}
+	name := "nft.tmpl"
+	if rs.SetsMode() {
+		name = "nftsets"
+	}
+	return execute(w, name, d, "render nft")
+}
+
+// newNFTData checks rs and builds what the nft templates render.
+func newNFTData(rs *rules.Ruleset, source string) (nftData, error) {
 	if rs == nil {
-		return errors.New("render nft: nil ruleset")
+		return nftData{}, errors.New("nil ruleset")
 	}
 	d := nftData{
 		RS:     rs,
@@ -64,6 +95,7 @@ func NFT(w io.Writer, rs *rules.Ruleset, source string) error {
 			Meter4: rules.SetMeter4, Meter6: rules.SetMeter6,
 			Conn4: rules.SetConn4, Conn6: rules.SetConn6,
 		},
+		Chains: rs.BaseChains(),
 	}
 	switch rs.Family {
 	case "inet":
@@ -73,21 +105,32 @@ func NFT(w io.Writer, rs *rules.Ruleset, source string) error {
 	case "ip6":
 		d.V6 = true
 	default:
-		return fmt.Errorf("render nft: table family %q: want inet, ip or ip6", rs.Family)
+		return d, fmt.Errorf("table family %q: want inet, ip or ip6", rs.Family)
 	}
 	if rs.Table == "" {
-		return errors.New("render nft: empty table name")
+		return d, errors.New("empty table name")
 	}
-	t, err := template.New("nft.tmpl").Funcs(nftFuncs()).ParseFS(files, "nft.tmpl")
+	return d, nil
+}
+
+// parse parses the nft templates (nft.tmpl and nftinclude.tmpl).
+func parse() (*template.Template, error) {
+	return template.New("nft.tmpl").Funcs(nftFuncs()).ParseFS(files, "nft.tmpl", "nftinclude.tmpl")
+}
+
+// execute renders the template called name (from nft.tmpl and
+// nftinclude.tmpl) with d into w; what prefixes errors.
+func execute(w io.Writer, name string, d any, what string) error {
+	t, err := parse()
 	if err != nil {
-		return fmt.Errorf("render nft: parse template: %w", err)
+		return fmt.Errorf("%s: parse template: %w", what, err)
 	}
 	var buf bytes.Buffer
-	if err := t.Execute(&buf, d); err != nil {
-		return fmt.Errorf("render nft: %w", err)
+	if err := t.ExecuteTemplate(&buf, name, d); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if _, err := w.Write(buf.Bytes()); err != nil {
-		return fmt.Errorf("render nft: write: %w", err)
+		return fmt.Errorf("%s: write: %w", what, err)
 	}
 	return nil
 }

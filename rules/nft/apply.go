@@ -33,6 +33,7 @@ const nearExpiry = 3 * time.Second
 const maxComment = 127
 
 var hooks = map[string]nftables.ChainHook{
+	"ingress":     *nftables.ChainHookIngress,
 	"prerouting":  *nftables.ChainHookPrerouting,
 	"input":       *nftables.ChainHookInput,
 	"forward":     *nftables.ChainHookForward,
@@ -55,19 +56,28 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 	if rs.Table == "" {
 		return rules.Result{}, errors.New("nftables apply: empty table name")
 	}
-	for _, h := range rs.Hooks {
-		if _, ok := hooks[h]; !ok {
-			return rules.Result{}, fmt.Errorf("nftables apply: unknown hook %q", h)
+	for _, bc := range rs.BaseChains() {
+		if _, ok := hooks[bc.Hook]; !ok || bc.Hook == rules.HookIngress && bc.Device == "" {
+			return rules.Result{}, fmt.Errorf("nftables apply: unknown hook %q", bc.Hook)
 		}
 	}
 	if rs.MaxEntries <= 0 {
 		return rules.Result{}, fmt.Errorf("nftables apply: max entries %d, want > 0", rs.MaxEntries)
 	}
-	b.setTarget(rs.Table, rs.Family)
-	res, err := b.applyOnce(ctx, rs, fam)
+	switch rs.Mode {
+	case "", rules.ModeTable, rules.ModeSets:
+	default:
+		return rules.Result{}, fmt.Errorf("nftables apply: mode %q: want %q or %q", rs.Mode, rules.ModeTable, rules.ModeSets)
+	}
+	b.setTarget(rs.Table, rs.Family, rs.Mode)
+	apply := b.applyOnce
+	if rs.SetsMode() {
+		apply = b.applySets
+	}
+	res, err := apply(ctx, rs, fam)
 	if err != nil && errors.Is(err, syscall.ENOENT) {
 		b.log.Warn("apply failed on a vanished object, retrying once", "err", err)
-		res, err = b.applyOnce(ctx, rs, fam)
+		res, err = apply(ctx, rs, fam)
 	}
 	return res, err
 }
@@ -129,7 +139,8 @@ func (b *Backend) describe(ctx context.Context, rs *rules.Ruleset, fam nftables.
 		}
 		parts = append(parts, fmt.Sprintf("%s %d of %d wanted", s, len(st.elems[s]), len(rs.BansIn(s))))
 	}
-	for _, h := range rs.Hooks {
+	for _, bc := range rs.BaseChains() {
+		h := bc.Name
 		if st.chains[h] == nil {
 			parts = append(parts, "chain "+h+" missing")
 		} else {
@@ -167,7 +178,7 @@ func (p *planner) fail(err error) {
 
 func (p *planner) plan(specs []setSpec) {
 	st, c := p.st, p.c
-	if st.table == nil {
+	if st.table == nil || p.reloaded(specs) {
 		p.res.Created = true
 	}
 	c.AddTable(p.t)
@@ -206,13 +217,14 @@ func (p *planner) plan(specs []setSpec) {
 	}
 	var plans []chainPlan
 	seen := map[string]bool{}
-	for _, h := range p.rs.Hooks {
+	for _, bc := range p.rs.BaseChains() {
+		h := bc.Name
 		if seen[h] {
 			continue
 		}
 		seen[h] = true
-		want := desiredRules(p.rs, p.fam)
-		cp := chainPlan{name: h, desiredRule: want, ch: p.chain(h)}
+		want := desiredRules(p.rs, p.fam, bc)
+		cp := chainPlan{name: h, desiredRule: want, ch: p.chain(bc)}
 		switch k := st.chains[h]; {
 		case k == nil:
 			cp.add, cp.rules = true, true
@@ -280,14 +292,34 @@ func (p *planner) plan(specs []setSpec) {
 	}
 }
 
-func (p *planner) chain(hook string) *nftables.Chain {
-	h := hooks[hook]
-	prio := nftables.ChainPriority(p.rs.Priority)
+func (p *planner) chain(bc rules.BaseChain) *nftables.Chain {
+	h := hooks[bc.Hook]
+	prio := nftables.ChainPriority(bc.Priority)
 	pol := nftables.ChainPolicyAccept
 	return &nftables.Chain{
-		Name: hook, Table: p.t, Type: nftables.ChainTypeFilter,
-		Hooknum: &h, Priority: &prio, Policy: &pol,
+		Name: bc.Name, Table: p.t, Type: nftables.ChainTypeFilter,
+		Hooknum: &h, Priority: &prio, Policy: &pol, Device: bc.Device,
 	}
+}
+
+// reloaded reports whether synban's sets exist but were found without
+// their elements: every allow set that rs fills is empty. synban's allow
+// sets always hold loopback after an Apply, so empty ones mean the
+// structure was loaded from outside (the file of `synban render
+// nft-include`, by `nft -f` or `systemctl restart nftables`) and the bans
+// are being restored.
+func (p *planner) reloaded(specs []setSpec) bool {
+	found := false
+	for _, s := range specs {
+		if s.kind != kindAllow || len(p.rs.AllowIn(s.name)) == 0 || p.st.sets[s.name] == nil {
+			continue
+		}
+		if len(p.st.elems[s.name]) > 0 {
+			return false
+		}
+		found = true
+	}
+	return found
 }
 
 func sameChain(k, want *nftables.Chain) bool {

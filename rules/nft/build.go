@@ -149,9 +149,10 @@ func portsString(ports []uint16) string {
 	return strings.Join(s, ",")
 }
 
-// desiredRules builds the rules of one chain, in the template's order. Each
-// call returns fresh expressions.
-func desiredRules(rs *rules.Ruleset, fam nftables.TableFamily) []ruleSpec {
+// desiredRules builds the rules of base chain bc, in the template's order:
+// allow, bans, then the meter and the connection cap where bc carries them.
+// Each call returns fresh expressions.
+func desiredRules(rs *rules.Ruleset, fam nftables.TableFamily, bc rules.BaseChain) []ruleSpec {
 	v4, v6 := families(fam)
 	inet := fam == nftables.TableFamilyINet
 	var out []ruleSpec
@@ -170,7 +171,7 @@ func desiredRules(rs *rules.Ruleset, fam nftables.TableFamily) []ruleSpec {
 	if v6 {
 		out = append(out, ban(rules.SetBan6, true), ban(rules.SetBanNet6, true))
 	}
-	if m := rs.Meter; m != nil {
+	if m := rs.Meter; m != nil && bc.Meter {
 		meter := func(set string, is6 bool) ruleSpec {
 			r := ruleSpec{comment: set}
 			var ports []expr.Any
@@ -192,7 +193,7 @@ func desiredRules(rs *rules.Ruleset, fam nftables.TableFamily) []ruleSpec {
 			out = append(out, meter(rules.SetMeter6, true))
 		}
 	}
-	if cl := rs.ConnLimit; cl != nil {
+	if cl := rs.ConnLimit; cl != nil && bc.ConnLimit {
 		conn := func(set string, is6 bool) ruleSpec {
 			r := ruleSpec{comment: set}
 			var ports []expr.Any

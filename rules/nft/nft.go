@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -51,6 +52,10 @@ type Options struct {
 	// means DefaultTable and DefaultFamily. Apply switches to rs.Table and
 	// rs.Family.
 	Table, Family string
+	// Mode is rules.ModeTable ("" means the same) or rules.ModeSets, in
+	// which Table is the operator's table and synban only fills its sets
+	// (see Backend). Apply switches to rs.Mode.
+	Mode string
 }
 
 // Backend is the nftables rules.Backend. Its methods are safe for concurrent
@@ -62,6 +67,7 @@ type Backend struct {
 	mu     sync.Mutex
 	table  string
 	family string
+	mode   string
 }
 
 var _ rules.Backend = (*Backend)(nil)
@@ -69,7 +75,7 @@ var _ rules.Backend = (*Backend)(nil)
 // New returns an nftables backend. It does not touch the kernel; call Probe
 // to find out whether nftables works.
 func New(opts Options) (*Backend, error) {
-	b := &Backend{netns: opts.NetNS, log: opts.Logger, table: opts.Table, family: opts.Family}
+	b := &Backend{netns: opts.NetNS, log: opts.Logger, table: opts.Table, family: opts.Family, mode: opts.Mode}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -81,6 +87,11 @@ func New(opts Options) (*Backend, error) {
 	}
 	if _, err := parseFamily(b.family); err != nil {
 		return nil, fmt.Errorf("nftables backend: %w", err)
+	}
+	switch b.mode {
+	case "", rules.ModeTable, rules.ModeSets:
+	default:
+		return nil, fmt.Errorf("nftables backend: mode %q: want %q or %q", b.mode, rules.ModeTable, rules.ModeSets)
 	}
 	if b.netns != "" {
 		if _, err := os.Stat(b.netns); err != nil {
@@ -118,10 +129,17 @@ func (b *Backend) target() (string, nftables.TableFamily) {
 	return b.table, fam
 }
 
-func (b *Backend) setTarget(table, family string) {
+// setsMode reports whether the backend works in the operator's table.
+func (b *Backend) setsMode() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.table, b.family = table, family
+	return b.mode == rules.ModeSets
+}
+
+func (b *Backend) setTarget(table, family, mode string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.table, b.family, b.mode = table, family, mode
 }
 
 // conn opens a fresh netlink connection (errors inside a Conn are sticky,
@@ -256,7 +274,9 @@ func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, erro
 }
 
 // Counters reports the packets and bytes of every rule in synban's table
-// that has a counter, named by the rule's comment.
+// that has a counter, named by the rule's comment. In sets mode it reports
+// the rules of the operator's table whose comment names one of synban's
+// sets (as the example rules of `synban render nft-include` do).
 func (b *Backend) Counters(ctx context.Context) ([]rules.Counter, error) {
 	name, fam := b.target()
 	c, done, err := b.conn()
@@ -268,11 +288,12 @@ func (b *Backend) Counters(ctx context.Context) ([]rules.Counter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("counters: %w", err)
 	}
+	sets := b.setsMode()
 	var out []rules.Counter
 	for _, ch := range st.chainOrder {
 		for _, r := range st.rules[ch] {
 			cnt := ruleCounter(r)
-			if cnt == nil {
+			if cnt == nil || sets && !slices.Contains(managedSets, ruleComment(r)) {
 				continue
 			}
 			out = append(out, rules.Counter{Chain: ch, Rule: ruleComment(r), Packets: cnt.Packets, Bytes: cnt.Bytes})
@@ -281,8 +302,12 @@ func (b *Backend) Counters(ctx context.Context) ([]rules.Counter, error) {
 	return out, nil
 }
 
-// Flush deletes synban's table if it exists, and nothing else.
+// Flush deletes synban's table if it exists, and nothing else. In sets mode
+// it empties synban's sets in the operator's table and deletes nothing.
 func (b *Backend) Flush(ctx context.Context) error {
+	if b.setsMode() {
+		return b.flushSets(ctx)
+	}
 	name, fam := b.target()
 	c, done, err := b.conn()
 	if err != nil {

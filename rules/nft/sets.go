@@ -1,0 +1,167 @@
+package nft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/synban/synban/rules"
+)
+
+// managedSets are the sets synban fills in sets mode: the allow and ban sets.
+var managedSets = []string{rules.SetAllow4, rules.SetAllow6, rules.SetBan4, rules.SetBanNet4, rules.SetBan6, rules.SetBanNet6}
+
+// IncludeHint tells an operator how to create the sets synban needs in
+// sets mode; it ends the errors about missing or unfit sets.
+const IncludeHint = "run `synban render nft-include -c POLICY > /etc/nftables.d/synban.nft`, " +
+	"include that file from /etc/nftables.conf and load it (nft -f /etc/nftables.conf)"
+
+// ErrSetsMissing is returned (wrapped) by Apply in sets mode when the
+// operator's table or one of synban's sets in it is missing or unfit.
+var ErrSetsMissing = errors.New("synban's sets are missing from the operator's table")
+
+// elementSets are the set specs of rs that sets mode fills.
+func elementSets(rs *rules.Ruleset, fam nftables.TableFamily) []setSpec {
+	var out []setSpec
+	for _, s := range desiredSets(rs, fam) {
+		if s.kind == kindAllow || s.kind == kindBan {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// fits says why the kernel's set k cannot hold the elements of s, or "".
+// Size and default timeout are the operator's choice.
+func (s setSpec) fits(k *nftables.Set) string {
+	kt := s.keyType()
+	switch {
+	case k.Anonymous || k.Constant || k.IsMap || k.Concatenation:
+		return "is not a plain set (constant, map or concatenation)"
+	case k.KeyType.Name != kt.Name || k.KeyType.Bytes != kt.Bytes:
+		return fmt.Sprintf("has type %s, want %s", k.KeyType.Name, kt.Name)
+	case k.Interval != s.interval:
+		if s.interval {
+			return "lacks flags interval"
+		}
+		return "has flags interval, which it must not"
+	case s.timeout && !k.HasTimeout:
+		return "lacks flags timeout"
+	}
+	return ""
+}
+
+// applySets is Apply in sets mode: in one transaction it reconciles the
+// allow sets and adds or refreshes the bans in the ban sets of the
+// operator's table rs.Table. It creates, changes or deletes no table, chain
+// or set; a missing or unfit set is an error naming it, with IncludeHint.
+// Result.Created is true when the allow sets were found empty (the sets
+// were just loaded from the include file, see planner.reloaded).
+func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables.TableFamily) (rules.Result, error) {
+	start := time.Now()
+	c, done, err := b.conn()
+	if err != nil {
+		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): %w", err)
+	}
+	defer done()
+	specs := elementSets(rs, fam)
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.name
+	}
+	st, err := readState(ctx, c, rs.Table, fam, names)
+	if err != nil {
+		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): read table %s %s: %w", rs.Family, rs.Table, err)
+	}
+	if st.table == nil {
+		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): table %s %s does not exist: %w; %s",
+			rs.Family, rs.Table, ErrSetsMissing, IncludeHint)
+	}
+	var missing, unfit []string
+	for _, s := range specs {
+		k := st.sets[s.name]
+		if k == nil {
+			missing = append(missing, s.name)
+			continue
+		}
+		if why := s.fits(k); why != "" {
+			unfit = append(unfit, fmt.Sprintf("set %s %s", s.name, why))
+		}
+	}
+	if len(missing)+len(unfit) > 0 {
+		var parts []string
+		if len(missing) > 0 {
+			parts = append(parts, "no set "+strings.Join(missing, ", "))
+		}
+		parts = append(parts, unfit...)
+		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): table %s %s: %s: %w; %s",
+			rs.Family, rs.Table, strings.Join(parts, "; "), ErrSetsMissing, IncludeHint)
+	}
+	p := &planner{b: b, c: c, st: st, rs: rs, fam: fam, t: st.table}
+	p.res.Created = p.reloaded(specs)
+	for _, s := range specs {
+		switch s.kind {
+		case kindAllow:
+			p.syncAllow(s)
+		case kindBan:
+			p.syncBans(s)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): %w", err)
+	}
+	if p.err != nil {
+		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): build transaction: %w", p.err)
+	}
+	if p.queued > 0 {
+		if err := c.Flush(); err != nil {
+			return rules.Result{}, fmt.Errorf("nftables apply (sets mode): transaction (%s) failed: %w; %s", p.summary(), err, b.describe(ctx, rs, fam))
+		}
+	}
+	b.log.Info("applied", "mode", rules.ModeSets, "table", rs.Table, "family", rs.Family, "refilled", p.res.Created,
+		"changed", p.res.Changed, "added", p.res.Added, "refreshed", p.res.Refreshed, "skipped", p.skipped, "took", time.Since(start))
+	return p.res, nil
+}
+
+// flushSets is Flush in sets mode: it empties synban's sets in the
+// operator's table and deletes nothing. A missing table or set is not an
+// error.
+func (b *Backend) flushSets(ctx context.Context) error {
+	name, fam := b.target()
+	c, done, err := b.conn()
+	if err != nil {
+		return fmt.Errorf("flush sets: %w", err)
+	}
+	defer done()
+	st, err := readState(ctx, c, name, fam, nil)
+	if err != nil {
+		return fmt.Errorf("flush sets: %w", err)
+	}
+	if st.table == nil {
+		return nil
+	}
+	var flushed []string
+	for _, n := range managedSets {
+		if s := st.sets[n]; s != nil {
+			s.Table = st.table
+			c.FlushSet(s)
+			flushed = append(flushed, n)
+		}
+	}
+	if len(flushed) == 0 {
+		return nil
+	}
+	if err := c.Flush(); err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("flush sets %s of table %s: %w", strings.Join(flushed, ", "), name, err)
+	}
+	b.log.Info("emptied sets", "table", name, "sets", flushed)
+	return nil
+}
