@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules/state"
@@ -55,6 +56,13 @@ type options struct {
 	dryRun   bool
 	every    string
 	noNFT    bool
+	// wait is --wait: how long to wait for the state lock (0: exit 3 at once).
+	wait time.Duration
+	// logLevel is --log-level: debug, info, warn or error ("" is warn, -v debug).
+	logLevel string
+	// render's flags: the synban program the units run, where to write them,
+	// and cron's user field.
+	binary, outputDir, cronUser string
 }
 
 // app carries what a command writes to; there is no global state.
@@ -71,8 +79,10 @@ func commands() []*command {
 		{name: "sample", summary: "print the per-source table of what was sampled", setup: flagsCommon, run: cmdSample},
 		{name: "status", summary: "show the backend, active bans with time left, and drop counters", setup: flagsBackend, run: cmdStatus},
 		{name: "ban", args: "ADDR|PREFIX", summary: "ban an address or prefix (--for DURATION)", setup: flagsBan, run: cmdBan},
-		{name: "unban", args: "ADDR|PREFIX...", summary: "remove bans", setup: flagsBackend, run: cmdUnban},
-		{name: "flush", summary: "remove everything synban created, nothing else", setup: flagsBackend, run: cmdFlush},
+		{name: "unban", args: "ADDR|PREFIX...", summary: "remove bans", setup: flagsLocked, run: cmdUnban},
+		{name: "flush", summary: "remove everything synban created, nothing else", setup: flagsLocked, run: cmdFlush},
+		{name: "watch", summary: "run the run cycle every --every (default 10s) until SIGTERM", setup: flagsWatch, run: cmdWatch},
+		{name: "render", args: "KIND", summary: "print a file to install, from the policy (KIND: " + renderKindNames() + ")", setup: flagsRender, run: cmdRender},
 		{name: "version", summary: "print the version", setup: func(*flag.FlagSet, *options) {}, run: cmdVersion},
 	}
 }
@@ -84,6 +94,7 @@ func flagsCommon(fs *flag.FlagSet, o *options) {
 	fs.BoolVar(&o.verbose, "v", false, "verbose: log every step")
 	fs.BoolVar(&o.json, "json", false, "print machine-readable JSON")
 	fs.BoolVar(&o.logJSON, "log-json", false, "write logs as JSON")
+	fs.StringVar(&o.logLevel, "log-level", "", "log level: debug, info, warn (default) or error; -v means debug")
 }
 
 func flagsBackend(fs *flag.FlagSet, o *options) {
@@ -99,11 +110,12 @@ func flagsPlan(fs *flag.FlagSet, o *options) {
 
 func flagsRun(fs *flag.FlagSet, o *options) {
 	flagsPlan(fs, o)
+	flagsWait(fs, o)
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be applied, apply nothing")
 }
 
 func flagsBan(fs *flag.FlagSet, o *options) {
-	flagsBackend(fs, o)
+	flagsLocked(fs, o)
 	fs.StringVar(&o.banFor, "for", "", "ban duration (default: the policy's ban.duration)")
 }
 
@@ -145,9 +157,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	level := slog.LevelWarn
-	if o.verbose {
-		level = slog.LevelDebug
+	level, err := logLevel(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "synban %s: %v\n", cmd.name, err)
+		return exitUsage
 	}
 	hopts := &slog.HandlerOptions{Level: level}
 	if o.logJSON {

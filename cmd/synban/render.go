@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/synban/synban/rules"
+	"github.com/synban/synban/templates"
+)
+
+// renderKind is one thing `synban render KIND` prints. Add new kinds to
+// renderKinds.
+type renderKind struct {
+	name, summary string
+	run           func(ctx context.Context, a *app, o *options) error
+}
+
+// renderKinds lists the kinds of `synban render`, in usage order.
+func renderKinds() []renderKind {
+	return []renderKind{
+		{name: "nft-include", summary: "nftables file to include from /etc/nftables.conf (synban's table, or its sets in nftables.mode = \"sets\"), without elements", run: renderNFTInclude},
+		{name: "systemd", summary: "systemd units: synban.service + synban.timer (run every --every), synban-watch.service (watch)", run: renderSystemd},
+		{name: "cron", summary: "an /etc/cron.d line running synban every --every (whole minutes)", run: renderCron},
+	}
+}
+
+func renderKindNames() string {
+	var names []string
+	for _, k := range renderKinds() {
+		names = append(names, k.name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// cmdRender prints a file for the operator to install, built from the policy.
+func cmdRender(ctx context.Context, a *app, o *options, args []string) error {
+	if len(args) != 1 {
+		return badInput("render takes one KIND (%s), got %d arguments", renderKindNames(), len(args))
+	}
+	for _, k := range renderKinds() {
+		if k.name == args[0] {
+			return k.run(ctx, a, o)
+		}
+	}
+	return badInput("render: unknown KIND %q: want one of %s", args[0], renderKindNames())
+}
+
+// renderNFTInclude prints the include file for /etc/nftables.conf: the
+// policy's nftables structure without bans or allow entries, which the
+// next run fills from the state store and the host's addresses.
+func renderNFTInclude(_ context.Context, a *app, o *options) error {
+	p, err := loadPolicy(o)
+	if err != nil {
+		return err
+	}
+	rs, _, err := rules.Compile(p, nil, nil)
+	if err != nil {
+		return fmt.Errorf("compile ruleset: %w", err)
+	}
+	return templates.NFTInclude(a.stdout, rs, p.Source)
+}
