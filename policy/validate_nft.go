@@ -61,3 +61,13 @@ func (d *decoder) validateNFTIntegration(p *Policy) {
 		}
 	}
 }
+
+// Target returns the nftables mode and the table synban's nftables backend
+// works in: synban's own Table and Family in mode "table", the operator's
+// SetsTable and SetsFamily in mode "sets".
+func (n *NFTables) Target() (mode, table, family string) {
+	if n.Mode == "sets" {
+		return n.Mode, n.SetsTable, n.SetsFamily
+	}
+	return "table", n.Table, n.Family
+}

@@ -64,3 +64,14 @@ func TestNFTIntegrationValidateInGo(t *testing.T) {
 		t.Errorf("connlimit with forward: %v", err)
 	}
 }
+
+func TestNFTablesTarget(t *testing.T) {
+	n := Default().NFTables
+	if m, tb, f := n.Target(); m != "table" || tb != "synban" || f != "inet" {
+		t.Errorf("default Target() = %s %s %s", m, tb, f)
+	}
+	n.Mode, n.SetsTable, n.SetsFamily = "sets", "filter", "ip"
+	if m, tb, f := n.Target(); m != "sets" || tb != "filter" || f != "ip" {
+		t.Errorf("sets Target() = %s %s %s", m, tb, f)
+	}
+}

@@ -18,12 +18,14 @@ import (
 
 // openBackend picks the backend (policy or --backend) and logs why.
 func (a *app) openBackend(ctx context.Context, o *options, p *policy.Policy, store *state.Store) (rules.Backend, backends.Choice, error) {
+	nftMode, nftTable, nftFamily := p.NFTables.Target()
 	b, choice, err := backends.Open(ctx, backendName(o, p), backends.Options{
 		Logger:             a.log,
 		Store:              store,
 		DisableNFTables:    o.noNFT,
-		NFTTable:           p.NFTables.Table,
-		NFTFamily:          p.NFTables.Family,
+		NFTMode:            nftMode,
+		NFTTable:           nftTable,
+		NFTFamily:          nftFamily,
 		IPTablesPath:       p.IPTables.Path,
 		IPTablesChain:      p.IPTables.Chain,
 		IPTablesDockerUser: p.IPTables.DockerUser,

@@ -44,6 +44,9 @@ type Options struct {
 	// NFTTable and NFTFamily name synban's nftables table for calls made
 	// before the first Apply ("" = the nft package's defaults).
 	NFTTable, NFTFamily string
+	// NFTMode is the nftables mode ("" or "table", or "sets": NFTTable is
+	// then the operator's table; see policy.NFTables.Target).
+	NFTMode string
 
 	// IPTablesPath is the iptables program; "" picks iptables, then
 	// iptables-legacy, whichever works.
@@ -131,7 +134,7 @@ func open(name string, auto bool, o Options, log *slog.Logger) (rules.Backend, e
 		if auto && o.DisableNFTables {
 			return nil, errDisabled
 		}
-		no := nft.Options{NetNS: o.NetNS, Logger: log.With("backend", NFTables), Table: o.NFTTable, Family: o.NFTFamily}
+		no := nft.Options{NetNS: o.NetNS, Logger: log.With("backend", NFTables), Table: o.NFTTable, Family: o.NFTFamily, Mode: o.NFTMode}
 		if err := nft.Probe(no); err != nil {
 			return nil, fmt.Errorf("netlink probe failed: %w", err)
 		}
