@@ -32,8 +32,12 @@ const nearExpiry = 3 * time.Second
 // maxComment is the longest element comment nft accepts, without its NUL.
 const maxComment = 127
 
+// nfINetIngress is the inet family's ingress hook, NF_INET_INGRESS (5);
+// the library's ChainHookIngress is the netdev family's (0).
+const nfINetIngress nftables.ChainHook = 5
+
 var hooks = map[string]nftables.ChainHook{
-	"ingress":     *nftables.ChainHookIngress,
+	"ingress":     nfINetIngress,
 	"prerouting":  *nftables.ChainHookPrerouting,
 	"input":       *nftables.ChainHookInput,
 	"forward":     *nftables.ChainHookForward,
@@ -63,6 +67,9 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 	}
 	if rs.MaxEntries <= 0 {
 		return rules.Result{}, fmt.Errorf("nftables apply: max entries %d, want > 0", rs.MaxEntries)
+	}
+	if len(rs.Devices) > 0 && !rs.SetsMode() && fam != nftables.TableFamilyINet {
+		return rules.Result{}, fmt.Errorf("nftables apply: ingress chains need an inet table, not %s", rs.Family)
 	}
 	switch rs.Mode {
 	case "", rules.ModeTable, rules.ModeSets:
