@@ -41,7 +41,7 @@ func (a *app) openBackend(ctx context.Context, o *options, p *policy.Policy, sto
 // lockAndOpen takes the state lock and opens the backend, for the commands
 // that change bans. The caller defers release.
 func (a *app) lockAndOpen(ctx context.Context, o *options, p *policy.Policy) (*state.Store, rules.Backend, backends.Choice, func() error, error) {
-	store, release, err := lockedStore(ctx, o.stateDir)
+	store, release, err := lockedStore(ctx, o.stateDir, o.wait)
 	if err != nil {
 		return nil, nil, backends.Choice{}, nil, err
 	}
@@ -56,7 +56,7 @@ func (a *app) lockAndOpen(ctx context.Context, o *options, p *policy.Policy) (*s
 // apply runs one full cycle: lock, decide, apply, record, expire.
 func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.Time) error {
 	start := time.Now()
-	store, release, err := lockedStore(ctx, o.stateDir)
+	store, release, err := lockedStore(ctx, o.stateDir, o.wait)
 	if err != nil {
 		return err
 	}
@@ -69,6 +69,7 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	if err != nil {
 		return err
 	}
+	sysctlChanges := a.hardenKernel(p)
 	if changed, err := detect.ApplySpoofSysctls("", p, d.Class); err != nil {
 		a.log.Error("could not apply the kernel settings against a spoofed flood", "err", err)
 	} else {
@@ -100,7 +101,7 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	if err := store.Update(func(s *state.State) error {
 		for _, e := range s.Expire(now) {
 			expired++
-			a.log.Info("ban expired", "subject", e.Prefix, "reason", e.Reason)
+			a.log.Info("ban expired", "subject", e.Prefix, "rule", e.Rule, "lasted", e.Until.Sub(e.Since).Round(time.Second), "reason", e.Reason)
 		}
 		recordBans(s, d, choice.Name, now)
 		return nil
@@ -123,11 +124,9 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	for _, om := range d.Omitted {
 		a.log.Warn("ban left out", "subject", om.Prefix, "why", om.Why)
 	}
-	level := a.log.Debug
-	if len(d.Report.Verdicts) > 0 || res.Created {
-		level = a.log.Info
-	}
-	level("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
+	a.finishRun(ctx, runReport{Start: start, Decision: d, Result: res, Backend: b, BackendName: choice.Name, Store: store, Expired: expired, SysctlChanges: sysctlChanges})
+	// One summary line per run (shown from --log-level info up).
+	a.log.Info("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
 		"verdicts", len(d.Report.Verdicts), "added", res.Added, "refreshed", res.Refreshed,
 		"restored", d.Restored, "expired", expired, "spared", len(d.Report.Spared),
 		"omitted", len(d.Omitted), "duration", time.Since(start).Round(time.Millisecond))
@@ -310,14 +309,17 @@ func cmdUnban(ctx context.Context, a *app, o *options, args []string) error {
 	}
 	if err := store.Update(func(s *state.State) error {
 		for _, sub := range subjects {
+			// Log what the ban was: its rule and how long it had lasted.
+			attrs := []any{"subject", sub, "backend", choice.Name}
+			if old, ok := s.Find(sub); ok {
+				attrs = append(attrs, "rule", old.Rule, "lasted", time.Since(old.Since).Round(time.Second), "reason", old.Reason)
+			}
+			a.log.Info("unban", attrs...)
 			s.Remove(sub)
 		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("record unban: %w", err)
-	}
-	for _, sub := range subjects {
-		a.log.Info("unban", "subject", sub, "backend", choice.Name)
 	}
 	fmt.Fprintf(a.stdout, "unbanned %d of %d (%s)\n", n, len(subjects), choice.Name)
 	return nil

@@ -62,7 +62,7 @@ type options struct {
 	logLevel string
 	// render's flags: the synban program the units run, where to write them,
 	// and cron's user field.
-	binary, outputDir, cronUser string
+	binary, outputDir, cronUser, watchEvery string
 }
 
 // app carries what a command writes to; there is no global state.

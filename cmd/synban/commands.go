@@ -32,10 +32,12 @@ func cmdCheck(_ context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
+	drift := readSysctls(procSys, p.Sysctl.Settings())
 	if o.json {
-		return writeJSON(a.stdout, map[string]any{"policy": p.Source, "ok": true})
+		return writeJSON(a.stdout, map[string]any{"policy": p.Source, "ok": true, "sysctl": drift})
 	}
 	fmt.Fprintf(a.stdout, "%s: ok (%d rules, backend %s, table %s %s)\n", p.Source, len(p.Rules), p.Backend, p.NFTables.Family, p.NFTables.Table)
+	writeDrift(a.stdout, p, drift)
 	return nil
 }
 
@@ -79,7 +81,7 @@ func cmdRun(ctx context.Context, a *app, o *options, args []string) error {
 		}
 		return a.printPlan(d, o)
 	}
-	return a.apply(ctx, o, p, now)
+	return a.runCycle(ctx, o, p, now)
 }
 
 // printPlan writes the dry run: the verdicts as comments, then the ruleset in
@@ -324,13 +326,19 @@ func backendName(o *options, p *policy.Policy) string {
 }
 
 // lockedStore opens the state store and takes the run lock; cron runs that
-// overlap exit with code 3 instead of piling up.
-func lockedStore(ctx context.Context, dir string) (*state.Store, func() error, error) {
+// overlap exit with code 3 instead of piling up. With wait > 0 (--wait) it
+// waits up to that long for the lock first.
+func lockedStore(ctx context.Context, dir string, wait time.Duration) (*state.Store, func() error, error) {
 	s, err := state.Open(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open state store: %w", err)
 	}
-	release, err := s.Lock(ctx, false)
+	if wait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	release, err := s.Lock(ctx, wait > 0)
 	if err != nil {
 		return nil, nil, err
 	}

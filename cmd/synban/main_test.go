@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
 	"syscall"
 	"testing"
@@ -19,7 +20,11 @@ func TestMain(m *testing.M) {
 	case "":
 		os.Exit(m.Run())
 	case "synban":
-		os.Exit(Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+		// As main does: SIGTERM and SIGINT cancel the context (synban watch).
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
 	case "listen":
 		os.Exit(listen(os.Args[1]))
 	case "dial":
