@@ -1,0 +1,277 @@
+// Command bench measures synban against the tools operators use today, in a
+// lab of network namespaces it builds and removes itself (root only):
+//
+//   - detection: synban's sampling and analysis (in-process and the synban
+//     binary's sample and plan) versus `netstat -ant | ... | uniq -c`,
+//     `ss -tan state syn-recv | ... | uniq -c`, and the kernel's own dump
+//     (`ss -tan state syn-recv > /dev/null`) as the floor, on a victim table
+//     filled with half-open and established connections;
+//   - applying bans: rules/nft Apply versus `nft -f` of the same ruleset
+//     rendered by templates.NFT versus one `nft add element` per address;
+//   - the synban binary's `run`: the first run restoring N bans from its state
+//     store, and the steady-state run after it with nothing to change, with
+//     wall time and peak memory.
+//
+// It prints a table of medians over -runs and ratios, and writes it with the
+// machine's description and how to reproduce it as markdown (-out).
+//
+//	go run ./bench -sizes 10000,100000 -runs 5 -out BENCHMARKS.md
+//
+// Every flood stays between the harness's own namespaces and is bounded by
+// the sizes asked for.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config holds the flags.
+type config struct {
+	sizes       []int
+	bans        []int
+	runs        int
+	loopMax     int
+	loopRuns    int
+	estRatio    float64
+	out         string
+	synban      string
+	skipDetect  bool
+	skipApply   bool
+	skipSteady  bool
+	rev         string
+	commandLine string
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == holdFlag {
+		if err := raiseNoFile(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+		os.Exit(holdMain(os.Args[2:]))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func parseSizes(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.ReplaceAll(f, "_", ""))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("size %q: want a positive integer", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sizes := fs.String("sizes", "10000,100000", "half-open entries in the victim's table for the detection benchmarks, comma-separated")
+	bans := fs.String("bans", "1000,10000,100000", "ban counts for the apply and steady-state benchmarks, comma-separated")
+	cfg := &config{}
+	fs.IntVar(&cfg.runs, "runs", 5, "repetitions of each measurement (the median is reported)")
+	fs.IntVar(&cfg.loopMax, "loop-max", 10000, "largest ban count measured with one `nft add element` process per address; larger counts are extrapolated")
+	fs.IntVar(&cfg.loopRuns, "loop-runs", 3, "repetitions of the one-process-per-address loop (at most -runs)")
+	fs.Float64Var(&cfg.estRatio, "established", 1, "established connections per half-open entry in the victim's table")
+	fs.StringVar(&cfg.out, "out", "", "write the results as markdown to this file (e.g. BENCHMARKS.md)")
+	fs.StringVar(&cfg.synban, "synban", "", "synban binary to measure (default: go build ./cmd/synban into a temporary directory)")
+	fs.StringVar(&cfg.rev, "rev", gitRev(), "the synban revision measured, for the report (default: git describe of the working directory)")
+	fs.BoolVar(&cfg.skipDetect, "skip-detect", false, "skip the detection benchmarks")
+	fs.BoolVar(&cfg.skipApply, "skip-apply", false, "skip the ban apply benchmarks")
+	fs.BoolVar(&cfg.skipSteady, "skip-steady", false, "skip the synban run (first and steady-state) benchmarks")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var err error
+	if cfg.sizes, err = parseSizes(*sizes); err != nil {
+		fmt.Fprintln(stderr, "bench: -sizes:", err)
+		return 2
+	}
+	if cfg.bans, err = parseSizes(*bans); err != nil {
+		fmt.Fprintln(stderr, "bench: -bans:", err)
+		return 2
+	}
+	if cfg.runs < 1 || cfg.loopRuns < 1 || cfg.estRatio < 0 {
+		fmt.Fprintln(stderr, "bench: -runs and -loop-runs must be >= 1, -established >= 0")
+		return 2
+	}
+	cfg.loopRuns = min(cfg.loopRuns, cfg.runs)
+	cfg.commandLine = "go run ./bench " + strings.Join(args, " ")
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(stderr, "bench: needs root (it builds network namespaces and applies firewall rules inside them)")
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	b := &bench{cfg: cfg, log: log, nss: &namespaces{}}
+	err = b.run(ctx)
+	for _, cerr := range b.nss.cleanup() {
+		log.Error("cleanup", "err", cerr)
+	}
+	if b.tmp != "" {
+		_ = os.RemoveAll(b.tmp)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		if errors.Is(err, context.Canceled) {
+			return 130
+		}
+		return 1
+	}
+	report := b.markdown()
+	fmt.Fprint(stdout, report)
+	if cfg.out != "" {
+		if err := os.WriteFile(cfg.out, []byte(report), 0o644); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		log.Info("wrote", "file", cfg.out)
+	}
+	return 0
+}
+
+// bench is one run of the harness and its results.
+type bench struct {
+	cfg    *config
+	log    *slog.Logger
+	nss    *namespaces
+	tmp    string
+	synban string
+	began  time.Time
+	took   time.Duration
+	// env describes the machine and tools.
+	env []string
+
+	detect []detectRow
+	apply  []applyRow
+	steady []steadyRow
+}
+
+func (b *bench) run(ctx context.Context) error {
+	b.began = time.Now()
+	var err error
+	if b.tmp, err = os.MkdirTemp("", "synban-bench-"); err != nil {
+		return err
+	}
+	if err := raiseNoFile(); err != nil {
+		return err
+	}
+	b.synban = b.cfg.synban
+	if b.synban == "" {
+		b.synban = filepath.Join(b.tmp, "synban")
+		b.log.Info("building synban", "out", b.synban)
+		cmd := execCommand(ctx, "go", "build", "-o", b.synban, "./cmd/synban")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build ./cmd/synban: %w: %s", err, out)
+		}
+	}
+	b.env = describeMachine(ctx)
+	if !b.cfg.skipDetect {
+		if err := b.detection(ctx); err != nil {
+			return fmt.Errorf("detection: %w", err)
+		}
+	}
+	if !b.cfg.skipApply {
+		if err := b.applyBans(ctx); err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
+	}
+	if !b.cfg.skipSteady {
+		if err := b.steadyState(ctx); err != nil {
+			return fmt.Errorf("steady state: %w", err)
+		}
+	}
+	b.took = time.Since(b.began)
+	return nil
+}
+
+// gitRev describes the working directory's git revision, or "" outside a repository.
+func gitRev() string {
+	out, err := exec.Command("git", "describe", "--always", "--dirty").Output()
+	if err != nil {
+		return ""
+	}
+	return "commit " + strings.TrimSpace(string(out))
+}
+
+// raiseNoFile lifts the open-file limit: the lab holds one socket per
+// established connection.
+func raiseNoFile() error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("getrlimit: %w", err)
+	}
+	want := uint64(1 << 20)
+	if data, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64); err == nil {
+			want = n
+		}
+	}
+	if lim.Cur >= want {
+		return nil
+	}
+	raised := lim
+	raised.Cur, raised.Max = want, max(lim.Max, want)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err == nil {
+		return nil
+	}
+	// Without CAP_SYS_RESOURCE only the soft limit can rise, to the hard one.
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("raise the open-file limit to %d: %w", lim.Max, err)
+	}
+	return nil
+}
+
+// describeMachine names the CPU, core count, memory, kernel and tool versions.
+func describeMachine(ctx context.Context) []string {
+	var out []string
+	model := "unknown"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	out = append(out, fmt.Sprintf("CPU: %s, %d cores", model, runtime.NumCPU()))
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		line, _, _ := strings.Cut(string(data), "\n")
+		out = append(out, "Memory: "+strings.Join(strings.Fields(line)[1:], " "))
+	}
+	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		out = append(out, "Kernel: Linux "+strings.TrimSpace(string(data)))
+	}
+	for _, argv := range [][]string{{"nft", "--version"}, {"ss", "--version"}, {"netstat", "--version"}, {"go", "version"}} {
+		cmd := execCommand(ctx, argv[0], argv[1:]...)
+		data, err := cmd.CombinedOutput()
+		line, _, _ := strings.Cut(strings.TrimSpace(string(data)), "\n")
+		if err != nil && line == "" {
+			line = "not installed"
+		}
+		out = append(out, argv[0]+": "+line)
+	}
+	return out
+}

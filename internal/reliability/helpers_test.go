@@ -1,0 +1,206 @@
+package reliability
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/metrics"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/synban/synban/internal/netnstest"
+	"github.com/synban/synban/rules/state"
+)
+
+// built is the synban binary built once for the tests that run it.
+var built struct {
+	once sync.Once
+	path string
+	err  error
+	dir  string
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// synbanBinary builds cmd/synban once (go build) and returns its path.
+func synbanBinary(t testing.TB) string {
+	t.Helper()
+	built.once.Do(func() {
+		built.dir, built.err = os.MkdirTemp("", "synban-reliability-")
+		if built.err != nil {
+			return
+		}
+		built.path = filepath.Join(built.dir, "synban")
+		out, err := exec.Command("go", "build", "-o", built.path, "github.com/synban/synban/cmd/synban").CombinedOutput()
+		if err != nil {
+			built.err = fmt.Errorf("go build cmd/synban: %w: %s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.path
+}
+
+// report prints a count line both in the test log and on standard output,
+// where CI shows it even for passing tests.
+func report(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	t.Log(msg)
+	fmt.Printf("reliability: %s: %s\n", t.Name(), msg)
+}
+
+// runSynban runs the synban binary inside ns and returns its exit code,
+// standard output and standard error.
+func runSynban(t testing.TB, ns *netnstest.NS, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb strings.Builder
+	cmd := ns.Command(ctx, append([]string{synbanBinary(t)}, args...)...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), out.String(), errb.String()
+		}
+		t.Fatalf("run synban %v: %v", args, err)
+	}
+	return 0, out.String(), errb.String()
+}
+
+// writePolicy writes text as a policy file in a temporary directory.
+func writePolicy(t testing.TB, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "policy.toml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// writeState replaces the bans in the state store at dir with addrs, each
+// active for an hour.
+func writeState(t testing.TB, dir string, addrs []netip.Addr) {
+	t.Helper()
+	st, err := state.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	err = st.Update(func(s *state.State) error {
+		s.Bans = make([]state.Ban, len(addrs))
+		for i, a := range addrs {
+			s.Bans[i] = state.Ban{Prefix: netip.PrefixFrom(a, a.BitLen()), Since: now, Until: now.Add(time.Hour), Reason: "reliability", Backend: "nftables"}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// nftSetAddrs lists the addresses in set of table inet tbl inside ns with
+// `nft -j`; ok is false when the table does not exist.
+func nftSetAddrs(t testing.TB, ns *netnstest.NS, tbl, set string) (addrs []netip.Addr, ok bool) {
+	t.Helper()
+	if _, err := ns.Run("nft", "list", "table", "inet", tbl); err != nil {
+		return nil, false
+	}
+	out := ns.MustRun("nft", "-j", "list", "set", "inet", tbl, set)
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("nft -j list set %s: %v", set, err)
+	}
+	for _, obj := range doc.Nftables {
+		raw, ok := obj["set"]
+		if !ok {
+			continue
+		}
+		var s struct {
+			Elem []json.RawMessage `json:"elem"`
+		}
+		if err := json.Unmarshal(raw, &s); err != nil {
+			t.Fatalf("nft -j set: %v", err)
+		}
+		for _, e := range s.Elem {
+			addrs = append(addrs, elemAddr(t, e))
+		}
+	}
+	return addrs, true
+}
+
+// elemAddr decodes one element of `nft -j`: a plain string, or an object
+// {"elem": {"val": "...", "timeout": ...}}.
+func elemAddr(t testing.TB, e json.RawMessage) netip.Addr {
+	t.Helper()
+	var s string
+	if json.Unmarshal(e, &s) == nil {
+		return netip.MustParseAddr(s)
+	}
+	var o struct {
+		Elem struct {
+			Val string `json:"val"`
+		} `json:"elem"`
+	}
+	if err := json.Unmarshal(e, &o); err != nil || o.Elem.Val == "" {
+		t.Fatalf("unexpected nft -j element %s", e)
+	}
+	return netip.MustParseAddr(o.Elem.Val)
+}
+
+// heapPeak samples the live heap every few milliseconds until stop is
+// called, which returns the peak growth over the heap at the start, in bytes.
+func heapPeak() (stop func() uint64) {
+	runtime.GC()
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	read := func() uint64 {
+		metrics.Read(sample)
+		return sample[0].Value.Uint64()
+	}
+	base := read()
+	var peak uint64
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			peak = max(peak, read())
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		<-finished
+		peak = max(peak, read())
+		if peak < base {
+			return 0
+		}
+		return peak - base
+	}
+}
+
+// mib renders bytes as MiB.
+func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
