@@ -49,7 +49,32 @@ type State struct {
 	Bans []Ban `json:"bans"`
 	// History holds one record per prefix ever banned, for escalation.
 	History []Record `json:"history"`
+
+	// Indexes from prefix to position in Bans and History, so that recording
+	// 100,000 bans is linear. They are rebuilt whenever the slice they index
+	// changed length or an entry moved (code that edits the slices directly
+	// stays correct, only slower).
+	banIdx, histIdx map[netip.Prefix]int
 }
+
+// lookup finds p in items through idx, rebuilding idx when it is stale.
+func lookup[T any](idx *map[netip.Prefix]int, items []T, prefix func(*T) netip.Prefix, p netip.Prefix) (int, bool) {
+	if *idx == nil || len(*idx) != len(items) {
+		*idx = make(map[netip.Prefix]int, len(items))
+		for i := range items {
+			(*idx)[prefix(&items[i])] = i
+		}
+	}
+	i, ok := (*idx)[p]
+	if ok && (i >= len(items) || prefix(&items[i]) != p) {
+		*idx = nil // an entry moved: rebuild and look again
+		return lookup(idx, items, prefix, p)
+	}
+	return i, ok
+}
+
+func banPrefix(b *Ban) netip.Prefix       { return b.Prefix }
+func recordPrefix(r *Record) netip.Prefix { return r.Prefix }
 
 // Ban is one stored ban.
 type Ban struct {
@@ -315,40 +340,36 @@ func (st *State) Expire(now time.Time) []Ban {
 // and non-empty Reason, Rule and Backend of b replace the old ones.
 func (st *State) Upsert(b Ban) {
 	b.Prefix = canonical(b.Prefix)
-	for i := range st.Bans {
-		old := &st.Bans[i]
-		if old.Prefix != b.Prefix {
-			continue
-		}
-		if old.Since.IsZero() || (!b.Since.IsZero() && b.Since.Before(old.Since)) {
-			old.Since = b.Since
-		}
-		if old.Until.IsZero() || b.Until.IsZero() {
-			old.Until = time.Time{}
-		} else if b.Until.After(old.Until) {
-			old.Until = b.Until
-		}
-		if b.Reason != "" {
-			old.Reason = b.Reason
-		}
-		if b.Rule != "" {
-			old.Rule = b.Rule
-		}
-		if b.Backend != "" {
-			old.Backend = b.Backend
-		}
+	i, ok := lookup(&st.banIdx, st.Bans, banPrefix, b.Prefix)
+	if !ok {
+		st.Bans = append(st.Bans, b)
+		st.banIdx[b.Prefix] = len(st.Bans) - 1
 		return
 	}
-	st.Bans = append(st.Bans, b)
+	old := &st.Bans[i]
+	if old.Since.IsZero() || (!b.Since.IsZero() && b.Since.Before(old.Since)) {
+		old.Since = b.Since
+	}
+	if old.Until.IsZero() || b.Until.IsZero() {
+		old.Until = time.Time{}
+	} else if b.Until.After(old.Until) {
+		old.Until = b.Until
+	}
+	if b.Reason != "" {
+		old.Reason = b.Reason
+	}
+	if b.Rule != "" {
+		old.Rule = b.Rule
+	}
+	if b.Backend != "" {
+		old.Backend = b.Backend
+	}
 }
 
 // Find returns the ban for exactly prefix p.
 func (st *State) Find(p netip.Prefix) (Ban, bool) {
-	p = canonical(p)
-	for _, b := range st.Bans {
-		if b.Prefix == p {
-			return b, true
-		}
+	if i, ok := lookup(&st.banIdx, st.Bans, banPrefix, canonical(p)); ok {
+		return st.Bans[i], true
 	}
 	return Ban{}, false
 }
@@ -364,23 +385,21 @@ func (st *State) Remove(p netip.Prefix) bool {
 // Record notes in the history that p was banned at time at for d.
 func (st *State) Record(p netip.Prefix, at time.Time, d time.Duration) {
 	p = canonical(p)
-	for i := range st.History {
-		if r := &st.History[i]; r.Prefix == p {
-			r.Bans++
-			r.LastBan, r.LastFor = at, d
-			return
-		}
+	i, ok := lookup(&st.histIdx, st.History, recordPrefix, p)
+	if !ok {
+		st.History = append(st.History, Record{Prefix: p, Bans: 1, LastBan: at, LastFor: d})
+		st.histIdx[p] = len(st.History) - 1
+		return
 	}
-	st.History = append(st.History, Record{Prefix: p, Bans: 1, LastBan: at, LastFor: d})
+	r := &st.History[i]
+	r.Bans++
+	r.LastBan, r.LastFor = at, d
 }
 
 // Last returns the history record of p.
 func (st *State) Last(p netip.Prefix) (Record, bool) {
-	p = canonical(p)
-	for _, r := range st.History {
-		if r.Prefix == p {
-			return r, true
-		}
+	if i, ok := lookup(&st.histIdx, st.History, recordPrefix, canonical(p)); ok {
+		return st.History[i], true
 	}
 	return Record{}, false
 }

@@ -261,3 +261,43 @@ func TestLock(t *testing.T) {
 		t.Fatal("waiter did not get the lock after release")
 	}
 }
+
+// TestUpsertIndexStaysCorrect records 100,000 bans and looks each up again; with a
+// linear search per ban this takes seconds, with the index milliseconds.
+func TestUpsertIndexStaysCorrect(t *testing.T) {
+	st := &State{}
+	now := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	const n = 100000
+	for i := 0; i < n; i++ {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+		st.Upsert(Ban{Prefix: p, Until: now.Add(time.Hour)})
+		st.Record(p, now, time.Hour)
+	}
+	if len(st.Bans) != n || len(st.History) != n {
+		t.Fatalf("have %d bans, %d records; want %d each", len(st.Bans), len(st.History), n)
+	}
+	// Upserting again extends, never duplicates.
+	p := netip.MustParsePrefix("10.0.0.7/32")
+	st.Upsert(Ban{Prefix: p, Until: now.Add(2 * time.Hour), Reason: "again"})
+	if b, ok := st.Find(p); !ok || !b.Until.Equal(now.Add(2*time.Hour)) || b.Reason != "again" || len(st.Bans) != n {
+		t.Fatalf("re-upsert: %+v, %v, %d bans", b, ok, len(st.Bans))
+	}
+	// Direct edits of the slices (as a caller clearing bans does) must not
+	// leave a stale index behind.
+	st.Bans = st.Bans[:0]
+	if _, ok := st.Find(p); ok {
+		t.Fatal("Find found a ban after Bans was cleared")
+	}
+	st.Upsert(Ban{Prefix: p, Until: now.Add(time.Hour)})
+	if _, ok := st.Find(p); !ok || len(st.Bans) != 1 {
+		t.Fatalf("after clear and upsert: %d bans", len(st.Bans))
+	}
+	st.Remove(p)
+	st.History[0], st.History[n-1] = st.History[n-1], st.History[0]
+	if r, ok := st.Last(st.History[0].Prefix); !ok || r.Prefix != st.History[0].Prefix {
+		t.Fatalf("Last after a swap returned %+v, %v", r, ok)
+	}
+	if r, ok := st.Last(netip.MustParsePrefix("10.0.0.0/32")); !ok || r.Bans != 1 {
+		t.Fatalf("Last(10.0.0.0) = %+v, %v", r, ok)
+	}
+}
