@@ -38,6 +38,10 @@ func (a *app) openBackend(ctx context.Context, o *options, p *policy.Policy, sto
 	return b, choice, nil
 }
 
+// maxListed is how many spared offenders and left-out bans a run logs one
+// by one before it only counts them.
+const maxListed = 20
+
 // lockAndOpen takes the state lock and opens the backend, for the commands
 // that change bans. The caller defers release.
 func (a *app) lockAndOpen(ctx context.Context, o *options, p *policy.Policy) (*state.Store, rules.Backend, backends.Choice, func() error, error) {
@@ -118,10 +122,20 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	for _, v := range d.Report.Verdicts {
 		a.log.Info("ban", "subject", v.Subject, "rule", v.Rule, "count", v.Count, "for", v.BanFor, "reason", v.Reason)
 	}
-	for _, s := range d.Report.Spared {
+	// A spoofed flood or a full ban set can mean a million of these: name the
+	// first few, count the rest.
+	for i, s := range d.Report.Spared {
+		if i == maxListed {
+			a.log.Warn("more offenders spared", "count", len(d.Report.Spared)-maxListed)
+			break
+		}
 		a.log.Warn("offender spared", "subject", s.Verdict.Subject, "why", s.Why)
 	}
-	for _, om := range d.Omitted {
+	for i, om := range d.Omitted {
+		if i == maxListed {
+			a.log.Warn("more bans left out", "count", len(d.Omitted)-maxListed, "total", len(d.Omitted))
+			break
+		}
 		a.log.Warn("ban left out", "subject", om.Prefix, "why", om.Why)
 	}
 	a.finishRun(ctx, runReport{Start: start, Decision: d, Result: res, Backend: b, BackendName: choice.Name, Store: store, Expired: expired, SysctlChanges: sysctlChanges})

@@ -144,10 +144,18 @@ func writeSummary(w io.Writer, d *decision) {
 	for _, v := range r.Verdicts {
 		fmt.Fprintf(w, "#   ban %-20s for %-8s %s\n", v.Subject, v.BanFor, v.Reason)
 	}
-	for _, s := range r.Spared {
+	for i, s := range r.Spared {
+		if i == maxListed {
+			fmt.Fprintf(w, "#   ... and %d more spared\n", len(r.Spared)-maxListed)
+			break
+		}
 		fmt.Fprintf(w, "#   spare %-18s %s: %s\n", s.Verdict.Subject, s.Why, s.Verdict.Reason)
 	}
-	for _, om := range d.Omitted {
+	for i, om := range d.Omitted {
+		if i == maxListed {
+			fmt.Fprintf(w, "#   ... and %d more left out\n", len(d.Omitted)-maxListed)
+			break
+		}
 		fmt.Fprintf(w, "#   leave out %-14s %s\n", om.Prefix, om.Why)
 	}
 	if d.Restored > 0 {
