@@ -476,6 +476,10 @@ func (p *planner) syncAllow(s setSpec) {
 	p.addElements(set, add)
 }
 
+// refreshSlack is how much longer than its time left a ban must be asked
+// for before Apply refreshes it.
+const refreshSlack = time.Second
+
 // syncBans adds the bans of rs to a kept ban set and refreshes those
 // present (delete and add in the same batch).
 func (p *planner) syncBans(s setSpec) {
@@ -491,6 +495,13 @@ func (p *planner) syncBans(s setSpec) {
 	deleted := map[netip.Prefix]bool{}
 	for _, bn := range p.wantBans(s) {
 		if e, ok := have[bn.Prefix]; ok {
+			if e.expires > 0 && bn.Timeout <= e.expires+refreshSlack {
+				// Re-applying would not lengthen it (a ban restored from
+				// the state store with the time it has left, or one
+				// decided again within a second): leave the kernel alone,
+				// so a steady-state run sends nothing.
+				continue
+			}
 			p.res.Refreshed++
 			if e.expires == 0 || e.expires > nearExpiry {
 				del = append(del, e.raw...)

@@ -214,15 +214,39 @@ func TestApplyTwiceKeepsHandles(t *testing.T) {
 		t.Errorf("first Apply = %+v, want Created and Added 4", res)
 	}
 	before := normalizeKeepHandles(ns.MustRun("nft", "-a", "list", "table", "inet", "synban"))
+	// The same bans again at once would lengthen none of them: nothing is sent.
 	res := apply(t, b, rs)
-	if res.Created || len(res.Changed) != 0 || res.Added != 0 || res.Refreshed != 4 {
-		t.Errorf("second Apply = %+v, want nothing created or changed, 4 refreshed", res)
+	if res.Created || len(res.Changed) != 0 || res.Added != 0 || res.Refreshed != 0 {
+		t.Errorf("second Apply = %+v, want nothing created, changed or refreshed", res)
 	}
 	after := normalizeKeepHandles(ns.MustRun("nft", "-a", "list", "table", "inet", "synban"))
 	if before != after {
 		t.Errorf("second Apply changed the table:\n--- before\n%s\n--- after\n%s", before, after)
 	}
+	// Decided again for longer: every ban is refreshed, and the structure
+	// (handles included) still stays as it was.
+	res = apply(t, b, fullRuleset(backendtest.SampleBans(2*time.Hour)...))
+	if res.Created || len(res.Changed) != 0 || res.Added != 0 || res.Refreshed != 4 {
+		t.Errorf("Apply with longer bans = %+v, want 4 refreshed and nothing else", res)
+	}
+	bans, err := b.Bans(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bn := range bans {
+		if bn.Expires <= time.Hour {
+			t.Errorf("ban %s has %s left after the refresh to 2h", bn.Prefix, bn.Expires)
+		}
+	}
+	if got := normalizeKeepHandles(ns.MustRun("nft", "-a", "list", "table", "inet", "synban")); StripTimeouts(got) != StripTimeouts(before) {
+		t.Errorf("refresh changed the structure:\n--- before\n%s\n--- after\n%s", before, got)
+	}
 }
+
+// StripTimeouts removes element timeouts from an nft listing.
+func StripTimeouts(s string) string { return reTimeout.ReplaceAllString(s, "") }
+
+var reTimeout = regexp.MustCompile(` timeout [0-9hmsd]+`)
 
 func normalizeKeepHandles(s string) string {
 	return backendtest.StripExpires(reCounter.ReplaceAllString(s, "counter"))
