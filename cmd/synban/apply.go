@@ -69,7 +69,7 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	if err != nil {
 		return fmt.Errorf("load state: %w", err)
 	}
-	d, err := a.decide(ctx, p, st, now)
+	d, err := a.decide(ctx, p, st, now, "")
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,7 @@ type command struct {
 
 // options holds every flag; each subcommand registers the ones it accepts.
 type options struct {
+	from     string
 	config   string
 	stateDir string
 	verbose  bool
@@ -76,7 +77,7 @@ func commands() []*command {
 		{name: "run", summary: "sample, decide and apply bans (--dry-run: print instead)", setup: flagsRun, run: cmdRun},
 		{name: "plan", summary: "same as run --dry-run: print the verdicts and the ruleset, apply nothing", setup: flagsPlan, run: cmdPlan},
 		{name: "check", summary: "validate a policy file", setup: flagsCommon, run: cmdCheck},
-		{name: "sample", summary: "print the per-source table of what was sampled", setup: flagsCommon, run: cmdSample},
+		{name: "sample", summary: "print the per-source table of what was sampled", setup: flagsSample, run: cmdSample},
 		{name: "status", summary: "show the backend, active bans with time left, and drop counters", setup: flagsBackend, run: cmdStatus},
 		{name: "ban", args: "ADDR|PREFIX", summary: "ban an address or prefix (--for DURATION)", setup: flagsBan, run: cmdBan},
 		{name: "unban", args: "ADDR|PREFIX...", summary: "remove bans", setup: flagsLocked, run: cmdUnban},
@@ -105,7 +106,17 @@ func flagsBackend(fs *flag.FlagSet, o *options) {
 
 func flagsPlan(fs *flag.FlagSet, o *options) {
 	flagsBackend(fs, o)
+	flagsFrom(fs, o)
 	fs.StringVar(&o.format, "format", "", "print only the ruleset in this syntax: nft, iptables or route")
+}
+
+func flagsFrom(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.from, "from", "", "replay a captured table: a directory holding net/tcp and net/tcp6 in /proc format (dry runs only)")
+}
+
+func flagsSample(fs *flag.FlagSet, o *options) {
+	flagsCommon(fs, o)
+	flagsFrom(fs, o)
 }
 
 func flagsRun(fs *flag.FlagSet, o *options) {

@@ -210,3 +210,39 @@ max_duration = "30m"
 		}
 	}
 }
+
+// TestPlanFromCapture replays captured tables: the single-source flood is
+// banned, the IPv4-mapped and IPv6 sources of the mixed capture are banned
+// in their own families, and the JSON verdicts say so.
+func TestPlanFromCapture(t *testing.T) {
+	code, out, errs := runMain(t, "plan", "--from", "../../testdata/proc/single-flood", "--format", "nft")
+	if code != exitOK || !strings.Contains(out, "203.0.113.7 timeout 600s") {
+		t.Fatalf("plan --from single-flood: exit %d, %s\n%s", code, errs, out)
+	}
+	code, js, errs := runMain(t, "plan", "--from", "../../testdata/proc/mixed", "--json")
+	var plan struct {
+		Bans []struct{ Prefix string } `json:"bans"`
+	}
+	if code != exitOK || json.Unmarshal([]byte(js), &plan) != nil {
+		t.Fatalf("plan --from mixed --json: exit %d, %s\n%s", code, errs, js)
+	}
+	var v4, v6 int
+	for _, b := range plan.Bans {
+		if strings.Contains(b.Prefix, "::ffff:") {
+			t.Errorf("IPv4-mapped source banned as IPv6: %s", b.Prefix)
+		}
+		if strings.Contains(b.Prefix, ":") {
+			v6++
+		} else {
+			v4++
+		}
+	}
+	if v4 == 0 || v6 == 0 {
+		t.Errorf("want IPv4 and IPv6 bans from the mixed capture, got %+v", plan.Bans)
+	}
+	if code, _, errs := runMain(t, "sample", "--from", "../../testdata/proc/malformed"); code != exitOK {
+		t.Errorf("sample --from malformed: exit %d: %s", code, errs)
+	} else if !strings.Contains(errs, "malformed") {
+		t.Errorf("sample --from malformed did not warn about malformed lines: %s", errs)
+	}
+}

@@ -69,13 +69,16 @@ func cmdRun(ctx context.Context, a *app, o *options, args []string) error {
 		return err
 	}
 	now := time.Now()
+	if o.from != "" && !o.dryRun {
+		return badInput("--from replays a captured table and goes with plan or run --dry-run only")
+	}
 	if o.dryRun {
 		st, err := readState(o.stateDir)
 		if err != nil {
 			a.log.Warn("state store unreadable; planning without it", "dir", o.stateDir, "err", err)
 			st = nil
 		}
-		d, err := a.decide(ctx, p, st, now)
+		d, err := a.decide(ctx, p, st, now, o.from)
 		if err != nil {
 			return err
 		}
@@ -226,7 +229,7 @@ func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := a.sample(ctx, p)
+	w, err := a.sample(ctx, p, o.from)
 	if err != nil {
 		return err
 	}

@@ -73,7 +73,30 @@ type window struct {
 // sample takes the policy's window of samples. With source "auto" the socket
 // table (sock_diag, else procfs) is merged with conntrack, which still sees
 // half-open flows when SYN cookies keep them out of the socket table.
-func (a *app) sample(ctx context.Context, p *policy.Policy) (*window, error) {
+//
+// from, when set, replays a captured table instead: FROM/net/tcp and
+// FROM/net/tcp6 in /proc/net/tcp format (no conntrack, no counters).
+func (a *app) sample(ctx context.Context, p *policy.Policy, from string) (*window, error) {
+	var w *window
+	var err error
+	if from != "" {
+		w, err = a.replay(ctx, p, from)
+	} else {
+		w, err = a.sampleLive(ctx, p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i, smp := range w.Result.Samples {
+		if smp.Malformed > 0 {
+			a.log.Warn("malformed connection-table entries skipped", "sample", i+1, "count", smp.Malformed, "first", first(smp.Errors))
+		}
+	}
+	return w, nil
+}
+
+// sampleLive reads the live tables of this network namespace.
+func (a *app) sampleLive(ctx context.Context, p *policy.Policy) (*window, error) {
 	s, why, err := detect.NewSampler(ctx, p.Sample.Source, "", detect.StatesFor(p))
 	if err != nil {
 		return nil, fmt.Errorf("choose a sampler: %w", err)
@@ -92,11 +115,22 @@ func (a *app) sample(ctx context.Context, p *policy.Policy) (*window, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sampling window (%s): %w", strings.Join(w.Samplers, "+"), err)
 	}
-	for i, smp := range w.Result.Samples {
-		if smp.Malformed > 0 {
-			a.log.Warn("malformed connection-table entries skipped", "sample", i+1, "count", smp.Malformed, "first", first(smp.Errors))
-		}
+	return w, nil
+}
+
+// replay samples a captured table: the same file read for every sample of
+// the window, so K-of-N rules see it as a steady state.
+func (a *app) replay(ctx context.Context, p *policy.Policy, from string) (*window, error) {
+	if _, err := os.Stat(filepath.Join(from, "net", "tcp")); err != nil {
+		return nil, badInput("--from %s: want a directory holding net/tcp (and net/tcp6) in /proc format: %v", from, err)
 	}
+	src := detect.ProcFS{Root: from}
+	w := &window{Samplers: []string{"procfs"}, Why: "replaying the captured table under " + from}
+	res, err := detect.Window(ctx, []detect.Sampler{src}, p.Sample.Count, 0, nil)
+	if err != nil {
+		return nil, fmt.Errorf("replay %s: %w", from, err)
+	}
+	w.Result = res
 	return w, nil
 }
 
@@ -109,12 +143,12 @@ func first(s []string) string {
 
 // decide runs the pure part of a cycle: sample, analyse, escalate, compile.
 // st may be nil (no state store available: plan on a fresh host).
-func (a *app) decide(ctx context.Context, p *policy.Policy, st *state.State, now time.Time) (*decision, error) {
+func (a *app) decide(ctx context.Context, p *policy.Policy, st *state.State, now time.Time, from string) (*decision, error) {
 	g, err := a.guard(p)
 	if err != nil {
 		return nil, err
 	}
-	w, err := a.sample(ctx, p)
+	w, err := a.sample(ctx, p, from)
 	if err != nil {
 		return nil, err
 	}
