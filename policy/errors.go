@@ -3,9 +3,11 @@ package policy
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Error is one problem in a policy: bad TOML syntax, an unknown key, a value
@@ -56,9 +58,41 @@ func (e *Error) Error() string {
 // Unwrap returns the underlying error, if any.
 func (e *Error) Unwrap() error { return e.Err }
 
+// Bounds on an Error's Key and Msg: a key or value of a megabyte in the file
+// is shown by its start only.
+const (
+	maxKeyLen = 256
+	maxMsgLen = 512
+)
+
+// newError returns an Error with key and msg clipped to maxKeyLen and
+// maxMsgLen bytes.
+func newError(file string, line, col int, key, msg string, err error) *Error {
+	return &Error{File: file, Line: line, Col: col, Key: clip(key, maxKeyLen), Msg: clip(msg, maxMsgLen), Err: err}
+}
+
+// clip shortens s to at most n bytes plus "…", cutting at a UTF-8 boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// maxErrors is how many problems Parse, Load and Validate report; the rest
+// are summed up in one last Error, so that a policy with a million bad
+// entries gives a readable message, not one of many megabytes.
+const maxErrors = 20
+
 // joinErrors sorts errs into file order (unknown lines last), keeps the
-// first error per key, and joins them; nil when errs is empty.
-func joinErrors(errs []*Error) error {
+// first error per key and the first maxErrors of those, and joins them;
+// nil when errs is empty. The problems left out, with dropped more that
+// were never made into an Error, are counted in a last Error for file:
+// "file: ... and N more problems".
+func joinErrors(file string, errs []*Error, dropped int) error {
 	if len(errs) == 0 {
 		return nil
 	}
@@ -74,8 +108,9 @@ func joinErrors(errs []*Error) error {
 		}
 		return cmp.Compare(a.Col, b.Col)
 	})
-	seen := make(map[string]bool, len(errs))
-	out := make([]error, 0, len(errs))
+	seen := make(map[string]bool, min(len(errs), 1024))
+	out := make([]error, 0, min(len(errs), maxErrors+1))
+	more := dropped
 	for _, e := range errs {
 		if e.Key != "" {
 			if seen[e.Key] {
@@ -83,10 +118,25 @@ func joinErrors(errs []*Error) error {
 			}
 			seen[e.Key] = true
 		}
+		if len(out) == maxErrors {
+			more++
+			continue
+		}
 		out = append(out, e)
+	}
+	if more > 0 {
+		out = append(out, &Error{File: file, Msg: fmt.Sprintf("... and %d more %s", more, plural(more, "problem"))})
 	}
 	if len(out) == 1 {
 		return out[0]
 	}
 	return errors.Join(out...)
+}
+
+// plural returns word, with an "s" unless n is 1.
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }

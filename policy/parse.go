@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -20,7 +22,8 @@ var defaultTOML []byte
 // DefaultSource is the Source (and error file name) of the embedded default policy.
 const DefaultSource = "<embedded default>"
 
-// maxFileSize bounds what Load reads; a policy is a few kilobytes.
+// maxFileSize bounds what Load reads and Parse accepts; a policy is a few
+// kilobytes.
 const maxFileSize = 1 << 20
 
 // DefaultTOML returns the text of the embedded default policy, comments included.
@@ -52,7 +55,7 @@ func Load(path string) (*Policy, error) {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read policy: %v", unwrapPath(err)), Err: err}
 	}
 	if len(data) > maxFileSize {
-		return nil, &Error{File: path, Msg: fmt.Sprintf("policy is larger than %d bytes", maxFileSize)}
+		return nil, tooLarge(path)
 	}
 	return Parse(path, data)
 }
@@ -69,13 +72,26 @@ func unwrapPath(err error) error {
 // Parse decodes and validates the policy in data; name is the file name
 // used in errors and as Source. Keys missing from data take the defaults of
 // Default; a data that gives any [[rule]] replaces the default rule list.
-// Every problem found is reported (see Error).
+// Every problem found is reported (see Error): the first 20 in file order,
+// then a count of the rest.
+//
+// Before decoding, Parse rejects a data larger than 1 MiB, keys of more
+// than 16 dotted parts, and nesting deeper than 16 levels, counting a level
+// for each part of a table header or dotted key and for each array or
+// inline table: the TOML decoder's time and memory grow with the square of
+// the nesting (10,000 levels took it 18 s and 11 GB).
 func Parse(name string, data []byte) (*Policy, error) {
 	return parse(name, data, Default())
 }
 
 // parse decodes data over base (which it modifies) and validates the result.
 func parse(name string, data []byte, base *Policy) (*Policy, error) {
+	if len(data) > maxFileSize {
+		return nil, tooLarge(name)
+	}
+	if err := prescan(name, data); err != nil {
+		return nil, err
+	}
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		return nil, syntaxError(name, err)
@@ -84,7 +100,7 @@ func parse(name string, data []byte, base *Policy) (*Policy, error) {
 	base.Source = name
 	d.policy(raw, base)
 	d.validate(base)
-	if err := joinErrors(d.errs); err != nil {
+	if err := d.err(); err != nil {
 		return nil, err
 	}
 	return base, nil
@@ -97,9 +113,9 @@ func syntaxError(name string, err error) error {
 		if msg == "" {
 			msg = err.Error()
 		}
-		return &Error{File: name, Line: pe.Position.Line, Col: pe.Position.Col, Key: pe.LastKey, Msg: "invalid TOML: " + msg, Err: err}
+		return newError(name, pe.Position.Line, pe.Position.Col, pe.LastKey, "invalid TOML: "+msg, err)
 	}
-	return &Error{File: name, Msg: "invalid TOML: " + err.Error(), Err: err}
+	return newError(name, 0, 0, "", "invalid TOML: "+err.Error(), err)
 }
 
 // decoder turns the generic TOML tree into a Policy, collecting errors.
@@ -107,11 +123,16 @@ type decoder struct {
 	file string
 	pos  positions
 	errs []*Error
+	// dropped counts problems found but not kept in errs (see array).
+	dropped int
 }
+
+// err returns the problems found, nil if none (see joinErrors).
+func (d *decoder) err() error { return joinErrors(d.file, d.errs, d.dropped) }
 
 func (d *decoder) errorf(key, format string, args ...any) {
 	p, _ := d.pos.lookup(key)
-	d.errs = append(d.errs, &Error{File: d.file, Line: p.line, Key: key, Msg: fmt.Sprintf(format, args...)})
+	d.errs = append(d.errs, newError(d.file, p.line, 0, key, fmt.Sprintf(format, args...), nil))
 }
 
 // field decodes one key's value; key is the full path for errors.
@@ -126,18 +147,41 @@ func (d *decoder) table(path string, v any, fields map[string]field) {
 		return
 	}
 	keys := make([]string, 0, len(m))
+	var unknown []string
 	for k := range m {
-		keys = append(keys, k)
+		if _, ok := fields[k]; ok {
+			keys = append(keys, k)
+		} else {
+			unknown = append(unknown, k)
+		}
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		key := join(path, k)
-		f, ok := fields[k]
-		if !ok {
-			d.unknown(key, k, fields)
-			continue
+		fields[k](join(path, k), m[k])
+	}
+	sort.Strings(unknown)
+	if len(unknown) > maxErrors {
+		// Name only the first few in the file; count the rest.
+		type at struct {
+			key  string
+			line int
 		}
-		f(key, m[k])
+		ats := make([]at, len(unknown))
+		for i, k := range unknown {
+			p, _ := d.pos.lookup(join(path, k))
+			ats[i] = at{k, p.line}
+		}
+		slices.SortFunc(ats, func(a, b at) int {
+			return cmp.Or(cmp.Compare(a.line, b.line), strings.Compare(a.key, b.key))
+		})
+		d.dropped += len(unknown) - maxErrors
+		unknown = unknown[:maxErrors]
+		for i := range unknown {
+			unknown[i] = ats[i].key
+		}
+	}
+	for _, k := range unknown {
+		d.unknown(join(path, k), k, fields)
 	}
 }
 
@@ -149,6 +193,9 @@ func (d *decoder) unknown(key, k string, fields map[string]field) {
 	sort.Strings(known)
 	best, bestDist := "", 3
 	for _, name := range known {
+		if abs(len(k)-len(name)) >= bestDist {
+			continue // the distance is at least the difference in length
+		}
 		if dist := editDistance(k, name); dist < bestDist {
 			best, bestDist = name, dist
 		}
@@ -158,6 +205,13 @@ func (d *decoder) unknown(key, k string, fields map[string]field) {
 		return
 	}
 	d.errorf(key, "unknown key (known keys: %s)", strings.Join(known, ", "))
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 // editDistance is the Levenshtein distance between a and b.
@@ -271,33 +325,65 @@ func (d *decoder) duration(dst *Duration) field {
 	}
 }
 
-// array checks that v is an array and calls each for every element.
-func (d *decoder) array(key string, v any, each func(key string, v any)) bool {
+// Bounds on array lengths, checked before any element is looked at.
+const (
+	// maxPorts bounds a ports array: there are 65535 ports, so a longer
+	// list repeats one.
+	maxPorts = 65535
+	// maxAllow bounds allow.addresses.
+	maxAllow = 1 << 20
+	// maxHooks bounds nftables.hooks: there are four hooks.
+	maxHooks = 16
+	// maxDevices bounds nftables.ingress_devices.
+	maxDevices = 4096
+	// maxRules bounds the [[rule]] list.
+	maxRules = 1024
+)
+
+// array checks that v is an array of at most max elements and calls each
+// for every element; each returns what is wrong with the element, or "".
+// Only the first maxErrors bad elements of an array get an Error of their
+// own (keyed "key[i]"); the rest are counted in d.dropped. array reports
+// whether v was an acceptable array with no bad element.
+func (d *decoder) array(key string, v any, max int, each func(v any) string) bool {
 	a, ok := v.([]any)
 	if !ok {
 		d.errorf(key, "must be an array, got %s", describe(v))
 		return false
 	}
-	for i, e := range a {
-		each(fmt.Sprintf("%s[%d]", key, i), e)
+	if len(a) > max {
+		d.errorf(key, "must have at most %d entries, got %d", max, len(a))
+		return false
 	}
-	return true
+	bad := 0
+	for i, e := range a {
+		msg := each(e)
+		if msg == "" {
+			continue
+		}
+		if bad++; bad > maxErrors {
+			d.dropped++
+			continue
+		}
+		k := fmt.Sprintf("%s[%d]", key, i)
+		p, _ := d.pos.lookup(k)
+		d.errs = append(d.errs, newError(d.file, p.line, 0, k, msg, nil))
+	}
+	return bad == 0
 }
 
-func (d *decoder) strings(dst *[]string) field {
+func (d *decoder) strings(dst *[]string, max int) field {
 	return func(key string, v any) {
 		var out []string
-		bad := false
-		ok := d.array(key, v, func(k string, e any) {
+		ok := d.array(key, v, max, func(e any) string {
 			s, ok := e.(string)
 			if !ok {
-				d.errorf(k, "must be a string, got %s", describe(e))
-				bad = true
-				return
+				return "must be a string, got " + describe(e)
 			}
 			out = append(out, s)
+			return ""
 		})
-		if ok && !bad {
+		if ok {
 			*dst = out
 		}
 	}
@@ -306,22 +392,18 @@ func (d *decoder) strings(dst *[]string) field {
 func (d *decoder) ports(dst *[]uint16) field {
 	return func(key string, v any) {
 		var out []uint16
-		bad := false
-		ok := d.array(key, v, func(k string, e any) {
+		ok := d.array(key, v, maxPorts, func(e any) string {
 			n, ok := e.(int64)
 			if !ok {
-				d.errorf(k, "port must be an integer, got %s", describe(e))
-				bad = true
-				return
+				return "port must be an integer, got " + describe(e)
 			}
 			if n < 1 || n > 65535 {
-				d.errorf(k, "port must be in 1..65535, got %d", n)
-				bad = true
-				return
+				return fmt.Sprintf("port must be in 1..65535, got %d", n)
 			}
 			out = append(out, uint16(n))
+			return ""
 		})
-		if ok && !bad {
+		if ok {
 			*dst = out
 		}
 	}
@@ -330,23 +412,19 @@ func (d *decoder) ports(dst *[]uint16) field {
 func (d *decoder) prefixes(dst *[]netip.Prefix) field {
 	return func(key string, v any) {
 		var out []netip.Prefix
-		bad := false
-		ok := d.array(key, v, func(k string, e any) {
+		ok := d.array(key, v, maxAllow, func(e any) string {
 			s, ok := e.(string)
 			if !ok {
-				d.errorf(k, "must be an address or prefix string, got %s", describe(e))
-				bad = true
-				return
+				return "must be an address or prefix string, got " + describe(e)
 			}
 			p, err := ParseAllow(s)
 			if err != nil {
-				d.errorf(k, "%v", err)
-				bad = true
-				return
+				return err.Error()
 			}
 			out = append(out, p)
+			return ""
 		})
-		if ok && !bad {
+		if ok {
 			*dst = out
 		}
 	}
@@ -450,10 +528,10 @@ func (d *decoder) policy(raw map[string]any, p *Policy) {
 				"sets_family":         d.str(&s.SetsFamily),
 				"table":               d.str(&s.Table),
 				"family":              d.str(&s.Family),
-				"hooks":               d.strings(&s.Hooks),
+				"hooks":               d.strings(&s.Hooks, maxHooks),
 				"priority":            d.integer(&s.Priority),
 				"prerouting_priority": d.integer(&s.PreroutingPriority),
-				"ingress_devices":     d.strings(&s.IngressDevices),
+				"ingress_devices":     d.strings(&s.IngressDevices, maxDevices),
 				"ingress_priority":    d.integer(&s.IngressPriority),
 			})
 		},
@@ -493,8 +571,16 @@ func (d *decoder) rules(key string, v any) []Rule {
 	var tables []map[string]any
 	switch x := v.(type) {
 	case []map[string]any:
+		if len(x) > maxRules {
+			d.errorf(key, "must have at most %d rules, got %d", maxRules, len(x))
+			return nil
+		}
 		tables = x
 	case []any:
+		if len(x) > maxRules {
+			d.errorf(key, "must have at most %d rules, got %d", maxRules, len(x))
+			return nil
+		}
 		for i, e := range x {
 			m, ok := e.(map[string]any)
 			if !ok {

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -52,7 +53,7 @@ var reservedChains = []string{
 func (p *Policy) Validate() error {
 	d := &decoder{file: p.Source, pos: positions{}}
 	d.validate(p)
-	return joinErrors(d.errs)
+	return d.err()
 }
 
 func quoteList(list []string) string {
@@ -87,17 +88,55 @@ func (d *decoder) positiveDuration(key string, got Duration) {
 	}
 }
 
+// portList checks a ports list built in Go (Parse has checked each port
+// already): its length, and that no port is 0 or repeated. It reports the
+// first 0 and the first repeat only.
 func (d *decoder) portList(key string, ports []uint16) {
-	seen := map[uint16]bool{}
+	if len(ports) > maxPorts {
+		d.errorf(key, "must have at most %d entries, got %d", maxPorts, len(ports))
+		return
+	}
+	var seen [65536 / 64]uint64
+	zero, dup := false, false
 	for i, port := range ports {
-		k := fmt.Sprintf("%s[%d]", key, i)
-		if port == 0 {
-			d.errorf(k, "port must be in 1..65535, got 0")
+		switch {
+		case port == 0:
+			if !zero {
+				d.errorf(fmt.Sprintf("%s[%d]", key, i), "port must be in 1..65535, got 0")
+				zero = true
+			}
+		case seen[port/64]&(1<<(port%64)) != 0:
+			if !dup {
+				d.errorf(fmt.Sprintf("%s[%d]", key, i), "duplicate port %d", port)
+				dup = true
+			}
 		}
-		if seen[port] {
-			d.errorf(k, "duplicate port %d", port)
+		seen[port/64] |= 1 << (port % 64)
+		if zero && dup {
+			return
 		}
-		seen[port] = true
+	}
+}
+
+// allowList checks allow-list entries built in Go (Parse makes them
+// canonical); only the first maxErrors bad ones get an Error each.
+func (d *decoder) allowList(addrs []netip.Prefix) {
+	bad := 0
+	for i, a := range addrs {
+		var msg string
+		switch {
+		case !a.IsValid():
+			msg = "invalid prefix"
+		case Canonical(a) != a:
+			msg = fmt.Sprintf("prefix %s is not canonical; use %s", a, Canonical(a))
+		default:
+			continue
+		}
+		if bad++; bad > maxErrors {
+			d.dropped++
+			continue
+		}
+		d.errorf(fmt.Sprintf("allow.addresses[%d]", i), "%s", msg)
 	}
 }
 
@@ -155,14 +194,10 @@ func (d *decoder) validate(p *Policy) {
 	d.positive("prefix.ipv4_threshold", p.Prefix.IPv4Threshold)
 	d.positive("prefix.ipv6_threshold", p.Prefix.IPv6Threshold)
 
-	for i, a := range p.Allow.Addresses {
-		k := fmt.Sprintf("allow.addresses[%d]", i)
-		switch {
-		case !a.IsValid():
-			d.errorf(k, "invalid prefix")
-		case Canonical(a) != a:
-			d.errorf(k, "prefix %s is not canonical; use %s", a, Canonical(a))
-		}
+	if n := len(p.Allow.Addresses); n > maxAllow {
+		d.errorf("allow.addresses", "must have at most %d entries, got %d", maxAllow, n)
+	} else {
+		d.allowList(p.Allow.Addresses)
 	}
 
 	d.positiveDuration("ban.duration", p.Ban.Duration)
@@ -200,11 +235,15 @@ func (d *decoder) validate(p *Policy) {
 	if len(p.NFTables.Hooks) == 0 {
 		d.errorf("nftables.hooks", "must name at least one hook (%s)", quoteList(hooks))
 	}
-	for i, h := range p.NFTables.Hooks {
-		k := fmt.Sprintf("nftables.hooks[%d]", i)
-		d.oneOf(k, h, hooks)
-		if slices.Contains(p.NFTables.Hooks[:i], h) {
-			d.errorf(k, "duplicate hook %q", h)
+	if n := len(p.NFTables.Hooks); n > maxHooks {
+		d.errorf("nftables.hooks", "must have at most %d entries, got %d", maxHooks, n)
+	} else {
+		for i, h := range p.NFTables.Hooks {
+			k := fmt.Sprintf("nftables.hooks[%d]", i)
+			d.oneOf(k, h, hooks)
+			if slices.Contains(p.NFTables.Hooks[:i], h) {
+				d.errorf(k, "duplicate hook %q", h)
+			}
 		}
 	}
 	d.between("nftables.priority", p.NFTables.Priority, -400, 400)

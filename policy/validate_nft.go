@@ -51,14 +51,20 @@ func (d *decoder) validateNFTIntegration(p *Policy) {
 	case !ingress && len(n.IngressDevices) > 0:
 		d.errorf("nftables.ingress_devices", `is set but nftables.hooks has no "ingress"`)
 	}
+	if len(n.IngressDevices) > maxDevices {
+		d.errorf("nftables.ingress_devices", "must have at most %d entries, got %d", maxDevices, len(n.IngressDevices))
+		return
+	}
+	seen := make(map[string]bool, len(n.IngressDevices))
 	for i, dev := range n.IngressDevices {
 		k := fmt.Sprintf("nftables.ingress_devices[%d]", i)
 		switch {
 		case !deviceRE.MatchString(dev):
 			d.errorf(k, "must be an interface name of 1..15 letters, digits, '_', '.' or '-', got %q", dev)
-		case slices.Contains(n.IngressDevices[:i], dev):
+		case seen[dev]:
 			d.errorf(k, "duplicate device %q", dev)
 		}
+		seen[dev] = true
 	}
 }
 
