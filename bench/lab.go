@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net/netip"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/nsenter"
+	"github.com/synban/synban/internal/synflood"
 )
 
 // Addresses of the lab. Everything the harness sends stays between its own
@@ -329,24 +329,16 @@ const perSource = 100
 func (l *lab) synFlood(n int) error {
 	dst := netip.AddrPortFrom(victimAddr, floodPort)
 	return nsenter.Do(l.attacker.path(), func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+		snd, err := synflood.Open(dst, spoofPrefix)
 		if err != nil {
-			return fmt.Errorf("raw socket: %w", err)
+			return err
 		}
-		defer unix.Close(fd)
-		to := &unix.SockaddrInet4{Addr: dst.Addr().As4()}
-		pkt := make([]byte, 40)
+		defer snd.Close()
 		for range n {
 			i := l.synSent
 			l.synSent++
-			src := spoofSource(i / perSource)
-			if !spoofPrefix.Contains(src) {
-				return fmt.Errorf("SYN generator: source %s outside the lab prefix %s: refusing", src, spoofPrefix)
-			}
-			sport := uint16(1024 + i%60000)
-			buildSYN(pkt, src, dst, sport, uint32(i)*7919+1)
-			if err := unix.Sendto(fd, pkt, 0, to); err != nil {
-				return fmt.Errorf("send SYN from %s: %w", src, err)
+			if err := snd.SYN(spoofSource(i/perSource), uint16(1024+i%60000), uint32(i)*7919+1); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -445,46 +437,4 @@ func holdMain(args []string) int {
 	fmt.Println("ok")
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	return 0
-}
-
-// buildSYN writes a 40-byte IPv4 TCP SYN into pkt.
-func buildSYN(pkt []byte, src netip.Addr, dst netip.AddrPort, sport uint16, seq uint32) {
-	clear(pkt)
-	s4, d4 := src.As4(), dst.Addr().As4()
-	pkt[0] = 0x45
-	binary.BigEndian.PutUint16(pkt[2:], 40)
-	binary.BigEndian.PutUint16(pkt[6:], 0x4000)
-	pkt[8] = 64
-	pkt[9] = unix.IPPROTO_TCP
-	copy(pkt[12:16], s4[:])
-	copy(pkt[16:20], d4[:])
-	binary.BigEndian.PutUint16(pkt[10:], checksum(pkt[:20], 0))
-	tcp := pkt[20:]
-	binary.BigEndian.PutUint16(tcp[0:], sport)
-	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
-	binary.BigEndian.PutUint32(tcp[4:], seq)
-	tcp[12] = 5 << 4
-	tcp[13] = 0x02 // SYN
-	binary.BigEndian.PutUint16(tcp[14:], 64240)
-	var pseudo uint32
-	for i := 0; i < 4; i += 2 {
-		pseudo += uint32(s4[i])<<8 | uint32(s4[i+1])
-		pseudo += uint32(d4[i])<<8 | uint32(d4[i+1])
-	}
-	pseudo += unix.IPPROTO_TCP + 20
-	binary.BigEndian.PutUint16(tcp[16:], checksum(tcp, pseudo))
-}
-
-// checksum is the Internet checksum of b, starting from sum.
-func checksum(b []byte, sum uint32) uint16 {
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }

@@ -2,7 +2,6 @@ package detect
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/synban/synban/internal/netnstest"
+	"github.com/synban/synban/internal/synflood"
 )
 
 // Kernel-test helpers: a victim and an attacker namespace over a veth, a
@@ -132,21 +132,17 @@ func synFlood(t testing.TB, l *floodLab, srcs []netip.Addr, dst netip.AddrPort, 
 		}
 	}
 	err := inNetNS(l.attacker.Path(), func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+		snd, err := synflood.Open(dst, l.spoofPrefix, own)
 		if err != nil {
-			return fmt.Errorf("raw socket: %w", err)
+			return err
 		}
-		defer unix.Close(fd)
-		to := &unix.SockaddrInet4{Addr: dst.Addr().As4()}
-		pkt := make([]byte, 40)
+		defer snd.Close()
 		seq := uint32(0x1000)
 		for i, src := range srcs {
 			for j := 0; j < perSource; j++ {
-				sport := uint16(1024 + (i*perSource+j)%60000)
 				seq += 7919
-				buildSYN(pkt, src, dst, sport, seq)
-				if err := unix.Sendto(fd, pkt, 0, to); err != nil {
-					return fmt.Errorf("send SYN from %s: %w", src, err)
+				if err := snd.SYN(src, uint16(1024+(i*perSource+j)%60000), seq); err != nil {
+					return err
 				}
 			}
 		}
@@ -155,48 +151,6 @@ func synFlood(t testing.TB, l *floodLab, srcs []netip.Addr, dst netip.AddrPort, 
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// buildSYN writes an IPv4+TCP SYN of 40 bytes into pkt.
-func buildSYN(pkt []byte, src netip.Addr, dst netip.AddrPort, sport uint16, seq uint32) {
-	clear(pkt)
-	s4, d4 := src.As4(), dst.Addr().As4()
-	pkt[0] = 0x45
-	binary.BigEndian.PutUint16(pkt[2:], 40)
-	binary.BigEndian.PutUint16(pkt[6:], 0x4000) // DF
-	pkt[8] = 64
-	pkt[9] = unix.IPPROTO_TCP
-	copy(pkt[12:16], s4[:])
-	copy(pkt[16:20], d4[:])
-	binary.BigEndian.PutUint16(pkt[10:], checksum(pkt[:20], 0))
-	tcp := pkt[20:]
-	binary.BigEndian.PutUint16(tcp[0:], sport)
-	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
-	binary.BigEndian.PutUint32(tcp[4:], seq)
-	tcp[12] = 5 << 4
-	tcp[13] = 0x02 // SYN
-	binary.BigEndian.PutUint16(tcp[14:], 64240)
-	var pseudo uint32
-	pseudo += uint32(s4[0])<<8 | uint32(s4[1])
-	pseudo += uint32(s4[2])<<8 | uint32(s4[3])
-	pseudo += uint32(d4[0])<<8 | uint32(d4[1])
-	pseudo += uint32(d4[2])<<8 | uint32(d4[3])
-	pseudo += unix.IPPROTO_TCP + 20
-	binary.BigEndian.PutUint16(tcp[16:], checksum(tcp, pseudo))
-}
-
-// checksum is the Internet checksum of b, starting from sum.
-func checksum(b []byte, sum uint32) uint16 {
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }
 
 // spoofAddrs returns n addresses of prefix p, skipping .0 and .255.
