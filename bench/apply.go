@@ -226,14 +226,29 @@ func checkBans(ctx context.Context, ns *netns, rs *rules.Ruleset, n int) error {
 	if len(bans) != n {
 		return fmt.Errorf("read %d bans back, want %d", len(bans), n)
 	}
-	got := make(map[netip.Prefix]bool, len(bans))
+	got := make(map[netip.Prefix]int, len(bans))
 	for _, ab := range bans {
-		got[ab.Prefix] = true
+		got[ab.Prefix]++
 	}
+	var missing, extra, dup []netip.Prefix
+	want := make(map[netip.Prefix]bool, len(rs.Bans))
 	for _, w := range rs.Bans {
-		if !got[w.Prefix] {
-			return fmt.Errorf("ban %s missing after load", w.Prefix)
+		want[w.Prefix] = true
+		if got[w.Prefix] == 0 {
+			missing = append(missing, w.Prefix)
 		}
+	}
+	for p, c := range got {
+		if !want[p] {
+			extra = append(extra, p)
+		}
+		if c > 1 {
+			dup = append(dup, p)
+		}
+	}
+	if len(missing)+len(extra)+len(dup) > 0 {
+		return fmt.Errorf("bans read back differ: %d missing (first %v), %d unexpected (first %v), %d listed twice (first %v)",
+			len(missing), first(missing), len(extra), first(extra), len(dup), first(dup))
 	}
 	return nil
 }
@@ -344,3 +359,5 @@ func writeState(dir string, n int) error {
 		return nil
 	})
 }
+
+func first(ps []netip.Prefix) []netip.Prefix { return ps[:min(len(ps), 3)] }

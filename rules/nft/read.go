@@ -92,7 +92,7 @@ func readState(ctx context.Context, c *nftables.Conn, name string, fam nftables.
 		if s == nil {
 			continue
 		}
-		els, err := c.GetSetElements(s)
+		els, err := stableElements(ctx, c, s)
 		if err != nil {
 			return nil, fmt.Errorf("list elements of %s: %w", set, err)
 		}
@@ -116,6 +116,54 @@ func readState(ctx context.Context, c *nftables.Conn, name string, fam nftables.
 		st.rules[ch.Name] = rs
 	}
 	return st, ctx.Err()
+}
+
+// Dump retries: a hash set the kernel is still resizing (right after a large
+// load) can be dumped with some elements twice and others missing, as the
+// table walk restarts across the resize. A dump that repeats a key is read
+// again, a little later, until it is clean.
+const (
+	dumpAttempts = 20
+	dumpBackoff  = 50 * time.Millisecond
+)
+
+// stableElements reads the elements of s until a dump lists no key twice.
+func stableElements(ctx context.Context, c *nftables.Conn, s *nftables.Set) ([]nftables.SetElement, error) {
+	for attempt := 1; ; attempt++ {
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, err
+		}
+		if !repeatsKey(els) {
+			return els, nil
+		}
+		if attempt == dumpAttempts {
+			return nil, fmt.Errorf("set %s changed under %d dumps in a row (keys listed twice)", s.Name, attempt)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(dumpBackoff):
+		}
+	}
+}
+
+// repeatsKey reports whether a dump lists one element key twice (an interval
+// end shares its key with nothing but the next interval's start, so the
+// flag is part of the identity).
+func repeatsKey(els []nftables.SetElement) bool {
+	seen := make(map[string]struct{}, len(els))
+	for _, e := range els {
+		k := string(e.Key)
+		if e.IntervalEnd {
+			k += "/end"
+		}
+		if _, dup := seen[k]; dup {
+			return true
+		}
+		seen[k] = struct{}{}
+	}
+	return false
 }
 
 // keysString renders the keys of an anonymous set (ports), sorted, so two
