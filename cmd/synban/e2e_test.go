@@ -30,6 +30,13 @@ const (
 
 func newLab(t *testing.T, policyText string) *lab {
 	t.Helper()
+	return newLabWith(t, policyText, nil)
+}
+
+// newLabWith is newLab with sysctls set in the victim before its listener
+// starts (net.core.somaxconn caps the listen backlog at listen time).
+func newLabWith(t *testing.T, policyText string, victimSysctls map[string]string) *lab {
+	t.Helper()
 	l := &lab{t: t,
 		victim:   netnstest.New(t, "victim"),
 		attacker: netnstest.New(t, "attacker"),
@@ -41,6 +48,9 @@ func newLab(t *testing.T, policyText string) *lab {
 	// The attacker's kernel must not answer the victim's SYN-ACKs with RSTs,
 	// or the half-open entries would vanish at once.
 	l.attacker.MustRun("nft", "add table inet att; add chain inet att in { type filter hook input priority 0; }; add rule inet att in tcp flags & (syn | ack) == syn | ack drop")
+	for k, v := range victimSysctls {
+		l.victim.Sysctl(k, v)
+	}
 	l.policy = filepath.Join(t.TempDir(), "policy.toml")
 	if err := os.WriteFile(l.policy, []byte(policyText), 0o600); err != nil {
 		t.Fatal(err)
