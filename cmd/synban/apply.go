@@ -175,10 +175,7 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 	if err := noArgs("status", args); err != nil {
 		return err
 	}
-	if err := checkBackendFlag(o.backend); err != nil {
-		return err
-	}
-	p, err := loadPolicy(o)
+	p, err := loadPolicyFor(o)
 	if err != nil {
 		return err
 	}
@@ -343,10 +340,7 @@ func cmdFlush(ctx context.Context, a *app, o *options, args []string) error {
 	if err := noArgs("flush", args); err != nil {
 		return err
 	}
-	if err := checkBackendFlag(o.backend); err != nil {
-		return err
-	}
-	p, err := loadPolicy(o)
+	p, err := loadPolicyFor(o)
 	if err != nil {
 		return err
 	}

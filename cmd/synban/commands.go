@@ -61,10 +61,7 @@ func cmdRun(ctx context.Context, a *app, o *options, args []string) error {
 	if err := checkFormat(o.format); err != nil {
 		return err
 	}
-	if err := checkBackendFlag(o.backend); err != nil {
-		return err
-	}
-	p, err := loadPolicy(o)
+	p, err := loadPolicyFor(o)
 	if err != nil {
 		return err
 	}

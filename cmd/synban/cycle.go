@@ -33,6 +33,15 @@ type decision struct {
 	StateLoaded bool
 }
 
+// loadPolicyFor checks the --backend flag, then loads the policy: the
+// prologue of every command that may touch a backend.
+func loadPolicyFor(o *options) (*policy.Policy, error) {
+	if err := checkBackendFlag(o.backend); err != nil {
+		return nil, err
+	}
+	return loadPolicy(o)
+}
+
 func loadPolicy(o *options) (*policy.Policy, error) {
 	if o.config == "" {
 		return policy.Default(), nil
