@@ -111,18 +111,7 @@ func TestKOfNSamples(t *testing.T) {
 count = 3
 interval = "2s"
 min_hits = %d
-
-[[rule]]
-name = "syn-flood"
-state = "syn_recv"
-threshold = 50
-
-[prefix]
-enabled = false
-
-[meter]
-enabled = false
-`
+` + e2ePolicy
 	for _, tc := range []struct {
 		minHits int
 		banned  bool

@@ -1,12 +1,10 @@
 package backends
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,24 +12,7 @@ import (
 	"github.com/synban/synban/rules/state"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func options(t *testing.T, ns *netnstest.NS, logs *syncBuffer) Options {
+func options(t *testing.T, ns *netnstest.NS, logs *netnstest.LogBuffer) Options {
 	t.Helper()
 	st, err := state.Open(t.TempDir())
 	if err != nil {
@@ -51,7 +32,7 @@ func TestAutoChoice(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "no-such-dir", "iptables")
 
 	t.Run("nftables", func(t *testing.T) {
-		var logs syncBuffer
+		var logs netnstest.LogBuffer
 		b, ch, err := Open(ctx(t), "auto", options(t, ns, &logs))
 		if err != nil {
 			t.Fatalf("Open(auto): %v (%s)", err, ch.Why)
@@ -66,7 +47,7 @@ func TestAutoChoice(t *testing.T) {
 
 	t.Run("iptables", func(t *testing.T) {
 		netnstest.RequireCommand(t, "iptables")
-		var logs syncBuffer
+		var logs netnstest.LogBuffer
 		o := options(t, ns, &logs)
 		o.DisableNFTables = true
 		b, ch, err := Open(ctx(t), "", o)
@@ -83,7 +64,7 @@ func TestAutoChoice(t *testing.T) {
 	})
 
 	t.Run("route", func(t *testing.T) {
-		var logs syncBuffer
+		var logs netnstest.LogBuffer
 		o := options(t, ns, &logs)
 		o.DisableNFTables = true
 		o.IPTablesPath = missing
@@ -111,7 +92,7 @@ func TestAutoChoice(t *testing.T) {
 
 func TestNamed(t *testing.T) {
 	ns := netnstest.New(t, "named")
-	var logs syncBuffer
+	var logs netnstest.LogBuffer
 	o := options(t, ns, &logs)
 	o.DisableNFTables = true // only applies to auto
 	b, ch, err := Open(ctx(t), "nftables", o)

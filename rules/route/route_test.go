@@ -1,14 +1,12 @@
 package route
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -87,24 +85,6 @@ func kernelRoutes(t *testing.T, ns *netnstest.NS, proto string) []string {
 	return out
 }
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestApplyExpireForeignRoutes(t *testing.T) {
 	ns := netnstest.New(t, "route")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -117,7 +97,7 @@ func TestApplyExpireForeignRoutes(t *testing.T) {
 
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	var logs syncBuffer
+	var logs netnstest.LogBuffer
 	store := newStore(t)
 	b, err := New(Options{NetNS: ns.Path(), Store: store, Now: clock, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
