@@ -24,8 +24,11 @@ const (
 	// DefaultTimeout bounds one call, including a login it needs.
 	DefaultTimeout = 30 * time.Second
 	// DefaultMaxResponseBytes bounds a response body: a startup stream of
-	// 50,000 decisions is about 10 MB.
-	DefaultMaxResponseBytes = 256 << 20
+	// 50,000 decisions is about 7 MB, so this allows some 450,000.
+	DefaultMaxResponseBytes = 64 << 20
+	// DefaultUserAgent identifies synban to the LAPI, which records the part
+	// after the slash as the machine's version.
+	DefaultUserAgent = "synban/1"
 	// DefaultBatchSize is the number of alerts per POST /v1/alerts.
 	DefaultBatchSize = 100
 )
@@ -60,7 +63,9 @@ type Config struct {
 	// HTTPClient is used for requests when set (its own Timeout is left
 	// alone; the per-call context does the bounding).
 	HTTPClient *http.Client
-	// UserAgent is sent with every request; "synban" when empty.
+	// UserAgent is sent with every request; DefaultUserAgent when empty.
+	// It must have the form NAME/VERSION: crowdsec 1.4.6 refuses a machine
+	// login whose user agent has no slash ("bad user agent").
 	UserAgent string
 	// Logger receives debug lines (logins, batches); slog.Default when nil.
 	// It never sees a secret.
@@ -110,7 +115,9 @@ func New(cfg Config) (*Client, error) {
 		cfg.BatchSize = DefaultBatchSize
 	}
 	if cfg.UserAgent == "" {
-		cfg.UserAgent = "synban"
+		cfg.UserAgent = DefaultUserAgent
+	} else if name, version, ok := strings.Cut(cfg.UserAgent, "/"); !ok || name == "" || version == "" || strings.Contains(version, "/") {
+		return nil, fmt.Errorf("crowdsec: user agent %q: want NAME/VERSION (the LAPI refuses logins otherwise)", cfg.UserAgent)
 	}
 	c := &Client{base: u, cfg: cfg, hc: cfg.HTTPClient, log: cfg.Logger}
 	if c.hc == nil {

@@ -201,4 +201,9 @@ func TestNewRefusesBadURLs(t *testing.T) {
 			t.Errorf("New(%q): error shows the password: %v", u, err)
 		}
 	}
+	for _, ua := range []string{"synban", "/1", "synban/", "a/b/c"} {
+		if _, err := New(Config{URL: "http://192.0.2.1:8080/", UserAgent: ua}); err == nil {
+			t.Errorf("user agent %q accepted; crowdsec 1.4.6 refuses logins without NAME/VERSION", ua)
+		}
+	}
 }
