@@ -45,6 +45,20 @@
 //
 // The cost of the full pull is measured by BenchmarkDecodeStream50k and
 // TestLAPI50kPushAndPull: 50,000 decisions are about 7 MB of JSON, which
-// crowdsec 1.4.6 on sqlite takes some seconds to produce and this package
-// decodes and reduces in about 0.2 s — affordable once a minute.
+// crowdsec 1.4.6 on sqlite takes some seconds to produce (5-7 s on two
+// shared cores) and this package decodes and reduces in 0.2-0.8 s with about
+// 43 MB allocated — affordable once a minute.
+//
+// # crowdsec 1.4.6 details
+//
+//   - A machine login is refused ("bad user agent") unless the User-Agent
+//     has the form NAME/VERSION; the client sends DefaultUserAgent.
+//   - The JWT signing key is made when the LAPI starts: a restart makes the
+//     held token fail with 401, which the renewal handles.
+//   - DELETE /v1/decisions honours the origin and scenario filters, which
+//     keeps synban's unbans to its own decisions.
+//   - A delta stream does not list a value as deleted while another
+//     decision still bans it, and repeats recent deletions for a short
+//     overlap; new decisions are never repeated.
+//   - nbDeleted is a string.
 package crowdsec
