@@ -196,11 +196,11 @@ func TestCompileDedupeAndCovering(t *testing.T) {
 		t.Errorf("bans = %v, want %v", got, want)
 	}
 	checks := map[string]string{
-		"198.51.100.9":       "covered by 198.51.100.0/24",
-		"2001:db8:5:1::/64":  "covered by 2001:db8:5::/48",
-		"2001:db8:5:1::9":    "covered by 2001:db8:5::/48",
-		"10.1.0.0/16":        "covered by 10.0.0.0/8",
-		"10.1.2.3":           "covered by 10.0.0.0/8",
+		"198.51.100.9":      "covered by 198.51.100.0/24",
+		"2001:db8:5:1::/64": "covered by 2001:db8:5::/48",
+		"2001:db8:5:1::9":   "covered by 2001:db8:5::/48",
+		"10.1.0.0/16":       "covered by 10.0.0.0/8",
+		"10.1.2.3":          "covered by 10.0.0.0/8",
 	}
 	for s, w := range checks {
 		if why := whyOf(om, s); !strings.HasPrefix(why, w) {
