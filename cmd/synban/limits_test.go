@@ -1,0 +1,133 @@
+package main
+
+import (
+	"net/netip"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/synban/synban/internal/netnstest"
+	"github.com/synban/synban/rules/state"
+)
+
+var expiresRE = regexp.MustCompile(` expires [0-9dhms]+`)
+
+// TestBanLimitsThroughCLI checks, with nftables in a namespace, that a
+// manual ban longer than ban.max_duration is capped and says so, that a ban
+// broader than the minimum prefix length is refused (exit 2, nothing
+// changed) unless --force, that a /0 is refused even with --force, that a
+// forced ban survives a run quietly, and that a stored ban until 2099 comes
+// back capped at max_duration.
+func TestBanLimitsThroughCLI(t *testing.T) {
+	netnstest.RequireRoot(t)
+	nft := netnstest.RequireCommand(t, "nft")
+	ns := netnstest.New(t, "limits")
+	pol := writePolicy(t, e2ePolicy)
+	dir := t.TempDir()
+	synban := func(args ...string) (int, string, string) {
+		t.Helper()
+		return runIn(t, ns, append(args, "-c", pol, "--state-dir", dir, "--backend", "nftables")...)
+	}
+	elements := func() string {
+		t.Helper()
+		out, err := ns.Run(nft, "list", "table", "inet", "synban")
+		if err != nil {
+			return ""
+		}
+		// The time left changes from one listing to the next.
+		return expiresRE.ReplaceAllString(out, "")
+	}
+
+	code, out, errOut := synban("ban", "192.0.2.7", "--for", "30000h")
+	if code != 0 || !strings.Contains(out, "banned 192.0.2.7/32 for 24h0m0s (capped by ban.max_duration)") {
+		t.Fatalf("ban --for 30000h: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if el := elements(); !strings.Contains(el, "192.0.2.7 timeout 1d") {
+		t.Fatalf("the kernel does not hold the capped ban for 1d:\n%s", el)
+	}
+
+	before := elements()
+	for _, tc := range []struct{ subject, want string }{
+		{"1.0.0.0/8", "refusing to ban 1.0.0.0/8: broader than ban.min_ipv4_length /16; add --force to ban it anyway"},
+		{"2000::/3", "refusing to ban 2000::/3: broader than ban.min_ipv6_length /32; add --force to ban it anyway"},
+		{"0.0.0.0/0", "refusing to ban 0.0.0.0/0: a /0 bans every address, even with --force"},
+		{"::/0", "refusing to ban ::/0: a /0 bans every address, even with --force"},
+	} {
+		args := []string{"ban", tc.subject}
+		if strings.HasSuffix(tc.subject, "/0") {
+			args = append(args, "--force")
+		}
+		code, out, errOut := synban(args...)
+		if code != 2 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("ban %s: exit %d, stdout %q, stderr %q; want exit 2 and %q", tc.subject, code, out, errOut, tc.want)
+		}
+	}
+	if after := elements(); after != before {
+		t.Fatalf("a refused ban changed the kernel:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+
+	if code, out, errOut := synban("ban", "1.0.0.0/8", "--force"); code != 0 || !strings.Contains(out, "banned 1.0.0.0/8 for 10m0s") {
+		t.Fatalf("ban --force: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if el := elements(); !strings.Contains(el, "1.0.0.0/8 timeout 10m") {
+		t.Fatalf("the forced ban is not in the kernel:\n%s", el)
+	}
+
+	// A ban stored until 2099 (an old state file) comes back capped.
+	store, err := state.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := store.Update(func(s *state.State) error {
+		s.Upsert(state.Ban{Prefix: netip.MustParsePrefix("198.51.100.9/32"), Since: now, Until: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), Reason: "manual ban", Rule: "manual", Backend: "nftables"})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A run with nothing to detect keeps the forced ban, restores the
+	// stored one capped, and has nothing to warn about.
+	code, out, errOut = synban("run")
+	if code != 0 || errOut != "" {
+		t.Fatalf("run: exit %d, stdout %q, stderr %q; want exit 0 and nothing on stderr", code, out, errOut)
+	}
+	el := elements()
+	if !strings.Contains(el, "1.0.0.0/8 timeout 10m") {
+		t.Errorf("the forced ban is gone after a run:\n%s", el)
+	}
+	if !strings.Contains(el, `198.51.100.9 timeout 1d comment "manual ban (capped by ban.max_duration)"`) {
+		t.Errorf("the ban stored until 2099 was not restored capped at 1d:\n%s", el)
+	}
+	st, err := store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok := st.Find(netip.MustParsePrefix("198.51.100.9/32"))
+	if !ok || b.Until.After(time.Now().Add(24*time.Hour)) {
+		t.Errorf("stored ban after the run: %+v, want it to end within 24h", b)
+	}
+}
+
+// TestSecondRunQuiet floods the victim, bans with one run, and checks that
+// the next run (the half-open entries still there, the ban restored from
+// the state store and decided again) prints nothing at the default level.
+func TestSecondRunQuiet(t *testing.T) {
+	requireFloodTools(t)
+	l := newLab(t, e2ePolicy)
+	l.flood(200)
+	netnstest.Eventually(t, 10*time.Second, func() bool { return l.halfOpen(attackerAddr) >= 150 },
+		"the flood left fewer than 150 half-open entries in the victim")
+	args := []string{"run", "--backend", "nftables", "-c", l.policy, "--state-dir", l.stateDir}
+	code, out, errOut := runIn(t, l.victim, args...)
+	if code != 0 || !l.status("nftables").banned(attackerAddr+"/32") {
+		t.Fatalf("first run: exit %d, stdout %q, stderr %q; attacker not banned", code, out, errOut)
+	}
+	if l.halfOpen(attackerAddr) < 50 {
+		t.Fatal("the half-open entries are gone: the second run would not decide the ban again")
+	}
+	code, out, errOut = runIn(t, l.victim, args...)
+	if code != 0 || errOut != "" || out != "" {
+		t.Fatalf("second run: exit %d, stdout %q, stderr %q; want exit 0 and no output", code, out, errOut)
+	}
+}
