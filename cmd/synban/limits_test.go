@@ -2,6 +2,8 @@ package main
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -129,5 +131,52 @@ func TestSecondRunQuiet(t *testing.T) {
 	code, out, errOut = runIn(t, l.victim, args...)
 	if code != 0 || errOut != "" || out != "" {
 		t.Fatalf("second run: exit %d, stdout %q, stderr %q; want exit 0 and no output", code, out, errOut)
+	}
+}
+
+// TestReplayNothingParsed checks --from with captures that hold nothing
+// usable: all lines malformed, or an empty file, exit 2 naming the file; a
+// table with only its header line (a quiet host) is a legitimate empty
+// table.
+func TestReplayNothingParsed(t *testing.T) {
+	const header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+	capture := func(tcp, tcp6 *string) string {
+		dir := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(dir, "net"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for name, text := range map[string]*string{"tcp": tcp, "tcp6": tcp6} {
+			if text != nil {
+				if err := os.WriteFile(filepath.Join(dir, "net", name), []byte(*text), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return dir
+	}
+	str := func(s string) *string { return &s }
+	garbage := header + "not a line\n   0: zz:zz 00000000:0000 01\n"
+	for _, tc := range []struct {
+		name      string
+		tcp, tcp6 *string
+		code      int
+		want      string
+	}{
+		{"all malformed", str(garbage), nil, exitUsage, "net/tcp: no line parsed (2 malformed)"},
+		{"tcp6 all malformed", str(header), str(garbage), exitUsage, "net/tcp6: no line parsed (2 malformed)"},
+		{"empty file", str(""), nil, exitUsage, "net/tcp: empty file; a capture holds at least the header line"},
+		{"empty tcp6", str(header), str(""), exitUsage, "net/tcp6: empty file"},
+		{"header only", str(header), str(header), exitOK, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := capture(tc.tcp, tc.tcp6)
+			code, out, errs := runMain(t, "plan", "--from", dir)
+			if code != tc.code || !strings.Contains(errs, tc.want) {
+				t.Fatalf("plan --from: exit %d, stderr %q, stdout %q; want exit %d and %q", code, errs, out, tc.code, tc.want)
+			}
+			if tc.code == exitUsage && !strings.Contains(errs, "--from "+dir+": ") {
+				t.Errorf("stderr %q does not name --from %s", errs, dir)
+			}
+		})
 	}
 }
