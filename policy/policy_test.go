@@ -393,7 +393,11 @@ func TestValidateProgrammatic(t *testing.T) {
 func TestGuard(t *testing.T) {
 	p := Default()
 	p.Allow.Addresses = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
-	host := []netip.Prefix{netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::7/128")}
+	host := []Protected{
+		{Prefix: netip.MustParsePrefix("192.0.2.7/32"), Why: ""},
+		{Prefix: netip.MustParsePrefix("2001:db8::7/128"), Why: "default gateway"},
+		{Prefix: netip.MustParsePrefix("203.0.113.22/32"), Why: "SSH client running synban"},
+	}
 
 	check := func(g *Guard, addr string, wantWhy string) {
 		t.Helper()
@@ -411,7 +415,8 @@ func TestGuard(t *testing.T) {
 	check(g, "::1/128", "loopback")
 	check(g, "::ffff:127.0.0.1/128", "loopback")
 	check(g, "192.0.2.0/24", "host address")
-	check(g, "2001:db8::7/128", "host address")
+	check(g, "2001:db8::7/128", "2001:db8::7/128 is protected (default gateway)")
+	check(g, "203.0.113.22/32", "203.0.113.22/32 is protected (SSH client running synban)")
 	check(g, "203.0.113.5/32", "")
 
 	p.Allow.Host = false

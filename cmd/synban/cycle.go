@@ -49,22 +49,19 @@ func loadPolicy(o *options) (*policy.Policy, error) {
 	return policy.Load(o.config)
 }
 
-// guard builds the never-ban guard from the policy and the host's addresses.
+// guard builds the never-ban guard from the policy and the host's
+// addresses, each with the reason it is protected (host address, default
+// gateway, SSH client), which the guard's messages then name.
 func (a *app) guard(p *policy.Policy) (*policy.Guard, error) {
-	var host []netip.Prefix
-	var whys []string
+	var host []detect.Protected
 	if p.Allow.Host {
 		ssh := os.Getenv("SSH_CONNECTION")
 		if ssh == "" {
 			ssh = os.Getenv("SSH_CLIENT")
 		}
-		prot, err := detect.HostProtected(ssh)
-		if err != nil {
+		var err error
+		if host, err = detect.HostProtected(ssh); err != nil {
 			return nil, fmt.Errorf("find the host's own addresses: %w", err)
-		}
-		for _, pr := range prot {
-			host = append(host, pr.Prefix)
-			whys = append(whys, pr.Why)
 		}
 	}
 	a.log.Debug("never-ban addresses of this host", "count", len(host))

@@ -65,6 +65,20 @@ func TestBanLimitsThroughCLI(t *testing.T) {
 			t.Errorf("ban %s: exit %d, stdout %q, stderr %q; want exit 2 and %q", tc.subject, code, out, errOut, tc.want)
 		}
 	}
+	// The reason a host address is protected reaches the message.
+	ns.MustRun("ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1")
+	ns.MustRun("ip", "addr", "add", "10.77.0.1/24", "dev", "d0")
+	ns.MustRun("ip", "link", "set", "d0", "up")
+	ns.MustRun("ip", "link", "set", "d1", "up")
+	ns.MustRun("ip", "route", "add", "default", "via", "10.77.0.254")
+	for subject, want := range map[string]string{
+		"10.77.0.254": "refusing to ban 10.77.0.254/32: 10.77.0.254/32 is protected (default gateway)",
+		"10.77.0.1":   "refusing to ban 10.77.0.1/32: 10.77.0.1/32 is protected (host address)",
+	} {
+		if code, _, errOut := synban("ban", subject); code != 2 || !strings.Contains(errOut, want) {
+			t.Errorf("ban %s: exit %d, stderr %q; want exit 2 and %q", subject, code, errOut, want)
+		}
+	}
 	if after := elements(); after != before {
 		t.Fatalf("a refused ban changed the kernel:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
