@@ -19,6 +19,10 @@ const (
 	// KindSpoofed: a SYN flood from forged addresses; banning them is
 	// pointless and may ban innocent hosts.
 	KindSpoofed = "spoofed"
+	// KindPrefix: a flood from real hosts spread over a network prefix, no
+	// single source crossing a rule but their prefix crossing the prefix
+	// threshold; banning the prefix works.
+	KindPrefix = "prefix"
 )
 
 // Classification tells a flood from real hosts from a spoofed SYN flood.
@@ -85,7 +89,7 @@ func Classify(p *policy.Policy, samples []Sample, delta TcpExt) Classification {
 		ReqQFullDrop:    delta.TCPReqQFullDrop,
 		ListenOverflows: delta.ListenOverflows,
 	}
-	crossed := ""
+	crossed, prefixed := "", ""
 	for i := range samples {
 		per := make(map[netip.Addr]int)
 		entries := 0
@@ -106,6 +110,9 @@ func Classify(p *policy.Policy, samples []Sample, delta TcpExt) Classification {
 		if crossed == "" {
 			crossed = ruleCrossed(p, samples[i].Conns)
 		}
+		if prefixed == "" {
+			prefixed = prefixCrossed(p, samples[i].Conns)
+		}
 	}
 
 	spread := c.HalfOpenSources >= sp.MinSources && sp.MinSources > 0 && c.SmallSources*10 >= c.HalfOpenSources*9
@@ -123,6 +130,9 @@ func Classify(p *policy.Policy, samples []Sample, delta TcpExt) Classification {
 	case crossed != "":
 		c.Kind = KindReal
 		c.Why = crossed
+	case prefixed != "":
+		c.Kind = KindPrefix
+		c.Why = prefixed
 	case sp.MinSources > 0 && c.CookiesSent >= int64(sp.MinSources):
 		c.Kind = KindReal
 		c.Why = fmt.Sprintf("%d SYN cookies sent and %d returned: the peers complete handshakes", c.CookiesSent, c.CookiesRecv)
@@ -164,6 +174,62 @@ func ruleCrossed(p *policy.Policy, conns []Conn) string {
 	return ""
 }
 
+// prefixCrossed is ruleCrossed for prefix aggregation (when
+// p.Prefix.Enabled): it names the worst prefix whose sources together hold,
+// in some rule's state and ports, at least the prefix threshold of their
+// family.
+func prefixCrossed(p *policy.Policy, conns []Conn) string {
+	if !p.Prefix.Enabled {
+		return ""
+	}
+	for _, r := range p.Rules {
+		mask := StateMask(statesOf(r.State))
+		per := make(map[netip.Prefix]int)
+		sources := make(map[netip.Prefix]map[netip.Addr]bool)
+		for _, cn := range conns {
+			if cn.State >= 32 || mask&(1<<cn.State) == 0 {
+				continue
+			}
+			if len(r.Ports) > 0 && !containsPort(r.Ports, cn.Local.Port()) {
+				continue
+			}
+			a := cn.Remote.Addr().Unmap()
+			bits := p.Prefix.IPv6Length
+			if a.Is4() {
+				bits = p.Prefix.IPv4Length
+			}
+			pf, err := a.Prefix(bits)
+			if err != nil {
+				continue
+			}
+			per[pf]++
+			if sources[pf] == nil {
+				sources[pf] = make(map[netip.Addr]bool)
+			}
+			sources[pf][a] = true
+		}
+		var worst netip.Prefix
+		for pf, n := range per {
+			thr := p.Prefix.IPv6Threshold
+			if pf.Addr().Is4() {
+				thr = p.Prefix.IPv4Threshold
+			}
+			if thr > 0 && n >= thr && (!worst.IsValid() || n > per[worst] || (n == per[worst] && pf.Addr().Less(worst.Addr()))) {
+				worst = pf
+			}
+		}
+		if worst.IsValid() {
+			thr := p.Prefix.IPv6Threshold
+			if worst.Addr().Is4() {
+				thr = p.Prefix.IPv4Threshold
+			}
+			return fmt.Sprintf("%s holds %d connections in state %s from %d sources, crossing the prefix threshold %d (rule %q)",
+				worst, per[worst], r.State, len(sources[worst]), thr, r.Name)
+		}
+	}
+	return ""
+}
+
 func statesOf(s policy.State) []TCPState {
 	switch s {
 	case policy.StateSynRecv:
@@ -194,8 +260,11 @@ func (c *Classification) advise(p *policy.Policy) {
 			fmt.Sprintf("%d SYNs were dropped with a full SYN queue, so cookies are off; cookies answer a full queue without keeping state", c.ReqQFullDrop))
 	}
 	if c.Kind != KindSpoofed {
-		if c.Kind == KindReal {
+		switch c.Kind {
+		case KindReal:
 			c.Advice = append(c.Advice, "the sources are real hosts: banning them works")
+		case KindPrefix:
+			c.Advice = append(c.Advice, "the sources are real hosts spread over a prefix: banning the prefix works")
 		}
 		return
 	}

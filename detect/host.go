@@ -7,14 +7,14 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/synban/synban/policy"
 	"golang.org/x/sys/unix"
 )
 
-// Protected is an address that must never be banned, and why.
-type Protected struct {
-	Prefix netip.Prefix
-	Why    string
-}
+// Protected is an address that must never be banned, and why; the guard
+// keeps the reason (policy.Policy.Guard), so messages name it.
+type Protected = policy.Protected
 
 // HostProtected lists the addresses of the current network namespace that
 // synban must never ban: every address on every interface, the default
@@ -29,7 +29,7 @@ func HostProtected(sshEnv string) ([]Protected, error) {
 	for _, a := range addrs {
 		if ip, ok := netip.AddrFromSlice(a.IP); ok {
 			ip = ip.Unmap()
-			out = append(out, Protected{netip.PrefixFrom(ip, ip.BitLen()), "host address"})
+			out = append(out, Protected{Prefix: netip.PrefixFrom(ip, ip.BitLen()), Why: "host address"})
 		}
 	}
 	routes, err := netlink.RouteList(nil, unix.AF_UNSPEC)
@@ -42,11 +42,11 @@ func HostProtected(sshEnv string) ([]Protected, error) {
 		}
 		if ip, ok := netip.AddrFromSlice(r.Gw); ok {
 			ip = ip.Unmap()
-			out = append(out, Protected{netip.PrefixFrom(ip, ip.BitLen()), "default gateway"})
+			out = append(out, Protected{Prefix: netip.PrefixFrom(ip, ip.BitLen()), Why: "default gateway"})
 		}
 	}
 	if ip, ok := sshClient(sshEnv); ok {
-		out = append(out, Protected{netip.PrefixFrom(ip, ip.BitLen()), "SSH client running synban"})
+		out = append(out, Protected{Prefix: netip.PrefixFrom(ip, ip.BitLen()), Why: "SSH client running synban"})
 	}
 	return out, nil
 }

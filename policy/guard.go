@@ -66,12 +66,20 @@ func Canonical(p netip.Prefix) netip.Prefix {
 	return p.Masked()
 }
 
+// Protected is an address or prefix that must never be banned, and why
+// ("default gateway", "SSH client running synban", "host address").
+type Protected struct {
+	Prefix netip.Prefix
+	Why    string
+}
+
 // Guard returns a new guard protecting, in this order: the policy's allow
 // list ("allow list"), loopback 127.0.0.0/8 and ::1/128 ("loopback"), and,
-// when Allow.Host is true, the given host prefixes ("host address") — the
-// host's own addresses, default gateways and the like, which the caller
-// discovers from the kernel.
-func (p *Policy) Guard(host []netip.Prefix) *Guard {
+// when Allow.Host is true, the given host prefixes, each with its own
+// reason ("host address" when it has none) — the host's own addresses,
+// default gateways and the like, which the caller discovers from the
+// kernel (detect.HostProtected).
+func (p *Policy) Guard(host []Protected) *Guard {
 	g := NewGuard()
 	for _, a := range p.Allow.Addresses {
 		g.Add(a, "allow list")
@@ -80,7 +88,11 @@ func (p *Policy) Guard(host []netip.Prefix) *Guard {
 	g.Add(netip.MustParsePrefix("::1/128"), "loopback")
 	if p.Allow.Host {
 		for _, h := range host {
-			g.Add(h, "host address")
+			why := h.Why
+			if why == "" {
+				why = "host address"
+			}
+			g.Add(h.Prefix, why)
 		}
 	}
 	return g

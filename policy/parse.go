@@ -498,6 +498,8 @@ func (d *decoder) policy(raw map[string]any, p *Policy) {
 				"escalate_factor": d.float(&s.EscalateFactor),
 				"max_duration":    d.duration(&s.MaxDuration),
 				"escalate_window": d.duration(&s.EscalateWindow),
+				"min_ipv4_length": d.integer(&s.MinIPv4Length),
+				"min_ipv6_length": d.integer(&s.MinIPv6Length),
 			})
 		},
 		"meter": func(key string, v any) {

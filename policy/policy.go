@@ -68,7 +68,8 @@ type Rule struct {
 	Threshold int `toml:"threshold"`
 	// Ports restricts counting to these local ports; empty means all.
 	Ports []uint16 `toml:"ports"`
-	// BanFor overrides Ban.Duration for offenders of this rule; 0 means the default.
+	// BanFor overrides Ban.Duration for offenders of this rule; 0 means the
+	// default (at most Ban.MaxDuration).
 	BanFor Duration `toml:"ban_for"`
 }
 
@@ -76,9 +77,11 @@ type Rule struct {
 type Prefix struct {
 	// Enabled turns prefix aggregation on (default true).
 	Enabled bool `toml:"enabled"`
-	// IPv4Length is the IPv4 prefix length sources are grouped by (default 24).
+	// IPv4Length is the IPv4 prefix length sources are grouped by (default
+	// 24; 8..32 and not shorter than Ban.MinIPv4Length).
 	IPv4Length int `toml:"ipv4_length"`
-	// IPv6Length is the IPv6 prefix length sources are grouped by (default 64).
+	// IPv6Length is the IPv6 prefix length sources are grouped by (default
+	// 64; 16..128 and not shorter than Ban.MinIPv6Length).
 	IPv6Length int `toml:"ipv6_length"`
 	// IPv4Threshold is the count per IPv4 prefix, summed over sources, for
 	// each rule's state, at or above which the prefix offends (default 200).
@@ -91,7 +94,8 @@ type Prefix struct {
 type Allow struct {
 	// Addresses holds addresses and prefixes, IPv4 or IPv6, masked, with
 	// IPv4-mapped IPv6 entries stored as IPv4 (default empty). In TOML they
-	// are strings: "192.0.2.1", "2001:db8::/32".
+	// are strings: "192.0.2.1", "2001:db8::/32". A /0 ("0.0.0.0/0", "::/0",
+	// "::ffff:0:0/96") is an error: nothing could ever be banned.
 	Addresses []netip.Prefix `toml:"addresses"`
 	// Host allows the host's own addresses, loopback and default gateways
 	// (default true).
@@ -100,18 +104,37 @@ type Allow struct {
 
 // Ban holds the ban defaults.
 type Ban struct {
-	// Duration is how long a ban lasts (default 10m).
+	// Duration is how long a ban lasts (default 10m; at most MaxTimeout).
 	Duration Duration `toml:"duration"`
 	// MaxEntries caps the number of ban entries per address family (default 65536).
 	MaxEntries int `toml:"max_entries"`
 	// EscalateFactor multiplies the previous ban's length for a source banned
 	// again within EscalateWindow (default 2.0; 1 disables escalation; >= 1).
 	EscalateFactor float64 `toml:"escalate_factor"`
-	// MaxDuration caps an escalated ban (default 24h; >= Duration and >= every
-	// rule's BanFor).
+	// MaxDuration caps every ban, however it arrives: escalated, a rule's
+	// BanFor, a manual ban's --for, a ban restored from the state store
+	// (default 24h; >= Duration and >= every rule's BanFor; at most
+	// MaxTimeout).
 	MaxDuration Duration `toml:"max_duration"`
 	// EscalateWindow is how long a past ban counts towards escalation (default 24h).
 	EscalateWindow Duration `toml:"escalate_window"`
+	// MinIPv4Length is the shortest IPv4 prefix synban bans (default 16;
+	// 1..32): a broader ban, automatic or restored, is left out, and a
+	// manual one needs --force. prefix.ipv4_length may not be shorter.
+	MinIPv4Length int `toml:"min_ipv4_length"`
+	// MinIPv6Length is the shortest IPv6 prefix synban bans (default 32;
+	// 1..128), as MinIPv4Length. prefix.ipv6_length may not be shorter.
+	MinIPv6Length int `toml:"min_ipv6_length"`
+}
+
+// MinLength returns the shortest prefix length a ban of addr's family may
+// have: Ban.MinIPv4Length for IPv4 (and IPv4-mapped IPv6), else
+// Ban.MinIPv6Length; with the key that sets it.
+func (b *Ban) MinLength(addr netip.Addr) (bits int, key string) {
+	if addr.Unmap().Is4() {
+		return b.MinIPv4Length, "ban.min_ipv4_length"
+	}
+	return b.MinIPv6Length, "ban.min_ipv6_length"
 }
 
 // Spoof configures the classification of spoofed SYN floods, whose source
@@ -162,9 +185,11 @@ type Meter struct {
 	// Rate is the new-connection (SYN) rate per second per source above which
 	// SYNs are dropped (default 20).
 	Rate int `toml:"rate"`
-	// Burst is the number of packets allowed above Rate in a burst (default 40).
+	// Burst is the number of packets allowed above Rate in a burst (default
+	// 40; at most MaxMeterBurst).
 	Burst int `toml:"burst"`
-	// IdleTimeout is how long a source's meter entry lives without traffic (default 60s).
+	// IdleTimeout is how long a source's meter entry lives without traffic
+	// (default 60s; at most MaxTimeout).
 	IdleTimeout Duration `toml:"idle_timeout"`
 	// Ports restricts the meter to these local ports; empty means all.
 	Ports []uint16 `toml:"ports"`
@@ -178,7 +203,8 @@ type Meter struct {
 type ConnLimit struct {
 	// Enabled turns the cap on (default false).
 	Enabled bool `toml:"enabled"`
-	// Max is the number of concurrent connections a source may hold (default 100).
+	// Max is the number of concurrent connections a source may hold
+	// (default 100; at most MaxConnLimit).
 	Max int `toml:"max"`
 	// Ports restricts the cap to these local ports; empty means all.
 	Ports []uint16 `toml:"ports"`

@@ -40,7 +40,7 @@ func TestDefault(t *testing.T) {
 		Prefix: Prefix{Enabled: true, IPv4Length: 24, IPv6Length: 64, IPv4Threshold: 200, IPv6Threshold: 200},
 		Allow:  Allow{Host: true},
 		Ban: Ban{Duration: dur(t, "10m"), MaxEntries: 65536, EscalateFactor: 2,
-			MaxDuration: dur(t, "24h"), EscalateWindow: dur(t, "24h")},
+			MaxDuration: dur(t, "24h"), EscalateWindow: dur(t, "24h"), MinIPv4Length: 16, MinIPv6Length: 32},
 		Meter: Meter{Enabled: true, Rate: 20, Burst: 40, IdleTimeout: dur(t, "60s"),
 			IPv6Length: 64, Size: 65536},
 		ConnLimit: ConnLimit{Enabled: false, Max: 100},
@@ -255,7 +255,7 @@ func TestAllowEntries(t *testing.T) {
 		{"2001:db8::1", "2001:db8::1/128"},
 		{"::ffff:1.2.3.4", "1.2.3.4/32"},
 		{"::ffff:10.1.0.0/112", "10.1.0.0/16"},
-		{"::ffff:0:0/96", "0.0.0.0/0"},
+		{"::ffff:0.1.0.0/112", "0.1.0.0/16"},
 	} {
 		p, err := Parse("allow.toml", []byte("[allow]\naddresses = [\""+tc.in+"\"]\n"))
 		if err != nil {
@@ -393,7 +393,11 @@ func TestValidateProgrammatic(t *testing.T) {
 func TestGuard(t *testing.T) {
 	p := Default()
 	p.Allow.Addresses = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
-	host := []netip.Prefix{netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::7/128")}
+	host := []Protected{
+		{Prefix: netip.MustParsePrefix("192.0.2.7/32"), Why: ""},
+		{Prefix: netip.MustParsePrefix("2001:db8::7/128"), Why: "default gateway"},
+		{Prefix: netip.MustParsePrefix("203.0.113.22/32"), Why: "SSH client running synban"},
+	}
 
 	check := func(g *Guard, addr string, wantWhy string) {
 		t.Helper()
@@ -411,7 +415,8 @@ func TestGuard(t *testing.T) {
 	check(g, "::1/128", "loopback")
 	check(g, "::ffff:127.0.0.1/128", "loopback")
 	check(g, "192.0.2.0/24", "host address")
-	check(g, "2001:db8::7/128", "host address")
+	check(g, "2001:db8::7/128", "2001:db8::7/128 is protected (default gateway)")
+	check(g, "203.0.113.22/32", "203.0.113.22/32 is protected (SSH client running synban)")
 	check(g, "203.0.113.5/32", "")
 
 	p.Allow.Host = false

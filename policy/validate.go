@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Limits enforced by validation.
@@ -18,6 +19,36 @@ const (
 	// MinRouteProtocol and MaxRouteProtocol bound route.protocol; 0..4 are
 	// the kernel's own (unspec, redirect, kernel, boot, static).
 	MinRouteProtocol, MaxRouteProtocol = 5, 255
+
+	// MaxTimeout is the longest timeout synban hands to the kernel: a ban's
+	// (ban.duration, ban.max_duration, rule.ban_for, and so every ban, which
+	// rules.Compile caps at ban.max_duration) and the meter's idle timeout
+	// (meter.idle_timeout). Validation refuses longer values and
+	// rules.Compile never produces one.
+	//
+	// Measured with nftables 1.0.6 on Linux 6.18, by `nft -f` of a set
+	// element "timeout X" and of a set's "timeout X" in a throwaway network
+	// namespace: nft's parser refuses a time whose number has more than 8
+	// digits ("timeout 100000000s" and "100000000ms" and even "099999999s":
+	// "Error: value too large"), whatever its unit ("30000h" passes, being
+	// 5 digits). synban renders whole seconds ("600s", templates.Duration;
+	// rules.Compile rounds every timeout up to a whole second), so
+	// 99999999s (1157d9h46m39s) is the longest it can write. The kernel
+	// itself (the netlink path, rules/nft) takes up to 213503d ("213504d":
+	// "Numerical result out of range", milliseconds must stay below
+	// 2^64/10^6), more than any time.Duration, so nft's parser is the limit.
+	MaxTimeout = 99999999 * time.Second
+
+	// MaxMeterBurst bounds meter.burst and MaxConnLimit bounds
+	// connlimit.max: the kernel keeps both in 32 bits (NFTA_LIMIT_BURST,
+	// NFTA_CONNLIMIT_COUNT). Measured like MaxTimeout: nft accepts
+	// "burst 4294967295 packets" and "ct count over 4294967295", but reads
+	// 4294967296 as 0 without a word (no burst, a cap of 0 connections),
+	// and the netlink path would truncate it the same way. meter.rate has
+	// no such bound: the kernel took "limit rate over
+	// 9223372036854775807/second".
+	MaxMeterBurst = math.MaxUint32
+	MaxConnLimit  = math.MaxUint32
 )
 
 // Accepted enumerations.
@@ -82,9 +113,46 @@ func (d *decoder) between(key string, got, lo, hi int) {
 	}
 }
 
+// atMost refuses got over limit, saying why the limit is there.
+func (d *decoder) atMost(key string, got, limit int, why string) {
+	if got > limit {
+		d.errorf(key, "must be <= %d (%s), got %d", limit, why, got)
+	}
+}
+
 func (d *decoder) positiveDuration(key string, got Duration) {
 	if got.Duration <= 0 {
 		d.errorf(key, "must be a duration > 0, got %s", got)
+	}
+}
+
+// notBroader refuses a prefix aggregation length (key, got) shorter than
+// the minimum ban length (minKey, min): every prefix ban would be left out.
+// The error goes to whichever of the two keys the file sets, the
+// aggregation length when both or neither.
+func (d *decoder) notBroader(key string, got int, minKey string, min int) {
+	if got >= min {
+		return
+	}
+	if d.pos.has(minKey) && !d.pos.has(key) {
+		d.errorf(minKey, "must be <= %s (%d, the default), got %d: every prefix ban would be broader than the minimum", key, got, min)
+		return
+	}
+	d.errorf(key, "must be >= %s (%d%s), got %d: every prefix ban would be broader than the minimum", minKey, min, d.defaulted(minKey), got)
+}
+
+// timeout checks a duration that becomes a kernel timeout: > 0 and at most
+// MaxTimeout.
+func (d *decoder) timeout(key string, got Duration) {
+	d.positiveDuration(key, got)
+	d.notOverTimeout(key, got)
+}
+
+// notOverTimeout refuses a duration longer than MaxTimeout.
+func (d *decoder) notOverTimeout(key string, got Duration) {
+	if got.Duration > MaxTimeout {
+		d.errorf(key, "must be <= %s (%ds, the longest timeout nft accepts), got %s",
+			MaxTimeout, MaxTimeout/time.Second, got)
 	}
 }
 
@@ -129,6 +197,12 @@ func (d *decoder) allowList(addrs []netip.Prefix) {
 			msg = "invalid prefix"
 		case Canonical(a) != a:
 			msg = fmt.Sprintf("prefix %s is not canonical; use %s", a, Canonical(a))
+		case a.Bits() == 0:
+			fam := "IPv6"
+			if a.Addr().Is4() {
+				fam = "IPv4"
+			}
+			msg = fmt.Sprintf("%s allows every %s address, so nothing could ever be banned; remove it", a, fam)
 		default:
 			continue
 		}
@@ -183,6 +257,8 @@ func (d *decoder) validate(p *Policy) {
 		d.portList(k+".ports", r.Ports)
 		if r.BanFor.Duration < 0 || r.BanFor.Duration == 0 && d.pos.has(k+".ban_for") {
 			d.errorf(k+".ban_for", "must be a duration > 0, got %s", r.BanFor)
+		} else if r.BanFor.Duration > MaxTimeout {
+			d.notOverTimeout(k+".ban_for", r.BanFor)
 		} else if r.BanFor.Duration > 0 && p.Ban.MaxDuration.Duration > 0 && r.BanFor.Duration > p.Ban.MaxDuration.Duration {
 			d.errorf(k+".ban_for", "must be <= ban.max_duration (%s%s), got %s",
 				p.Ban.MaxDuration, d.defaulted("ban.max_duration"), r.BanFor)
@@ -191,6 +267,10 @@ func (d *decoder) validate(p *Policy) {
 
 	d.between("prefix.ipv4_length", p.Prefix.IPv4Length, 8, 32)
 	d.between("prefix.ipv6_length", p.Prefix.IPv6Length, 16, 128)
+	d.between("ban.min_ipv4_length", p.Ban.MinIPv4Length, 1, 32)
+	d.between("ban.min_ipv6_length", p.Ban.MinIPv6Length, 1, 128)
+	d.notBroader("prefix.ipv4_length", p.Prefix.IPv4Length, "ban.min_ipv4_length", p.Ban.MinIPv4Length)
+	d.notBroader("prefix.ipv6_length", p.Prefix.IPv6Length, "ban.min_ipv6_length", p.Ban.MinIPv6Length)
 	d.positive("prefix.ipv4_threshold", p.Prefix.IPv4Threshold)
 	d.positive("prefix.ipv6_threshold", p.Prefix.IPv6Threshold)
 
@@ -200,12 +280,12 @@ func (d *decoder) validate(p *Policy) {
 		d.allowList(p.Allow.Addresses)
 	}
 
-	d.positiveDuration("ban.duration", p.Ban.Duration)
+	d.timeout("ban.duration", p.Ban.Duration)
 	d.between("ban.max_entries", p.Ban.MaxEntries, 1, MaxSetSize)
 	if f := p.Ban.EscalateFactor; math.IsNaN(f) || math.IsInf(f, 0) || f < 1 || f > 1000 {
 		d.errorf("ban.escalate_factor", "must be in 1..1000 (1 disables escalation), got %v", f)
 	}
-	d.positiveDuration("ban.max_duration", p.Ban.MaxDuration)
+	d.timeout("ban.max_duration", p.Ban.MaxDuration)
 	if p.Ban.MaxDuration.Duration > 0 && p.Ban.Duration.Duration > p.Ban.MaxDuration.Duration {
 		if d.pos.has("ban.max_duration") {
 			d.errorf("ban.max_duration", "must be >= ban.duration (%s), got %s", p.Ban.Duration, p.Ban.MaxDuration)
@@ -217,12 +297,14 @@ func (d *decoder) validate(p *Policy) {
 
 	d.positive("meter.rate", p.Meter.Rate)
 	d.positive("meter.burst", p.Meter.Burst)
-	d.positiveDuration("meter.idle_timeout", p.Meter.IdleTimeout)
+	d.atMost("meter.burst", p.Meter.Burst, MaxMeterBurst, "the kernel keeps the burst in 32 bits")
+	d.timeout("meter.idle_timeout", p.Meter.IdleTimeout)
 	d.portList("meter.ports", p.Meter.Ports)
 	d.between("meter.ipv6_length", p.Meter.IPv6Length, 16, 128)
 	d.between("meter.size", p.Meter.Size, 1, MaxSetSize)
 
 	d.positive("connlimit.max", p.ConnLimit.Max)
+	d.atMost("connlimit.max", p.ConnLimit.Max, MaxConnLimit, "the kernel keeps the count in 32 bits")
 	d.portList("connlimit.ports", p.ConnLimit.Ports)
 
 	switch t := p.NFTables.Table; {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/policy"
@@ -20,6 +21,18 @@ const DefaultSetSize = 65536
 // accepts element comments up to 128 bytes; 100 leaves a margin.
 const MaxCommentLen = 100
 
+// ForcedBanReason is the Reason of a manual ban made with --force (synban
+// ban --force): a verdict without a Rule and with this Reason, whether
+// fresh from the command line or restored from the state store, which
+// keeps it as the ban's reason, is exempt from the minimum ban prefix
+// length (ban.min_ipv4_length, ban.min_ipv6_length). A /0 is refused even
+// so.
+const ForcedBanReason = "manual ban (--force)"
+
+// CappedNote is appended to the Reason of a ban whose timeout Compile cut
+// to ban.max_duration.
+const CappedNote = " (capped by ban.max_duration)"
+
 // Omission is a verdict that Compile left out of the Ruleset, and why.
 type Omission struct {
 	// Verdict is the verdict as it was passed in.
@@ -29,8 +42,8 @@ type Omission struct {
 	// Prefix is the verdict's canonical subject (IPv4-mapped IPv6 made IPv4).
 	Prefix netip.Prefix
 	// Why says why the verdict was dropped, e.g. "protected: ...",
-	// "covered by 198.51.100.0/24", "duplicate of 203.0.113.7/32",
-	// "over max_entries 65536".
+	// "covered by 198.51.100.0/24", "over max_entries 65536",
+	// "broader than ban.min_ipv4_length /16".
 	Why string
 }
 
@@ -47,12 +60,27 @@ type candidate struct {
 }
 
 // Compile turns a policy and the verdicts of one run into the desired
-// firewall state. The guard g is enforced again: a verdict whose subject
-// overlaps a protected prefix is omitted. Verdicts are expected worst first;
-// their order is the priority when duplicates are merged and when
-// max_entries (per address family) is enforced. Every verdict left out is
-// listed in the returned Omitted, with a reason. A nil guard protects
-// nothing and yields an empty allow list.
+// firewall state. It is the one place every ban passes, however it arrived
+// (a rule, escalation, `synban ban`, the state store), so the limits are
+// enforced here:
+//
+//   - the guard g: a verdict whose subject overlaps a protected prefix is
+//     omitted; a nil guard protects nothing and yields an empty allow list;
+//   - the minimum ban prefix length (ban.min_ipv4_length and
+//     min_ipv6_length; 0 means none): a broader subject is omitted, unless
+//     it is a forced manual ban (ForcedBanReason); a /0 always is;
+//   - ban.max_duration (0 means none) and policy.MaxTimeout cap every ban's
+//     timeout, and the Reason of a ban cut to max_duration ends in
+//     CappedNote; timeouts are rounded up to a whole second, which nft
+//     renders as seconds;
+//   - max_entries per address family.
+//
+// Verdicts are expected worst first; their order is the priority when
+// duplicates are merged and when max_entries is enforced. Verdicts for the
+// same subject (a ban restored from the state store and the same ban
+// decided again) are merged silently: the first one's reason, the longest
+// timeout. Every other verdict left out is listed in the returned Omitted,
+// with a reason.
 //
 // The only error is for impossible input (a nil policy).
 func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Ruleset, Omitted, error) {
@@ -70,7 +98,7 @@ func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Rul
 		rs.Meter = &Meter{
 			Rate:       p.Meter.Rate,
 			Burst:      p.Meter.Burst,
-			Timeout:    p.Meter.IdleTimeout.Duration,
+			Timeout:    kernelTimeout(p.Meter.IdleTimeout.Duration),
 			Ports:      normalizePorts(p.Meter.Ports),
 			IPv6Length: p.Meter.IPv6Length,
 			Size:       orDefault(p.Meter.Size),
@@ -110,17 +138,27 @@ func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Rul
 			omit(i, pfx, "protected: "+why)
 			continue
 		}
+		if why, ok := TooBroad(p, pfx); ok && (pfx.Bits() == 0 || !isForced(v)) {
+			omit(i, pfx, why)
+			continue
+		}
 		timeout := v.BanFor
 		if timeout <= 0 {
 			timeout = p.Ban.Duration.Duration
 		}
+		timeout, capped := capTimeout(p, timeout)
 		if c, ok := byPrefix[pfx]; ok {
-			c.ban.Timeout = max(c.ban.Timeout, timeout)
-			omit(i, pfx, fmt.Sprintf("duplicate of %s (verdict %d)", pfx, c.idx))
+			// The same subject again: typically a ban restored from the
+			// state store that was also decided again in this run. Not an
+			// omission: the subject is banned, for the longer time.
+			if timeout > c.ban.Timeout {
+				c.ban.Timeout = timeout
+				c.ban.Reason = withCapNote(strings.TrimSuffix(c.ban.Reason, CappedNote), capped)
+			}
 			continue
 		}
 		c := &candidate{
-			ban:  Ban{Prefix: pfx, Timeout: timeout, Reason: BanReason(v)},
+			ban:  Ban{Prefix: pfx, Timeout: timeout, Reason: withCapNote(BanReason(v), capped)},
 			prio: i,
 			idx:  i,
 		}
@@ -183,6 +221,65 @@ func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Rul
 	slices.SortFunc(rs.Bans, func(a, b Ban) int { return ComparePrefixes(a.Prefix, b.Prefix) })
 	slices.SortFunc(omitted, func(a, b Omission) int { return cmp.Compare(a.Index, b.Index) })
 	return rs, omitted, nil
+}
+
+// TooBroad reports whether a ban of pfx would be broader than the policy's
+// minimum ban prefix length for its family, or is a /0, and says so:
+// "broader than ban.min_ipv4_length /16". A minimum of 0 (a policy built
+// in Go without one) refuses only /0.
+func TooBroad(p *policy.Policy, pfx netip.Prefix) (string, bool) {
+	pfx = policy.Canonical(pfx)
+	minBits, key := p.Ban.MinLength(pfx.Addr())
+	switch {
+	case pfx.Bits() == 0:
+		return "a /0 bans every address", true
+	case pfx.Bits() < minBits:
+		return fmt.Sprintf("broader than %s /%d", key, minBits), true
+	}
+	return "", false
+}
+
+// isForced reports whether v is a forced manual ban (see ForcedBanReason).
+func isForced(v detect.Verdict) bool {
+	return v.Rule == "" && strings.TrimSuffix(v.Reason, CappedNote) == ForcedBanReason
+}
+
+// capTimeout caps d at ban.max_duration (reporting whether it did) and at
+// policy.MaxTimeout, and rounds it up to a whole second.
+func capTimeout(p *policy.Policy, d time.Duration) (time.Duration, bool) {
+	capped := false
+	if m := p.Ban.MaxDuration.Duration; m > 0 && d > m {
+		d, capped = m, true
+	}
+	return kernelTimeout(d), capped
+}
+
+// kernelTimeout rounds d up to a whole second, at most policy.MaxTimeout:
+// a whole number of seconds renders as "600s" in nft, where a fraction
+// would render as milliseconds, whose 9-digit counts nft refuses from
+// about 27.8h on.
+func kernelTimeout(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	d = min(d, policy.MaxTimeout)
+	if r := d % time.Second; r != 0 {
+		d += time.Second - r
+	}
+	return d
+}
+
+// withCapNote appends CappedNote to reason when capped and it is not there
+// yet (a restored ban keeps its reason), keeping the result within
+// MaxCommentLen by shortening reason.
+func withCapNote(reason string, capped bool) string {
+	if !capped || strings.HasSuffix(reason, CappedNote) {
+		return reason
+	}
+	if n := MaxCommentLen - len(CappedNote); len(reason) > n {
+		reason = strings.TrimRight(reason[:n-3], " ") + "..."
+	}
+	return reason + CappedNote
 }
 
 // BanReason is the short, comment-safe reason Compile stores for a verdict,

@@ -17,9 +17,9 @@ import (
 
 // goldenHost is the fixed host the pipeline cases protect, standing in for
 // the addresses of the machine running synban.
-var goldenHost = []netip.Prefix{
-	netip.MustParsePrefix("192.0.2.1/32"),
-	netip.MustParsePrefix("2001:db8::1/128"),
+var goldenHost = []policy.Protected{
+	{Prefix: netip.MustParsePrefix("192.0.2.1/32"), Why: "host address"},
+	{Prefix: netip.MustParsePrefix("2001:db8::1/128"), Why: "host address"},
 }
 
 // pipelineCase runs fixtures through the whole dry-run pipeline: the procfs

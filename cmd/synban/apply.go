@@ -163,6 +163,13 @@ func recordBans(s *state.State, d *decision, backend string, now time.Time) {
 	for _, b := range d.Ruleset.Bans {
 		v, decided := fresh[b.Prefix]
 		sb := state.Ban{Prefix: b.Prefix, Since: now, Until: now.Add(b.Timeout), Reason: b.Reason, Backend: backend}
+		if old, ok := s.Find(b.Prefix); ok && old.Until.After(sb.Until) {
+			// Compile cut the stored ban to ban.max_duration (a ban stored
+			// until 2099): the store must not outlast the kernel, or every
+			// run would restore it again. Upsert only lengthens.
+			s.Remove(b.Prefix)
+			sb.Since = old.Since
+		}
 		if decided {
 			sb.Rule = v.Rule
 			s.Record(b.Prefix, now, b.Timeout)
@@ -260,15 +267,32 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
+	reason := "manual ban"
+	if why, broad := rules.TooBroad(p, subject); broad {
+		switch {
+		case subject.Bits() == 0:
+			return badInput("refusing to ban %s: %s, even with --force", subject, why)
+		case !o.force:
+			return badInput("refusing to ban %s: %s; add --force to ban it anyway", subject, why)
+		}
+		// Compile, now and when the ban is restored from the state store,
+		// lets a broad ban through only with this reason.
+		reason = rules.ForcedBanReason
+	}
 	if why, protected := g.Protects(subject); protected {
 		return badInput("refusing to ban %s: %s", subject, why)
 	}
-	rs, omitted, err := rules.Compile(p, []detect.Verdict{{Subject: subject, BanFor: d, Reason: "manual ban", Sources: 1}}, g)
+	rs, omitted, err := rules.Compile(p, []detect.Verdict{{Subject: subject, BanFor: d, Reason: reason, Sources: 1}}, g)
 	if err != nil {
 		return fmt.Errorf("compile ruleset: %w", err)
 	}
 	if len(omitted) > 0 {
 		return badInput("refusing to ban %s: %s", subject, omitted[0].Why)
+	}
+	ban := rs.Bans[0]
+	note := ""
+	if ban.Timeout < d {
+		note = " (capped by ban.max_duration)"
 	}
 	store, b, choice, release, err := a.lockAndOpen(ctx, o, p)
 	if err != nil {
@@ -280,13 +304,13 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 	}
 	now := time.Now()
 	if err := store.Update(func(s *state.State) error {
-		s.Upsert(state.Ban{Prefix: rs.Bans[0].Prefix, Since: now, Until: now.Add(d), Reason: "manual ban", Rule: "manual", Backend: choice.Name})
+		s.Upsert(state.Ban{Prefix: ban.Prefix, Since: now, Until: now.Add(ban.Timeout), Reason: ban.Reason, Rule: "manual", Backend: choice.Name})
 		return nil
 	}); err != nil {
 		return fmt.Errorf("record ban: %w", err)
 	}
-	a.log.Info("ban", "subject", rs.Bans[0].Prefix, "rule", "manual", "for", d, "backend", choice.Name)
-	fmt.Fprintf(a.stdout, "banned %s for %s (%s)\n", rs.Bans[0].Prefix, d, choice.Name)
+	a.log.Info("ban", "subject", ban.Prefix, "rule", "manual", "for", ban.Timeout, "asked", d, "reason", ban.Reason, "backend", choice.Name)
+	fmt.Fprintf(a.stdout, "banned %s for %s%s (%s)\n", ban.Prefix, ban.Timeout, note, choice.Name)
 	return nil
 }
 

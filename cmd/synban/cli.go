@@ -54,6 +54,7 @@ type options struct {
 	backend  string
 	format   string
 	banFor   string
+	force    bool
 	dryRun   bool
 	every    string
 	noNFT    bool
@@ -128,6 +129,7 @@ func flagsRun(fs *flag.FlagSet, o *options) {
 func flagsBan(fs *flag.FlagSet, o *options) {
 	flagsLocked(fs, o)
 	fs.StringVar(&o.banFor, "for", "", "ban duration (default: the policy's ban.duration)")
+	fs.BoolVar(&o.force, "force", false, "ban a prefix broader than ban.min_ipv4_length/min_ipv6_length (never a /0)")
 }
 
 // Main runs synban with args (without the program name) and returns the exit code.

@@ -49,22 +49,19 @@ func loadPolicy(o *options) (*policy.Policy, error) {
 	return policy.Load(o.config)
 }
 
-// guard builds the never-ban guard from the policy and the host's addresses.
+// guard builds the never-ban guard from the policy and the host's
+// addresses, each with the reason it is protected (host address, default
+// gateway, SSH client), which the guard's messages then name.
 func (a *app) guard(p *policy.Policy) (*policy.Guard, error) {
-	var host []netip.Prefix
-	var whys []string
+	var host []detect.Protected
 	if p.Allow.Host {
 		ssh := os.Getenv("SSH_CONNECTION")
 		if ssh == "" {
 			ssh = os.Getenv("SSH_CLIENT")
 		}
-		prot, err := detect.HostProtected(ssh)
-		if err != nil {
+		var err error
+		if host, err = detect.HostProtected(ssh); err != nil {
 			return nil, fmt.Errorf("find the host's own addresses: %w", err)
-		}
-		for _, pr := range prot {
-			host = append(host, pr.Prefix)
-			whys = append(whys, pr.Why)
 		}
 	}
 	a.log.Debug("never-ban addresses of this host", "count", len(host))
@@ -129,9 +126,20 @@ func (a *app) sampleLive(ctx context.Context, p *policy.Policy) (*window, error)
 
 // replay samples a captured table: the same file read for every sample of
 // the window, so K-of-N rules see it as a steady state.
+//
+// The capture is checked first. FROM/net/tcp is required and net/tcp6
+// optional; each must be a regular file. A file holding only the header line
+// is a quiet host's empty table and fine; an empty file (not even the
+// header), or one where lines were malformed and none parsed, is bad input:
+// replaying it would report "flood: none" about a table never read.
 func (a *app) replay(ctx context.Context, p *policy.Policy, from string) (*window, error) {
 	if _, err := os.Stat(filepath.Join(from, "net", "tcp")); err != nil {
 		return nil, badInput("--from %s: want a directory holding net/tcp (and net/tcp6) in /proc format: %v", from, err)
+	}
+	for _, name := range []string{"net/tcp", "net/tcp6"} {
+		if err := checkCapture(from, name); err != nil {
+			return nil, err
+		}
 	}
 	src := detect.ProcFS{Root: from}
 	w := &window{Samplers: []string{"procfs"}, Why: "replaying the captured table under " + from}
@@ -141,6 +149,36 @@ func (a *app) replay(ctx context.Context, p *policy.Policy, from string) (*windo
 	}
 	w.Result = res
 	return w, nil
+}
+
+// checkCapture checks the captured table FROM/name (see replay); a missing
+// net/tcp6 is fine.
+func checkCapture(from, name string) error {
+	path := filepath.Join(from, name)
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil && name == "net/tcp6" && errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return badInput("--from %s: %s: %v", from, name, err)
+	case !fi.Mode().IsRegular():
+		return badInput("--from %s: %s: not a regular file (%s)", from, name, fi.Mode().Type())
+	case fi.Size() == 0:
+		return badInput("--from %s: %s: empty file; a capture holds at least the header line (\"sl local_address ...\")", from, name)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return badInput("--from %s: %s: %v", from, name, err)
+	}
+	defer f.Close()
+	_, st, err := detect.ParseProcNet(f, nil)
+	if err != nil {
+		return fmt.Errorf("--from %s: read %s: %w", from, name, err)
+	}
+	if st.Malformed > 0 && st.Conns+st.Listen == 0 {
+		return badInput("--from %s: %s: no line parsed (%d malformed)", from, name, st.Malformed)
+	}
+	return nil
 }
 
 func first(s []string) string {
