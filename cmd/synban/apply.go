@@ -66,9 +66,13 @@ func (a *app) lockAndOpen(ctx context.Context, o *options, p *policy.Policy) (*s
 	return store, b, choice, release, nil
 }
 
-// apply runs one full cycle: lock, decide, apply, record, expire.
+// apply runs one full cycle: lock, decide, apply, record, expire. A signal
+// (ctx cancelled) ends the cycle at once while it waits for the lock or
+// samples; once the firewall is about to change, the cycle completes (apply,
+// record, expire) so the kernel and the state store stay consistent.
 func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.Time) error {
 	start := time.Now()
+	a.log.Debug("taking the state lock", "dir", o.stateDir, "wait", o.wait)
 	store, release, err := lockedStore(ctx, o.stateDir, o.wait)
 	if err != nil {
 		return err
@@ -82,6 +86,11 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	if err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("before applying: %w", err)
+	}
+	// From here on the cycle completes even when a signal comes.
+	ctx = context.WithoutCancel(ctx)
 	sysctlChanges := a.hardenKernel(p)
 	if changed, err := detect.ApplySpoofSysctls("", p, d.Class); err != nil {
 		a.log.Error("could not apply the kernel settings against a spoofed flood", "err", err)

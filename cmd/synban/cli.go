@@ -183,6 +183,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	if ctx.Err() != nil {
+		// SIGINT or SIGTERM: whatever failed after it failed because of it
+		// (a sampling window, a lock wait cut short). watch returns nil.
+		a.log.Debug("interrupted", "cmd", cmd.name, "err", err)
+		fmt.Fprintf(stderr, "synban %s: interrupted\n", cmd.name)
+		return exitFailure
+	}
 	fmt.Fprintf(stderr, "synban %s: %v\n", cmd.name, err)
 	var ue usageError
 	var pe *policy.Error
