@@ -27,8 +27,10 @@ type Unattended struct {
 	// CronUser is the user field of the /etc/cron.d line; "" leaves the
 	// field out, for a crontab edited with crontab -e.
 	CronUser string
-	// LogLevel is the runs' --log-level ("info" when empty): one summary
-	// line per run, and every ban and expiry.
+	// LogLevel is the runs' --log-level. Empty means "info" in the systemd
+	// units (one summary line per run, and every ban and expiry, into the
+	// journal) and "warn" in cron (whatever a run prints, cron mails: a run
+	// that went well must print nothing).
 	LogLevel string
 }
 
@@ -128,7 +130,8 @@ func SystemdUnits(u Unattended) ([]Unit, error) {
 }
 
 // Cron writes an /etc/cron.d file running synban every u.Every, which must
-// be whole minutes dividing an hour (1m, 2m, 5m, ... 30m) or one hour.
+// be whole minutes dividing an hour (1m, 2m, 5m, ... 30m) or one hour. The
+// line has no pipe, so its exit status is synban's; cron mails its output.
 func Cron(w io.Writer, u Unattended) error {
 	d, err := u.data()
 	if err != nil {
@@ -144,6 +147,9 @@ func Cron(w io.Writer, u Unattended) error {
 		d.Schedule = "0 * * * *"
 	default:
 		d.Schedule = fmt.Sprintf("*/%d * * * *", m)
+	}
+	if u.LogLevel == "" {
+		d.LogLevel = "warn"
 	}
 	text, err := renderOps("cron.tmpl", d)
 	if err != nil {

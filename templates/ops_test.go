@@ -2,6 +2,10 @@ package templates
 
 import (
 	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +17,7 @@ func unattendedFor(every time.Duration) Unattended {
 
 func TestCronSchedules(t *testing.T) {
 	for every, want := range map[time.Duration]string{
-		time.Minute:      "* * * * * root /usr/local/bin/synban run -c /etc/synban/policy.toml --log-level info 2>&1 | logger -t synban",
+		time.Minute:      "* * * * * root /usr/local/bin/synban run -c /etc/synban/policy.toml --log-level warn\n",
 		2 * time.Minute:  "*/2 * * * * root ",
 		15 * time.Minute: "*/15 * * * * root ",
 		30 * time.Minute: "*/30 * * * * root ",
@@ -31,6 +35,47 @@ func TestCronSchedules(t *testing.T) {
 		if err := Cron(&bytes.Buffer{}, unattendedFor(every)); err == nil {
 			t.Errorf("Cron accepted every %s, which cron cannot express", every)
 		}
+	}
+}
+
+// TestCronKeepsExitStatus runs the rendered cron command with /bin/sh, as
+// cron does, on a stand-in for synban that exits 2: the command's status must
+// be 2, not that of a pipe's last program.
+func TestCronKeepsExitStatus(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "synban")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho \"synban run: bad policy\" >&2\nexit 2\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	u := unattendedFor(time.Minute)
+	u.Binary = bin
+	var b bytes.Buffer
+	if err := Cron(&b, u); err != nil {
+		t.Fatal(err)
+	}
+	var job string
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, "* * * * * ") {
+			job = l
+		}
+	}
+	// Five schedule fields and the user field, then the command.
+	f := strings.SplitN(job, " ", 7)
+	if len(f) != 7 || f[5] != "root" {
+		t.Fatalf("no job line in:\n%s", b.String())
+	}
+	cmd := exec.Command(sh, "-c", f[6])
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Errorf("cron command %q: %v (output %q); want exit status 2, synban's", f[6], err, out)
+	}
+	if !strings.Contains(string(out), "bad policy") {
+		t.Errorf("cron command %q hid synban's message from cron's mail: output %q", f[6], out)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -12,14 +14,16 @@ import (
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/backends"
+	"github.com/synban/synban/rules/route"
 	"github.com/synban/synban/rules/state"
 	"github.com/synban/synban/templates"
 )
 
-// openBackend picks the backend (policy or --backend) and logs why.
-func (a *app) openBackend(ctx context.Context, o *options, p *policy.Policy, store *state.Store) (rules.Backend, backends.Choice, error) {
+// backendOptions are the backend options the policy and the flags ask for:
+// one place, so that run, status and plan choose alike.
+func (a *app) backendOptions(o *options, p *policy.Policy, store *state.Store) backends.Options {
 	nftMode, nftTable, nftFamily := p.NFTables.Target()
-	b, choice, err := backends.Open(ctx, backendName(o, p), backends.Options{
+	return backends.Options{
 		Logger:             a.log,
 		Store:              store,
 		DisableNFTables:    o.noNFT,
@@ -31,7 +35,12 @@ func (a *app) openBackend(ctx context.Context, o *options, p *policy.Policy, sto
 		IPTablesDockerUser: p.IPTables.DockerUser,
 		RouteType:          p.Route.Type,
 		RouteProtocol:      p.Route.Protocol,
-	})
+	}
+}
+
+// openBackend picks the backend (policy or --backend) and logs why.
+func (a *app) openBackend(ctx context.Context, o *options, p *policy.Policy, store *state.Store) (rules.Backend, backends.Choice, error) {
+	b, choice, err := backends.Open(ctx, backendName(o, p), a.backendOptions(o, p, store))
 	if err != nil {
 		return nil, choice, fmt.Errorf("choose a firewall backend: %w", err)
 	}
@@ -57,9 +66,13 @@ func (a *app) lockAndOpen(ctx context.Context, o *options, p *policy.Policy) (*s
 	return store, b, choice, release, nil
 }
 
-// apply runs one full cycle: lock, decide, apply, record, expire.
+// apply runs one full cycle: lock, decide, apply, record, expire. A signal
+// (ctx cancelled) ends the cycle at once while it waits for the lock or
+// samples; once the firewall is about to change, the cycle completes (apply,
+// record, expire) so the kernel and the state store stay consistent.
 func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.Time) error {
 	start := time.Now()
+	a.log.Debug("taking the state lock", "dir", o.stateDir, "wait", o.wait)
 	store, release, err := lockedStore(ctx, o.stateDir, o.wait)
 	if err != nil {
 		return err
@@ -73,6 +86,11 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	if err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("before applying: %w", err)
+	}
+	// From here on the cycle completes even when a signal comes.
+	ctx = context.WithoutCancel(ctx)
 	sysctlChanges := a.hardenKernel(p)
 	if changed, err := detect.ApplySpoofSysctls("", p, d.Class); err != nil {
 		a.log.Error("could not apply the kernel settings against a spoofed flood", "err", err)
@@ -178,6 +196,11 @@ func recordBans(s *state.State, d *decision, backend string, now time.Time) {
 	}
 }
 
+// cmdStatus shows the backend, the bans in the kernel and the drop counters,
+// and says plainly what the kernel lacks of what the state store holds. It
+// writes nothing: no state directory is created (the store is read only when
+// it exists), no store updated, and the backend is opened read-only (no
+// table, chain, set or route created, expired or removed).
 func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 	if err := noArgs("status", args); err != nil {
 		return err
@@ -186,13 +209,23 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	store, err := state.Open(o.stateDir)
+	st, err := readState(o.stateDir)
 	if err != nil {
-		return fmt.Errorf("open state store: %w", err)
+		return fmt.Errorf("read state store: %w", err)
 	}
-	b, choice, err := a.openBackend(ctx, o, p, store)
+	var store *state.Store
+	if st != nil {
+		// The state file exists, so Open creates nothing; the route backend
+		// reads its reasons and times from it.
+		if store, err = state.Open(o.stateDir); err != nil {
+			return fmt.Errorf("open state store: %w", err)
+		}
+	}
+	bo := a.backendOptions(o, p, store)
+	bo.ReadOnly = true
+	b, choice, err := backends.Open(ctx, backendName(o, p), bo)
 	if err != nil {
-		return err
+		return fmt.Errorf("choose a firewall backend: %w", err)
 	}
 	bans, err := b.Bans(ctx)
 	if err != nil {
@@ -202,6 +235,14 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return fmt.Errorf("read counters with %s: %w", choice.Name, err)
 	}
+	var missing []string
+	if in, ok := b.(backends.Inspector); ok {
+		if missing, err = in.Missing(ctx); err != nil {
+			return fmt.Errorf("inspect %s: %w", choice.Name, err)
+		}
+	}
+	gap := compareStored(st, bans, time.Now())
+	notes := gap.notes(choice.Name, missing, p.Route.Protocol)
 	if o.json {
 		type banJSON struct {
 			Prefix  string  `json:"prefix"`
@@ -213,9 +254,18 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 		for _, bn := range bans {
 			out = append(out, banJSON{bn.Prefix.String(), bn.Expires.Seconds(), bn.Timeout.Seconds(), bn.Reason})
 		}
-		return writeJSON(a.stdout, map[string]any{"backend": choice.Name, "backend_why": choice.Why, "bans": out, "counters": counters})
+		absent := make([]string, 0, len(gap.absent))
+		for _, pfx := range gap.absent {
+			absent = append(absent, pfx.String())
+		}
+		return writeJSON(a.stdout, map[string]any{"backend": choice.Name, "backend_why": choice.Why, "bans": out, "counters": counters,
+			"missing": append([]string{}, missing...), "stored_bans": gap.stored, "stored_missing": absent,
+			"state_loaded": st != nil, "notes": append([]string{}, notes...)})
 	}
 	fmt.Fprintf(a.stdout, "backend: %s (%s)\n", choice.Name, choice.Why)
+	for _, n := range notes {
+		fmt.Fprintln(a.stdout, n)
+	}
 	fmt.Fprintf(a.stdout, "bans: %d\n", len(bans))
 	writeBans(a.stdout, bans)
 	if len(counters) > 0 {
@@ -227,6 +277,75 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 		tw.Flush()
 	}
 	return nil
+}
+
+// storeGap compares the state store's active bans with the kernel's.
+type storeGap struct {
+	// stored counts the bans the next run would restore from the store.
+	stored int
+	// absent are those of them no ban in the kernel covers.
+	absent []netip.Prefix
+	// stale counts bans in the kernel the store has no active ban for
+	// (for routes, which the next run removes).
+	stale int
+}
+
+// compareStored finds which of the store's active bans (those the next run
+// restores, see storedVerdicts) the kernel lacks. st may be nil.
+func compareStored(st *state.State, kernel []rules.ActiveBan, now time.Time) storeGap {
+	var g storeGap
+	if st == nil {
+		g.stale = len(kernel)
+		return g
+	}
+	stored := storedVerdicts(st, now)
+	g.stored = len(stored)
+	for _, v := range stored {
+		covered := slices.ContainsFunc(kernel, func(k rules.ActiveBan) bool {
+			return k.Prefix.Addr().Is4() == v.Subject.Addr().Is4() && k.Prefix.Bits() <= v.Subject.Bits() && k.Prefix.Contains(v.Subject.Addr())
+		})
+		if !covered {
+			g.absent = append(g.absent, v.Subject)
+		}
+	}
+	for _, k := range kernel {
+		if !slices.ContainsFunc(stored, func(v detect.Verdict) bool { return v.Subject == k.Prefix }) {
+			g.stale++
+		}
+	}
+	return g
+}
+
+// notes says in words what the kernel lacks and what the next run will do.
+func (g storeGap) notes(backend string, missing []string, routeProto int) []string {
+	var out []string
+	stored := "no bans stored"
+	if g.stored > 0 {
+		stored = plural(g.stored, "ban") + " stored"
+	}
+	switch {
+	case len(missing) > 0 && g.stored > 0:
+		out = append(out, fmt.Sprintf("%s: %s missing; %s; the next run restores them", backend, strings.Join(missing, ", "), stored))
+	case len(missing) > 0:
+		out = append(out, fmt.Sprintf("%s: %s missing; %s; the next run creates it", backend, strings.Join(missing, ", "), stored))
+	case len(g.absent) > 0:
+		out = append(out, fmt.Sprintf("%d of %s missing from the kernel; the next run restores them", len(g.absent), plural(g.stored, "stored ban")))
+	}
+	if backend == backends.Route && g.stale > 0 {
+		if routeProto == 0 {
+			routeProto = route.DefaultProtocol
+		}
+		out = append(out, fmt.Sprintf("%s of protocol %d expired or unknown to the state store; the next run removes them", plural(g.stale, "route"), routeProto))
+	}
+	return out
+}
+
+// plural is "1 ban", "12 bans".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func writeBans(w io.Writer, bans []rules.ActiveBan) {

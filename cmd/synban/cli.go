@@ -157,17 +157,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	o := &options{}
 	cmd.setup(fs, o)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: synban %s [flags] %s\n\n%s\n\nflags:\n", cmd.name, cmd.args, cmd.summary)
-		fs.PrintDefaults()
-	}
+	// The flag package calls Usage itself on every parse error, -h included;
+	// the usage is printed once below instead: on stdout for --help, on
+	// stderr after the error message otherwise.
+	fs.Usage = func() {}
 	positional, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
+			commandUsage(stdout, fs, cmd)
 			return exitOK
 		}
+		commandUsage(stderr, fs, cmd)
 		return exitUsage
 	}
 	level, err := logLevel(o)
@@ -185,6 +185,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	if ctx.Err() != nil {
+		// SIGINT or SIGTERM: whatever failed after it failed because of it
+		// (a sampling window, a lock wait cut short). watch returns nil.
+		a.log.Debug("interrupted", "cmd", cmd.name, "err", err)
+		fmt.Fprintf(stderr, "synban %s: interrupted\n", cmd.name)
+		return exitFailure
+	}
 	fmt.Fprintf(stderr, "synban %s: %v\n", cmd.name, err)
 	var ue usageError
 	var pe *policy.Error
@@ -195,6 +202,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitLocked
 	}
 	return exitFailure
+}
+
+// commandUsage prints one command's usage and flags to w.
+func commandUsage(w io.Writer, fs *flag.FlagSet, cmd *command) {
+	fmt.Fprintf(w, "usage: synban %s [flags] %s\n\n%s\n\nflags:\n", cmd.name, cmd.args, cmd.summary)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
 }
 
 func usage(w io.Writer, cmds []*command) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/policy"
+	"github.com/synban/synban/rules/backends"
 	"github.com/synban/synban/rules/state"
 	"github.com/synban/synban/templates"
 )
@@ -79,28 +80,43 @@ func cmdRun(ctx context.Context, a *app, o *options, args []string) error {
 		if err != nil {
 			return err
 		}
-		return a.printPlan(d, o)
+		// Which backend run would use, chosen by the same code, probing
+		// without creating anything.
+		choice, err := backends.Choose(ctx, backendName(o, p), a.backendOptions(o, p, nil))
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			choice.Why = fmt.Sprintf("%v: run would fail", err)
+		}
+		return a.printPlan(d, o, choice)
 	}
 	return a.runCycle(ctx, o, p, now)
 }
 
 // printPlan writes the dry run: the verdicts as comments, then the ruleset in
-// the chosen firewall syntax (the whole output stays a valid script), or the
-// script alone with --format, or JSON.
-func (a *app) printPlan(d *decision, o *options) error {
+// the syntax of the backend run would choose (the whole output stays a valid
+// script), or the script alone with --format, or JSON.
+func (a *app) printPlan(d *decision, o *options, choice backends.Choice) error {
 	format := o.format
 	if format == "" {
-		format = planFormat(backendName(o, d.Policy))
+		backend := choice.Name
+		if backend == "" { // none works: the one asked for
+			backend = backendName(o, d.Policy)
+		}
+		format = planFormat(backend)
 	}
 	var script strings.Builder
 	if err := renderRuleset(&script, d, format); err != nil {
 		return err
 	}
 	if o.json {
-		return writeJSON(a.stdout, planJSON(d, format, script.String()))
+		js := planJSON(d, format, script.String())
+		js["backend"], js["backend_why"], js["backend_assumed"] = choice.Name, choice.Why, choice.Assumed
+		return writeJSON(a.stdout, js)
 	}
 	if o.format == "" {
-		writeSummary(a.stdout, d)
+		writeSummary(a.stdout, d, choice)
 	}
 	_, err := io.WriteString(a.stdout, script.String())
 	return err
@@ -124,13 +140,21 @@ func renderRuleset(w io.Writer, d *decision, format string) error {
 }
 
 // writeSummary prints the verdicts as '#' comments.
-func writeSummary(w io.Writer, d *decision) {
+func writeSummary(w io.Writer, d *decision, choice backends.Choice) {
 	r := d.Report
 	conns := 0
 	for _, s := range d.Samples {
 		conns += len(s.Conns)
 	}
 	fmt.Fprintf(w, "# synban plan — policy %s\n", d.Policy.Source)
+	switch {
+	case choice.Name == "":
+		fmt.Fprintf(w, "# backend run would use: none (%s)\n", choice.Why)
+	case choice.Assumed:
+		fmt.Fprintf(w, "# backend run would use: %s (assumed: probing needs root)\n", choice.Name)
+	default:
+		fmt.Fprintf(w, "# backend run would use: %s (%s)\n", choice.Name, choice.Why)
+	}
 	fmt.Fprintf(w, "# sampler: %s (%s)\n", d.Sampler, d.SamplerWhy)
 	fmt.Fprintf(w, "# window: %d sample(s), %d entries, %d distinct sources, %d malformed\n", r.Samples, conns, r.Sources, r.Malformed)
 	c := d.Class

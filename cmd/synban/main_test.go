@@ -18,7 +18,9 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("SYNBAN_TEST_ROLE") {
 	case "":
-		os.Exit(m.Run())
+		code := m.Run()
+		removeBuilt()
+		os.Exit(code)
 	case "synban":
 		// As main does: SIGTERM and SIGINT cancel the context (synban watch).
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -479,6 +479,11 @@ func TestRenderSystemdVerifies(t *testing.T) {
 			t.Errorf("%s lacks %q:\n%s", unit, want, text[unit])
 		}
 	}
+	// A bad policy (exit 2) stops the watch unit instead of restarting it
+	// every RestartSec forever.
+	if !strings.Contains(text["synban-watch.service"], "\nRestartPreventExitStatus=2\n") {
+		t.Errorf("synban-watch.service restarts on exit 2 (bad policy):\n%s", text["synban-watch.service"])
+	}
 	if !strings.Contains(text["synban.service"], "SuccessExitStatus=3") {
 		t.Errorf("synban.service does not treat exit 3 (lock held) as success:\n%s", text["synban.service"])
 	}
@@ -504,10 +509,10 @@ func TestRenderCron(t *testing.T) {
 		args []string
 		line string
 	}{
-		{nil, "* * * * * root /usr/local/bin/synban run --log-level info 2>&1 | logger -t synban"},
-		{[]string{"--every", "5m", "--user", "", "--binary", "/opt/synban/bin/synban", "--log-level", "warn"},
-			"*/5 * * * * /opt/synban/bin/synban run --log-level warn 2>&1 | logger -t synban"},
-		{[]string{"--every", "1h", "--state-dir", "/srv/synban"}, "0 * * * * root /usr/local/bin/synban run --state-dir /srv/synban --log-level info"},
+		{nil, "* * * * * root /usr/local/bin/synban run --log-level warn"},
+		{[]string{"--every", "5m", "--user", "", "--binary", "/opt/synban/bin/synban", "--log-level", "info"},
+			"*/5 * * * * /opt/synban/bin/synban run --log-level info"},
+		{[]string{"--every", "1h", "--state-dir", "/srv/synban"}, "0 * * * * root /usr/local/bin/synban run --state-dir /srv/synban --log-level warn"},
 	} {
 		code, out, stderr := runMain(t, append([]string{"render", "cron"}, tc.args...)...)
 		if code != exitOK {
@@ -519,8 +524,8 @@ func TestRenderCron(t *testing.T) {
 				lines = append(lines, l)
 			}
 		}
-		if len(lines) != 1 || !strings.HasPrefix(lines[0], tc.line) {
-			t.Errorf("render cron %v: job lines %q, want one starting %q", tc.args, lines, tc.line)
+		if len(lines) != 1 || lines[0] != tc.line {
+			t.Errorf("render cron %v: job lines %q, want exactly %q", tc.args, lines, tc.line)
 		}
 	}
 	// The state dir given as the default is left out.

@@ -37,7 +37,9 @@ func flagsWatch(fs *flag.FlagSet, o *options) {
 func (a *app) runCycle(ctx context.Context, o *options, p *policy.Policy, now time.Time) error {
 	start := time.Now()
 	err := a.apply(ctx, o, p, now)
-	if err != nil && !errors.Is(err, state.ErrLocked) && p.Metrics.Textfile != "" {
+	// An interrupted run is not a failure of the host's defence: the metrics
+	// keep the last run's outcome.
+	if err != nil && ctx.Err() == nil && !errors.Is(err, state.ErrLocked) && p.Metrics.Textfile != "" {
 		if merr := metrics.Write(p.Metrics.Textfile, metrics.Run{Start: start, Elapsed: time.Since(start), Err: err}); merr != nil {
 			a.log.Error("could not write the metrics file", "path", p.Metrics.Textfile, "err", merr)
 		}
@@ -49,8 +51,9 @@ func (a *app) runCycle(ctx context.Context, o *options, p *policy.Policy, now ti
 // (SIGTERM or SIGINT), then returns nil. A failed cycle is logged and the
 // loop goes on. The policy is re-read before every cycle, so edits take
 // effect without a restart; an edit that does not load is logged and the
-// last good policy stays in use. A cycle in progress when the signal comes
-// is finished first, so the firewall and the state store stay consistent.
+// last good policy stays in use. A signal ends a cycle that is still
+// sampling or waiting at once; a cycle already applying is finished first
+// (see apply), so the firewall and the state store stay consistent.
 func cmdWatch(ctx context.Context, a *app, o *options, args []string) error {
 	if err := noArgs("watch", args); err != nil {
 		return err
@@ -77,12 +80,13 @@ func cmdWatch(ctx context.Context, a *app, o *options, args []string) error {
 				p = np
 			}
 		}
-		// The cycle's own context is not cancelled by the signal: a cycle
-		// ends as a whole.
-		if err := a.runCycle(context.WithoutCancel(ctx), o, p, time.Now()); err != nil {
-			if errors.Is(err, state.ErrLocked) {
+		if err := a.runCycle(ctx, o, p, time.Now()); err != nil {
+			switch {
+			case ctx.Err() != nil:
+				a.log.Info("cycle interrupted", "cycle", cycle, "err", err)
+			case errors.Is(err, state.ErrLocked):
 				a.log.Warn("cycle skipped: another run holds the state lock", "cycle", cycle, "err", err)
-			} else {
+			default:
 				a.log.Error("cycle failed", "cycle", cycle, "err", err)
 			}
 		}

@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/ipt"
@@ -32,8 +35,14 @@ type Options struct {
 	NetNS string
 	// Logger receives the choice and the chosen backend's logs; nil discards them.
 	Logger *slog.Logger
-	// Store is the state store; the route backend requires it.
+	// Store is the state store; the route backend requires it unless
+	// ReadOnly.
 	Store *state.Store
+	// ReadOnly is for the commands that only read (status, plan): the probes
+	// and constructors create nothing (none does: they list), the route
+	// backend may go without a store, and the backend Open returns refuses
+	// Apply, Unban and Flush with ErrReadOnly.
+	ReadOnly bool
 
 	// DisableNFTables skips nftables in "auto", as if it did not work (an
 	// operator's override, or a test simulating an old kernel).
@@ -72,6 +81,22 @@ type Choice struct {
 	// Tried holds one entry per backend considered, in order, saying what
 	// happened to it.
 	Tried []string
+	// Assumed is set by Choose when the backend could not be probed (the
+	// process lacks CAP_NET_ADMIN): Name is then the first candidate, taken
+	// on trust, and Why says so.
+	Assumed bool
+}
+
+// ErrReadOnly is returned (wrapped) by a backend opened with
+// Options.ReadOnly when asked to change something.
+var ErrReadOnly = errors.New("backend opened read-only")
+
+// Inspector is implemented by backends that can list, without changing
+// anything, what of their structure (table, chains, sets) the kernel lacks.
+// Backends opened by Open implement it; the route backend has no structure
+// and reports nothing.
+type Inspector interface {
+	Missing(ctx context.Context) ([]string, error)
 }
 
 // Open returns the backend called name ("auto", "" meaning the same,
@@ -79,6 +104,38 @@ type Choice struct {
 // an error; "auto" tries nftables, then iptables, then routes, and takes the
 // first that works. The choice is logged and returned.
 func Open(ctx context.Context, name string, o Options) (rules.Backend, Choice, error) {
+	b, ch, err := choose(ctx, name, o, false)
+	if err != nil || !o.ReadOnly {
+		return b, ch, err
+	}
+	return readOnly{b}, ch, nil
+}
+
+// Choose says which backend Open would return for name and o, probing as
+// Open does (a probe only lists; nothing is created), and closes it. When
+// the process lacks CAP_NET_ADMIN, nftables and iptables cannot be probed:
+// Choose then takes the first of them that auto would try (or the one
+// named) on trust and sets Choice.Assumed, rather than falling through to
+// a backend that an unprivileged probe happens to pass.
+func Choose(ctx context.Context, name string, o Options) (Choice, error) {
+	o.ReadOnly = true
+	_, ch, err := choose(ctx, name, o, !netAdmin())
+	return ch, err
+}
+
+// netAdmin reports whether the process has CAP_NET_ADMIN in its effective set.
+func netAdmin() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[0].Effective&(1<<unix.CAP_NET_ADMIN) != 0
+}
+
+// choose is Open's and Choose's one selection: with assume, a candidate
+// that needs CAP_NET_ADMIN to be probed is taken on trust.
+func choose(ctx context.Context, name string, o Options, assume bool) (rules.Backend, Choice, error) {
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -96,6 +153,12 @@ func Open(ctx context.Context, name string, o Options) (rules.Backend, Choice, e
 	for _, n := range try {
 		if err := ctx.Err(); err != nil {
 			return nil, ch, fmt.Errorf("choose backend: %w", err)
+		}
+		if assume && n != Route && !disabled(n, auto, o) {
+			ch.Name, ch.Assumed = n, true
+			ch.Tried = append(ch.Tried, n+" (assumed: probing needs root)")
+			ch.Why = strings.Join(ch.Tried, "; ") + "; chose " + n
+			return nil, ch, nil
 		}
 		b, err := open(n, auto, o, log)
 		if err != nil {
@@ -127,13 +190,18 @@ func Open(ctx context.Context, name string, o Options) (rules.Backend, Choice, e
 // errDisabled says a backend was skipped by option.
 var errDisabled = errors.New("disabled by option")
 
+// disabled reports whether auto skips the backend by option.
+func disabled(name string, auto bool, o Options) bool {
+	return auto && (name == NFTables && o.DisableNFTables || name == IPTables && o.DisableIPTables)
+}
+
 // open builds and probes one backend.
 func open(name string, auto bool, o Options, log *slog.Logger) (rules.Backend, error) {
+	if disabled(name, auto, o) {
+		return nil, errDisabled
+	}
 	switch name {
 	case NFTables:
-		if auto && o.DisableNFTables {
-			return nil, errDisabled
-		}
 		no := nft.Options{NetNS: o.NetNS, Logger: log.With("backend", NFTables), Table: o.NFTTable, Family: o.NFTFamily, Mode: o.NFTMode}
 		if err := nft.Probe(no); err != nil {
 			return nil, fmt.Errorf("netlink probe failed: %w", err)
@@ -144,9 +212,6 @@ func open(name string, auto bool, o Options, log *slog.Logger) (rules.Backend, e
 		}
 		return b, nil
 	case IPTables:
-		if auto && o.DisableIPTables {
-			return nil, errDisabled
-		}
 		b, err := ipt.New(ipt.Options{
 			NetNS: o.NetNS, Path: o.IPTablesPath, Chain: o.IPTablesChain,
 			DockerUser: o.IPTablesDockerUser, Logger: log.With("backend", IPTables),
@@ -156,10 +221,10 @@ func open(name string, auto bool, o Options, log *slog.Logger) (rules.Backend, e
 		}
 		return b, nil
 	default:
-		if o.Store == nil {
+		if o.Store == nil && !o.ReadOnly {
 			return nil, errors.New("no state store to keep ban expiry in")
 		}
-		ro := route.Options{NetNS: o.NetNS, Store: o.Store, Type: o.RouteType, Protocol: o.RouteProtocol, Logger: log.With("backend", Route)}
+		ro := route.Options{NetNS: o.NetNS, Store: o.Store, ReadOnly: o.ReadOnly, Type: o.RouteType, Protocol: o.RouteProtocol, Logger: log.With("backend", Route)}
 		b, err := route.New(ro)
 		if err != nil {
 			return nil, err
@@ -169,4 +234,40 @@ func open(name string, auto bool, o Options, log *slog.Logger) (rules.Backend, e
 		}
 		return b, nil
 	}
+}
+
+// readOnly is a backend opened with Options.ReadOnly: it lists and counts,
+// and refuses every change.
+type readOnly struct{ rules.Backend }
+
+// Apply refuses.
+func (r readOnly) Apply(context.Context, *rules.Ruleset) (rules.Result, error) {
+	return rules.Result{}, fmt.Errorf("%s apply: %w", r.Name(), ErrReadOnly)
+}
+
+// Unban refuses.
+func (r readOnly) Unban(context.Context, []netip.Prefix) (int, error) {
+	return 0, fmt.Errorf("%s unban: %w", r.Name(), ErrReadOnly)
+}
+
+// Flush refuses.
+func (r readOnly) Flush(context.Context) error {
+	return fmt.Errorf("%s flush: %w", r.Name(), ErrReadOnly)
+}
+
+// Missing lists what of the backend's structure the kernel lacks; nothing
+// for a backend without structure (routes).
+func (r readOnly) Missing(ctx context.Context) ([]string, error) {
+	if in, ok := r.Backend.(Inspector); ok {
+		return in.Missing(ctx)
+	}
+	return nil, nil
+}
+
+// Paths returns the wrapped backend's programs, if it runs any.
+func (r readOnly) Paths() (string, string) {
+	if p, ok := r.Backend.(interface{ Paths() (string, string) }); ok {
+		return p.Paths()
+	}
+	return "", ""
 }

@@ -2,6 +2,7 @@ package backends
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -121,5 +122,83 @@ func TestNamed(t *testing.T) {
 	cancel()
 	if _, _, err := Open(cctx, "auto", o); err == nil {
 		t.Error("Open with a cancelled context succeeded")
+	}
+}
+
+// kernelDump is everything a backend could create in ns: the nftables
+// ruleset, iptables and ip6tables, the ipsets and every routing table.
+func kernelDump(t *testing.T, ns *netnstest.NS) string {
+	t.Helper()
+	var b strings.Builder
+	for _, argv := range [][]string{
+		{"nft", "list", "ruleset"}, {"iptables-save"}, {"ip6tables-save"}, {"ipset", "list"},
+		{"ip", "-4", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
+	} {
+		out := ns.MustRun(argv...)
+		// iptables-save stamps the time it ran.
+		var keep []string
+		for _, l := range strings.Split(out, "\n") {
+			if !strings.HasPrefix(l, "# ") {
+				keep = append(keep, l)
+			}
+		}
+		b.WriteString(strings.Join(argv, " ") + ":\n" + strings.Join(keep, "\n") + "\n")
+	}
+	return b.String()
+}
+
+// TestReadOnlyCreatesNothing: every backend opened read-only (as synban
+// status opens it), probed, listed, counted and inspected in a fresh
+// namespace creates nothing, needs no state store, says what is missing,
+// and refuses changes.
+func TestReadOnlyCreatesNothing(t *testing.T) {
+	netnstest.RequireCommand(t, "iptables-save")
+	netnstest.RequireCommand(t, "ipset")
+	ns := netnstest.New(t, "robk")
+	before := kernelDump(t, ns)
+	for _, tc := range []struct {
+		name    string
+		missing []string
+	}{
+		{"auto", []string{"table inet synban"}},
+		{NFTables, []string{"table inet synban"}},
+		{IPTables, []string{"ipv4 chain SYNBAN", "ipv6 chain SYNBAN", "ipset synban-ban-v4", "ipset synban-ban-net-v4", "ipset synban-ban-v6", "ipset synban-ban-net-v6"}},
+		{Route, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, ch, err := Open(ctx(t), tc.name, Options{NetNS: ns.Path(), ReadOnly: true})
+			if err != nil {
+				t.Fatalf("Open(%s, read-only, no store): %v (%s)", tc.name, err, ch.Why)
+			}
+			if bans, err := b.Bans(ctx(t)); err != nil || len(bans) != 0 {
+				t.Errorf("Bans = %v, %v", bans, err)
+			}
+			if _, err := b.Counters(ctx(t)); err != nil {
+				t.Errorf("Counters: %v", err)
+			}
+			in, ok := b.(Inspector)
+			if !ok {
+				t.Fatalf("read-only %s backend has no Missing", ch.Name)
+			}
+			missing, err := in.Missing(ctx(t))
+			if err != nil || strings.Join(missing, "|") != strings.Join(tc.missing, "|") {
+				t.Errorf("Missing = %q, %v; want %q", missing, err, tc.missing)
+			}
+			if _, err := b.Apply(ctx(t), nil); !errors.Is(err, ErrReadOnly) {
+				t.Errorf("Apply: %v, want ErrReadOnly", err)
+			}
+			if _, err := b.Unban(ctx(t), nil); !errors.Is(err, ErrReadOnly) {
+				t.Errorf("Unban: %v, want ErrReadOnly", err)
+			}
+			if err := b.Flush(ctx(t)); !errors.Is(err, ErrReadOnly) {
+				t.Errorf("Flush: %v, want ErrReadOnly", err)
+			}
+			if ch, err := Choose(ctx(t), tc.name, Options{NetNS: ns.Path()}); err != nil || ch.Assumed {
+				t.Errorf("Choose(%s) as root = %+v, %v; want a probed choice", tc.name, ch, err)
+			}
+			if after := kernelDump(t, ns); after != before {
+				t.Errorf("read-only %s changed the kernel:\nbefore:\n%s\nafter:\n%s", ch.Name, before, after)
+			}
+		})
 	}
 }

@@ -20,7 +20,9 @@
 //     banned prefix (including connections this host opens) is rejected.
 //   - There are no kernel timeouts and no counters. Each ban's end time is
 //     kept in the state store (rules/state); Expire removes routes whose time
-//     has passed, and Apply and Bans run it first. Counters returns nothing.
+//     has passed, and Apply runs it first. Bans only reads (synban status
+//     must write nothing): a route whose time has passed stays listed until
+//     the next run's Expire. Counters returns nothing.
 //   - Forwarded traffic is affected only in its reply direction as well.
 package route
 
@@ -64,8 +66,12 @@ type Options struct {
 	// NetNS is the path of the network namespace to work in (e.g.
 	// /run/netns/NAME); empty means the current one.
 	NetNS string
-	// Store keeps each ban's end time and reason; required.
+	// Store keeps each ban's end time and reason; required unless ReadOnly.
 	Store *state.Store
+	// ReadOnly makes a backend that only lists (for synban status): Apply,
+	// Expire, Unban and Flush refuse, and Store may be nil (Bans then lists
+	// the routes without reasons or times).
+	ReadOnly bool
 	// Type is the route type: TypeProhibit (default), TypeBlackhole or TypeUnreachable.
 	Type string
 	// Protocol is the route protocol number synban's routes carry
@@ -81,6 +87,7 @@ type Options struct {
 type Backend struct {
 	ns       string
 	store    *state.Store
+	readOnly bool
 	typ      int
 	typName  string
 	protocol int
@@ -93,7 +100,7 @@ var _ rules.Backend = (*Backend)(nil)
 // New returns a route backend. It checks the options but not the kernel; use
 // Probe for that.
 func New(o Options) (*Backend, error) {
-	if o.Store == nil {
+	if o.Store == nil && !o.ReadOnly {
 		return nil, errors.New("route backend: a state store is required (routes have no kernel timeouts)")
 	}
 	typ, name, err := ParseType(o.Type)
@@ -107,7 +114,7 @@ func New(o Options) (*Backend, error) {
 	if proto < 5 || proto > 255 {
 		return nil, fmt.Errorf("route backend: protocol %d out of range 5..255 (0-4 are the kernel's, boot and static routes)", proto)
 	}
-	b := &Backend{ns: o.NetNS, store: o.Store, typ: typ, typName: name, protocol: proto, log: o.Logger, now: o.Now}
+	b := &Backend{ns: o.NetNS, store: o.Store, readOnly: o.ReadOnly, typ: typ, typName: name, protocol: proto, log: o.Logger, now: o.Now}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -146,6 +153,18 @@ func Probe(o Options) error {
 
 // Name returns "route".
 func (b *Backend) Name() string { return Name }
+
+// ErrReadOnly is returned (wrapped) by the methods that change routes or the
+// store when the backend was made with Options.ReadOnly.
+var ErrReadOnly = errors.New("route backend opened read-only")
+
+// writable refuses op on a read-only backend.
+func (b *Backend) writable(op string) error {
+	if b.readOnly {
+		return fmt.Errorf("route %s: %w", op, ErrReadOnly)
+	}
+	return nil
+}
 
 // handle opens a netlink handle in the namespace at path ("" = current).
 func handle(path string) (*netlink.Handle, error) {
@@ -229,6 +248,9 @@ func overlaps(a, b netip.Prefix) bool {
 // in rs are kept until they expire. Expired bans are removed first.
 func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, error) {
 	var res rules.Result
+	if err := b.writable("apply"); err != nil {
+		return res, err
+	}
 	if rs == nil {
 		return res, errors.New("route apply: nil ruleset")
 	}
@@ -374,6 +396,9 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 // returns how many routes it removed. The CLI calls it on every run; Apply
 // and Bans call it first.
 func (b *Backend) Expire(ctx context.Context) (int, error) {
+	if err := b.writable("expire"); err != nil {
+		return 0, err
+	}
 	now := b.now()
 	var active map[netip.Prefix]bool
 	err := b.store.Update(func(st *state.State) error {
@@ -423,16 +448,22 @@ func (b *Backend) Expire(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Bans lists synban's routes joined with the store for reason and time left,
-// after expiring those whose time has passed. A ban recorded in the store
-// whose route is missing (flushed from outside) is not listed until Apply
-// restores it.
+// Bans lists synban's routes joined with the store for reason and time left.
+// It only reads: it neither expires bans nor touches the store (Expire, run
+// by Apply and by every synban run, does that). A route whose stored time has
+// passed is listed with 1ns left; a route the store does not know (left by a
+// lost state directory) is listed without reason or time; a ban recorded in
+// the store whose route is missing (flushed from outside) is not listed until
+// Apply restores it.
 func (b *Backend) Bans(ctx context.Context) ([]rules.ActiveBan, error) {
-	if _, err := b.Expire(ctx); err != nil {
-		return nil, err
+	st := &state.State{}
+	if b.store != nil {
+		var err error
+		if st, err = b.store.Load(); err != nil {
+			return nil, fmt.Errorf("route bans: %w", err)
+		}
 	}
-	st, err := b.store.Load()
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("route bans: %w", err)
 	}
 	h, err := handle(b.ns)
@@ -463,6 +494,9 @@ func (b *Backend) Bans(ctx context.Context) ([]rules.ActiveBan, error) {
 // Unban removes the route bans of exactly these prefixes, from the kernel and
 // the store, and reports how many were present in either.
 func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, error) {
+	if err := b.writable("unban"); err != nil {
+		return 0, err
+	}
 	gone := make(map[netip.Prefix]bool)
 	err := b.store.Update(func(st *state.State) error {
 		for _, p := range prefixes {
@@ -512,6 +546,9 @@ func (b *Backend) Counters(context.Context) ([]rules.Counter, error) { return ni
 // Flush removes every route carrying synban's protocol and the route bans
 // in the store. The ban history is kept. Nobody else's routes are touched.
 func (b *Backend) Flush(ctx context.Context) error {
+	if err := b.writable("flush"); err != nil {
+		return err
+	}
 	h, err := handle(b.ns)
 	if err != nil {
 		return fmt.Errorf("route flush: %w", err)

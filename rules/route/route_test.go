@@ -3,8 +3,10 @@ package route
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -218,5 +220,82 @@ func TestNewOptions(t *testing.T) {
 	b, err := New(Options{Store: s, Type: "Unreachable", Protocol: 199})
 	if err != nil || b.typName != TypeUnreachable || b.protocol != 199 {
 		t.Errorf("New = %+v, %v", b, err)
+	}
+}
+
+// TestBansOnlyReads: listing (what synban status does) neither expires a
+// stored ban whose time has passed nor removes a proto-211 route the store
+// does not know, and leaves the state file as it was; a read-only backend
+// refuses every change, and works without a store.
+func TestBansOnlyReads(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "rtro")
+	ctx := context.Background()
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	store := newStore(t)
+	b, err := New(Options{NetNS: ns.Path(), Store: store, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := rules.Ban{Prefix: netip.MustParsePrefix("203.0.113.7/32"), Timeout: time.Minute, Reason: "short"}
+	if _, err := b.Apply(ctx, backendtest.BaseRuleset(short)); err != nil {
+		t.Fatal(err)
+	}
+	ns.MustRun("ip", "route", "add", "prohibit", "192.0.2.200/32", "proto", "211")
+	before := kernelRoutes(t, ns, "211")
+	if len(before) != 2 {
+		t.Fatalf("routes with proto 211 = %v, want the ban and the unknown route", before)
+	}
+	stateBefore, err := os.ReadFile(store.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour) // the stored ban has expired
+
+	ro, err := New(Options{NetNS: ns.Path(), Store: store, Now: clock, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noStore, err := New(Options{NetNS: ns.Path(), Now: clock, ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only backend without a store: %v", err)
+	}
+	for _, l := range []rules.Backend{b, ro, noStore} {
+		list, err := l.Bans(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 2 {
+			t.Errorf("Bans = %+v, want the expired ban and the unknown route", list)
+		}
+	}
+	if got := kernelRoutes(t, ns, "211"); !slices.Equal(got, before) {
+		t.Errorf("Bans changed the routes: %v, want %v", got, before)
+	}
+	if after, err := os.ReadFile(store.Path()); err != nil || string(after) != string(stateBefore) {
+		t.Errorf("Bans rewrote the state file (%v):\n%s\nwas:\n%s", err, after, stateBefore)
+	}
+
+	// The read-only backend refuses every change and changes nothing.
+	if _, err := ro.Apply(ctx, backendtest.BaseRuleset()); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("read-only Apply: %v, want ErrReadOnly", err)
+	}
+	if _, err := ro.Expire(ctx); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("read-only Expire: %v, want ErrReadOnly", err)
+	}
+	if _, err := ro.Unban(ctx, []netip.Prefix{short.Prefix}); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("read-only Unban: %v, want ErrReadOnly", err)
+	}
+	if err := ro.Flush(ctx); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("read-only Flush: %v, want ErrReadOnly", err)
+	}
+	if got := kernelRoutes(t, ns, "211"); !slices.Equal(got, before) {
+		t.Errorf("the read-only backend changed the routes: %v, want %v", got, before)
+	}
+
+	// The writing path still expires both: the run's Expire.
+	if n, err := b.Expire(ctx); err != nil || n != 2 {
+		t.Errorf("Expire = %d, %v; want 2", n, err)
 	}
 }
