@@ -25,9 +25,13 @@ const (
 	KindPrefix = "prefix"
 )
 
+// FloodKinds lists every kind a Classification may report, in a fixed order
+// (metrics label values, documentation).
+func FloodKinds() []string { return []string{KindNone, KindReal, KindPrefix, KindSpoofed} }
+
 // Classification tells a flood from real hosts from a spoofed SYN flood.
 type Classification struct {
-	// Kind is KindNone, KindReal or KindSpoofed.
+	// Kind is one of FloodKinds: KindNone, KindReal, KindPrefix or KindSpoofed.
 	Kind string
 	// HalfOpenSources is the number of distinct sources holding a half-open
 	// (SYN_RECV) entry, in the sample with the most half-open entries.

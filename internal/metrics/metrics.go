@@ -78,9 +78,6 @@ type Run struct {
 	SysctlChanges int
 }
 
-// floodKinds are the values synban_flood's kind label takes.
-var floodKinds = []string{detect.KindNone, detect.KindReal, detect.KindSpoofed}
-
 // Write replaces the file at path with r's metrics.
 func Write(path string, r Run) error {
 	reg, err := Registry(r, previousSuccess(path))
@@ -134,8 +131,8 @@ func Registry(r Run, lastSuccess time.Time) (*prometheus.Registry, error) {
 	)
 
 	flood := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: Flood,
-		Help: "The last run's flood classification: 1 for the kind found (none, real or spoofed), 0 for the others."}, []string{"kind"})
-	for _, k := range floodKinds {
+		Help: "The last run's flood classification: 1 for the kind found (none, real, prefix or spoofed), 0 for the others."}, []string{"kind"})
+	for _, k := range detect.FloodKinds() {
 		v := 0.0
 		if k == c.Kind {
 			v = 1
