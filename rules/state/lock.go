@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/synban/synban/internal/trust"
 )
 
 // lockPoll is how often a waiting Lock retries.
@@ -25,7 +27,9 @@ const lockPoll = 50 * time.Millisecond
 // locked, leftovers of a save killed mid-write are removed.
 func (s *Store) Lock(ctx context.Context, wait bool) (release func() error, err error) {
 	path := filepath.Join(s.dir, LockName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	// O_NOFOLLOW, and only a regular file: a link or FIFO planted as the
+	// lock is refused, so the pid written below never lands anywhere else.
+	f, err := trust.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file %s: %w", path, err)
 	}
