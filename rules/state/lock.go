@@ -24,7 +24,9 @@ const lockPoll = 50 * time.Millisecond
 // run holds it; with wait true it retries until the lock is free or ctx is
 // done (then the error wraps both ErrLocked and ctx's error). The lock is
 // released by calling release, or by the kernel when the process dies. Once
-// locked, leftovers of a save killed mid-write are removed.
+// locked, leftovers of a save killed mid-write are removed. A DIR/lock that
+// is a symbolic link or not a regular file is refused with a *trust.Error
+// and left alone.
 func (s *Store) Lock(ctx context.Context, wait bool) (release func() error, err error) {
 	path := filepath.Join(s.dir, LockName)
 	// O_NOFOLLOW, and only a regular file: a link or FIFO planted as the

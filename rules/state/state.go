@@ -143,6 +143,10 @@ func Open(dir string) (*Store, error) {
 	}
 	fi, err := os.Lstat(abs)
 	if errors.Is(err, fs.ErrNotExist) {
+		// Create nothing under a directory that is not trusted.
+		if err := trust.CheckDir(existingAncestor(abs)); err != nil {
+			return nil, fmt.Errorf("open state directory %s: %w", abs, err)
+		}
 		if err := os.MkdirAll(abs, 0o700); err != nil {
 			return nil, fmt.Errorf("open state directory %s: %w", abs, err)
 		}
@@ -168,6 +172,18 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open state directory %s: %w", abs, err)
 	}
 	return &Store{dir: abs}, nil
+}
+
+// existingAncestor returns the nearest ancestor of the absolute path p that
+// exists (at worst "/").
+func existingAncestor(p string) string {
+	for p != "/" {
+		p = filepath.Dir(p)
+		if _, err := os.Lstat(p); err == nil {
+			return p
+		}
+	}
+	return p
 }
 
 // Dir is the state directory's absolute path.
