@@ -9,9 +9,10 @@ import (
 	"io"
 	"io/fs"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/synban/synban/internal/trust"
 )
 
 // MaxProcNetLine is the longest /proc/net/tcp line ParseProcNet accepts, in
@@ -279,7 +280,8 @@ type ProcFS struct {
 func (p ProcFS) Name() string { return "procfs" }
 
 // Sample reads Root/net/tcp and Root/net/tcp6 (a missing tcp6, as when IPv6
-// is disabled, is not an error) into one Sample. Malformed lines are counted
+// is disabled, is not an error) into one Sample. Either must be a regular
+// file: anything else is refused at once with a *trust.Error. Malformed lines are counted
 // in the Sample, their messages prefixed with the file they came from.
 func (p ProcFS) Sample(ctx context.Context) (Sample, error) {
 	root := p.Root
@@ -292,7 +294,9 @@ func (p ProcFS) Sample(ctx context.Context) (Sample, error) {
 			return Sample{}, fmt.Errorf("procfs sample: %w", err)
 		}
 		path := filepath.Join(root, name)
-		f, err := os.Open(path)
+		// Only a regular file (procfs files are regular, of size 0): a FIFO
+		// planted in a --from capture is refused at once, not waited on.
+		f, err := trust.OpenRegular(path, true)
 		if err != nil {
 			if name == "net/tcp6" && errors.Is(err, fs.ErrNotExist) {
 				continue

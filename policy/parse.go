@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/synban/synban/internal/trust"
 )
 
 //go:embed default.toml
@@ -44,10 +46,21 @@ func Default() *Policy {
 // Load reads and parses the policy file at path. Errors about the file's
 // content are *Error values naming path; a file that cannot be read gives an
 // *Error wrapping the os error.
+//
+// Only a regular file is read: a FIFO, device or directory is refused at
+// once, never waited on. Run as root, Load also refuses (an *Error wrapping
+// a *trust.Error, naming the path, owner, mode and fix) a policy that it,
+// or a directory above it, symbolic links resolved, is owned by someone
+// other than root or the invoking user or is writable by group or others,
+// and a policy whose [iptables] path names a program synban would not run
+// (see trust.Program): the policy decides what synban executes as root.
 func Load(path string) (*Policy, error) {
-	f, err := os.Open(path)
+	if err := trust.CheckFile(path); err != nil {
+		return nil, loadError(path, err)
+	}
+	f, err := trust.OpenRegular(path, true)
 	if err != nil {
-		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read policy: %v", unwrapPath(err)), Err: err}
+		return nil, loadError(path, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
@@ -57,7 +70,29 @@ func Load(path string) (*Policy, error) {
 	if len(data) > maxFileSize {
 		return nil, tooLarge(path)
 	}
-	return Parse(path, data)
+	p, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	if p.IPTables.Path != "" {
+		// Refuse an untrusted program now, before any command runs it; a
+		// program that does not exist here is the backend's business.
+		var te *trust.Error
+		if _, err := trust.Program("iptables", p.IPTables.Path); errors.As(err, &te) {
+			return nil, &Error{File: path, Key: "iptables.path", Msg: "refusing to run it: " + te.Error(), Err: err}
+		}
+	}
+	return p, nil
+}
+
+// loadError is the *Error of a policy file that cannot be opened or is
+// refused by trust.
+func loadError(path string, err error) error {
+	var te *trust.Error
+	if errors.As(err, &te) {
+		return &Error{File: path, Msg: "refusing to read the policy: " + te.Error(), Err: err}
+	}
+	return &Error{File: path, Msg: fmt.Sprintf("cannot read policy: %v", unwrapPath(err)), Err: err}
 }
 
 // unwrapPath drops the path from an *os.PathError; the Error names the file.

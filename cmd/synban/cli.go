@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/synban/synban/internal/trust"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules/state"
 )
@@ -195,8 +196,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "synban %s: %v\n", cmd.name, err)
 	var ue usageError
 	var pe *policy.Error
+	var te *trust.Error
 	switch {
-	case errors.As(err, &ue), errors.As(err, &pe):
+	case errors.As(err, &ue), errors.As(err, &pe), errors.As(err, &te):
 		return exitUsage
 	case errors.Is(err, state.ErrLocked):
 		return exitLocked

@@ -41,6 +41,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/synban/synban/internal/nsenter"
+	"github.com/synban/synban/internal/trust"
 	"github.com/synban/synban/rules"
 )
 
@@ -53,8 +54,12 @@ type Options struct {
 	// /run/netns/NAME); "" means the current one.
 	NetNS string
 	// Path is the iptables program: "" picks "iptables" if it works in the
-	// namespace, else "iptables-legacy". IPv6 uses the matching ip6tables
-	// program (the first "iptables" in the file name becomes "ip6tables").
+	// namespace, else "iptables-legacy", both looked up in trust.SystemPath
+	// (never $PATH). IPv6 uses the matching ip6tables program (the first
+	// "iptables" in the file name becomes "ip6tables"). A configured path
+	// must be absolute (a bare name is looked up like the defaults) and,
+	// when running as root, pass trust.Program; a refusal is a
+	// *trust.Error and nothing is run.
 	Path string
 	// Chain is synban's chain name; "" means DefaultChain ("SYNBAN").
 	Chain string
@@ -126,7 +131,10 @@ type resolved struct {
 	why          string
 }
 
-// resolve picks the iptables programs for o and says why.
+// resolve picks the iptables programs for o and says why. Every program
+// goes through trust.Program first: names are looked up in the fixed
+// trust.SystemPath (never $PATH), and a configured path that root should
+// not run is refused with a *trust.Error before anything is executed.
 func resolve(o Options) (resolved, error) {
 	candidates := []string{o.Path}
 	if o.Path == "" {
@@ -135,6 +143,10 @@ func resolve(o Options) (resolved, error) {
 	var errs []error
 	for _, p := range candidates {
 		r, err := open(o.NetNS, p)
+		var te *trust.Error
+		if errors.As(err, &te) {
+			return resolved{}, fmt.Errorf("iptables backend: %w", err)
+		}
 		if err == nil {
 			switch {
 			case o.Path != "":
@@ -161,11 +173,19 @@ func ip6Path(p string) (string, error) {
 	return dir + base[:i] + "ip6tables" + base[i+len("iptables"):], nil
 }
 
-// open checks one iptables program (and its ip6tables twin) in netns.
-func open(netns, path string) (resolved, error) {
+// open checks one iptables program (and its ip6tables twin) in netns. prog
+// is a program name or an absolute path (see trust.Program).
+func open(netns, prog string) (resolved, error) {
 	var r resolved
+	path, err := trust.Program("iptables", prog)
+	if err != nil {
+		return r, err
+	}
 	p6, err := ip6Path(path)
 	if err != nil {
+		return r, err
+	}
+	if p6, err = trust.Program("ip6tables", p6); err != nil {
 		return r, err
 	}
 	r.path4, r.path6 = path, p6

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/internal/netnstest"
+	"github.com/synban/synban/internal/trust"
 	"github.com/synban/synban/rules"
 )
 
@@ -324,8 +325,17 @@ func TestAutoPath(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New with auto path: %v", err)
 	}
-	if v4, v6 := b.Paths(); v4 != "iptables" || v6 != "ip6tables" {
-		t.Errorf("auto path chose %s and %s, want iptables and ip6tables", v4, v6)
+	// Names are resolved in the fixed system PATH, never $PATH.
+	want4, err := trust.Program("iptables", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want6, err := trust.Program("ip6tables", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v4, v6 := b.Paths(); v4 != want4 || v6 != want6 || !strings.HasPrefix(v4, "/") {
+		t.Errorf("auto path chose %s and %s, want %s and %s", v4, v6, want4, want6)
 	}
 	if err := Probe(Options{NetNS: ns.Path(), Path: "/nonexistent/iptables"}); err == nil {
 		t.Error("Probe accepted a missing program")

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/synban/synban/internal/trust"
 )
 
 // lockPoll is how often a waiting Lock retries.
@@ -22,10 +24,14 @@ const lockPoll = 50 * time.Millisecond
 // run holds it; with wait true it retries until the lock is free or ctx is
 // done (then the error wraps both ErrLocked and ctx's error). The lock is
 // released by calling release, or by the kernel when the process dies. Once
-// locked, leftovers of a save killed mid-write are removed.
+// locked, leftovers of a save killed mid-write are removed. A DIR/lock that
+// is a symbolic link or not a regular file is refused with a *trust.Error
+// and left alone.
 func (s *Store) Lock(ctx context.Context, wait bool) (release func() error, err error) {
 	path := filepath.Join(s.dir, LockName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	// O_NOFOLLOW, and only a regular file: a link or FIFO planted as the
+	// lock is refused, so the pid written below never lands anywhere else.
+	f, err := trust.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file %s: %w", path, err)
 	}

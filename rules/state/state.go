@@ -6,6 +6,14 @@
 // it over the document and fsyncs the directory, so a run killed at any moment
 // leaves either the old or the new state, never a mix. An exclusive lock on
 // DIR/lock (flock) serializes overlapping runs.
+//
+// Run as root, the store trusts its directory only as sshd's StrictModes
+// would (see internal/trust): the directory may not be a symbolic link, it
+// and the directories above it must be owned by root or the invoking user
+// and not writable by group or others. It is created 0700 and its files
+// 0600; the lock, the document and temporary files are opened with
+// O_NOFOLLOW and only when they are regular files, so a link or FIFO planted
+// in the directory is refused, never followed or waited on.
 package state
 
 import (
@@ -13,14 +21,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/synban/synban/internal/trust"
 )
 
 // DefaultDir is the state directory used when none is given.
@@ -113,6 +127,12 @@ type Store struct {
 
 // Open opens the state directory dir (DefaultDir when empty), creating it
 // with mode 0700 when missing. It does not read the document; Load does.
+//
+// A symbolic link as dir is refused, and so, when running as root, is a
+// directory that it or a directory above it is owned by someone other than
+// root or the invoking user or writable by group or others (an existing
+// 0755 directory is fine); the refusal is a *trust.Error naming the path,
+// owner, mode and fix.
 func Open(dir string) (*Store, error) {
 	if dir == "" {
 		dir = DefaultDir
@@ -121,17 +141,49 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state directory %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return nil, fmt.Errorf("open state directory %s: %w", abs, err)
+	fi, err := os.Lstat(abs)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Create nothing under a directory that is not trusted.
+		if err := trust.CheckDir(existingAncestor(abs)); err != nil {
+			return nil, fmt.Errorf("open state directory %s: %w", abs, err)
+		}
+		if err := os.MkdirAll(abs, 0o700); err != nil {
+			return nil, fmt.Errorf("open state directory %s: %w", abs, err)
+		}
+		fi, err = os.Lstat(abs)
 	}
-	fi, err := os.Stat(abs)
 	if err != nil {
 		return nil, fmt.Errorf("open state directory %s: %w", abs, err)
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		target, _ := os.Readlink(abs)
+		uid, mode := -1, uint32(0)
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			uid, mode = int(st.Uid), st.Mode&0o7777
+		}
+		return nil, &trust.Error{Kind: "directory", Path: abs, UID: uid, Mode: mode,
+			Problem: "a symbolic link (to " + target + "); synban does not follow a link as its state directory",
+			Fix:     "give the real directory: --state-dir " + target}
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open state directory %s: not a directory", abs)
 	}
+	if err := trust.CheckDir(abs); err != nil {
+		return nil, fmt.Errorf("open state directory %s: %w", abs, err)
+	}
 	return &Store{dir: abs}, nil
+}
+
+// existingAncestor returns the nearest ancestor of the absolute path p that
+// exists (at worst "/").
+func existingAncestor(p string) string {
+	for p != "/" {
+		p = filepath.Dir(p)
+		if _, err := os.Lstat(p); err == nil {
+			return p
+		}
+	}
+	return p
 }
 
 // Dir is the state directory's absolute path.
@@ -144,7 +196,7 @@ func (s *Store) Path() string { return filepath.Join(s.dir, FileName) }
 // cannot be decoded is an error naming the file, never an empty state.
 func (s *Store) Load() (*State, error) {
 	path := s.Path()
-	data, err := os.ReadFile(path)
+	data, err := readRegular(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &State{Version: Version}, nil
 	}
@@ -156,6 +208,17 @@ func (s *Store) Load() (*State, error) {
 		return nil, fmt.Errorf("state file %s is corrupt (move it away to start with an empty state): %w", path, err)
 	}
 	return st, nil
+}
+
+// readRegular reads path, which must be a regular file and not a symbolic
+// link (O_NOFOLLOW; a FIFO is refused at once, not waited on).
+func readRegular(path string) ([]byte, error) {
+	f, err := trust.OpenRegular(path, false)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }
 
 func decode(data []byte) (*State, error) {
@@ -212,7 +275,7 @@ func (s *Store) save(st *State) error {
 	}
 	data = append(data, '\n')
 	path := s.Path()
-	f, err := os.CreateTemp(s.dir, tmpPrefix+"*")
+	f, err := s.createTemp()
 	if err != nil {
 		return fmt.Errorf("save state %s: %w", path, err)
 	}
@@ -241,6 +304,20 @@ func (s *Store) save(st *State) error {
 		return fmt.Errorf("save state %s: %w", path, err)
 	}
 	return nil
+}
+
+// createTemp creates a new temporary file for a save: O_EXCL and
+// O_NOFOLLOW (never through a planted link), mode 0600.
+func (s *Store) createTemp() (*os.File, error) {
+	for range 100 {
+		name := filepath.Join(s.dir, tmpPrefix+strconv.FormatUint(rand.Uint64(), 36))
+		f, err := trust.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		return f, err
+	}
+	return nil, fmt.Errorf("create a temporary file in %s: too many name collisions", s.dir)
 }
 
 func syncDir(dir string) error {
