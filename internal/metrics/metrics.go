@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/synban/synban/detect"
+	"github.com/synban/synban/internal/trust"
 	"github.com/synban/synban/rules"
 )
 
@@ -170,9 +170,11 @@ func Registry(r Run, lastSuccess time.Time) (*prometheus.Registry, error) {
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
 // previousSuccess reads the last success time from the file a run is about
-// to replace; zero when there is none or it cannot be read.
+// to replace; zero when there is none or it cannot be read. Only a regular
+// file is read, never through a symbolic link: a FIFO planted there must not
+// hang a run.
 func previousSuccess(path string) time.Time {
-	f, err := os.Open(path)
+	f, err := trust.OpenRegular(path, false)
 	if err != nil {
 		return time.Time{}
 	}

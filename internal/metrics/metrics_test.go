@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,5 +124,51 @@ func TestWriteIntoMissingDirectory(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "missing", "synban.prom")
 	if err := Write(path, Run{Start: time.Now()}); err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("Write into a missing directory: %v, want an error naming %s", err, path)
+	}
+}
+
+// TestPlantedFileDoesNotHang plants a FIFO, then a symbolic link, where the
+// metrics file goes: reading the previous success time must neither block on
+// the FIFO nor read through the link, and the write replaces the planted
+// entry with a regular file, leaving the link's target untouched.
+func TestPlantedFileDoesNotHang(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "synban.prom")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- Write(path, Run{Start: time.Now(), Err: errors.New("x")}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Write blocked on a FIFO planted as the metrics file")
+	}
+	if fi, err := os.Lstat(path); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("metrics file after Write: %v %v, want a regular file", fi, err)
+	}
+
+	target := filepath.Join(dir, "target.prom")
+	old := "synban_last_success_timestamp_seconds 1.7e+09\n"
+	if err := os.WriteFile(target, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(path, Run{Start: time.Now(), Err: errors.New("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := readBack(t, path)[LastSuccess]; ok {
+		t.Error("the last success time was read through a planted symbolic link")
+	}
+	if data, err := os.ReadFile(target); err != nil || string(data) != old {
+		t.Errorf("the link's target changed: %q, %v", data, err)
 	}
 }
