@@ -52,7 +52,7 @@ func kills(t *testing.T) int {
 		}
 		return n
 	}
-	return 30
+	return 200
 }
 
 // TestKillDuringApply starts `synban run` in a namespace with a state store
