@@ -196,10 +196,10 @@ func dropBaseline(ctx context.Context, drops *dropReader, res rules.Result) (map
 	if drops == nil {
 		return nil, nil
 	}
-	if drops.done && drops.err == nil && res.Added+res.Refreshed == 0 && !res.Created {
+	if drops.done && drops.err == nil && res.Added+res.Refreshed == 0 && !res.Created && len(res.Changed) == 0 {
 		return drops.m, nil
 	}
-	if !drops.done && res.Added+res.Refreshed == 0 && !res.Created {
+	if !drops.done && res.Added+res.Refreshed == 0 && !res.Created && len(res.Changed) == 0 {
 		return nil, nil // nothing read, nothing changed: the stored counts stand
 	}
 	m, err := drops.dc.BanDrops(ctx)
