@@ -34,6 +34,25 @@ type Backend interface {
 	Flush(ctx context.Context) error
 }
 
+// DropCounter is implemented by backends that count, per ban, the packets
+// it dropped: nftables (ban sets declared with the counter flag) and
+// iptables (ipset sets created with counters). The route backend has no
+// per-route counter and does not implement it; there, a source seen again
+// while its ban holds is always treated as stale evidence (never a refresh
+// or an escalation).
+//
+// Escalation uses the counters to tell a banned source that keeps sending
+// (the count grows between runs) from traces of an offence the ban already
+// answered (half-open entries made before the ban outlive it).
+type DropCounter interface {
+	// BanDrops returns the packets dropped so far by each ban present in the
+	// kernel whose element carries a counter, by canonical prefix. A ban
+	// missing from the map has no counter (for instance a set created by
+	// an older synban, or by the operator in sets mode without the flag).
+	// A counter restarts at zero when its element is re-added (a refresh).
+	BanDrops(ctx context.Context) (map[netip.Prefix]uint64, error)
+}
+
 // Result says what an Apply changed.
 type Result struct {
 	// Created is true when the structure (table, chains, sets) had to be

@@ -20,7 +20,7 @@ var iptablesTmpl string
 // iptSet is one ipset as iptables.tmpl renders it.
 type iptSet struct {
 	Name, Type, Family string
-	Timeout            bool
+	Timeout, Counters  bool
 	MaxElem            int
 	// Entries are the arguments of each `add` line after the set name.
 	Entries []string
@@ -72,7 +72,7 @@ func IPTables(w io.Writer, rs *rules.Ruleset, chain string) error {
 	}
 	sets := map[string]*iptSet{}
 	for _, s := range ipt.IPSets(rs) {
-		d.Sets = append(d.Sets, iptSet{Name: s.Name, Type: s.Type, Family: s.Family(), Timeout: s.Timeout, MaxElem: s.MaxElem})
+		d.Sets = append(d.Sets, iptSet{Name: s.Name, Type: s.Type, Family: s.Family(), Timeout: s.Timeout, Counters: s.Counters, MaxElem: s.MaxElem})
 	}
 	for i := range d.Sets {
 		sets[d.Sets[i].Name] = &d.Sets[i]

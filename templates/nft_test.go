@@ -182,11 +182,12 @@ func TestNFTAppliesAndReplaces(t *testing.T) {
 	}
 	for _, want := range []string{
 		"table inet synban {",
-		`203.0.113.7 timeout 10m expires`,
+		`203.0.113.7 counter packets 0 bytes 0 timeout 10m expires`, // ban sets count per element
+		"\t\tcounter\n",
 		`comment "syn-flood: 120 syn_recv >= 50"`,
 		`comment "needs 'sanitising' / here"`,
-		"198.51.100.0/24 timeout 10m",
-		"2001:db8:bad::/48 timeout 1d",
+		"198.51.100.0/24 counter packets 0 bytes 0 timeout 10m",
+		"2001:db8:bad::/48 counter packets 0 bytes 0 timeout 1d",
 		"elements = { ::1,",
 		"2001:db8::1 }",
 		"update @meter_v6 { ip6 saddr & ffff:ffff:ffff:ffff:: limit rate over 20/second burst 40 packets }",

@@ -82,7 +82,15 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	if err != nil {
 		return fmt.Errorf("load state: %w", err)
 	}
-	d, err := a.decide(ctx, p, st, now, "")
+	b, choice, err := a.openBackend(ctx, o, p, store)
+	if err != nil {
+		return err
+	}
+	var drops *dropReader
+	if dc, ok := b.(rules.DropCounter); ok {
+		drops = &dropReader{dc: dc}
+	}
+	d, err := a.decideWith(ctx, p, st, now, "", drops)
 	if err != nil {
 		return err
 	}
@@ -98,10 +106,6 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 		for _, c := range changed {
 			a.log.Warn("kernel setting changed against a spoofed flood (spoof.apply_sysctl)", "change", c)
 		}
-	}
-	b, choice, err := a.openBackend(ctx, o, p, store)
-	if err != nil {
-		return err
 	}
 	res, err := b.Apply(ctx, d.Ruleset)
 	if err != nil {
@@ -119,13 +123,17 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	for _, c := range res.Changed {
 		a.log.Info("changed", "backend", choice.Name, "object", c)
 	}
+	counts, err := dropBaseline(ctx, drops, res)
+	if err != nil {
+		a.log.Warn("drop counters unreadable after apply; the next run treats offenders still banned as answered", "err", err)
+	}
 	expired := 0
 	if err := store.Update(func(s *state.State) error {
 		for _, e := range s.Expire(now) {
 			expired++
 			a.log.Info("ban expired", "subject", e.Prefix, "rule", e.Rule, "lasted", e.Until.Sub(e.Since).Round(time.Second), "reason", e.Reason)
 		}
-		recordBans(s, d, choice.Name, now)
+		recordBans(s, d, choice.Name, now, counts)
 		return nil
 	}); err != nil {
 		return fmt.Errorf("record bans in %s: %w", store.Path(), err)
@@ -172,8 +180,12 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	return nil
 }
 
-// recordBans writes the decided bans into the state store and its history.
-func recordBans(s *state.State, d *decision, backend string, now time.Time) {
+// recordBans writes the decided bans into the state store. New offences go
+// into the history (escalation counts them); refreshes of a ban that still
+// holds do not. counts, when the backend has per-ban counters, are the drop
+// counts the kernel shows after the apply: the baseline the next run
+// compares with.
+func recordBans(s *state.State, d *decision, backend string, now time.Time, counts map[netip.Prefix]uint64) {
 	fresh := make(map[netip.Prefix]detect.Verdict, len(d.Report.Verdicts))
 	for _, v := range d.Report.Verdicts {
 		fresh[policy.Canonical(v.Subject)] = v
@@ -190,10 +202,36 @@ func recordBans(s *state.State, d *decision, backend string, now time.Time) {
 		}
 		if decided {
 			sb.Rule = v.Rule
-			s.Record(b.Prefix, now, b.Timeout)
+			if !d.Refreshed[b.Prefix] {
+				s.Record(b.Prefix, now, b.Timeout)
+			}
 		}
 		s.Upsert(sb)
+		if n, ok := counts[b.Prefix]; ok {
+			s.SetDrops(b.Prefix, n)
+		}
 	}
+}
+
+// dropBaseline returns the per-ban drop counts to store after an apply: the
+// counts read during the decision when the apply added or refreshed no
+// element (so no counter restarted), else a fresh read. nil when the
+// backend has no counters or they were not needed.
+func dropBaseline(ctx context.Context, drops *dropReader, res rules.Result) (map[netip.Prefix]uint64, error) {
+	if drops == nil {
+		return nil, nil
+	}
+	if drops.done && drops.err == nil && res.Added+res.Refreshed == 0 && !res.Created && len(res.Changed) == 0 {
+		return drops.m, nil
+	}
+	if !drops.done && res.Added+res.Refreshed == 0 && !res.Created && len(res.Changed) == 0 {
+		return nil, nil // nothing read, nothing changed: the stored counts stand
+	}
+	m, err := drops.dc.BanDrops(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read per-ban drop counters: %w", err)
+	}
+	return m, nil
 }
 
 // cmdStatus shows the backend, the bans in the kernel and the drop counters,

@@ -31,6 +31,9 @@ type decision struct {
 	Omitted     rules.Omitted
 	Restored    int // active bans from the state store carried into the ruleset
 	StateLoaded bool
+	// Refreshed are the subjects of Report.Verdicts whose ban still holds
+	// and is only extended (the source kept sending): not new offences.
+	Refreshed map[netip.Prefix]bool
 }
 
 // loadPolicyFor checks the --backend flag, then loads the policy: the
@@ -189,8 +192,16 @@ func first(s []string) string {
 }
 
 // decide runs the pure part of a cycle: sample, analyse, escalate, compile.
-// st may be nil (no state store available: plan on a fresh host).
+// st may be nil (no state store available: plan on a fresh host). Without
+// drop counters, evidence against a subject whose ban holds is stale.
 func (a *app) decide(ctx context.Context, p *policy.Policy, st *state.State, now time.Time, from string) (*decision, error) {
+	return a.decideWith(ctx, p, st, now, from, nil)
+}
+
+// decideWith is decide with the backend's per-ban drop counters (nil when
+// the backend has none), read only when a verdict names a subject whose ban
+// still holds.
+func (a *app) decideWith(ctx context.Context, p *policy.Policy, st *state.State, now time.Time, from string, drops *dropReader) (*decision, error) {
 	g, err := a.guard(p)
 	if err != nil {
 		return nil, err
@@ -212,11 +223,16 @@ func (a *app) decide(ctx context.Context, p *policy.Policy, st *state.State, now
 			a.log.Warn("advice", "do", adv)
 		}
 	}
+	var refreshed map[netip.Prefix]bool
 	if st != nil {
-		detect.Escalate(p, rep.Verdicts, now, func(pfx netip.Prefix) (detect.PastBan, bool) {
-			r, ok := st.Last(pfx)
-			return detect.PastBan{At: r.LastBan, For: r.LastFor}, ok
-		})
+		esc := detect.Escalate(p, rep.Verdicts, now, standing(ctx, st, now, drops))
+		if drops != nil && drops.err != nil {
+			a.log.Warn("drop counters unreadable; offenders still banned count as answered", "err", drops.err)
+		}
+		rep.Verdicts, refreshed = esc.Verdicts, esc.Refreshed
+		for _, v := range esc.Stale {
+			a.log.Debug("offence already answered by a ban that holds, nothing new dropped", "subject", v.Subject, "rule", v.Rule, "count", v.Count)
+		}
 	}
 	verdicts := rep.Verdicts
 	restored := 0
@@ -230,7 +246,54 @@ func (a *app) decide(ctx context.Context, p *policy.Policy, st *state.State, now
 		return nil, fmt.Errorf("compile ruleset: %w", err)
 	}
 	return &decision{Policy: p, Guard: g, Sampler: strings.Join(w.Samplers, "+"), SamplerWhy: w.Why, Samples: samples,
-		Counters: w.Result.Delta, Class: class, Report: rep, Ruleset: rs, Omitted: omitted, StateLoaded: st != nil, Restored: restored}, nil
+		Counters: w.Result.Delta, Class: class, Report: rep, Ruleset: rs, Omitted: omitted, StateLoaded: st != nil, Restored: restored,
+		Refreshed: refreshed}, nil
+}
+
+// standing returns escalation's view of a subject: its history, whether its
+// stored ban still holds, and whether that ban's kernel drop counter moved
+// since the count stored by the previous run. When the counters cannot be
+// read, a ban that holds counts as showing nothing new.
+func standing(ctx context.Context, st *state.State, now time.Time, drops *dropReader) func(netip.Prefix) detect.Standing {
+	return func(pfx netip.Prefix) detect.Standing {
+		var s detect.Standing
+		if r, ok := st.Last(pfx); ok {
+			s.Last, s.HasLast = detect.PastBan{At: r.LastBan, For: r.LastFor}, true
+		}
+		b, ok := st.Find(pfx)
+		if !ok || b.Expired(now) {
+			return s
+		}
+		s.Banned, s.Until = true, b.Until
+		if drops == nil {
+			return s
+		}
+		if m, err := drops.read(ctx); err == nil {
+			if cur, ok := m[policy.Canonical(pfx)]; ok {
+				s.Dropped = detect.NewDrops(cur, b.Drops)
+			}
+		}
+		return s
+	}
+}
+
+// dropReader reads a backend's per-ban drop counters at most once per run.
+type dropReader struct {
+	dc   rules.DropCounter
+	m    map[netip.Prefix]uint64
+	err  error
+	done bool
+}
+
+func (d *dropReader) read(ctx context.Context) (map[netip.Prefix]uint64, error) {
+	if !d.done {
+		d.m, d.err = d.dc.BanDrops(ctx)
+		d.done = true
+		if d.err != nil {
+			d.err = fmt.Errorf("read per-ban drop counters: %w", d.err)
+		}
+	}
+	return d.m, d.err
 }
 
 // storedVerdicts turns the state store's active bans into verdicts carrying

@@ -308,6 +308,7 @@ func createOptions(s IPSet) (string, netlink.IpsetCreateOptions) {
 		o.Timeout = &zero
 		o.Comments = true
 	}
+	o.Counters = s.Counters
 	if s.Type == "hash:net" {
 		// The library has no default revision for hash:net; 4 added comments.
 		o.Revision = 4
@@ -322,9 +323,10 @@ func matches(cur *netlink.IPSetResult, s IPSet) bool {
 		wantFam = unix.AF_INET6
 	}
 	comments := cur.CadtFlags&nl.IPSET_FLAG_WITH_COMMENT != 0
+	counters := cur.CadtFlags&nl.IPSET_FLAG_WITH_COUNTERS != 0
 	return cur.TypeName == s.Type && cur.Family == wantFam &&
 		int(cur.MaxElements) == s.MaxElem &&
-		(cur.Timeout != nil) == s.Timeout && comments == s.Timeout
+		(cur.Timeout != nil) == s.Timeout && comments == s.Timeout && counters == s.Counters
 }
 
 // ensureSet creates s, or rebuilds it (keeping its entries) when it
@@ -361,6 +363,9 @@ func (b *Backend) ensureSet(h *netlink.Handle, s IPSet, res *rules.Result) error
 		e.Replace = true
 		if !s.Timeout {
 			e.Timeout, e.Comment = nil, ""
+		}
+		if !s.Counters {
+			e.Packets, e.Bytes = nil, nil
 		}
 		if err := h.IpsetAdd(tmp, &e); err != nil {
 			return fmt.Errorf("copy %v into ipset %s: %w", e.IP, tmp, err)
@@ -665,6 +670,41 @@ func (b *Backend) Bans(ctx context.Context) ([]rules.ActiveBan, error) {
 		}
 		return a.Prefix.Bits() - b.Prefix.Bits()
 	})
+	return out, nil
+}
+
+var _ rules.DropCounter = (*Backend)(nil)
+
+// BanDrops returns the packets each ban has dropped, from the per-entry
+// counters of the ban ipsets (created with counters; sets made by an older
+// synban are rebuilt with them by the next Apply). Entries without a
+// counter are left out. Refreshing an entry (ipset add -exist) keeps its
+// count.
+func (b *Backend) BanDrops(ctx context.Context) (map[netip.Prefix]uint64, error) {
+	out := map[netip.Prefix]uint64{}
+	err := b.run(func(h *netlink.Handle) error {
+		for _, s := range banSets {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			cur, err := h.IpsetList(s)
+			if isNoSet(err) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("list ipset %s: %w", s, err)
+			}
+			for _, e := range cur.Entries {
+				if p, ok := entryPrefix(e); ok && e.Packets != nil {
+					out[p] = *e.Packets
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("iptables ban drop counters: %w", err)
+	}
 	return out, nil
 }
 

@@ -280,14 +280,14 @@ func TestSetsCrossCheck(t *testing.T) {
 	}
 	mustApply(t, b, baseRS(bans...))
 	out := ns.MustRun("ipset", "list", IPSetBan4)
-	if !regexp.MustCompile(`203\.0\.113\.7 timeout (59\d|600) comment "say 'hi'"`).MatchString(out) {
+	if !regexp.MustCompile(`203\.0\.113\.7 timeout (59\d|600) packets 0 bytes 0 comment "say 'hi'"`).MatchString(out) {
 		t.Errorf("ipset list %s:\n%s", IPSetBan4, out)
 	}
-	if !strings.Contains(out, "maxelem 4096") || !strings.Contains(out, "Type: hash:ip") {
+	if !strings.Contains(out, "maxelem 4096") || !strings.Contains(out, "Type: hash:ip") || !strings.Contains(out, "counters") {
 		t.Errorf("ipset %s header wrong:\n%s", IPSetBan4, out)
 	}
 	out = ns.MustRun("ipset", "list", IPSetBanNet6)
-	if !regexp.MustCompile(`2001:db8:1::/64 timeout (8\d|90) comment "v6 net"`).MatchString(out) {
+	if !regexp.MustCompile(`2001:db8:1::/64 timeout (8\d|90) packets 0 bytes 0 comment "v6 net"`).MatchString(out) {
 		t.Errorf("ipset list %s:\n%s", IPSetBanNet6, out)
 	}
 	if out := ns.MustRun("ipset", "list", IPSetAllow4); !strings.Contains(out, "127.0.0.0/8") {

@@ -52,6 +52,9 @@ type IPSet struct {
 	V6 bool
 	// Timeout is true when entries carry a timeout (and a comment).
 	Timeout bool
+	// Counters is true when every entry counts the packets it matched
+	// (ipset's counters option): the ban sets, read by Backend.BanDrops.
+	Counters bool
 	// MaxElem is the set's capacity.
 	MaxElem int
 }
@@ -70,10 +73,10 @@ func IPSets(rs *rules.Ruleset) []IPSet {
 	return []IPSet{
 		{Name: IPSetAllow4, Type: "hash:net", MaxElem: allowMax(rs, false, m)},
 		{Name: IPSetAllow6, Type: "hash:net", V6: true, MaxElem: allowMax(rs, true, m)},
-		{Name: IPSetBan4, Type: "hash:ip", Timeout: true, MaxElem: m},
-		{Name: IPSetBan6, Type: "hash:ip", V6: true, Timeout: true, MaxElem: m},
-		{Name: IPSetBanNet4, Type: "hash:net", Timeout: true, MaxElem: m},
-		{Name: IPSetBanNet6, Type: "hash:net", V6: true, Timeout: true, MaxElem: m},
+		{Name: IPSetBan4, Type: "hash:ip", Timeout: true, Counters: true, MaxElem: m},
+		{Name: IPSetBan6, Type: "hash:ip", V6: true, Timeout: true, Counters: true, MaxElem: m},
+		{Name: IPSetBanNet4, Type: "hash:net", Timeout: true, Counters: true, MaxElem: m},
+		{Name: IPSetBanNet6, Type: "hash:net", V6: true, Timeout: true, Counters: true, MaxElem: m},
 	}
 }
 

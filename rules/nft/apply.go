@@ -107,6 +107,9 @@ func (b *Backend) applyOnce(ctx context.Context, rs *rules.Ruleset, fam nftables
 	if err != nil {
 		return rules.Result{}, fmt.Errorf("nftables apply: read table %s: %w", rs.Table, err)
 	}
+	if err := b.fillSetCounters(st); err != nil {
+		return rules.Result{}, fmt.Errorf("nftables apply: read set flags of table %s: %w", rs.Table, err)
+	}
 	p := &planner{b: b, c: c, st: st, rs: rs, fam: fam, t: &nftables.Table{Name: rs.Table, Family: fam}}
 	p.plan(specs)
 	if err := ctx.Err(); err != nil {

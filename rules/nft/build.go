@@ -31,8 +31,11 @@ type setSpec struct {
 	kind                       setKind
 	v6                         bool
 	interval, timeout, dynamic bool
-	size                       uint32
-	defTimeout                 time.Duration
+	// counter gives every element its own packet counter (nft's `counter`
+	// set flag): the ban sets carry one, read by BanDrops.
+	counter    bool
+	size       uint32
+	defTimeout time.Duration
 }
 
 func (s setSpec) keyType() nftables.SetDatatype {
@@ -50,19 +53,23 @@ func (s setSpec) nft(t *nftables.Table) *nftables.Set {
 		Interval:   s.interval,
 		HasTimeout: s.timeout,
 		Dynamic:    s.dynamic,
+		Counter:    s.counter,
 		Timeout:    s.defTimeout,
 		KeyType:    s.keyType(),
 		Size:       s.size,
 	}
 }
 
-// same reports whether the kernel's set k has the definition s.
+// same reports whether the kernel's set k has the definition s. k.Counter
+// must have been filled in by readState (the library does not decode it).
+// A ban set made by an older synban without the counter flag differs, so
+// Apply recreates it and carries its elements over.
 func (s setSpec) same(k *nftables.Set) bool {
 	kt := s.keyType()
 	return !k.Anonymous && !k.Constant && !k.IsMap && !k.Concatenation &&
 		k.KeyType.Name == kt.Name && k.KeyType.Bytes == kt.Bytes &&
 		k.Interval == s.interval && k.HasTimeout == s.timeout && k.Dynamic == s.dynamic &&
-		k.Size == s.size && k.Timeout == s.defTimeout
+		k.Counter == s.counter && k.Size == s.size && k.Timeout == s.defTimeout
 }
 
 func (s setSpec) describe() string {
@@ -76,7 +83,11 @@ func (s setSpec) describe() string {
 	if s.timeout {
 		flags = append(flags, "timeout")
 	}
-	return fmt.Sprintf("%s (%s, flags %s, size %d, timeout %s)", s.name, s.keyType().Name, strings.Join(flags, ","), s.size, s.defTimeout)
+	counter := ""
+	if s.counter {
+		counter = ", counter"
+	}
+	return fmt.Sprintf("%s (%s, flags %s%s, size %d, timeout %s)", s.name, s.keyType().Name, strings.Join(flags, ","), counter, s.size, s.defTimeout)
 }
 
 // families says which address families a table family carries.
@@ -102,10 +113,10 @@ func desiredSets(rs *rules.Ruleset, fam nftables.TableFamily) []setSpec {
 	size := uint32(rs.MaxEntries)
 	add(v4, setSpec{name: rules.SetAllow4, kind: kindAllow, interval: true})
 	add(v6, setSpec{name: rules.SetAllow6, kind: kindAllow, v6: true, interval: true})
-	add(v4, setSpec{name: rules.SetBan4, kind: kindBan, timeout: true, size: size})
-	add(v4, setSpec{name: rules.SetBanNet4, kind: kindBan, interval: true, timeout: true, size: size})
-	add(v6, setSpec{name: rules.SetBan6, kind: kindBan, v6: true, timeout: true, size: size})
-	add(v6, setSpec{name: rules.SetBanNet6, kind: kindBan, v6: true, interval: true, timeout: true, size: size})
+	add(v4, setSpec{name: rules.SetBan4, kind: kindBan, timeout: true, counter: true, size: size})
+	add(v4, setSpec{name: rules.SetBanNet4, kind: kindBan, interval: true, timeout: true, counter: true, size: size})
+	add(v6, setSpec{name: rules.SetBan6, kind: kindBan, v6: true, timeout: true, counter: true, size: size})
+	add(v6, setSpec{name: rules.SetBanNet6, kind: kindBan, v6: true, interval: true, timeout: true, counter: true, size: size})
 	if m := rs.Meter; m != nil {
 		add(v4, setSpec{name: rules.SetMeter4, kind: kindMeter, dynamic: true, timeout: true, size: uint32(m.Size), defTimeout: m.Timeout})
 		add(v6, setSpec{name: rules.SetMeter6, kind: kindMeter, v6: true, dynamic: true, timeout: true, size: uint32(m.Size), defTimeout: m.Timeout})

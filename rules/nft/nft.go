@@ -226,6 +226,34 @@ func (b *Backend) Bans(ctx context.Context) ([]rules.ActiveBan, error) {
 	return out, nil
 }
 
+var _ rules.DropCounter = (*Backend)(nil)
+
+// BanDrops returns the packets each ban has dropped, from the per-element
+// counters of the ban sets (declared with the counter flag). Elements
+// without a counter (sets mode, when the operator's sets lack the flag) are
+// left out. No table means no counts.
+func (b *Backend) BanDrops(ctx context.Context) (map[netip.Prefix]uint64, error) {
+	name, fam := b.target()
+	c, done, err := b.conn()
+	if err != nil {
+		return nil, fmt.Errorf("ban drop counters: %w", err)
+	}
+	defer done()
+	st, err := readState(ctx, c, name, fam, banSets)
+	if err != nil {
+		return nil, fmt.Errorf("ban drop counters: %w", err)
+	}
+	out := map[netip.Prefix]uint64{}
+	for _, set := range banSets {
+		for _, e := range st.elems[set] {
+			if e.counted {
+				out[canonical(e.prefix)] = e.packets
+			}
+		}
+	}
+	return out, nil
+}
+
 // Unban deletes the given bans (exact prefixes) in one transaction and
 // reports how many were present. Absent prefixes are not an error.
 func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, error) {

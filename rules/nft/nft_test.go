@@ -410,10 +410,30 @@ func TestCountersAndDrop(t *testing.T) {
 	if err := dial(); err != nil {
 		t.Fatalf("connect before the ban failed: %v", err)
 	}
-	rs = backendtest.BaseRuleset(rules.Ban{Prefix: netip.MustParsePrefix("10.77.0.2/32"), Timeout: time.Hour, Reason: "test"})
+	rs = backendtest.BaseRuleset(rules.Ban{Prefix: netip.MustParsePrefix("10.77.0.2/32"), Timeout: time.Hour, Reason: "test"},
+		rules.Ban{Prefix: netip.MustParsePrefix("10.77.0.3/32"), Timeout: time.Hour, Reason: "silent"},
+		rules.Ban{Prefix: netip.MustParsePrefix("2001:db8:77::/48"), Timeout: time.Hour, Reason: "silent net"})
 	apply(t, b, rs)
+	before, err := b.BanDrops(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := dial(); err == nil {
 		t.Fatal("connect from a banned address succeeded")
+	}
+	// The per-element counters name the ban that dropped the packets.
+	after, err := b.BanDrops(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	attackerBan, silent, silentNet := netip.MustParsePrefix("10.77.0.2/32"), netip.MustParsePrefix("10.77.0.3/32"), netip.MustParsePrefix("2001:db8:77::/48")
+	if before[attackerBan] != 0 || after[attackerBan] == 0 {
+		t.Errorf("BanDrops of the attacker's ban: %d before the connect, %d after; want 0 then > 0", before[attackerBan], after[attackerBan])
+	}
+	for _, p := range []netip.Prefix{silent, silentNet} {
+		if n, ok := after[p]; !ok || n != 0 {
+			t.Errorf("BanDrops of %s = %d (present %v), want a zero count", p, n, ok)
+		}
 	}
 	counters, err := b.Counters(context.Background())
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +14,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
@@ -26,6 +29,10 @@ type element struct {
 	prefix           netip.Prefix
 	timeout, expires time.Duration
 	comment          string
+	// counted is true when the element carries its own counter (a set with
+	// the counter flag); packets is then what it counted.
+	counted bool
+	packets uint64
 	// raw are the kernel elements standing for it (the start and, for an
 	// interval, the end), reduced to what a delete needs.
 	raw []nftables.SetElement
@@ -195,11 +202,13 @@ func decodeElements(s *nftables.Set, els []nftables.SetElement) []element {
 			if !ok {
 				continue
 			}
-			out = append(out, element{
+			el := element{
 				prefix:  netip.PrefixFrom(a, a.BitLen()),
 				timeout: e.Timeout, expires: e.Expires, comment: e.Comment,
 				raw: []nftables.SetElement{{Key: e.Key}},
-			})
+			}
+			el.count(e)
+			out = append(out, el)
 		}
 		return out
 	}
@@ -238,9 +247,18 @@ func decodeElements(s *nftables.Set, els []nftables.SetElement) []element {
 		if !ok {
 			continue
 		}
-		out = append(out, element{prefix: p, timeout: e.Timeout, expires: e.Expires, comment: e.Comment, raw: raw})
+		el := element{prefix: p, timeout: e.Timeout, expires: e.Expires, comment: e.Comment, raw: raw}
+		el.count(e)
+		out = append(out, el)
 	}
 	return out
+}
+
+// count takes the element's counter from the kernel element e, if any.
+func (el *element) count(e nftables.SetElement) {
+	if e.Counter != nil {
+		el.counted, el.packets = true, e.Counter.Packets
+	}
 }
 
 // rangePrefix returns the prefix covering exactly [start, end), end nil
@@ -296,4 +314,108 @@ func ruleCounter(r *nftables.Rule) *expr.Counter {
 		}
 	}
 	return nil
+}
+
+// Set attributes the library does not decode (linux/netfilter/nf_tables.h):
+// a set's element expressions, one (NFTA_SET_EXPR) or a list of them
+// (NFTA_SET_EXPRESSIONS), which is how the counter flag travels.
+const (
+	nftaSetExpr        = 17
+	nftaSetExpressions = 18
+)
+
+// fillSetCounters sets Counter on the sets of st that carry a counter for
+// each element. google/nftables encodes the flag on AddSet but does not
+// decode it on GetSets, so the sets are dumped here over a netlink socket
+// of our own, in the backend's namespace.
+func (b *Backend) fillSetCounters(st *state) error {
+	if st.table == nil || len(st.sets) == 0 {
+		return nil
+	}
+	cfg := &netlink.Config{}
+	if b.netns != "" {
+		f, err := os.Open(b.netns)
+		if err != nil {
+			return fmt.Errorf("open network namespace: %w", err)
+		}
+		defer f.Close()
+		cfg.NetNS = int(f.Fd())
+	}
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err != nil {
+		return fmt.Errorf("netlink connection: %w", err)
+	}
+	defer conn.Close()
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_SET_TABLE, st.table.Name)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return fmt.Errorf("encode set dump request: %w", err)
+	}
+	req := netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSET),
+			Flags: netlink.Request | netlink.Dump,
+		},
+		Data: append([]byte{byte(st.table.Family), unix.NFNETLINK_V0, 0, 0}, attrs...),
+	}
+	msgs, err := conn.Execute(req)
+	if err != nil {
+		return fmt.Errorf("dump sets of %s: %w", st.table.Name, err)
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		name, counter, err := decodeSetCounter(m.Data[4:])
+		if err != nil {
+			return fmt.Errorf("decode set of %s: %w", st.table.Name, err)
+		}
+		if s := st.sets[name]; s != nil {
+			s.Counter = counter
+		}
+	}
+	return nil
+}
+
+// decodeSetCounter returns a set message's name and whether one of its
+// element expressions is a counter.
+func decodeSetCounter(data []byte) (string, bool, error) {
+	ad, err := netlink.NewAttributeDecoder(data)
+	if err != nil {
+		return "", false, err
+	}
+	var name string
+	counter := false
+	isCounter := func(b []byte) bool { // one nested expression: NFTA_EXPR_NAME "counter"
+		d, err := netlink.NewAttributeDecoder(b)
+		if err != nil {
+			return false
+		}
+		for d.Next() {
+			if d.Type() == unix.NFTA_EXPR_NAME && d.String() == "counter" {
+				return true
+			}
+		}
+		return false
+	}
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_SET_NAME:
+			name = ad.String()
+		case nftaSetExpr:
+			counter = counter || isCounter(ad.Bytes())
+		case nftaSetExpressions:
+			list, err := netlink.NewAttributeDecoder(ad.Bytes())
+			if err != nil {
+				return "", false, err
+			}
+			for list.Next() {
+				if list.Type() == unix.NFTA_LIST_ELEM && isCounter(list.Bytes()) {
+					counter = true
+				}
+			}
+		}
+	}
+	return name, counter, ad.Err()
 }

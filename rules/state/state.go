@@ -103,6 +103,11 @@ type Ban struct {
 	Rule   string `json:"rule,omitempty"`
 	// Backend names the backend that applied it ("nftables", "iptables", "route").
 	Backend string `json:"backend,omitempty"`
+	// Drops is the ban's drop counter (packets) as last seen in the kernel,
+	// for backends with per-ban counters (rules.DropCounter). A later run
+	// that sees it unchanged knows the banned source sent nothing new.
+	// Upsert keeps it; SetDrops sets it.
+	Drops uint64 `json:"drops,omitempty"`
 }
 
 // Record is the ban history of one prefix.
@@ -441,6 +446,16 @@ func (st *State) Upsert(b Ban) {
 	if b.Backend != "" {
 		old.Backend = b.Backend
 	}
+}
+
+// SetDrops stores n as the drop count last seen for the ban of exactly
+// prefix p and reports whether there is such a ban.
+func (st *State) SetDrops(p netip.Prefix, n uint64) bool {
+	i, ok := lookup(&st.banIdx, st.Bans, banPrefix, canonical(p))
+	if ok {
+		st.Bans[i].Drops = n
+	}
+	return ok
 }
 
 // Find returns the ban for exactly prefix p.
