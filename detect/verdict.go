@@ -28,6 +28,9 @@ type Verdict struct {
 	BanFor time.Duration
 	// Reason is a one-line human-readable explanation.
 	Reason string
+	// Forced marks a manual ban made with `synban ban --force`, which may be
+	// broader than the policy's minimum ban prefix length (never a /0).
+	Forced bool
 }
 
 // Spared is an offender that the guard keeps from being banned.

@@ -22,11 +22,9 @@ const DefaultSetSize = 65536
 const MaxCommentLen = 100
 
 // ForcedBanReason is the Reason of a manual ban made with --force (synban
-// ban --force): a verdict without a Rule and with this Reason, whether
-// fresh from the command line or restored from the state store, which
-// keeps it as the ban's reason, is exempt from the minimum ban prefix
-// length (ban.min_ipv4_length, ban.min_ipv6_length). A /0 is refused even
-// so.
+// ban --force). What exempts a ban from the minimum ban prefix length
+// (ban.min_ipv4_length, ban.min_ipv6_length) is the verdict's Forced flag,
+// which the state store keeps, not this text. A /0 is refused even so.
 const ForcedBanReason = "manual ban (--force)"
 
 // CappedNote is appended to the Reason of a ban whose timeout Compile cut
@@ -68,7 +66,7 @@ type candidate struct {
 //     omitted; a nil guard protects nothing and yields an empty allow list;
 //   - the minimum ban prefix length (ban.min_ipv4_length and
 //     min_ipv6_length; 0 means none): a broader subject is omitted, unless
-//     it is a forced manual ban (ForcedBanReason); a /0 always is;
+//     it is a forced manual ban (Verdict.Forced); a /0 always is;
 //   - ban.max_duration (0 means none) and policy.MaxTimeout cap every ban's
 //     timeout, and the Reason of a ban cut to max_duration ends in
 //     CappedNote; timeouts are rounded up to a whole second, which nft
@@ -138,7 +136,7 @@ func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Rul
 			omit(i, pfx, "protected: "+why)
 			continue
 		}
-		if why, ok := TooBroad(p, pfx); ok && (pfx.Bits() == 0 || !isForced(v)) {
+		if why, ok := TooBroad(p, pfx); ok && (pfx.Bits() == 0 || !v.Forced) {
 			omit(i, pfx, why)
 			continue
 		}
@@ -237,11 +235,6 @@ func TooBroad(p *policy.Policy, pfx netip.Prefix) (string, bool) {
 		return fmt.Sprintf("broader than %s /%d", key, minBits), true
 	}
 	return "", false
-}
-
-// isForced reports whether v is a forced manual ban (see ForcedBanReason).
-func isForced(v detect.Verdict) bool {
-	return v.Rule == "" && strings.TrimSuffix(v.Reason, CappedNote) == ForcedBanReason
 }
 
 // capTimeout caps d at ban.max_duration (reporting whether it did) and at

@@ -10,7 +10,8 @@ import (
 )
 
 func restored(subject string, left time.Duration, reason string) detect.Verdict {
-	return detect.Verdict{Subject: pfx(subject), BanFor: left, Reason: reason, Sources: 1}
+	return detect.Verdict{Subject: pfx(subject), BanFor: left, Reason: reason, Sources: 1,
+		Forced: strings.HasPrefix(reason, ForcedBanReason)}
 }
 
 // TestCompileCapsEveryBan checks that every ban, whatever brought it, is
@@ -131,7 +132,7 @@ func TestCompileMinimumPrefixLength(t *testing.T) {
 		restored("5.0.0.0/8", time.Minute, ForcedBanReason),
 		restored("6.0.0.0/8", 2*time.Hour, ForcedBanReason),            // forced and capped ...
 		restored("7.0.0.0/8", time.Minute, ForcedBanReason+CappedNote), // ... and restored so
-		verdict("8.0.0.0/8", time.Minute),                              // forced reason but from a rule: not forced
+		verdict("8.0.0.0/8", time.Minute),                              // the forced reason without the flag: not forced
 		restored("0.0.0.0/0", time.Minute, ForcedBanReason),
 		restored("::/0", time.Minute, ForcedBanReason),
 		restored("::ffff:0:0/96", time.Minute, ForcedBanReason),

@@ -51,12 +51,19 @@ func (a *app) openBackend(ctx context.Context, o *options, p *policy.Policy, sto
 // by one before it only counts them.
 const maxListed = 20
 
-// lockAndOpen takes the state lock and opens the backend, for the commands
-// that change bans. The caller defers release.
+// lockAndOpen takes the state lock, checks that the state store loads, and
+// opens the backend, for the commands that change bans. A store that cannot
+// be read (corrupt, or a link or FIFO planted as its file) stops the command
+// before the kernel is touched: a ban applied and then not recorded would
+// never be restored or expired by synban. The caller defers release.
 func (a *app) lockAndOpen(ctx context.Context, o *options, p *policy.Policy) (*state.Store, rules.Backend, backends.Choice, func() error, error) {
 	store, release, err := lockedStore(ctx, o.stateDir, o.wait)
 	if err != nil {
 		return nil, nil, backends.Choice{}, nil, err
+	}
+	if _, err := store.Load(); err != nil {
+		release()
+		return nil, nil, backends.Choice{}, nil, fmt.Errorf("load state: %w", err)
 	}
 	b, choice, err := a.openBackend(ctx, o, p, store)
 	if err != nil {
@@ -198,7 +205,7 @@ func recordBans(s *state.State, d *decision, backend string, now time.Time, coun
 			// until 2099): the store must not outlast the kernel, or every
 			// run would restore it again. Upsert only lengthens.
 			s.Remove(b.Prefix)
-			sb.Since = old.Since
+			sb.Since, sb.Forced = old.Since, old.Forced
 		}
 		if decided {
 			sb.Rule = v.Rule
@@ -432,14 +439,15 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 		case !o.force:
 			return badInput("refusing to ban %s: %s; add --force to ban it anyway", subject, why)
 		}
-		// Compile, now and when the ban is restored from the state store,
-		// lets a broad ban through only with this reason.
+		// Compile, now and when the ban is restored from the state store
+		// (which keeps the flag), lets a broad ban through only when forced.
 		reason = rules.ForcedBanReason
 	}
 	if why, protected := g.Protects(subject); protected {
 		return badInput("refusing to ban %s: %s", subject, why)
 	}
-	rs, omitted, err := rules.Compile(p, []detect.Verdict{{Subject: subject, BanFor: d, Reason: reason, Sources: 1}}, g)
+	forced := reason == rules.ForcedBanReason
+	rs, omitted, err := rules.Compile(p, []detect.Verdict{{Subject: subject, BanFor: d, Reason: reason, Sources: 1, Forced: forced}}, g)
 	if err != nil {
 		return fmt.Errorf("compile ruleset: %w", err)
 	}
@@ -461,7 +469,7 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 	}
 	now := time.Now()
 	if err := store.Update(func(s *state.State) error {
-		s.Upsert(state.Ban{Prefix: ban.Prefix, Since: now, Until: now.Add(ban.Timeout), Reason: ban.Reason, Rule: "manual", Backend: choice.Name})
+		s.Upsert(state.Ban{Prefix: ban.Prefix, Since: now, Until: now.Add(ban.Timeout), Reason: ban.Reason, Rule: "manual", Backend: choice.Name, Forced: forced})
 		return nil
 	}); err != nil {
 		return fmt.Errorf("record ban: %w", err)

@@ -312,7 +312,7 @@ func storedVerdicts(st *state.State, now time.Time) []detect.Verdict {
 		if reason == "" {
 			reason = "restored from state"
 		}
-		out = append(out, detect.Verdict{Subject: b.Prefix, BanFor: left, Reason: reason, Rule: "", Sources: 1})
+		out = append(out, detect.Verdict{Subject: b.Prefix, BanFor: left, Reason: reason, Rule: "", Sources: 1, Forced: b.Forced})
 	}
 	return out
 }

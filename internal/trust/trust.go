@@ -122,6 +122,18 @@ func fileOwners() owners {
 // rootOnly are the owners a program synban runs may have.
 var rootOnly = owners{uids: []int{0}, desc: "root"}
 
+// Refusal is the Error refusing path (of the given kind), whose Lstat is fi,
+// for a problem found by the caller, such as a state directory that is a
+// symbolic link.
+func Refusal(kind, path string, fi fs.FileInfo, problem, fix string) *Error {
+	uid, mode := statOf(fi)
+	return &Error{Kind: kind, Path: path, UID: uid, Mode: mode, Problem: problem, Fix: fix}
+}
+
+// TypeName names the type of a file ("regular file", "directory", "fifo",
+// "symbolic link", ...), for messages.
+func TypeName(m fs.FileMode) string { return typeName(m) }
+
 // statOf returns fi's owner and permission bits (with setuid, setgid, sticky).
 func statOf(fi fs.FileInfo) (uid int, mode uint32) {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {

@@ -31,7 +31,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/synban/synban/internal/trust"
@@ -103,6 +102,9 @@ type Ban struct {
 	Rule   string `json:"rule,omitempty"`
 	// Backend names the backend that applied it ("nftables", "iptables", "route").
 	Backend string `json:"backend,omitempty"`
+	// Forced marks a manual ban made with `synban ban --force`: restored,
+	// it may stay broader than the policy's minimum ban prefix length.
+	Forced bool `json:"forced,omitempty"`
 	// Drops is the ban's drop counter (packets) as last seen in the kernel,
 	// for backends with per-ban counters (rules.DropCounter). A later run
 	// that sees it unchanged knows the banned source sent nothing new.
@@ -162,16 +164,13 @@ func Open(dir string) (*Store, error) {
 	}
 	if fi.Mode()&fs.ModeSymlink != 0 {
 		target, _ := os.Readlink(abs)
-		uid, mode := -1, uint32(0)
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			uid, mode = int(st.Uid), st.Mode&0o7777
-		}
-		return nil, &trust.Error{Kind: "directory", Path: abs, UID: uid, Mode: mode,
-			Problem: "a symbolic link (to " + target + "); synban does not follow a link as its state directory",
-			Fix:     "give the real directory: --state-dir " + target}
+		return nil, trust.Refusal("directory", abs, fi,
+			"a symbolic link (to "+target+"); synban does not follow a link as its state directory",
+			"give the real directory: --state-dir "+target)
 	}
 	if !fi.IsDir() {
-		return nil, fmt.Errorf("open state directory %s: not a directory", abs)
+		return nil, fmt.Errorf("open state directory %s: %w", abs, trust.Refusal("directory", abs, fi,
+			"not a directory: "+trust.TypeName(fi.Mode()), "give a directory as --state-dir"))
 	}
 	if err := trust.CheckDir(abs); err != nil {
 		return nil, fmt.Errorf("open state directory %s: %w", abs, err)
@@ -446,6 +445,7 @@ func (st *State) Upsert(b Ban) {
 	if b.Backend != "" {
 		old.Backend = b.Backend
 	}
+	old.Forced = old.Forced || b.Forced
 }
 
 // SetDrops stores n as the drop count last seen for the ban of exactly
