@@ -7,6 +7,13 @@ import (
 	"slices"
 )
 
+// Bounds on one announcement, far above what a decision produces, so that
+// no route can outgrow a BGP message.
+const (
+	maxPorts       = 32
+	maxCommunities = 32
+)
+
 // Refusal is an announcement Check would not send, and why.
 type Refusal struct {
 	Announcement Announcement
@@ -88,6 +95,9 @@ func unsafe(cfg Config, a Announcement) string {
 		if a.Source.IsValid() || len(a.Ports) > 0 || a.Action != "" {
 			return "RTBH with FlowSpec fields (source, ports or action)"
 		}
+		if len(a.Communities) > maxCommunities {
+			return fmt.Sprintf("%d communities, more than %d", len(a.Communities), maxCommunities)
+		}
 		if !slices.Contains(a.Communities, Blackhole) {
 			return "RTBH without the BLACKHOLE community 65535:666"
 		}
@@ -115,6 +125,9 @@ func unsafe(cfg Config, a Announcement) string {
 		}
 		if slices.Contains(a.Ports, 0) {
 			return "destination port 0"
+		}
+		if n := len(a.sortedPorts()); n > maxPorts {
+			return fmt.Sprintf("%d destination ports in one rule, more than %d", n, maxPorts)
 		}
 		if len(a.Communities) > 0 || a.NextHop.IsValid() {
 			return "FlowSpec with RTBH fields (communities or next hop)"
