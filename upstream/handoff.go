@@ -63,22 +63,32 @@ func WriteDesired(dir string, d Desired) error {
 	if len(data) > maxDesiredSize {
 		return fmt.Errorf("write %s: %d bytes, over the %d-byte bound", DesiredFile, len(data), maxDesiredSize)
 	}
-	final := filepath.Join(dir, DesiredFile)
+	return writeAtomic(dir, DesiredFile, data, true)
+}
+
+// writeAtomic replaces dir/name with data: a temporary file (0600, never
+// following a symlink) is written, synced when durable, and renamed over
+// the old one, and the directory synced, so a reader sees the old file or
+// the new one, never a part.
+func writeAtomic(dir, name string, data []byte, durable bool) error {
+	final := filepath.Join(dir, name)
 	tmp := final + ".tmp"
 	_ = os.Remove(tmp) // a leftover of a killed writer
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return fmt.Errorf("write %s: %w", DesiredFile, err)
+		return fmt.Errorf("write %s: %w", final, err)
 	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", tmp, err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("sync %s: %w", tmp, err)
+	if durable {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			os.Remove(tmp)
+			return fmt.Errorf("sync %s: %w", tmp, err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
@@ -88,12 +98,16 @@ func WriteDesired(dir string, d Desired) error {
 		os.Remove(tmp)
 		return fmt.Errorf("rename %s: %w", final, err)
 	}
-	if df, err := os.Open(dir); err == nil {
-		err = df.Sync()
-		df.Close()
-		if err != nil {
-			return fmt.Errorf("sync directory %s: %w", dir, err)
-		}
+	if !durable {
+		return nil
+	}
+	df, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	defer df.Close()
+	if err := df.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
 }
@@ -104,29 +118,39 @@ func WriteDesired(dir string, d Desired) error {
 // error: no run yet means nothing desired.
 func ReadDesired(dir string) (Desired, error) {
 	path := filepath.Join(dir, DesiredFile)
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	data, err := readBounded(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return Desired{Version: desiredVersion}, nil
 	}
 	if err != nil {
-		return Desired{}, fmt.Errorf("read %s: %w", path, err)
+		return Desired{}, err
+	}
+	return ParseDesired(path, data)
+}
+
+// readBounded reads a regular file, not through a symlink, of at most
+// maxDesiredSize bytes.
+func readBounded(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return Desired{}, fmt.Errorf("read %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	if !st.Mode().IsRegular() {
-		return Desired{}, fmt.Errorf("read %s: not a regular file", path)
+		return nil, fmt.Errorf("read %s: not a regular file", path)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxDesiredSize+1))
 	if err != nil {
-		return Desired{}, fmt.Errorf("read %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	if len(data) > maxDesiredSize {
-		return Desired{}, fmt.Errorf("read %s: over the %d-byte bound", path, maxDesiredSize)
+		return nil, fmt.Errorf("read %s: over the %d-byte bound", path, maxDesiredSize)
 	}
-	return ParseDesired(path, data)
+	return data, nil
 }
 
 // ParseDesired decodes hand-off content strictly; name is used in errors.

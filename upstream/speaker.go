@@ -1,7 +1,9 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -352,8 +354,55 @@ func familyName(f *api.Family) string {
 	return f.String()
 }
 
+// StatusFile is where Run publishes the speaker's Status, about once a
+// second, for `synban status` (another process) to read.
+const StatusFile = "upstream-status.json"
+
+const statusVersion = 1
+
+// StatusReport is the status file's content.
+type StatusReport struct {
+	Version int       `json:"version"`
+	Written time.Time `json:"written"`
+	PID     int       `json:"pid"`
+	Status
+}
+
+// ReadStatus reads dir/StatusFile strictly. A missing file (an error
+// wrapping os.ErrNotExist) means no speaker is running on dir.
+func ReadStatus(dir string) (StatusReport, error) {
+	path := filepath.Join(dir, StatusFile)
+	data, err := readBounded(path)
+	if err != nil {
+		return StatusReport{}, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var r StatusReport
+	if err := dec.Decode(&r); err != nil {
+		return StatusReport{}, fmt.Errorf("%s: %w", path, jsonWhere(data, err))
+	}
+	if r.Version != statusVersion {
+		return StatusReport{}, fmt.Errorf("%s: version %d, want %d", path, r.Version, statusVersion)
+	}
+	return r, nil
+}
+
+func (s *Speaker) publishStatus(ctx context.Context, dir string) error {
+	st, err := s.Status(ctx)
+	if err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(StatusReport{Version: statusVersion, Written: s.now(), PID: os.Getpid(), Status: st}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", StatusFile, err)
+	}
+	// Informational and rewritten every second: not synced.
+	return writeAtomic(dir, StatusFile, append(data, '\n'), false)
+}
+
 // Run reconciles against dir/DesiredFile until ctx ends, then stops the
-// speaker (withdrawing everything). It polls the file every PollInterval
+// speaker (withdrawing everything) and removes its status file. It polls the file every PollInterval
 // (re-reading it when its size, modification time or inode changes) and
 // reconciles on every poll, so a change, a dampened change coming due and a
 // dead-man expiry are all sent within a second. A file that cannot be read
@@ -367,6 +416,7 @@ func (s *Speaker) Run(ctx context.Context, dir string) error {
 	)
 	tick := time.NewTicker(PollInterval)
 	defer tick.Stop()
+	var published time.Time
 	for {
 		fi, err := os.Lstat(path)
 		switch {
@@ -386,14 +436,25 @@ func (s *Speaker) Run(ctx context.Context, dir string) error {
 			s.log.Error("upstream hand-off file", "error", err)
 			readErr = err.Error()
 		}
-		if _, err := s.Reconcile(desired); err != nil {
+		res, err := s.Reconcile(desired)
+		if err != nil {
 			s.log.Error("upstream reconcile", "error", err)
+		}
+		if res.Changed() || time.Since(published) >= time.Second {
+			if err := s.publishStatus(ctx, dir); err != nil && ctx.Err() == nil {
+				s.log.Error("upstream status file", "error", err)
+			}
+			published = time.Now()
 		}
 		select {
 		case <-ctx.Done():
 			stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			return s.Stop(stopCtx)
+			err := s.Stop(stopCtx)
+			if rmErr := os.Remove(filepath.Join(dir, StatusFile)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+				err = errors.Join(err, fmt.Errorf("remove status file: %w", rmErr))
+			}
+			return err
 		case <-tick.C:
 		}
 	}

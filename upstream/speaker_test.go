@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -319,6 +320,15 @@ func TestSpeakerRunDeadMan(t *testing.T) {
 	}
 	rcv.waitFor(time.Second+500*time.Millisecond, want)
 	t.Logf("hand-off to receiver RIB: %s", time.Since(wrote).Round(time.Millisecond))
+	var rep StatusReport
+	netnstest.Eventually(t, 3*time.Second, func() bool {
+		var err error
+		rep, err = ReadStatus(dir)
+		return err == nil && len(rep.Announcements) == len(want)
+	}, "status file never showed the %d announcements: %+v", len(want), &rep)
+	if rep.PID != os.Getpid() || len(rep.Neighbors) != 1 || rep.Neighbors[0].State != "established" {
+		t.Fatalf("status file: %+v", rep)
+	}
 
 	// A run keeps confirming the first; the others age out.
 	keep := want[:1]
@@ -361,6 +371,9 @@ func TestSpeakerRunDeadMan(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	rcv.waitFor(5*time.Second, nil)
+	if _, err := ReadStatus(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("status file after a clean stop: %v", err)
+	}
 }
 
 // TestSpeakerDampening: over MaxChangesPerMinute, the excess is deferred
