@@ -67,9 +67,10 @@ type DecideInput struct {
 }
 
 // DecideState is what a decision remembers for the next one; it lives in
-// the hand-off file.
+// the hand-off file, whose entries are its announcements (Desired.Previous
+// puts them back).
 type DecideState struct {
-	Announcements []Announcement `json:"announcements,omitempty"`
+	Announcements []Announcement `json:"-"`
 	// FlowSpecSince is when the current episode's FlowSpec rules were first
 	// decided (zero: no episode).
 	FlowSpecSince time.Time `json:"flowspec_since,omitzero"`

@@ -47,6 +47,17 @@ func Confirm(now time.Time, anns []Announcement, st DecideState) Desired {
 	return d
 }
 
+// Previous is the decision state the next run continues from: the state
+// with the announcements of the entries (stored once, in the entries).
+func (d Desired) Previous() DecideState {
+	st := d.State
+	st.Announcements = nil
+	for _, e := range d.Entries {
+		st.Announcements = append(st.Announcements, e.Announcement)
+	}
+	return st
+}
+
 // WriteDesired writes d to dir/DesiredFile atomically: a temporary file
 // (0600, never following a symlink) is written, synced and renamed over the
 // old one, and the directory synced, so a reader sees the old file or the

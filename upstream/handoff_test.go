@@ -35,6 +35,10 @@ func TestDesiredRoundTrip(t *testing.T) {
 			t.Errorf("entry %d: %s, want %s", i, got.Entries[i].Announcement.CLI(), anns[i].CLI())
 		}
 	}
+	prev := got.Previous()
+	if len(prev.Announcements) != len(anns) || !prev.LastFlood.Equal(now) {
+		t.Fatalf("previous state %+v", prev)
+	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Fatalf("left files behind: %v", ents)
 	}
