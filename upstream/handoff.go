@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -153,6 +154,14 @@ func readBounded(path string) ([]byte, error) {
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("read %s: not a regular file", path)
+	}
+	// What the file says is announced to the provider: only its owner
+	// may have written it.
+	if st.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("read %s: mode %04o is writable by group or others; want 0600", path, st.Mode().Perm())
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("read %s: owned by uid %d, neither root nor this process (uid %d)", path, sys.Uid, os.Geteuid())
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxDesiredSize+1))
 	if err != nil {

@@ -109,3 +109,28 @@ func TestWriteDesiredReplacesLeftoverTemp(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestReadDesiredRefusesWritableByOthers(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteDesired(dir, Confirm(time.Now(), fsExamples[:1], DecideState{})); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, DesiredFile)
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadDesired(dir); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+		t.Fatalf("world-writable hand-off file: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chmod(path, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(path, 12345, 12345); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadDesired(dir); err == nil || !strings.Contains(err.Error(), "owned by uid 12345") {
+			t.Fatalf("foreign-owned hand-off file: %v", err)
+		}
+	}
+}
