@@ -300,6 +300,10 @@ type NeighborStatus struct {
 	PeerASN  uint32   `json:"peer_asn"`
 	State    string   `json:"state"`
 	Families []string `json:"families"`
+	// Advertised counts, per family, the routes sent on the established
+	// session: fewer than announced in a FlowSpec family means the
+	// neighbor did not take FlowSpec (Decide's FlowSpecRefused).
+	Advertised map[string]uint64 `json:"advertised,omitempty"`
 }
 
 // Status is what `synban status` shows of the speaker.
@@ -325,11 +329,18 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 	}
 	slices.SortFunc(st.Announcements, func(a, b LiveAnnouncement) int { return strings.Compare(a.Announcement.Key(), b.Announcement.Key()) })
 	st.Deferred = s.deferred
-	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		ns := NeighborStatus{Address: p.GetConf().GetNeighborAddress(), PeerASN: p.GetConf().GetPeerAsn(),
 			State: sessionState(p.GetState().GetSessionState())}
 		for _, af := range p.GetAfiSafis() {
-			ns.Families = append(ns.Families, familyName(af.GetConfig().GetFamily()))
+			name := familyName(af.GetConfig().GetFamily())
+			ns.Families = append(ns.Families, name)
+			if n := af.GetState().GetAdvertised(); n > 0 {
+				if ns.Advertised == nil {
+					ns.Advertised = map[string]uint64{}
+				}
+				ns.Advertised[name] = n
+			}
 		}
 		st.Neighbors = append(st.Neighbors, ns)
 	})

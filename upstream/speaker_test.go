@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -51,7 +52,10 @@ type receiver struct {
 
 const receiverASN, speakerASN = 64500, 64512
 
-func newReceiver(t *testing.T) *receiver {
+func newReceiver(t *testing.T) *receiver { return newReceiverFamilies(t, allFamilies) }
+
+// newReceiverFamilies is a receiver negotiating only families.
+func newReceiverFamilies(t *testing.T, families []string) *receiver {
 	t.Helper()
 	port := freePort(t)
 	lv := new(slog.LevelVar)
@@ -67,7 +71,7 @@ func newReceiver(t *testing.T) *receiver {
 		Conf:      &api.PeerConf{NeighborAddress: "127.0.0.1", PeerAsn: speakerASN},
 		Transport: &api.Transport{PassiveMode: true},
 	}
-	for _, f := range allFamilies {
+	for _, f := range families {
 		af, _ := apiFamily(f)
 		p.AfiSafis = append(p.AfiSafis, &api.AfiSafi{Config: &api.AfiSafiConfig{Family: af, Enabled: true}})
 	}
@@ -282,6 +286,10 @@ func TestSpeakerTwoSpeakers(t *testing.T) {
 	if err != nil || len(st.Announcements) != len(want) || st.Neighbors[0].State != "established" || len(st.Neighbors[0].Families) != 4 {
 		t.Fatalf("status %+v %v", st, err)
 	}
+	wantAdv := map[string]uint64{FamilyIPv4FlowSpec: 2, FamilyIPv6FlowSpec: 1, FamilyIPv4Unicast: 1, FamilyIPv6Unicast: 1}
+	if adv := st.Neighbors[0].Advertised; !maps.Equal(adv, wantAdv) {
+		t.Fatalf("advertised per family %v, want %v", adv, wantAdv)
+	}
 
 	res, err = s.Reconcile(nil)
 	if err != nil || res.Withdrawn != len(want) {
@@ -443,4 +451,24 @@ func TestSpeakerRefusesUnsafe(t *testing.T) {
 			t.Errorf("refusal text %q", r)
 		}
 	}
+}
+
+// TestSpeakerFlowSpecNotTaken: a neighbor that does not negotiate FlowSpec
+// gets only the RTBH route, and Status shows nothing advertised in the
+// FlowSpec family: the signal for Decide's FlowSpecRefused.
+func TestSpeakerFlowSpecNotTaken(t *testing.T) {
+	rcv := newReceiverFamilies(t, []string{FamilyIPv4Unicast})
+	s := startSpeaker(t, speakerConfig(rcv.port))
+	waitEstablished(t, s)
+	fsRule := mitigation()[0]
+	black := mitigation()[3]
+	if _, err := s.Reconcile(Confirm(time.Now(), []Announcement{fsRule, black}, DecideState{}).Entries); err != nil {
+		t.Fatal(err)
+	}
+	rcv.waitFor(5*time.Second, []Announcement{black})
+	netnstest.Eventually(t, 5*time.Second, func() bool {
+		st, err := s.Status(context.Background())
+		return err == nil && len(st.Announcements) == 2 &&
+			maps.Equal(st.Neighbors[0].Advertised, map[string]uint64{FamilyIPv4Unicast: 1})
+	}, "status does not show the FlowSpec rule unadvertised")
 }
