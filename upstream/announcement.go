@@ -199,6 +199,14 @@ func (a Announcement) CLI() string {
 	return "gobgp global rib -a " + a.Family() + " add " + a.Destination.String() + " " + a.thenText()
 }
 
+// WithdrawCLI renders the gobgp command that would withdraw a.
+func (a Announcement) WithdrawCLI() string {
+	if a.Kind == FlowSpec {
+		return "gobgp global rib -a " + a.Family() + " del match " + a.matchText()
+	}
+	return "gobgp global rib -a " + a.Family() + " del " + a.Destination.String()
+}
+
 // String is the CLI rendering.
 func (a Announcement) String() string { return a.CLI() }
 

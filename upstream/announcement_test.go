@@ -57,6 +57,9 @@ func TestCLIParsesToSameNLRI(t *testing.T) {
 				t.Fatalf("no match in %s", cli)
 			}
 			match, _, _ = strings.Cut(match, " then ")
+			if w := a.WithdrawCLI(); !strings.HasSuffix(w, " del match "+match) {
+				t.Fatalf("withdrawal %q does not name the same match %q", w, match)
+			}
 			fam := bgp.RF_FS_IPv4_UC
 			if a.IPv6() {
 				fam = bgp.RF_FS_IPv6_UC

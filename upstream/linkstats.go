@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -70,4 +71,34 @@ func SampleLink(h *netlink.Handle, name string, now time.Time) (LinkSample, erro
 	}
 	return LinkSample{At: now, Interface: name,
 		RxBytes: st.RxBytes, RxPackets: st.RxPackets, TxBytes: st.TxBytes, TxPackets: st.TxPackets}, nil
+}
+
+// UplinkRate is the combined rate of the uplink interfaces between two
+// readings of all of them (prev from the last run or the window's start).
+// Every interface must be in both readings.
+func UplinkRate(prev, cur []LinkSample) (LinkRate, error) {
+	var sum LinkRate
+	if len(cur) == 0 {
+		return sum, fmt.Errorf("uplink rate: no interfaces")
+	}
+	for _, c := range cur {
+		i := slices.IndexFunc(prev, func(p LinkSample) bool { return p.Interface == c.Interface })
+		if i < 0 {
+			return LinkRate{}, fmt.Errorf("uplink rate: no earlier sample of %s", c.Interface)
+		}
+		r, err := Rate(prev[i], c)
+		if err != nil {
+			return LinkRate{}, err
+		}
+		if sum.Interface != "" {
+			sum.Interface += "+"
+		}
+		sum.Interface += c.Interface
+		sum.Over = max(sum.Over, r.Over)
+		sum.RxBps += r.RxBps
+		sum.TxBps += r.TxBps
+		sum.RxPps += r.RxPps
+		sum.TxPps += r.TxPps
+	}
+	return sum, nil
 }

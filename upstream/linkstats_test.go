@@ -35,6 +35,28 @@ func TestRate(t *testing.T) {
 	}
 }
 
+func TestUplinkRate(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	prev := []LinkSample{{At: t0, Interface: "eth0"}, {At: t0, Interface: "eth1", RxBytes: 100}}
+	cur := []LinkSample{
+		{At: t0.Add(time.Second), Interface: "eth1", RxBytes: 100 + 125000, RxPackets: 100},
+		{At: t0.Add(time.Second), Interface: "eth0", RxBytes: 250000, RxPackets: 200},
+	}
+	r, err := UplinkRate(prev, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.RxBps != 3e6 || r.RxPps != 300 || r.Interface != "eth1+eth0" {
+		t.Fatalf("combined rate %+v, want 3 Mbit/s, 300 pps", r)
+	}
+	if _, err := UplinkRate(prev[:1], cur); err == nil || !strings.Contains(err.Error(), "eth1") {
+		t.Fatalf("missing earlier sample: %v", err)
+	}
+	if _, err := UplinkRate(prev, nil); err == nil {
+		t.Fatal("no interfaces accepted")
+	}
+}
+
 // TestSampleLinkVeth reads a veth's counters in a test namespace before
 // and after sending a known number of pings through it: the receive
 // counters grow by at least that many packets and bytes.
