@@ -1,0 +1,342 @@
+// Package upstream moves a decided mitigation to the upstream routers over
+// BGP: FlowSpec rules (RFC 8955/8956) against attacker prefixes and RTBH
+// (RFC 7999) of a victim address, announced by an embedded GoBGP v4 speaker.
+//
+// The package is layered so that each part can be tested on its own:
+// Announcement is the one value every other part works on (it renders both
+// the GoBGP path and the gobgp CLI text); Check is the pure safety gate;
+// Decide is the pure decision from measured inputs; the hand-off file carries
+// the desired announcements from runs to the long-running Speaker, which
+// reconciles its BGP announcements against it.
+package upstream
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+)
+
+// Kind says what an announcement asks of the upstream routers.
+type Kind string
+
+const (
+	// FlowSpec is a traffic filter: match on destination, optional source,
+	// TCP SYN without ACK and destination ports; then discard or rate-limit.
+	FlowSpec Kind = "flowspec"
+	// RTBH is remotely triggered black-holing of one victim address: a
+	// unicast /32 or /128 with the BLACKHOLE community.
+	RTBH Kind = "rtbh"
+)
+
+// Action is what a FlowSpec rule does with matching traffic.
+type Action string
+
+const (
+	// Discard drops matching traffic (traffic-rate 0).
+	Discard Action = "discard"
+	// RateLimit limits matching traffic to RateBytes bytes per second.
+	RateLimit Action = "rate-limit"
+)
+
+// Community is a standard BGP community, AS:value.
+type Community uint32
+
+// Well-known communities RTBH announcements carry.
+const (
+	// Blackhole is 65535:666 (RFC 7999).
+	Blackhole = Community(bgp.COMMUNITY_BLACKHOLE)
+	// NoExport is 65535:65281 (RFC 1997).
+	NoExport = Community(bgp.COMMUNITY_NO_EXPORT)
+)
+
+// ParseCommunity parses "AS:value" with both halves 0..65535.
+func ParseCommunity(s string) (Community, error) {
+	hi, lo, ok := strings.Cut(s, ":")
+	if !ok {
+		return 0, fmt.Errorf("community %q: want AS:value", s)
+	}
+	a, err := strconv.ParseUint(hi, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("community %q: AS part: %w", s, err)
+	}
+	v, err := strconv.ParseUint(lo, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("community %q: value part: %w", s, err)
+	}
+	return Community(a<<16 | v), nil
+}
+
+// String renders AS:value.
+func (c Community) String() string { return fmt.Sprintf("%d:%d", uint32(c)>>16, uint32(c)&0xffff) }
+
+// MarshalText renders AS:value.
+func (c Community) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText parses AS:value.
+func (c *Community) UnmarshalText(b []byte) error {
+	v, err := ParseCommunity(string(b))
+	if err != nil {
+		return err
+	}
+	*c = v
+	return nil
+}
+
+// Announcement is one route synban wants upstream. Everything sent over BGP
+// and every rendering of it derive from this value.
+//
+// A FlowSpec announcement always matches protocol TCP and TCP flags SYN
+// without ACK (the floods synban detects); Destination is the victim,
+// Source the attacker prefix (absent for a spoofed flood), Ports the victim's
+// destination ports (empty: any). An RTBH announcement has a /32 or /128
+// Destination, Communities and NextHop.
+type Announcement struct {
+	Kind        Kind         `json:"kind"`
+	Destination netip.Prefix `json:"destination"`
+	Source      netip.Prefix `json:"source,omitzero"`
+	Ports       []uint16     `json:"ports,omitempty"`
+	Action      Action       `json:"action,omitempty"`
+	// RateBytes is the rate limit in bytes per second (not bits), for
+	// Action RateLimit.
+	RateBytes   uint64      `json:"rate_bytes,omitempty"`
+	Communities []Community `json:"communities,omitempty"`
+	NextHop     netip.Addr  `json:"next_hop,omitzero"`
+	// Weight orders announcements by importance (traffic they cover, larger
+	// first) when a cap cuts some; it is not sent.
+	Weight uint64 `json:"weight,omitempty"`
+}
+
+// IPv6 reports whether the announcement is for the IPv6 families.
+func (a Announcement) IPv6() bool {
+	return a.Destination.Addr().Is6() && !a.Destination.Addr().Is4In6()
+}
+
+// Family is the GoBGP family name: ipv4-flowspec, ipv6-flowspec,
+// ipv4-unicast or ipv6-unicast.
+func (a Announcement) Family() string { return a.bgpFamily().String() }
+
+func (a Announcement) bgpFamily() bgp.Family {
+	switch {
+	case a.Kind == FlowSpec && a.IPv6():
+		return bgp.RF_FS_IPv6_UC
+	case a.Kind == FlowSpec:
+		return bgp.RF_FS_IPv4_UC
+	case a.IPv6():
+		return bgp.RF_IPv6_UC
+	default:
+		return bgp.RF_IPv4_UC
+	}
+}
+
+// Key identifies the announcement's NLRI: two announcements with the same
+// key replace each other upstream (the same match with another action is a
+// replacement, not a second rule).
+func (a Announcement) Key() string {
+	if a.Kind == FlowSpec {
+		return a.Family() + " " + a.matchText()
+	}
+	return a.Family() + " " + a.Destination.String()
+}
+
+// Equal reports whether a and b would put the same route on the wire
+// (Weight aside).
+func (a Announcement) Equal(b Announcement) bool {
+	return a.Key() == b.Key() && a.thenText() == b.thenText()
+}
+
+// matchText is the FlowSpec match in gobgp CLI syntax.
+func (a Announcement) matchText() string {
+	var b strings.Builder
+	b.WriteString("destination " + a.Destination.String())
+	if a.Source.IsValid() {
+		b.WriteString(" source " + a.Source.String())
+	}
+	b.WriteString(" protocol tcp tcp-flags S&!A")
+	if len(a.Ports) > 0 {
+		b.WriteString(" destination-port")
+		for _, p := range a.sortedPorts() {
+			fmt.Fprintf(&b, " ==%d", p)
+		}
+	}
+	return b.String()
+}
+
+// thenText is the action part in gobgp CLI syntax (FlowSpec) or the path
+// attributes (RTBH).
+func (a Announcement) thenText() string {
+	if a.Kind == FlowSpec {
+		if a.Action == RateLimit {
+			// gobgp's CLI takes the rate as bytes per second, like the
+			// traffic-rate extended community.
+			return fmt.Sprintf("then rate-limit %d", a.RateBytes)
+		}
+		return "then discard"
+	}
+	var b strings.Builder
+	b.WriteString("nexthop " + a.NextHop.String() + " community ")
+	for i, c := range a.Communities {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(c.String())
+	}
+	return b.String()
+}
+
+// CLI renders the announcement as the gobgp command that would add it, e.g.
+// `gobgp global rib -a ipv4-flowspec add match destination 203.0.113.10/32
+// source 198.51.100.7/32 protocol tcp tcp-flags S&!A destination-port ==80
+// then discard`.
+func (a Announcement) CLI() string {
+	if a.Kind == FlowSpec {
+		return "gobgp global rib -a " + a.Family() + " add match " + a.matchText() + " " + a.thenText()
+	}
+	return "gobgp global rib -a " + a.Family() + " add " + a.Destination.String() + " " + a.thenText()
+}
+
+// WithdrawCLI renders the gobgp command that would withdraw a.
+func (a Announcement) WithdrawCLI() string {
+	if a.Kind == FlowSpec {
+		return "gobgp global rib -a " + a.Family() + " del match " + a.matchText()
+	}
+	return "gobgp global rib -a " + a.Family() + " del " + a.Destination.String()
+}
+
+// String is the CLI rendering.
+func (a Announcement) String() string { return a.CLI() }
+
+func (a Announcement) sortedPorts() []uint16 {
+	p := slices.Clone(a.Ports)
+	slices.Sort(p)
+	return slices.Compact(p)
+}
+
+// TCP flag bits (RFC 793) used in the FlowSpec TCP flags component.
+const (
+	tcpSYN = 0x02
+	tcpACK = 0x10
+)
+
+// components builds the FlowSpec NLRI components.
+func (a Announcement) components() ([]bgp.FlowSpecComponentInterface, error) {
+	dst, err := bgp.NewIPAddrPrefix(a.Destination)
+	if err != nil {
+		return nil, fmt.Errorf("destination %s: %w", a.Destination, err)
+	}
+	var cs []bgp.FlowSpecComponentInterface
+	if a.IPv6() {
+		cs = append(cs, bgp.NewFlowSpecDestinationPrefix6(dst, 0))
+	} else {
+		cs = append(cs, bgp.NewFlowSpecDestinationPrefix(dst))
+	}
+	if a.Source.IsValid() {
+		src, err := bgp.NewIPAddrPrefix(a.Source)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", a.Source, err)
+		}
+		if a.IPv6() {
+			cs = append(cs, bgp.NewFlowSpecSourcePrefix6(src, 0))
+		} else {
+			cs = append(cs, bgp.NewFlowSpecSourcePrefix(src))
+		}
+	}
+	// protocol == 6 (tcp)
+	cs = append(cs, bgp.NewFlowSpecComponent(bgp.FLOW_SPEC_TYPE_IP_PROTO, []*bgp.FlowSpecComponentItem{
+		bgp.NewFlowSpecComponentItem(uint8(bgp.DEC_NUM_OP_EQ)|uint8(bgp.DEC_NUM_OP_END), 6),
+	}))
+	// SYN set, and (AND) not ACK set.
+	cs = append(cs, bgp.NewFlowSpecComponent(bgp.FLOW_SPEC_TYPE_TCP_FLAG, []*bgp.FlowSpecComponentItem{
+		bgp.NewFlowSpecComponentItem(0, tcpSYN),
+		bgp.NewFlowSpecComponentItem(uint8(bgp.BITMASK_FLAG_OP_AND)|uint8(bgp.BITMASK_FLAG_OP_NOT)|uint8(bgp.BITMASK_FLAG_OP_END), tcpACK),
+	}))
+	if ports := a.sortedPorts(); len(ports) > 0 {
+		items := make([]*bgp.FlowSpecComponentItem, len(ports))
+		for i, p := range ports {
+			op := uint8(bgp.DEC_NUM_OP_EQ)
+			if i == len(ports)-1 {
+				op |= uint8(bgp.DEC_NUM_OP_END)
+			}
+			items[i] = bgp.NewFlowSpecComponentItem(op, uint64(p))
+		}
+		cs = append(cs, bgp.NewFlowSpecComponent(bgp.FLOW_SPEC_TYPE_DST_PORT, items))
+	}
+	return cs, nil
+}
+
+// nlri builds the NLRI the announcement is keyed on.
+func (a Announcement) nlri() (bgp.NLRI, error) {
+	if !a.Destination.IsValid() {
+		return nil, fmt.Errorf("announcement without a destination")
+	}
+	if a.Kind == FlowSpec {
+		cs, err := a.components()
+		if err != nil {
+			return nil, err
+		}
+		n, err := bgp.NewFlowSpecUnicast(a.bgpFamily(), cs)
+		if err != nil {
+			return nil, fmt.Errorf("flowspec nlri for %s: %w", a.Destination, err)
+		}
+		return n, nil
+	}
+	n, err := bgp.NewIPAddrPrefix(a.Destination)
+	if err != nil {
+		return nil, fmt.Errorf("rtbh nlri for %s: %w", a.Destination, err)
+	}
+	return n, nil
+}
+
+// Path builds the GoBGP path that announces a.
+func (a Announcement) Path() (*apiutil.Path, error) {
+	n, err := a.nlri()
+	if err != nil {
+		return nil, err
+	}
+	fam := a.bgpFamily()
+	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	switch a.Kind {
+	case FlowSpec:
+		// A FlowSpec path carries MP_REACH_NLRI without a next hop.
+		mp, err := bgp.NewPathAttributeMpReachNLRI(fam, []bgp.PathNLRI{{NLRI: n}})
+		if err != nil {
+			return nil, fmt.Errorf("flowspec mp_reach for %s: %w", a.Destination, err)
+		}
+		var rate float32
+		if a.Action == RateLimit {
+			rate = float32(a.RateBytes)
+		}
+		attrs = append(attrs, mp, bgp.NewPathAttributeExtendedCommunities([]bgp.ExtendedCommunityInterface{
+			bgp.NewTrafficRateExtended(0, rate),
+		}))
+	case RTBH:
+		if !a.NextHop.IsValid() {
+			return nil, fmt.Errorf("rtbh of %s without a next hop", a.Destination)
+		}
+		if fam == bgp.RF_IPv4_UC {
+			nh, err := bgp.NewPathAttributeNextHop(a.NextHop)
+			if err != nil {
+				return nil, fmt.Errorf("rtbh next hop %s: %w", a.NextHop, err)
+			}
+			attrs = append(attrs, nh)
+		} else {
+			mp, err := bgp.NewPathAttributeMpReachNLRI(fam, []bgp.PathNLRI{{NLRI: n}}, a.NextHop)
+			if err != nil {
+				return nil, fmt.Errorf("rtbh mp_reach for %s: %w", a.Destination, err)
+			}
+			attrs = append(attrs, mp)
+		}
+		cs := make([]uint32, len(a.Communities))
+		for i, c := range a.Communities {
+			cs[i] = uint32(c)
+		}
+		attrs = append(attrs, bgp.NewPathAttributeCommunities(cs))
+	default:
+		return nil, fmt.Errorf("announcement kind %q: want %q or %q", a.Kind, FlowSpec, RTBH)
+	}
+	return &apiutil.Path{Family: fam, Nlri: n, Attrs: attrs}, nil
+}

@@ -1,0 +1,474 @@
+package upstream
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+	"github.com/synban/synban/internal/netnstest"
+)
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+var allFamilies = []string{FamilyIPv4Unicast, FamilyIPv6Unicast, FamilyIPv4FlowSpec, FamilyIPv6FlowSpec}
+
+// receiver is a plain GoBGP v4 server standing in for the upstream router:
+// passive, on a high port of 127.0.0.1.
+type receiver struct {
+	t    *testing.T
+	srv  *server.BgpServer
+	port int
+}
+
+const receiverASN, speakerASN = 64500, 64512
+
+func newReceiver(t *testing.T) *receiver { return newReceiverFamilies(t, allFamilies) }
+
+// newReceiverFamilies is a receiver negotiating only families.
+func newReceiverFamilies(t *testing.T, families []string) *receiver {
+	t.Helper()
+	port := freePort(t)
+	lv := new(slog.LevelVar)
+	lv.Set(slog.LevelWarn)
+	srv := server.NewBgpServer(server.LoggerOption(testLogger(t).With("side", "receiver"), lv))
+	go srv.Serve()
+	ctx := context.Background()
+	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: receiverASN, RouterId: "10.255.0.1", ListenPort: int32(port), ListenAddresses: []string{"127.0.0.1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.StopBgp(context.Background(), &api.StopBgpRequest{}) })
+	p := &api.Peer{
+		Conf:      &api.PeerConf{NeighborAddress: "127.0.0.1", PeerAsn: speakerASN},
+		Transport: &api.Transport{PassiveMode: true},
+	}
+	for _, f := range families {
+		af, _ := apiFamily(f)
+		p.AfiSafis = append(p.AfiSafis, &api.AfiSafi{Config: &api.AfiSafiConfig{Family: af, Enabled: true}})
+	}
+	if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: p}); err != nil {
+		t.Fatal(err)
+	}
+	return &receiver{t: t, srv: srv, port: port}
+}
+
+// route is what the receiver holds for one NLRI.
+type route struct {
+	nlri        string // hex of the NLRI's wire form
+	text        string
+	rate        *float32 // FlowSpec traffic-rate, bytes/s (0 = discard)
+	communities []Community
+	nextHop     netip.Addr
+}
+
+func (r *receiver) routes(fam bgp.Family) map[string]route {
+	r.t.Helper()
+	out := map[string]route{}
+	err := r.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: fam}, func(n bgp.NLRI, paths []*apiutil.Path) {
+		for _, p := range paths {
+			if p.Withdrawal {
+				continue
+			}
+			b, err := n.Serialize()
+			if err != nil {
+				r.t.Errorf("serialize received nlri: %v", err)
+				return
+			}
+			rt := route{nlri: hex.EncodeToString(b), text: n.String()}
+			for _, at := range p.Attrs {
+				switch v := at.(type) {
+				case *bgp.PathAttributeExtendedCommunities:
+					for _, ec := range v.Value {
+						if tr, ok := ec.(*bgp.TrafficRateExtended); ok {
+							rate := tr.Rate
+							rt.rate = &rate
+						}
+					}
+				case *bgp.PathAttributeCommunities:
+					for _, c := range v.Value {
+						rt.communities = append(rt.communities, Community(c))
+					}
+				case *bgp.PathAttributeNextHop:
+					rt.nextHop = v.Value
+				case *bgp.PathAttributeMpReachNLRI:
+					if v.Nexthop.IsValid() && !v.Nexthop.IsUnspecified() {
+						rt.nextHop = v.Nexthop
+					}
+				}
+			}
+			out[rt.nlri] = rt
+		}
+	})
+	if err != nil {
+		r.t.Fatalf("receiver ListPath %s: %v", fam, err)
+	}
+	return out
+}
+
+// all is every route the receiver holds, over the four families.
+func (r *receiver) all() map[string]route {
+	out := map[string]route{}
+	for _, f := range []bgp.Family{bgp.RF_IPv4_UC, bgp.RF_IPv6_UC, bgp.RF_FS_IPv4_UC, bgp.RF_FS_IPv6_UC} {
+		for k, v := range r.routes(f) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func nlriHex(t *testing.T, a Announcement) string {
+	t.Helper()
+	n, err := a.nlri()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := n.Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// holdsExactly reports (as an error) whether the receiver holds exactly
+// want: the same NLRIs, the same traffic rates, communities and next hops.
+func (r *receiver) holdsExactly(want []Announcement) error {
+	got := r.all()
+	if len(got) != len(want) {
+		var texts []string
+		for _, g := range got {
+			texts = append(texts, g.text)
+		}
+		return fmt.Errorf("receiver holds %d routes %q, want %d", len(got), texts, len(want))
+	}
+	for _, a := range want {
+		g, ok := got[nlriHex(r.t, a)]
+		if !ok {
+			return fmt.Errorf("receiver lacks %s", a.CLI())
+		}
+		switch a.Kind {
+		case FlowSpec:
+			wantRate := float32(0)
+			if a.Action == RateLimit {
+				wantRate = float32(a.RateBytes)
+			}
+			if g.rate == nil || *g.rate != wantRate {
+				return fmt.Errorf("%s: traffic-rate %v, want %v", a.CLI(), g.rate, wantRate)
+			}
+		case RTBH:
+			if !slices.Equal(g.communities, a.Communities) {
+				return fmt.Errorf("%s: communities %v, want %v", a.CLI(), g.communities, a.Communities)
+			}
+			if g.nextHop != a.NextHop {
+				return fmt.Errorf("%s: next hop %s, want %s", a.CLI(), g.nextHop, a.NextHop)
+			}
+		}
+	}
+	return nil
+}
+
+func (r *receiver) waitFor(timeout time.Duration, want []Announcement) {
+	r.t.Helper()
+	var last error
+	netnstest.Eventually(r.t, timeout, func() bool { last = r.holdsExactly(want); return last == nil }, "receiver RIB: %v", &lastErr{&last})
+}
+
+// lastErr prints the latest error when Eventually gives up.
+type lastErr struct{ e *error }
+
+func (l *lastErr) String() string {
+	if *l.e == nil {
+		return "ok"
+	}
+	return (*l.e).Error()
+}
+
+func speakerConfig(port int) Config {
+	cfg := testConfig()
+	cfg.LocalASN = speakerASN
+	cfg.Neighbors = []Neighbor{{Address: addr("127.0.0.1"), PeerASN: receiverASN, Port: uint16(port), Families: allFamilies}}
+	cfg.Protected = nil
+	cfg.MaxRules = 10
+	cfg.MaxChangesPerMinute = 100
+	return cfg
+}
+
+func startSpeaker(t *testing.T, cfg Config) *Speaker {
+	t.Helper()
+	s, err := NewSpeaker(cfg, testLogger(t).With("side", "speaker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	return s
+}
+
+func waitEstablished(t *testing.T, s *Speaker) {
+	t.Helper()
+	netnstest.Eventually(t, 30*time.Second, func() bool {
+		st, err := s.Status(context.Background())
+		return err == nil && len(st.Neighbors) == 1 && st.Neighbors[0].State == "established"
+	}, "session to the receiver not established")
+}
+
+// mitigation is what the in-process tests announce: FlowSpec discard per
+// source, a spoofed-flood rate limit, IPv6 FlowSpec, and RTBH in both
+// families with BLACKHOLE and NO_EXPORT.
+func mitigation() []Announcement {
+	return []Announcement{
+		{Kind: FlowSpec, Destination: pfx("203.0.113.10/32"), Source: pfx("198.51.100.7/32"), Ports: []uint16{80}, Action: Discard},
+		{Kind: FlowSpec, Destination: pfx("203.0.113.11/32"), Ports: []uint16{443}, Action: RateLimit, RateBytes: 125000},
+		{Kind: FlowSpec, Destination: pfx("2001:db8:10::10/128"), Source: pfx("2001:db8:bad::/64"), Ports: []uint16{80, 443}, Action: Discard},
+		{Kind: RTBH, Destination: pfx("203.0.113.12/32"), Communities: []Community{Blackhole, NoExport}, NextHop: addr("192.0.2.66")},
+		{Kind: RTBH, Destination: pfx("2001:db8:10::12/128"), Communities: []Community{Blackhole, NoExport}, NextHop: addr("2001:db8::66")},
+	}
+}
+
+// TestSpeakerTwoSpeakers: our speaker and a GoBGP receiver on 127.0.0.1.
+// The receiver's RIB holds exactly the FlowSpec components and actions and
+// the RTBH communities and next hops decided; a replacement changes the
+// action in place; Reconcile(empty) withdraws everything; Stop withdraws
+// what is left.
+func TestSpeakerTwoSpeakers(t *testing.T) {
+	rcv := newReceiver(t)
+	s := startSpeaker(t, speakerConfig(rcv.port))
+	waitEstablished(t, s)
+
+	want := mitigation()
+	began := time.Now()
+	res, err := s.Reconcile(Confirm(time.Now(), want, DecideState{}).Entries)
+	if err != nil || res.Announced != len(want) || len(res.Refused) != 0 {
+		t.Fatalf("reconcile: %+v %v", res, err)
+	}
+	rcv.waitFor(5*time.Second, want)
+	t.Logf("receiver holds all %d routes %s after Reconcile", len(want), time.Since(began).Round(time.Millisecond))
+
+	// Same match, another action: replaced, not added.
+	want[0].Action, want[0].RateBytes = RateLimit, 5000
+	res, err = s.Reconcile(Confirm(time.Now(), want, DecideState{}).Entries)
+	if err != nil || res.Replaced != 1 || res.Announced != 0 {
+		t.Fatalf("replace: %+v %v", res, err)
+	}
+	rcv.waitFor(5*time.Second, want)
+
+	st, err := s.Status(context.Background())
+	if err != nil || len(st.Announcements) != len(want) || st.Neighbors[0].State != "established" || len(st.Neighbors[0].Families) != 4 {
+		t.Fatalf("status %+v %v", st, err)
+	}
+	wantAdv := map[string]uint64{FamilyIPv4FlowSpec: 2, FamilyIPv6FlowSpec: 1, FamilyIPv4Unicast: 1, FamilyIPv6Unicast: 1}
+	if adv := st.Neighbors[0].Advertised; !maps.Equal(adv, wantAdv) {
+		t.Fatalf("advertised per family %v, want %v", adv, wantAdv)
+	}
+
+	res, err = s.Reconcile(nil)
+	if err != nil || res.Withdrawn != len(want) {
+		t.Fatalf("withdraw all: %+v %v", res, err)
+	}
+	rcv.waitFor(5*time.Second, nil)
+
+	if _, err := s.Reconcile(Confirm(time.Now(), want, DecideState{}).Entries); err != nil {
+		t.Fatal(err)
+	}
+	rcv.waitFor(5*time.Second, want)
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rcv.waitFor(5*time.Second, nil)
+}
+
+// TestSpeakerRunDeadMan: Run picks up the hand-off file within a second and
+// withdraws each announcement once no run has confirmed it for MaxAge,
+// while a re-confirmed one stays.
+func TestSpeakerRunDeadMan(t *testing.T) {
+	rcv := newReceiver(t)
+	cfg := speakerConfig(rcv.port)
+	cfg.MaxAge = 3 * time.Second
+	s := startSpeaker(t, cfg)
+	waitEstablished(t, s)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, dir) }()
+
+	want := mitigation()[:3]
+	wrote := time.Now()
+	if err := WriteDesired(dir, Confirm(wrote, want, DecideState{})); err != nil {
+		t.Fatal(err)
+	}
+	rcv.waitFor(time.Second+500*time.Millisecond, want)
+	t.Logf("hand-off to receiver RIB: %s", time.Since(wrote).Round(time.Millisecond))
+	var rep StatusReport
+	netnstest.Eventually(t, 3*time.Second, func() bool {
+		var err error
+		rep, err = ReadStatus(dir)
+		return err == nil && len(rep.Announcements) == len(want)
+	}, "status file never showed the %d announcements: %+v", len(want), &rep)
+	if rep.PID != os.Getpid() || len(rep.Neighbors) != 1 || rep.Neighbors[0].State != "established" {
+		t.Fatalf("status file: %+v", rep)
+	}
+
+	// A run keeps confirming the first; the others age out.
+	keep := want[:1]
+	stopConfirm := make(chan struct{})
+	confirmed := make(chan struct{})
+	go func() {
+		defer close(confirmed)
+		tk := time.NewTicker(500 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stopConfirm:
+				return
+			case <-tk.C:
+				d := Confirm(time.Now(), keep, DecideState{})
+				d.Entries = append(d.Entries, Entry{Announcement: want[1], Confirmed: wrote}, Entry{Announcement: want[2], Confirmed: wrote})
+				if err := WriteDesired(dir, d); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	rcv.waitFor(cfg.MaxAge+2*time.Second, keep)
+	if age := time.Since(wrote); age < cfg.MaxAge {
+		t.Fatalf("withdrawn after %s, before max age %s", age, cfg.MaxAge)
+	}
+	close(stopConfirm)
+	<-confirmed
+	// Nobody confirms any more: the dead-man takes the last one back too.
+	rcv.waitFor(cfg.MaxAge+2*time.Second, nil)
+
+	// A clean stop of Run withdraws everything.
+	if err := WriteDesired(dir, Confirm(time.Now(), want, DecideState{})); err != nil {
+		t.Fatal(err)
+	}
+	rcv.waitFor(2*time.Second, want)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	rcv.waitFor(5*time.Second, nil)
+	if _, err := ReadStatus(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("status file after a clean stop: %v", err)
+	}
+}
+
+// TestSpeakerDampening: over MaxChangesPerMinute, the excess is deferred
+// (reported, not dropped) and sent once the minute has passed; withdrawals
+// are never deferred. The clock is the speaker's own, moved by the test.
+func TestSpeakerDampening(t *testing.T) {
+	cfg := speakerConfig(freePort(t)) // nobody listens: local RIB only
+	cfg.MaxChangesPerMinute = 2
+	s := startSpeaker(t, cfg)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.now = func() time.Time { return now }
+	want := mitigation()[:4]
+	res, err := s.Reconcile(Confirm(now, want, DecideState{}).Entries)
+	if err != nil || res.Announced != 2 || res.Deferred != 2 {
+		t.Fatalf("first: %+v %v", res, err)
+	}
+	now = now.Add(30 * time.Second)
+	res, err = s.Reconcile(Confirm(now, want, DecideState{}).Entries)
+	if err != nil || res.Announced != 0 || res.Deferred != 2 {
+		t.Fatalf("within the minute: %+v %v", res, err)
+	}
+	st, _ := s.Status(context.Background())
+	if st.Deferred != 2 || len(st.Announcements) != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	// Withdrawing is not held back even with the budget spent.
+	res, err = s.Reconcile(Confirm(now, want[2:], DecideState{}).Entries)
+	if err != nil || res.Withdrawn != 2 || res.Announced != 0 || res.Deferred != 2 {
+		t.Fatalf("withdraw over budget: %+v %v", res, err)
+	}
+	now = now.Add(61 * time.Second)
+	res, err = s.Reconcile(Confirm(now, want[2:], DecideState{}).Entries)
+	if err != nil || res.Announced != 2 || res.Deferred != 0 {
+		t.Fatalf("after the minute: %+v %v", res, err)
+	}
+	var local int
+	for _, f := range []bgp.Family{bgp.RF_IPv4_UC, bgp.RF_FS_IPv4_UC, bgp.RF_FS_IPv6_UC} {
+		_ = s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: f}, func(bgp.NLRI, []*apiutil.Path) { local++ })
+	}
+	if local != 2 {
+		t.Fatalf("local RIB holds %d routes, want 2", local)
+	}
+}
+
+// TestSpeakerRefusesUnsafe: unsafe announcements in the desired set never
+// reach the receiver, and the safe ones beside them do.
+func TestSpeakerRefusesUnsafe(t *testing.T) {
+	rcv := newReceiver(t)
+	cfg := speakerConfig(rcv.port)
+	cfg.Protected = []netip.Prefix{pfx("198.51.100.200/32")}
+	s := startSpeaker(t, cfg)
+	waitEstablished(t, s)
+	safe := mitigation()[:1]
+	unsafe := []Announcement{
+		fs("192.0.2.10/32", "198.51.100.7/32"),     // outside own_prefixes
+		rtbh("203.0.113.0/24", "192.0.2.66"),       // RTBH of a /24
+		fs("203.0.113.10/32", "0.0.0.0/0"),         // a /0 source
+		fs("203.0.113.10/32", "198.51.100.200/32"), // protected source
+	}
+	res, err := s.Reconcile(Confirm(time.Now(), append(slices.Clone(safe), unsafe...), DecideState{}).Entries)
+	if err != nil || res.Announced != 1 || len(res.Refused) != len(unsafe) {
+		t.Fatalf("%+v %v", res, err)
+	}
+	rcv.waitFor(5*time.Second, safe)
+	for _, r := range res.Refused {
+		if !strings.Contains(r.String(), "refused: ") {
+			t.Errorf("refusal text %q", r)
+		}
+	}
+}
+
+// TestSpeakerFlowSpecNotTaken: a neighbor that does not negotiate FlowSpec
+// gets only the RTBH route, and Status shows nothing advertised in the
+// FlowSpec family: the signal for Decide's FlowSpecRefused.
+func TestSpeakerFlowSpecNotTaken(t *testing.T) {
+	rcv := newReceiverFamilies(t, []string{FamilyIPv4Unicast})
+	s := startSpeaker(t, speakerConfig(rcv.port))
+	waitEstablished(t, s)
+	fsRule := mitigation()[0]
+	black := mitigation()[3]
+	if _, err := s.Reconcile(Confirm(time.Now(), []Announcement{fsRule, black}, DecideState{}).Entries); err != nil {
+		t.Fatal(err)
+	}
+	rcv.waitFor(5*time.Second, []Announcement{black})
+	netnstest.Eventually(t, 5*time.Second, func() bool {
+		st, err := s.Status(context.Background())
+		return err == nil && len(st.Announcements) == 2 &&
+			maps.Equal(st.Neighbors[0].Advertised, map[string]uint64{FamilyIPv4Unicast: 1})
+	}, "status does not show the FlowSpec rule unadvertised")
+}
