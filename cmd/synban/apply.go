@@ -197,13 +197,20 @@ func recordBans(s *state.State, d *decision, backend string, now time.Time, coun
 	for _, v := range d.Report.Verdicts {
 		fresh[policy.Canonical(v.Subject)] = v
 	}
+	// longest is the longest ban Compile lets through.
+	longest := policy.MaxTimeout
+	if m := d.Policy.Ban.MaxDuration.Duration; m > 0 && m < longest {
+		longest = m
+	}
 	for _, b := range d.Ruleset.Bans {
 		v, decided := fresh[b.Prefix]
 		sb := state.Ban{Prefix: b.Prefix, Since: now, Until: now.Add(b.Timeout), Reason: b.Reason, Backend: backend}
-		if old, ok := s.Find(b.Prefix); ok && old.Until.After(sb.Until) {
+		if old, ok := s.Find(b.Prefix); ok && old.Until.After(now.Add(longest)) {
 			// Compile cut the stored ban to ban.max_duration (a ban stored
 			// until 2099): the store must not outlast the kernel, or every
-			// run would restore it again. Upsert only lengthens.
+			// run would restore it again. Upsert only lengthens. A ban
+			// within the cap keeps its end: restoring it rounds its time
+			// left to whole seconds, which must not shorten it run by run.
 			s.Remove(b.Prefix)
 			sb.Since, sb.Forced = old.Since, old.Forced
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/detect"
+	"github.com/synban/synban/internal/trust"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/state"
@@ -155,25 +156,25 @@ func (a *app) replay(ctx context.Context, p *policy.Policy, from string) (*windo
 }
 
 // checkCapture checks the captured table FROM/name (see replay); a missing
-// net/tcp6 is fine.
+// net/tcp6 is fine. The file is opened as the sampler opens it (a regular
+// file only, refused at once otherwise), so a refusal names the same thing.
 func checkCapture(from, name string) error {
 	path := filepath.Join(from, name)
-	fi, err := os.Stat(path)
+	f, err := trust.OpenRegular(path, true)
 	switch {
 	case err != nil && name == "net/tcp6" && errors.Is(err, os.ErrNotExist):
 		return nil
 	case err != nil:
-		return badInput("--from %s: %s: %v", from, name, err)
-	case !fi.Mode().IsRegular():
-		return badInput("--from %s: %s: not a regular file (%s)", from, name, fi.Mode().Type())
-	case fi.Size() == 0:
-		return badInput("--from %s: %s: empty file; a capture holds at least the header line (\"sl local_address ...\")", from, name)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return badInput("--from %s: %s: %v", from, name, err)
+		return badInput("--from %s: %w", from, err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("--from %s: %s: %w", from, name, err)
+	}
+	if fi.Size() == 0 {
+		return badInput("--from %s: %s: empty file; a capture holds at least the header line (\"sl local_address ...\")", from, name)
+	}
 	_, st, err := detect.ParseProcNet(f, nil)
 	if err != nil {
 		return fmt.Errorf("--from %s: read %s: %w", from, name, err)
