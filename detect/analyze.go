@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/synban/synban/policy"
@@ -86,7 +87,8 @@ func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 	// banned prefix folds), the second builds them.
 	keptAddrs := 0
 	var c candidate
-	for _, o := range a.offenders {
+	for oi := range a.offenders.n {
+		o := a.offenders.at(oi)
 		if !a.addrCandidate(o, &c) {
 			continue
 		}
@@ -104,7 +106,8 @@ func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 		pc.v.Reason = string(buf)
 		verdicts = append(verdicts, pc.v)
 	}
-	for _, o := range a.offenders {
+	for oi := range a.offenders.n {
+		o := a.offenders.at(oi)
 		if !a.addrCandidate(o, &c) {
 			continue
 		}
@@ -222,8 +225,49 @@ type pfxRecord struct {
 // offender is an address holding at least one record.
 type offender struct {
 	addr netip.Addr
-	i    int32 // the address's number
-	head int32 // its first addrRecord, set by release
+	head int32 // its first addrRecord
+}
+
+// addrInfo is the per-address state.
+type addrInfo struct {
+	pfx   int32 // prefix number, -1 for none
+	stamp int32 // last sample the address was seen in
+	pos   int32 // grouping scratch: connections, then their offset
+	head  int32 // first addrRecord, -1 for none
+}
+
+// pfxInfo is the per-prefix state.
+type pfxInfo struct {
+	pfx   netip.Prefix
+	stamp int32 // last sample the prefix was seen in
+	pos   int32 // grouping scratch: addresses, then their offset
+	head  int32 // first pfxRecord, -1 for none
+}
+
+// chunkBits sets the size of a chunked list's chunks (8192 elements).
+const chunkBits = 13
+
+// chunked is an append-only list kept in fixed-size chunks: growing it
+// never copies, so a million elements cost their own size and no more.
+type chunked[T any] struct {
+	chunks [][]T
+	n      int32
+}
+
+// add appends v and returns its index.
+func (c *chunked[T]) add(v T) int32 {
+	if int(c.n)>>chunkBits == len(c.chunks) {
+		c.chunks = append(c.chunks, make([]T, 0, 1<<chunkBits))
+	}
+	last := &c.chunks[len(c.chunks)-1]
+	*last = append(*last, v)
+	c.n++
+	return c.n - 1
+}
+
+// at returns the element at index i.
+func (c *chunked[T]) at(i int32) *T {
+	return &c.chunks[i>>chunkBits][i&(1<<chunkBits-1)]
 }
 
 // analysis holds the window's counters. Per-address state is a few int32s
@@ -246,22 +290,16 @@ type analysis struct {
 	// hash and scan much faster than netip values.
 	addrIdx4 map[uint32]int32
 	addrIdx6 map[[16]byte]int32
-	addrPfx  []int32 // prefix number of each address, -1 for none
-	stamp    []int32 // last sample an address was seen in
-	pos      []int32 // grouping scratch: connections, then their offset
-	head     []int32 // first addrRecord of each address, -1 for none
+	info     chunked[addrInfo]
 
-	recs      []addrRecord
-	hist      []histEntry
-	offenders []offender
+	recs      chunked[addrRecord]
+	hist      chunked[histEntry]
+	offenders chunked[offender]
 
-	pfxIdx4  map[uint32]int32
-	pfxIdx6  map[[16]byte]int32
-	pfxs     []netip.Prefix
-	pfxStamp []int32
-	pfxPos   []int32 // grouping scratch: addresses, then their offset
-	pfxHead  []int32 // first pfxRecord of each prefix, -1 for none
-	pfxRecs  []pfxRecord
+	pfxIdx4 map[uint32]int32
+	pfxIdx6 map[[16]byte]int32
+	pfxInfo chunked[pfxInfo]
+	pfxRecs chunked[pfxRecord]
 
 	// Per-sample scratch.
 	srcOf      []int32 // address of each connection, -1 when it counts for nothing
@@ -284,10 +322,6 @@ func newAnalysis(p *policy.Policy, samples, sizeHint int) *analysis {
 		addrIdx6: make(map[[16]byte]int32),
 		pfxIdx4:  make(map[uint32]int32),
 		pfxIdx6:  make(map[[16]byte]int32),
-		addrPfx:  make([]int32, 0, sizeHint),
-		stamp:    make([]int32, 0, sizeHint),
-		pos:      make([]int32, 0, sizeHint),
-		head:     make([]int32, 0, sizeHint),
 	}
 	byKey := map[string]int32{}
 	var multi []bool
@@ -358,12 +392,8 @@ func newAnalysis(p *policy.Policy, samples, sizeHint int) *analysis {
 
 // release drops what only counting needed, before the verdicts are built.
 func (a *analysis) release() {
-	for j := range a.offenders {
-		a.offenders[j].head = a.head[a.offenders[j].i]
-	}
 	a.addrIdx4, a.addrIdx6, a.pfxIdx4, a.pfxIdx6 = nil, nil, nil, nil
-	a.addrPfx, a.stamp, a.pos, a.head = nil, nil, nil, nil
-	a.pfxStamp, a.pfxPos = nil, nil
+	a.info = chunked[addrInfo]{}
 	a.srcOf, a.order, a.touched, a.seq, a.pfxTouched = nil, nil, nil, nil, nil
 }
 
@@ -407,16 +437,12 @@ func (a *analysis) addr(addr netip.Addr) int32 {
 			return i
 		}
 	}
-	i := int32(len(a.stamp))
+	i := a.info.add(addrInfo{pfx: a.prefixIndex(addr), head: -1})
 	if addr.Is4() {
 		a.addrIdx4[k4] = i
 	} else {
 		a.addrIdx6[k6] = i
 	}
-	a.stamp = append(a.stamp, 0)
-	a.pos = append(a.pos, 0)
-	a.head = append(a.head, -1)
-	a.addrPfx = append(a.addrPfx, a.prefixIndex(addr))
 	return i
 }
 
@@ -435,19 +461,15 @@ func (a *analysis) prefixIndex(addr netip.Addr) int32 {
 		if pi, ok := a.pfxIdx4[k4]; ok {
 			return pi
 		}
-		a.pfxIdx4[k4] = int32(len(a.pfxs))
+		a.pfxIdx4[k4] = a.pfxInfo.n
 	} else {
 		k6 = pfx.Addr().As16()
 		if pi, ok := a.pfxIdx6[k6]; ok {
 			return pi
 		}
-		a.pfxIdx6[k6] = int32(len(a.pfxs))
+		a.pfxIdx6[k6] = a.pfxInfo.n
 	}
-	a.pfxs = append(a.pfxs, pfx)
-	a.pfxStamp = append(a.pfxStamp, 0)
-	a.pfxPos = append(a.pfxPos, 0)
-	a.pfxHead = append(a.pfxHead, -1)
-	return int32(len(a.pfxs) - 1)
+	return a.pfxInfo.add(pfxInfo{pfx: pfx, head: -1})
 }
 
 // addSample counts one sample's connections; sample numbers start at 1.
@@ -458,7 +480,7 @@ func (a *analysis) prefixIndex(addr netip.Addr) int32 {
 // summed in a.psum: no per-address or per-prefix count outlives the group.
 func (a *analysis) addSample(sample int32, conns []Conn) {
 	a.srcOf = slices.Grow(a.srcOf[:0], len(conns))[:len(conns)]
-	a.touched = a.touched[:0]
+	a.touched = slices.Grow(a.touched[:0], len(conns))
 	for ci := range conns {
 		c := &conns[ci]
 		a.srcOf[ci] = -1
@@ -471,40 +493,42 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 			continue
 		}
 		a.srcOf[ci] = i
-		if a.stamp[i] != sample {
-			a.stamp[i] = sample
-			a.pos[i] = 0
+		if ai := a.info.at(i); ai.stamp != sample {
+			ai.stamp, ai.pos = sample, 1
 			a.touched = append(a.touched, i)
+		} else {
+			ai.pos++
 		}
-		a.pos[i]++
 	}
 
 	// Order the touched addresses: those of each prefix together, then
 	// those without a prefix.
 	a.pfxTouched = a.pfxTouched[:0]
 	for _, i := range a.touched {
-		pi := a.addrPfx[i]
+		pi := a.info.at(i).pfx
 		if pi < 0 {
 			continue
 		}
-		if a.pfxStamp[pi] != sample {
-			a.pfxStamp[pi] = sample
-			a.pfxPos[pi] = 0
+		if pf := a.pfxInfo.at(pi); pf.stamp != sample {
+			pf.stamp, pf.pos = sample, 1
 			a.pfxTouched = append(a.pfxTouched, pi)
+		} else {
+			pf.pos++
 		}
-		a.pfxPos[pi]++
 	}
 	off := int32(0)
 	for _, pi := range a.pfxTouched {
-		n := a.pfxPos[pi]
-		a.pfxPos[pi] = off
+		pf := a.pfxInfo.at(pi)
+		n := pf.pos
+		pf.pos = off
 		off += n
 	}
 	a.seq = slices.Grow(a.seq[:0], len(a.touched))[:len(a.touched)]
 	for _, i := range a.touched {
-		if pi := a.addrPfx[i]; pi >= 0 {
-			a.seq[a.pfxPos[pi]] = i
-			a.pfxPos[pi]++
+		if pi := a.info.at(i).pfx; pi >= 0 {
+			pf := a.pfxInfo.at(pi)
+			a.seq[pf.pos] = i
+			pf.pos++
 		} else {
 			a.seq[off] = i
 			off++
@@ -514,15 +538,17 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 	// Order the connections by address, in seq order.
 	off = 0
 	for _, i := range a.seq {
-		n := a.pos[i]
-		a.pos[i] = off
+		ai := a.info.at(i)
+		n := ai.pos
+		ai.pos = off
 		off += n
 	}
 	a.order = slices.Grow(a.order[:0], int(off))[:off]
 	for ci, i := range a.srcOf {
 		if i >= 0 {
-			a.order[a.pos[i]] = int32(ci)
-			a.pos[i]++
+			ai := a.info.at(i)
+			a.order[ai.pos] = int32(ci)
+			ai.pos++
 		}
 	}
 	// a.pos[i] is now the end of i's connections in a.order; the start is
@@ -531,16 +557,16 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 	start := int32(0)
 	for si := 0; si < len(a.seq); {
 		i := a.seq[si]
-		pi := a.addrPfx[i]
+		pi := a.info.at(i).pfx
 		// The group: one prefix's addresses, or one address without one.
 		end := si + 1
 		if pi >= 0 {
-			for end < len(a.seq) && a.addrPfx[a.seq[end]] == pi {
+			for end < len(a.seq) && a.info.at(a.seq[end]).pfx == pi {
 				end++
 			}
 		}
 		for _, i := range a.seq[si:end] {
-			stop := a.pos[i]
+			stop := a.info.at(i).pos
 			first := &conns[a.order[start]]
 			for _, ci := range a.order[start:stop] {
 				c := &conns[ci]
@@ -571,7 +597,7 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 			a.curK = a.curK[:0]
 		}
 		if pi >= 0 {
-			thr := int32(min(a.prefixThreshold(a.pfxs[pi]), math.MaxInt32))
+			thr := int32(min(a.prefixThreshold(a.pfxInfo.at(pi).pfx), math.MaxInt32))
 			for _, k := range a.pK {
 				sum, src := a.psum[k], a.psrc[k]
 				a.psum[k], a.psrc[k] = 0, 0
@@ -588,40 +614,46 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 // observe records that address i (addr) counted n >= minThr in class k in
 // the current sample.
 func (a *analysis) observe(i int32, addr netip.Addr, k, n int32) {
-	ri := a.head[i]
-	for ri >= 0 && a.recs[ri].class != k {
-		ri = a.recs[ri].next
-	}
-	if ri < 0 {
-		if a.head[i] < 0 {
-			a.offenders = append(a.offenders, offender{addr: addr, i: i})
+	ai := a.info.at(i)
+	var r *addrRecord
+	last := int32(-1)
+	for ri := ai.head; ri >= 0; {
+		rec := a.recs.at(ri)
+		if rec.class == k {
+			r = rec
+			break
 		}
-		ri = int32(len(a.recs))
-		a.recs = append(a.recs, addrRecord{next: a.head[i], class: k, hist: -1})
-		a.head[i] = ri
+		last, ri = ri, rec.next
 	}
-	r := &a.recs[ri]
+	if r == nil {
+		// A new record goes at the end of the address's list, so that
+		// the offender's head never changes.
+		ri := a.recs.add(addrRecord{next: -1, class: k, hist: -1})
+		if last < 0 {
+			ai.head = ri
+			a.offenders.add(offender{addr: addr, head: ri})
+		} else {
+			a.recs.at(last).next = ri
+		}
+		r = a.recs.at(ri)
+	}
 	r.peak = max(r.peak, n)
 	r.hits++
 	if a.classes[k].hist {
-		a.hist = append(a.hist, histEntry{count: n, next: r.hist})
-		r.hist = int32(len(a.hist) - 1)
+		r.hist = a.hist.add(histEntry{count: n, next: r.hist})
 	}
 }
 
 // observePrefix records that prefix pi summed sum >= its threshold over
 // src >= 2 sources in class k in the current sample.
 func (a *analysis) observePrefix(pi, k, sum, src int32) {
-	ri := a.pfxHead[pi]
-	for ri >= 0 && a.pfxRecs[ri].class != k {
-		ri = a.pfxRecs[ri].next
+	pf := a.pfxInfo.at(pi)
+	r := a.findPrefixRecord(pi, k)
+	if r == nil {
+		ri := a.pfxRecs.add(pfxRecord{next: pf.head, class: k})
+		pf.head = ri
+		r = a.pfxRecs.at(ri)
 	}
-	if ri < 0 {
-		ri = int32(len(a.pfxRecs))
-		a.pfxRecs = append(a.pfxRecs, pfxRecord{next: a.pfxHead[pi], class: k})
-		a.pfxHead[pi] = ri
-	}
-	r := &a.pfxRecs[ri]
 	if sum > r.peak {
 		r.peak, r.peakSrc = sum, src
 	}
@@ -639,14 +671,37 @@ type candidate struct {
 func (c *candidate) appendReason(b []byte) []byte {
 	v := &c.v
 	if v.Subject.Bits() == v.Subject.Addr().BitLen() {
-		b = fmt.Appendf(b, "%d %s from %s >= %d (rule %s, %d/%d samples)",
-			v.Count, stateWord(v.State), v.Subject.Addr(), v.Threshold, v.Rule, v.Hits, v.Samples)
+		// "%d %s from %s >= %d (rule %s, %d/%d samples)", without fmt's
+		// boxing: there may be a million of these.
+		b = strconv.AppendInt(b, int64(v.Count), 10)
+		b = append(b, ' ')
+		b = append(b, stateWord(v.State)...)
+		b = append(b, " from "...)
+		b = v.Subject.Addr().AppendTo(b)
+		b = append(b, " >= "...)
+		b = strconv.AppendInt(b, int64(v.Threshold), 10)
+		b = append(b, " (rule "...)
+		b = append(b, v.Rule...)
+		b = append(b, ", "...)
+		b = strconv.AppendInt(b, int64(v.Hits), 10)
+		b = append(b, '/')
+		b = strconv.AppendInt(b, int64(v.Samples), 10)
+		b = append(b, " samples)"...)
 	} else {
 		b = fmt.Appendf(b, "%d %s from %d sources in %s >= %d (rule %s, prefix /%d, %d/%d samples)",
 			v.Count, stateWord(v.State), v.Sources, v.Subject, v.Threshold, v.Rule, v.Subject.Bits(), v.Hits, v.Samples)
 	}
 	for _, o := range c.others {
-		b = fmt.Appendf(b, "; also rule %s (%d %s >= %d)", o.Rule, o.Count, stateWord(o.State), o.Threshold)
+		// "; also rule %s (%d %s >= %d)"
+		b = append(b, "; also rule "...)
+		b = append(b, o.Rule...)
+		b = append(b, " ("...)
+		b = strconv.AppendInt(b, int64(o.Count), 10)
+		b = append(b, ' ')
+		b = append(b, stateWord(o.State)...)
+		b = append(b, " >= "...)
+		b = strconv.AppendInt(b, int64(o.Threshold), 10)
+		b = append(b, ')')
 	}
 	if c.folded > 0 {
 		b = fmt.Appendf(b, "; includes %d offending address", c.folded)
@@ -669,14 +724,16 @@ func stateWord(s policy.State) string {
 // prefix, in first-seen order.
 func (a *analysis) prefixCandidates() []candidate {
 	var out []candidate
-	for pi, pfx := range a.pfxs {
-		if a.pfxHead[pi] < 0 {
+	for pi := range a.pfxInfo.n {
+		pf := a.pfxInfo.at(pi)
+		if pf.head < 0 {
 			continue
 		}
+		pfx := pf.pfx
 		var c *candidate
 		thr := a.prefixThreshold(pfx)
 		for r := range a.rules {
-			k := a.findPrefixRecord(int32(pi), a.rules[r].class)
+			k := a.findPrefixRecord(pi, a.rules[r].class)
 			if k == nil || int(k.hits) < a.minHits {
 				continue
 			}
@@ -694,17 +751,19 @@ func (a *analysis) prefixCandidates() []candidate {
 }
 
 func (a *analysis) findPrefixRecord(pi, class int32) *pfxRecord {
-	for ri := a.pfxHead[pi]; ri >= 0; ri = a.pfxRecs[ri].next {
-		if a.pfxRecs[ri].class == class {
-			return &a.pfxRecs[ri]
+	for ri := a.pfxInfo.at(pi).head; ri >= 0; {
+		r := a.pfxRecs.at(ri)
+		if r.class == class {
+			return r
 		}
+		ri = r.next
 	}
 	return nil
 }
 
 // addrCandidate sets c to the offender's candidate, merged over the rules
 // that hit it, reusing c's others; it reports false when no rule does.
-func (a *analysis) addrCandidate(o offender, c *candidate) bool {
+func (a *analysis) addrCandidate(o *offender, c *candidate) bool {
 	c.others = c.others[:0]
 	c.folded = 0
 	found := false
@@ -712,11 +771,13 @@ func (a *analysis) addrCandidate(o offender, c *candidate) bool {
 	for r := range a.rules {
 		spec := &a.rules[r]
 		var k *addrRecord
-		for ri := o.head; ri >= 0; ri = a.recs[ri].next {
-			if a.recs[ri].class == spec.class {
-				k = &a.recs[ri]
+		for ri := o.head; ri >= 0; {
+			r := a.recs.at(ri)
+			if r.class == spec.class {
+				k = r
 				break
 			}
+			ri = r.next
 		}
 		if k == nil {
 			continue
@@ -744,10 +805,12 @@ func (a *analysis) hitsOf(k *addrRecord, spec *ruleSpec) int32 {
 		return k.hits // every sample recorded reached it
 	case cl.hist:
 		n := int32(0)
-		for e := k.hist; e >= 0; e = a.hist[e].next {
-			if a.hist[e].count >= spec.thr {
+		for ei := k.hist; ei >= 0; {
+			e := a.hist.at(ei)
+			if e.count >= spec.thr {
 				n++
 			}
+			ei = e.next
 		}
 		return n
 	case k.peak >= spec.thr:
