@@ -92,7 +92,7 @@ func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 		if !a.addrCandidate(o, &c) {
 			continue
 		}
-		if pc, ok := banned[a.prefixOf(o.addr)]; ok {
+		if pc, ok := banned[a.prefixOf(o.ip())]; ok {
 			pc.folded++
 			continue
 		}
@@ -106,21 +106,25 @@ func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 		pc.v.Reason = string(buf)
 		verdicts = append(verdicts, pc.v)
 	}
-	for oi := range a.offenders.n {
-		o := a.offenders.at(oi)
-		if !a.addrCandidate(o, &c) {
-			continue
+	// Each chunk of offenders is let go once read: the verdicts take its place.
+	for ci, chunk := range a.offenders.chunks {
+		a.offenders.chunks[ci] = nil
+		for j := range chunk {
+			o := &chunk[j]
+			if !a.addrCandidate(o, &c) {
+				continue
+			}
+			if _, ok := banned[a.prefixOf(o.ip())]; ok {
+				continue
+			}
+			if why, ok := g.Protects(c.v.Subject); ok {
+				spare(&c, why)
+				continue
+			}
+			buf = c.appendReason(buf[:0])
+			c.v.Reason = string(buf)
+			verdicts = append(verdicts, c.v)
 		}
-		if _, ok := banned[a.prefixOf(o.addr)]; ok {
-			continue
-		}
-		if why, ok := g.Protects(c.v.Subject); ok {
-			spare(&c, why)
-			continue
-		}
-		buf = c.appendReason(buf[:0])
-		c.v.Reason = string(buf)
-		verdicts = append(verdicts, c.v)
 	}
 
 	slices.SortFunc(verdicts, compareVerdicts)
@@ -198,7 +202,7 @@ func stateMask(s policy.State) uint32 {
 // counter class, once the address's count reached the class's lowest
 // threshold in some sample.
 type addrRecord struct {
-	next  int32 // the address's next record, -1 for none
+	next  int32 // the address's next record in analysis.recs, -1 for none
 	class int32
 	peak  int32 // peak count over the samples that reached minThr
 	hits  int32 // samples whose count reached minThr
@@ -222,18 +226,41 @@ type pfxRecord struct {
 	hits    int32 // qualifying samples
 }
 
-// offender is an address holding at least one record.
+// offender is an address holding at least one record: its first record
+// is held here, any others in analysis.recs (linked from first.next). The
+// address is kept as 16 bytes (IPv4 as IPv4-mapped: every remote is
+// unmapped on input, so a mapped form here always stands for IPv4), not as
+// a 24-byte netip.Addr.
 type offender struct {
-	addr netip.Addr
-	head int32 // its first addrRecord
+	addr  [16]byte
+	first addrRecord
 }
+
+// record returns o's record for class k, or nil, and the index in
+// analysis.recs of o's last extra record (-1 for none).
+func (a *analysis) record(o *offender, k int32) (r *addrRecord, last int32) {
+	last = -1
+	for r = &o.first; ; {
+		if r.class == k {
+			return r, last
+		}
+		if r.next < 0 {
+			return nil, last
+		}
+		last = r.next
+		r = a.recs.at(r.next)
+	}
+}
+
+// ip returns the offender's address.
+func (o *offender) ip() netip.Addr { return netip.AddrFrom16(o.addr).Unmap() }
 
 // addrInfo is the per-address state.
 type addrInfo struct {
 	pfx   int32 // prefix number, -1 for none
 	stamp int32 // last sample the address was seen in
 	pos   int32 // grouping scratch: connections, then their offset
-	head  int32 // first addrRecord, -1 for none
+	off   int32 // the address's offender, -1 for none
 }
 
 // pfxInfo is the per-prefix state.
@@ -302,7 +329,6 @@ type analysis struct {
 	pfxRecs chunked[pfxRecord]
 
 	// Per-sample scratch.
-	srcOf      []int32 // address of each connection, -1 when it counts for nothing
 	order      []int32 // connection indexes grouped by address
 	touched    []int32 // addresses seen in the sample
 	seq        []int32 // the touched addresses grouped by prefix
@@ -394,7 +420,7 @@ func newAnalysis(p *policy.Policy, samples, sizeHint int) *analysis {
 func (a *analysis) release() {
 	a.addrIdx4, a.addrIdx6, a.pfxIdx4, a.pfxIdx6 = nil, nil, nil, nil
 	a.info = chunked[addrInfo]{}
-	a.srcOf, a.order, a.touched, a.seq, a.pfxTouched = nil, nil, nil, nil, nil
+	a.order, a.touched, a.seq, a.pfxTouched = nil, nil, nil, nil
 }
 
 // prefixOf returns the aggregation prefix holding addr, or the zero Prefix
@@ -437,7 +463,7 @@ func (a *analysis) addr(addr netip.Addr) int32 {
 			return i
 		}
 	}
-	i := a.info.add(addrInfo{pfx: a.prefixIndex(addr), head: -1})
+	i := a.info.add(addrInfo{pfx: a.prefixIndex(addr), off: -1})
 	if addr.Is4() {
 		a.addrIdx4[k4] = i
 	} else {
@@ -479,11 +505,9 @@ func (a *analysis) prefixIndex(addr netip.Addr) int32 {
 // connections are counted per class in a.cur and each prefix's addresses
 // summed in a.psum: no per-address or per-prefix count outlives the group.
 func (a *analysis) addSample(sample int32, conns []Conn) {
-	a.srcOf = slices.Grow(a.srcOf[:0], len(conns))[:len(conns)]
 	a.touched = slices.Grow(a.touched[:0], len(conns))
 	for ci := range conns {
 		c := &conns[ci]
-		a.srcOf[ci] = -1
 		remote := c.Remote.Addr().Unmap()
 		if !remote.IsValid() || remote.IsUnspecified() {
 			continue // not connected to anyone (e.g. a bound, closed socket)
@@ -492,7 +516,6 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 		if !a.any.matches(c) {
 			continue
 		}
-		a.srcOf[ci] = i
 		if ai := a.info.at(i); ai.stamp != sample {
 			ai.stamp, ai.pos = sample, 1
 			a.touched = append(a.touched, i)
@@ -523,49 +546,58 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 		pf.pos = off
 		off += n
 	}
-	a.seq = slices.Grow(a.seq[:0], len(a.touched))[:len(a.touched)]
-	for _, i := range a.touched {
-		if pi := a.info.at(i).pfx; pi >= 0 {
-			pf := a.pfxInfo.at(pi)
-			a.seq[pf.pos] = i
-			pf.pos++
-		} else {
-			a.seq[off] = i
-			off++
+	seq := a.touched // no prefixes: the order seen
+	if len(a.pfxTouched) > 0 {
+		a.seq = slices.Grow(a.seq[:0], len(a.touched))[:len(a.touched)]
+		seq = a.seq
+		for _, i := range a.touched {
+			if pi := a.info.at(i).pfx; pi >= 0 {
+				pf := a.pfxInfo.at(pi)
+				seq[pf.pos] = i
+				pf.pos++
+			} else {
+				seq[off] = i
+				off++
+			}
 		}
 	}
 
-	// Order the connections by address, in seq order.
+	// Order the connections by address, in seq order. Their addresses
+	// are looked up again rather than remembered per connection: a
+	// million int32s less to hold.
 	off = 0
-	for _, i := range a.seq {
+	for _, i := range seq {
 		ai := a.info.at(i)
 		n := ai.pos
 		ai.pos = off
 		off += n
 	}
 	a.order = slices.Grow(a.order[:0], int(off))[:off]
-	for ci, i := range a.srcOf {
-		if i >= 0 {
-			ai := a.info.at(i)
-			a.order[ai.pos] = int32(ci)
-			ai.pos++
+	for ci := range conns {
+		c := &conns[ci]
+		remote := c.Remote.Addr().Unmap()
+		if !remote.IsValid() || remote.IsUnspecified() || !a.any.matches(c) {
+			continue
 		}
+		ai := a.info.at(a.addr(remote))
+		a.order[ai.pos] = int32(ci)
+		ai.pos++
 	}
 	// a.pos[i] is now the end of i's connections in a.order; the start is
 	// the end of the address before it in seq.
 
 	start := int32(0)
-	for si := 0; si < len(a.seq); {
-		i := a.seq[si]
+	for si := 0; si < len(seq); {
+		i := seq[si]
 		pi := a.info.at(i).pfx
 		// The group: one prefix's addresses, or one address without one.
 		end := si + 1
 		if pi >= 0 {
-			for end < len(a.seq) && a.info.at(a.seq[end]).pfx == pi {
+			for end < len(seq) && a.info.at(seq[end]).pfx == pi {
 				end++
 			}
 		}
-		for _, i := range a.seq[si:end] {
+		for _, i := range seq[si:end] {
 			stop := a.info.at(i).pos
 			first := &conns[a.order[start]]
 			for _, ci := range a.order[start:stop] {
@@ -616,26 +648,22 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 func (a *analysis) observe(i int32, addr netip.Addr, k, n int32) {
 	ai := a.info.at(i)
 	var r *addrRecord
-	last := int32(-1)
-	for ri := ai.head; ri >= 0; {
-		rec := a.recs.at(ri)
-		if rec.class == k {
-			r = rec
-			break
+	if ai.off < 0 {
+		ai.off = a.offenders.add(offender{addr: addr.As16(), first: addrRecord{next: -1, class: k, hist: -1}})
+		r = &a.offenders.at(ai.off).first
+	} else {
+		o := a.offenders.at(ai.off)
+		var last int32
+		if r, last = a.record(o, k); r == nil {
+			// A new record goes at the end of the address's list.
+			ri := a.recs.add(addrRecord{next: -1, class: k, hist: -1})
+			if last < 0 {
+				o.first.next = ri
+			} else {
+				a.recs.at(last).next = ri
+			}
+			r = a.recs.at(ri)
 		}
-		last, ri = ri, rec.next
-	}
-	if r == nil {
-		// A new record goes at the end of the address's list, so that
-		// the offender's head never changes.
-		ri := a.recs.add(addrRecord{next: -1, class: k, hist: -1})
-		if last < 0 {
-			ai.head = ri
-			a.offenders.add(offender{addr: addr, head: ri})
-		} else {
-			a.recs.at(last).next = ri
-		}
-		r = a.recs.at(ri)
 	}
 	r.peak = max(r.peak, n)
 	r.hits++
@@ -767,18 +795,11 @@ func (a *analysis) addrCandidate(o *offender, c *candidate) bool {
 	c.others = c.others[:0]
 	c.folded = 0
 	found := false
-	subject := netip.PrefixFrom(o.addr, o.addr.BitLen())
+	addr := o.ip()
+	subject := netip.PrefixFrom(addr, addr.BitLen())
 	for r := range a.rules {
 		spec := &a.rules[r]
-		var k *addrRecord
-		for ri := o.head; ri >= 0; {
-			r := a.recs.at(ri)
-			if r.class == spec.class {
-				k = r
-				break
-			}
-			ri = r.next
-		}
+		k, _ := a.record(o, spec.class)
 		if k == nil {
 			continue
 		}
