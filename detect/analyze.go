@@ -4,9 +4,10 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
-	"strings"
+	"strconv"
 	"time"
 
 	"github.com/synban/synban/policy"
@@ -30,9 +31,17 @@ import (
 //
 // Each subject gets one verdict: when several rules hit it, the worst
 // (highest Count/Threshold) is kept and the others are named in its Reason.
-// Verdicts and Spared are sorted worst first, then by subject. The work is
-// linear in the number of connections; memory is linear in the number of
-// distinct remote addresses.
+// Verdicts and Spared are sorted worst first, then by subject.
+//
+// The work is linear in the number of connections times the number of
+// distinct (state, port set) pairs among the rules. Memory is linear in the
+// number of distinct remote addresses and independent of the number of
+// rules: rules that count the same connections share one counter, counts
+// live only for the sample being read, and only an address or prefix whose
+// count reaches the lowest threshold of a counter keeps a record of it
+// across samples (plus, with several samples and several thresholds on one
+// counter, one entry per sample that reached it). The Report itself is, of
+// course, as large as the offenders it lists.
 func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 	rep := Report{Samples: len(samples)}
 	for _, s := range samples {
@@ -49,16 +58,18 @@ func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 	for si := range samples {
 		a.addSample(int32(si+1), samples[si].Conns)
 	}
-	rep.Sources = len(a.addrs)
-
-	addrCands, pfxCands := a.candidates()
+	rep.Sources = len(a.addrIdx4) + len(a.addrIdx6)
+	a.release()
 
 	// Judge prefixes first: only a banned (unprotected) prefix folds the
 	// addresses inside it.
+	pfxCands := a.prefixCandidates()
 	banned := make(map[netip.Prefix]*candidate)
-	var kept []*candidate
+	var keptPfx []*candidate
+	var buf []byte
 	spare := func(c *candidate, why string) {
-		c.v.Reason = c.reason()
+		buf = c.appendReason(buf[:0])
+		c.v.Reason = string(buf)
 		rep.Spared = append(rep.Spared, Spared{Verdict: c.v, Why: why})
 	}
 	for i := range pfxCands {
@@ -68,24 +79,52 @@ func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 			continue
 		}
 		banned[c.v.Subject] = c
-		kept = append(kept, c)
+		keptPfx = append(keptPfx, c)
 	}
-	for i := range addrCands {
-		c := &addrCands[i]
-		if pc, ok := banned[a.prefixOf(c.v.Subject.Addr())]; ok {
+
+	// Addresses in two passes, so that the verdicts are allocated once at
+	// their final size: the first counts them (and the addresses each
+	// banned prefix folds), the second builds them.
+	keptAddrs := 0
+	var c candidate
+	for oi := range a.offenders.n {
+		o := a.offenders.at(oi)
+		if !a.addrCandidate(o, &c) {
+			continue
+		}
+		if pc, ok := banned[a.prefixOf(o.ip())]; ok {
 			pc.folded++
 			continue
 		}
-		if why, ok := g.Protects(c.v.Subject); ok {
-			spare(c, why)
-			continue
+		if _, ok := g.Protects(c.v.Subject); !ok {
+			keptAddrs++
 		}
-		kept = append(kept, c)
 	}
-	verdicts := make([]Verdict, 0, len(kept))
-	for _, c := range kept {
-		c.v.Reason = c.reason()
-		verdicts = append(verdicts, c.v)
+	verdicts := make([]Verdict, 0, len(keptPfx)+keptAddrs)
+	for _, pc := range keptPfx {
+		buf = pc.appendReason(buf[:0])
+		pc.v.Reason = string(buf)
+		verdicts = append(verdicts, pc.v)
+	}
+	// Each chunk of offenders is let go once read: the verdicts take its place.
+	for ci, chunk := range a.offenders.chunks {
+		a.offenders.chunks[ci] = nil
+		for j := range chunk {
+			o := &chunk[j]
+			if !a.addrCandidate(o, &c) {
+				continue
+			}
+			if _, ok := banned[a.prefixOf(o.ip())]; ok {
+				continue
+			}
+			if why, ok := g.Protects(c.v.Subject); ok {
+				spare(&c, why)
+				continue
+			}
+			buf = c.appendReason(buf[:0])
+			c.v.Reason = string(buf)
+			verdicts = append(verdicts, c.v)
+		}
 	}
 
 	slices.SortFunc(verdicts, compareVerdicts)
@@ -109,23 +148,35 @@ func compareVerdicts(x, y Verdict) int {
 	return cmp.Compare(x.Subject.Bits(), y.Subject.Bits())
 }
 
-// ruleSpec is a rule compiled for fast matching.
-type ruleSpec struct {
-	rule   *policy.Rule
+// counterClass is one distinct (states, local ports) pair among the rules:
+// every rule that counts the same connections shares its counter.
+type counterClass struct {
 	states uint32        // bit 1<<TCPState for each state counted
 	ports  *[1024]uint64 // local-port bitmap; nil means every port
-	banFor time.Duration
+	minThr int32         // the lowest threshold of the class's rules
+	// hist is set when the class's rules have different thresholds and the
+	// window has several samples: a record then keeps the count of every
+	// sample that reached minThr, from which each rule's hits are counted.
+	hist bool
 }
 
-func (r *ruleSpec) matches(c *Conn) bool {
-	if r.states&(1<<c.State) == 0 {
+func (k *counterClass) matches(c *Conn) bool {
+	if c.State >= 32 || k.states&(1<<c.State) == 0 {
 		return false
 	}
-	if r.ports == nil {
+	if k.ports == nil {
 		return true
 	}
 	port := c.Local.Port()
-	return r.ports[port>>6]&(1<<(port&63)) != 0
+	return k.ports[port>>6]&(1<<(port&63)) != 0
+}
+
+// ruleSpec is a rule compiled for counting.
+type ruleSpec struct {
+	rule   *policy.Rule
+	class  int32 // index in analysis.classes
+	thr    int32
+	banFor time.Duration
 }
 
 // stateMask returns the TCP states a policy state counts.
@@ -147,83 +198,213 @@ func stateMask(s policy.State) uint32 {
 	return 0
 }
 
-// analysis holds the per-window counters. Per-address and per-prefix
-// counters live in flat slices indexed by idx*len(rules)+rule.
+// addrRecord is what is kept across samples for one address and one
+// counter class, once the address's count reached the class's lowest
+// threshold in some sample.
+type addrRecord struct {
+	next  int32 // the address's next record in analysis.recs, -1 for none
+	class int32
+	peak  int32 // peak count over the samples that reached minThr
+	hits  int32 // samples whose count reached minThr
+	hist  int32 // newest histEntry when the class keeps them, -1 for none
+}
+
+// histEntry is one sample's count of an address for one class.
+type histEntry struct {
+	count int32
+	next  int32 // older entry, -1 for none
+}
+
+// pfxRecord is what is kept across samples for one prefix and one counter
+// class, once its sum reached the family's prefix threshold with more than
+// one source.
+type pfxRecord struct {
+	next    int32 // the prefix's next record, -1 for none
+	class   int32
+	peak    int32 // peak sum over qualifying samples
+	peakSrc int32 // sources in the (first) peak sample
+	hits    int32 // qualifying samples
+}
+
+// offender is an address holding at least one record: its first record
+// is held here, any others in analysis.recs (linked from first.next). The
+// address is kept as 16 bytes (IPv4 as IPv4-mapped: every remote is
+// unmapped on input, so a mapped form here always stands for IPv4), not as
+// a 24-byte netip.Addr.
+type offender struct {
+	addr  [16]byte
+	first addrRecord
+}
+
+// record returns o's record for class k, or nil, and the index in
+// analysis.recs of o's last extra record (-1 for none).
+func (a *analysis) record(o *offender, k int32) (r *addrRecord, last int32) {
+	last = -1
+	for r = &o.first; ; {
+		if r.class == k {
+			return r, last
+		}
+		if r.next < 0 {
+			return nil, last
+		}
+		last = r.next
+		r = a.recs.at(r.next)
+	}
+}
+
+// ip returns the offender's address.
+func (o *offender) ip() netip.Addr { return netip.AddrFrom16(o.addr).Unmap() }
+
+// addrInfo is the per-address state.
+type addrInfo struct {
+	pfx   int32 // prefix number, -1 for none
+	stamp int32 // last sample the address was seen in
+	pos   int32 // grouping scratch: connections, then their offset
+	off   int32 // the address's offender, -1 for none
+}
+
+// pfxInfo is the per-prefix state.
+type pfxInfo struct {
+	pfx   netip.Prefix
+	stamp int32 // last sample the prefix was seen in
+	pos   int32 // grouping scratch: addresses, then their offset
+	head  int32 // first pfxRecord, -1 for none
+}
+
+// chunkBits sets the size of a chunked list's chunks (8192 elements).
+const chunkBits = 13
+
+// chunked is an append-only list kept in fixed-size chunks: growing it
+// never copies, so a million elements cost their own size and no more.
+type chunked[T any] struct {
+	chunks [][]T
+	n      int32
+}
+
+// add appends v and returns its index.
+func (c *chunked[T]) add(v T) int32 {
+	if int(c.n)>>chunkBits == len(c.chunks) {
+		c.chunks = append(c.chunks, make([]T, 0, 1<<chunkBits))
+	}
+	last := &c.chunks[len(c.chunks)-1]
+	*last = append(*last, v)
+	c.n++
+	return c.n - 1
+}
+
+// at returns the element at index i.
+func (c *chunked[T]) at(i int32) *T {
+	return &c.chunks[i>>chunkBits][i&(1<<chunkBits-1)]
+}
+
+// analysis holds the window's counters. Per-address state is a few int32s
+// indexed by the address's number; counts per class exist only while a
+// sample is read (the sample's connections are grouped by prefix and
+// address first, so one small array per class suffices), and records only
+// for counts that may offend.
 type analysis struct {
-	p       *policy.Policy
 	rules   []ruleSpec
-	nr      int
+	classes []counterClass
+	// any is a quick filter: a connection outside it matches no class.
+	any     counterClass
 	samples int
 	minHits int
 
 	pfxLen4, pfxLen6 int // 0: no aggregation for the family
 	pfxThr4, pfxThr6 int
 
-	// Addresses and prefixes are indexed by pointer-free keys, which hash
-	// and scan much faster than netip values.
+	// Addresses and prefixes are numbered through pointer-free keys, which
+	// hash and scan much faster than netip values.
 	addrIdx4 map[uint32]int32
 	addrIdx6 map[[16]byte]int32
-	addrs    []netip.Addr
-	addrPfx  []int32       // prefix index of each address, -1 for none
-	stamp    []int32       // last sample an address was seen in
-	cnt      []addrCounter // per address and rule
-	touched  []int32       // addresses seen in the current sample
+	info     chunked[addrInfo]
 
-	pfxIdx4    map[uint32]int32
-	pfxIdx6    map[[16]byte]int32
-	pfxs       []netip.Prefix
-	pfxStamp   []int32
-	pfxCnt     []pfxCounter // per prefix and rule
+	recs      chunked[addrRecord]
+	hist      chunked[histEntry]
+	offenders chunked[offender]
+
+	pfxIdx4 map[uint32]int32
+	pfxIdx6 map[[16]byte]int32
+	pfxInfo chunked[pfxInfo]
+	pfxRecs chunked[pfxRecord]
+
+	// Per-sample scratch.
+	order      []int32 // connection indexes grouped by address
+	touched    []int32 // addresses seen in the sample
+	seq        []int32 // the touched addresses grouped by prefix
 	pfxTouched []int32
-}
-
-// addrCounter counts one address for one rule.
-type addrCounter struct {
-	cur  int32 // count in the current sample
-	peak int32 // peak count in the window
-	hits int32 // samples at or above the rule's threshold
-}
-
-// pfxCounter counts one prefix for one rule.
-type pfxCounter struct {
-	cur     int32 // sum over sources in the current sample
-	src     int32 // sources contributing in the current sample
-	peak    int32 // peak sum over qualifying samples
-	peakSrc int32 // sources in the peak sample
-	hits    int32 // qualifying samples at or above the threshold
+	cur        []int32 // per class: the address's count
+	psum, psrc []int32 // per class: the prefix's sum and sources
+	curK, pK   []int32 // classes with a count, for resetting
 }
 
 // newAnalysis prepares counters for p over samples; sizeHint is the
 // expected number of distinct sources.
 func newAnalysis(p *policy.Policy, samples, sizeHint int) *analysis {
 	a := &analysis{
-		p:        p,
-		nr:       len(p.Rules),
 		samples:  samples,
 		minHits:  max(p.Sample.MinHits, 1),
 		addrIdx4: make(map[uint32]int32, sizeHint),
 		addrIdx6: make(map[[16]byte]int32),
 		pfxIdx4:  make(map[uint32]int32),
 		pfxIdx6:  make(map[[16]byte]int32),
-		addrs:    make([]netip.Addr, 0, sizeHint),
-		addrPfx:  make([]int32, 0, sizeHint),
-		stamp:    make([]int32, 0, sizeHint),
-		cnt:      make([]addrCounter, 0, sizeHint*len(p.Rules)),
 	}
+	byKey := map[string]int32{}
+	var multi []bool
 	for i := range p.Rules {
 		r := &p.Rules[i]
-		spec := ruleSpec{rule: r, states: stateMask(r.State), banFor: r.BanFor.Duration}
+		states := stateMask(r.State)
+		var ports []uint16
+		if len(r.Ports) > 0 {
+			ports = slices.Clone(r.Ports)
+			slices.Sort(ports)
+			ports = slices.Compact(ports)
+		}
+		key := fmt.Sprint(states, ports)
+		k, ok := byKey[key]
+		if !ok {
+			k = int32(len(a.classes))
+			byKey[key] = k
+			cl := counterClass{states: states, minThr: int32(min(r.Threshold, math.MaxInt32))}
+			if len(ports) > 0 {
+				cl.ports = new([1024]uint64)
+				for _, port := range ports {
+					cl.ports[port>>6] |= 1 << (port & 63)
+				}
+			}
+			a.classes = append(a.classes, cl)
+			multi = append(multi, false)
+		}
+		spec := ruleSpec{rule: r, class: k, thr: int32(min(r.Threshold, math.MaxInt32)), banFor: r.BanFor.Duration}
 		if spec.banFor <= 0 {
 			spec.banFor = p.Ban.Duration.Duration
 		}
-		if len(r.Ports) > 0 {
-			spec.ports = new([1024]uint64)
-			for _, port := range r.Ports {
-				spec.ports[port>>6] |= 1 << (port & 63)
-			}
+		if cl := &a.classes[k]; spec.thr != cl.minThr {
+			multi[k] = true
+			cl.minThr = min(cl.minThr, spec.thr)
 		}
 		a.rules = append(a.rules, spec)
 	}
+	for k := range a.classes {
+		cl := &a.classes[k]
+		cl.hist = multi[k] && samples > 1
+		a.any.states |= cl.states
+		switch {
+		case k == 0:
+			a.any.ports = cl.ports
+		case a.any.ports == nil || cl.ports == nil:
+			a.any.ports = nil
+		default:
+			u := *a.any.ports
+			for w := range u {
+				u[w] |= cl.ports[w]
+			}
+			a.any.ports = &u
+		}
+	}
+	a.cur = make([]int32, len(a.classes))
+	a.psum = make([]int32, len(a.classes))
+	a.psrc = make([]int32, len(a.classes))
 	if p.Prefix.Enabled {
 		if p.Prefix.IPv4Length > 0 && p.Prefix.IPv4Length <= 32 && p.Prefix.IPv4Threshold > 0 {
 			a.pfxLen4, a.pfxThr4 = p.Prefix.IPv4Length, p.Prefix.IPv4Threshold
@@ -233,6 +414,13 @@ func newAnalysis(p *policy.Policy, samples, sizeHint int) *analysis {
 		}
 	}
 	return a
+}
+
+// release drops what only counting needed, before the verdicts are built.
+func (a *analysis) release() {
+	a.addrIdx4, a.addrIdx6, a.pfxIdx4, a.pfxIdx6 = nil, nil, nil, nil
+	a.info = chunked[addrInfo]{}
+	a.order, a.touched, a.seq, a.pfxTouched = nil, nil, nil, nil
 }
 
 // prefixOf returns the aggregation prefix holding addr, or the zero Prefix
@@ -259,7 +447,7 @@ func (a *analysis) prefixThreshold(pfx netip.Prefix) int {
 	return a.pfxThr6
 }
 
-// addr returns the index of addr, adding it when new.
+// addr returns the number of addr, adding it when new.
 func (a *analysis) addr(addr netip.Addr) int32 {
 	var k4 uint32
 	var k6 [16]byte
@@ -275,22 +463,16 @@ func (a *analysis) addr(addr netip.Addr) int32 {
 			return i
 		}
 	}
-	i := int32(len(a.addrs))
+	i := a.info.add(addrInfo{pfx: a.prefixIndex(addr), off: -1})
 	if addr.Is4() {
 		a.addrIdx4[k4] = i
 	} else {
 		a.addrIdx6[k6] = i
 	}
-	a.addrs = append(a.addrs, addr)
-	a.stamp = append(a.stamp, 0)
-	for range a.nr {
-		a.cnt = append(a.cnt, addrCounter{})
-	}
-	a.addrPfx = append(a.addrPfx, a.prefixIndex(addr))
 	return i
 }
 
-// prefixIndex returns the index of the aggregation prefix holding addr,
+// prefixIndex returns the number of the aggregation prefix holding addr,
 // adding it when new, or -1 when addr's family is not aggregated.
 func (a *analysis) prefixIndex(addr netip.Addr) int32 {
 	pfx := a.prefixOf(addr)
@@ -305,88 +487,205 @@ func (a *analysis) prefixIndex(addr netip.Addr) int32 {
 		if pi, ok := a.pfxIdx4[k4]; ok {
 			return pi
 		}
-		a.pfxIdx4[k4] = int32(len(a.pfxs))
+		a.pfxIdx4[k4] = a.pfxInfo.n
 	} else {
 		k6 = pfx.Addr().As16()
 		if pi, ok := a.pfxIdx6[k6]; ok {
 			return pi
 		}
-		a.pfxIdx6[k6] = int32(len(a.pfxs))
+		a.pfxIdx6[k6] = a.pfxInfo.n
 	}
-	a.pfxs = append(a.pfxs, pfx)
-	a.pfxStamp = append(a.pfxStamp, 0)
-	for range a.nr {
-		a.pfxCnt = append(a.pfxCnt, pfxCounter{})
-	}
-	return int32(len(a.pfxs) - 1)
+	return a.pfxInfo.add(pfxInfo{pfx: pfx, head: -1})
 }
 
 // addSample counts one sample's connections; sample numbers start at 1.
+//
+// The connections are first numbered by address and grouped (a counting
+// sort of their indexes, addresses grouped by prefix), then each address's
+// connections are counted per class in a.cur and each prefix's addresses
+// summed in a.psum: no per-address or per-prefix count outlives the group.
 func (a *analysis) addSample(sample int32, conns []Conn) {
-	a.touched = a.touched[:0]
+	a.touched = slices.Grow(a.touched[:0], len(conns))
 	for ci := range conns {
 		c := &conns[ci]
 		remote := c.Remote.Addr().Unmap()
 		if !remote.IsValid() || remote.IsUnspecified() {
 			continue // not connected to anyone (e.g. a bound, closed socket)
 		}
-		i := a.addr(remote)
-		if a.stamp[i] != sample {
-			a.stamp[i] = sample
-			a.touched = append(a.touched, i)
+		i := a.addr(remote) // every connected remote is a source, counted or not
+		if !a.any.matches(c) {
+			continue
 		}
-		base := int(i) * a.nr
-		for r := range a.rules {
-			if a.rules[r].matches(c) {
-				a.cnt[base+r].cur++
+		if ai := a.info.at(i); ai.stamp != sample {
+			ai.stamp, ai.pos = sample, 1
+			a.touched = append(a.touched, i)
+		} else {
+			ai.pos++
+		}
+	}
+
+	// Order the touched addresses: those of each prefix together, then
+	// those without a prefix.
+	a.pfxTouched = a.pfxTouched[:0]
+	for _, i := range a.touched {
+		pi := a.info.at(i).pfx
+		if pi < 0 {
+			continue
+		}
+		if pf := a.pfxInfo.at(pi); pf.stamp != sample {
+			pf.stamp, pf.pos = sample, 1
+			a.pfxTouched = append(a.pfxTouched, pi)
+		} else {
+			pf.pos++
+		}
+	}
+	off := int32(0)
+	for _, pi := range a.pfxTouched {
+		pf := a.pfxInfo.at(pi)
+		n := pf.pos
+		pf.pos = off
+		off += n
+	}
+	seq := a.touched // no prefixes: the order seen
+	if len(a.pfxTouched) > 0 {
+		a.seq = slices.Grow(a.seq[:0], len(a.touched))[:len(a.touched)]
+		seq = a.seq
+		for _, i := range a.touched {
+			if pi := a.info.at(i).pfx; pi >= 0 {
+				pf := a.pfxInfo.at(pi)
+				seq[pf.pos] = i
+				pf.pos++
+			} else {
+				seq[off] = i
+				off++
 			}
 		}
 	}
 
-	a.pfxTouched = a.pfxTouched[:0]
-	for _, i := range a.touched {
-		base := int(i) * a.nr
-		pi := a.addrPfx[i]
-		for r := range a.rules {
-			c := &a.cnt[base+r]
-			n := c.cur
-			if n == 0 {
-				continue
+	// Order the connections by address, in seq order. Their addresses
+	// are looked up again rather than remembered per connection: a
+	// million int32s less to hold.
+	off = 0
+	for _, i := range seq {
+		ai := a.info.at(i)
+		n := ai.pos
+		ai.pos = off
+		off += n
+	}
+	a.order = slices.Grow(a.order[:0], int(off))[:off]
+	for ci := range conns {
+		c := &conns[ci]
+		remote := c.Remote.Addr().Unmap()
+		if !remote.IsValid() || remote.IsUnspecified() || !a.any.matches(c) {
+			continue
+		}
+		ai := a.info.at(a.addr(remote))
+		a.order[ai.pos] = int32(ci)
+		ai.pos++
+	}
+	// a.pos[i] is now the end of i's connections in a.order; the start is
+	// the end of the address before it in seq.
+
+	start := int32(0)
+	for si := 0; si < len(seq); {
+		i := seq[si]
+		pi := a.info.at(i).pfx
+		// The group: one prefix's addresses, or one address without one.
+		end := si + 1
+		if pi >= 0 {
+			for end < len(seq) && a.info.at(seq[end]).pfx == pi {
+				end++
 			}
-			c.cur = 0
-			c.peak = max(c.peak, n)
-			if int(n) >= a.rules[r].rule.Threshold {
-				c.hits++
-			}
-			if pi >= 0 {
-				if a.pfxStamp[pi] != sample {
-					a.pfxStamp[pi] = sample
-					a.pfxTouched = append(a.pfxTouched, pi)
+		}
+		for _, i := range seq[si:end] {
+			stop := a.info.at(i).pos
+			first := &conns[a.order[start]]
+			for _, ci := range a.order[start:stop] {
+				c := &conns[ci]
+				for k := range a.classes {
+					if a.classes[k].matches(c) {
+						if a.cur[k] == 0 {
+							a.curK = append(a.curK, int32(k))
+						}
+						a.cur[k]++
+					}
 				}
-				pc := &a.pfxCnt[int(pi)*a.nr+r]
-				pc.cur += n
-				pc.src++
 			}
+			start = stop
+			for _, k := range a.curK {
+				n := a.cur[k]
+				a.cur[k] = 0
+				if n >= a.classes[k].minThr {
+					a.observe(i, first.Remote.Addr().Unmap(), k, n)
+				}
+				if pi >= 0 {
+					if a.psrc[k] == 0 {
+						a.pK = append(a.pK, k)
+					}
+					a.psum[k] += n
+					a.psrc[k]++
+				}
+			}
+			a.curK = a.curK[:0]
+		}
+		if pi >= 0 {
+			thr := int32(min(a.prefixThreshold(a.pfxInfo.at(pi).pfx), math.MaxInt32))
+			for _, k := range a.pK {
+				sum, src := a.psum[k], a.psrc[k]
+				a.psum[k], a.psrc[k] = 0, 0
+				if src >= 2 && sum >= thr { // one source is that address, not a prefix
+					a.observePrefix(pi, k, sum, src)
+				}
+			}
+			a.pK = a.pK[:0]
+		}
+		si = end
+	}
+}
+
+// observe records that address i (addr) counted n >= minThr in class k in
+// the current sample.
+func (a *analysis) observe(i int32, addr netip.Addr, k, n int32) {
+	ai := a.info.at(i)
+	var r *addrRecord
+	if ai.off < 0 {
+		ai.off = a.offenders.add(offender{addr: addr.As16(), first: addrRecord{next: -1, class: k, hist: -1}})
+		r = &a.offenders.at(ai.off).first
+	} else {
+		o := a.offenders.at(ai.off)
+		var last int32
+		if r, last = a.record(o, k); r == nil {
+			// A new record goes at the end of the address's list.
+			ri := a.recs.add(addrRecord{next: -1, class: k, hist: -1})
+			if last < 0 {
+				o.first.next = ri
+			} else {
+				a.recs.at(last).next = ri
+			}
+			r = a.recs.at(ri)
 		}
 	}
-	for _, pi := range a.pfxTouched {
-		thr := a.prefixThreshold(a.pfxs[pi])
-		base := int(pi) * a.nr
-		for r := range a.rules {
-			pc := &a.pfxCnt[base+r]
-			sum, src := pc.cur, pc.src
-			pc.cur, pc.src = 0, 0
-			if src < 2 {
-				continue // one source is that address, not a prefix
-			}
-			if sum > pc.peak {
-				pc.peak, pc.peakSrc = sum, src
-			}
-			if int(sum) >= thr {
-				pc.hits++
-			}
-		}
+	r.peak = max(r.peak, n)
+	r.hits++
+	if a.classes[k].hist {
+		r.hist = a.hist.add(histEntry{count: n, next: r.hist})
 	}
+}
+
+// observePrefix records that prefix pi summed sum >= its threshold over
+// src >= 2 sources in class k in the current sample.
+func (a *analysis) observePrefix(pi, k, sum, src int32) {
+	pf := a.pfxInfo.at(pi)
+	r := a.findPrefixRecord(pi, k)
+	if r == nil {
+		ri := a.pfxRecs.add(pfxRecord{next: pf.head, class: k})
+		pf.head = ri
+		r = a.pfxRecs.at(ri)
+	}
+	if sum > r.peak {
+		r.peak, r.peakSrc = sum, src
+	}
+	r.hits++
 }
 
 // candidate is an offending subject, merged over the rules that hit it.
@@ -396,27 +695,49 @@ type candidate struct {
 	folded int       // address verdicts a prefix verdict absorbed
 }
 
-// reason renders the candidate's Reason.
-func (c *candidate) reason() string {
-	var b strings.Builder
+// appendReason appends the candidate's Reason to b.
+func (c *candidate) appendReason(b []byte) []byte {
 	v := &c.v
 	if v.Subject.Bits() == v.Subject.Addr().BitLen() {
-		fmt.Fprintf(&b, "%d %s from %s >= %d (rule %s, %d/%d samples)",
-			v.Count, stateWord(v.State), v.Subject.Addr(), v.Threshold, v.Rule, v.Hits, v.Samples)
+		// "%d %s from %s >= %d (rule %s, %d/%d samples)", without fmt's
+		// boxing: there may be a million of these.
+		b = strconv.AppendInt(b, int64(v.Count), 10)
+		b = append(b, ' ')
+		b = append(b, stateWord(v.State)...)
+		b = append(b, " from "...)
+		b = v.Subject.Addr().AppendTo(b)
+		b = append(b, " >= "...)
+		b = strconv.AppendInt(b, int64(v.Threshold), 10)
+		b = append(b, " (rule "...)
+		b = append(b, v.Rule...)
+		b = append(b, ", "...)
+		b = strconv.AppendInt(b, int64(v.Hits), 10)
+		b = append(b, '/')
+		b = strconv.AppendInt(b, int64(v.Samples), 10)
+		b = append(b, " samples)"...)
 	} else {
-		fmt.Fprintf(&b, "%d %s from %d sources in %s >= %d (rule %s, prefix /%d, %d/%d samples)",
+		b = fmt.Appendf(b, "%d %s from %d sources in %s >= %d (rule %s, prefix /%d, %d/%d samples)",
 			v.Count, stateWord(v.State), v.Sources, v.Subject, v.Threshold, v.Rule, v.Subject.Bits(), v.Hits, v.Samples)
 	}
 	for _, o := range c.others {
-		fmt.Fprintf(&b, "; also rule %s (%d %s >= %d)", o.Rule, o.Count, stateWord(o.State), o.Threshold)
+		// "; also rule %s (%d %s >= %d)"
+		b = append(b, "; also rule "...)
+		b = append(b, o.Rule...)
+		b = append(b, " ("...)
+		b = strconv.AppendInt(b, int64(o.Count), 10)
+		b = append(b, ' ')
+		b = append(b, stateWord(o.State)...)
+		b = append(b, " >= "...)
+		b = strconv.AppendInt(b, int64(o.Threshold), 10)
+		b = append(b, ')')
 	}
 	if c.folded > 0 {
-		fmt.Fprintf(&b, "; includes %d offending address", c.folded)
+		b = fmt.Appendf(b, "; includes %d offending address", c.folded)
 		if c.folded > 1 {
-			b.WriteString("es")
+			b = append(b, "es"...)
 		}
 	}
-	return b.String()
+	return b
 }
 
 // stateWord names what a state counts in a reason.
@@ -427,34 +748,96 @@ func stateWord(s policy.State) string {
 	return string(s)
 }
 
-// candidates returns the offending addresses and prefixes, one candidate
-// per subject, each in first-seen order.
-func (a *analysis) candidates() (addrs, pfxs []candidate) {
-	for i, addr := range a.addrs {
-		var c *candidate
-		for r := range a.rules {
-			k := &a.cnt[i*a.nr+r]
-			if int(k.hits) < a.minHits {
-				continue
-			}
-			v := a.verdict(r, netip.PrefixFrom(addr, addr.BitLen()), k.peak, k.hits, 1)
-			c = merge(c, v, &addrs)
+// prefixCandidates returns the offending prefixes, one candidate per
+// prefix, in first-seen order.
+func (a *analysis) prefixCandidates() []candidate {
+	var out []candidate
+	for pi := range a.pfxInfo.n {
+		pf := a.pfxInfo.at(pi)
+		if pf.head < 0 {
+			continue
 		}
-	}
-	for pi, pfx := range a.pfxs {
+		pfx := pf.pfx
 		var c *candidate
 		thr := a.prefixThreshold(pfx)
 		for r := range a.rules {
-			k := &a.pfxCnt[pi*a.nr+r]
-			if int(k.hits) < a.minHits {
+			k := a.findPrefixRecord(pi, a.rules[r].class)
+			if k == nil || int(k.hits) < a.minHits {
 				continue
 			}
 			v := a.verdict(r, pfx, k.peak, k.hits, k.peakSrc)
 			v.Threshold = thr
-			c = merge(c, v, &pfxs)
+			if c == nil {
+				out = append(out, candidate{v: v})
+				c = &out[len(out)-1]
+			} else {
+				c.merge(v)
+			}
 		}
 	}
-	return addrs, pfxs
+	return out
+}
+
+func (a *analysis) findPrefixRecord(pi, class int32) *pfxRecord {
+	for ri := a.pfxInfo.at(pi).head; ri >= 0; {
+		r := a.pfxRecs.at(ri)
+		if r.class == class {
+			return r
+		}
+		ri = r.next
+	}
+	return nil
+}
+
+// addrCandidate sets c to the offender's candidate, merged over the rules
+// that hit it, reusing c's others; it reports false when no rule does.
+func (a *analysis) addrCandidate(o *offender, c *candidate) bool {
+	c.others = c.others[:0]
+	c.folded = 0
+	found := false
+	addr := o.ip()
+	subject := netip.PrefixFrom(addr, addr.BitLen())
+	for r := range a.rules {
+		spec := &a.rules[r]
+		k, _ := a.record(o, spec.class)
+		if k == nil {
+			continue
+		}
+		hits := a.hitsOf(k, spec)
+		if int(hits) < a.minHits {
+			continue
+		}
+		v := a.verdict(r, subject, k.peak, hits, 1)
+		if !found {
+			c.v, found = v, true
+		} else {
+			c.merge(v)
+		}
+	}
+	return found
+}
+
+// hitsOf returns the samples in which the record's count reached spec's
+// threshold.
+func (a *analysis) hitsOf(k *addrRecord, spec *ruleSpec) int32 {
+	cl := &a.classes[spec.class]
+	switch {
+	case spec.thr <= cl.minThr:
+		return k.hits // every sample recorded reached it
+	case cl.hist:
+		n := int32(0)
+		for ei := k.hist; ei >= 0; {
+			e := a.hist.at(ei)
+			if e.count >= spec.thr {
+				n++
+			}
+			ei = e.next
+		}
+		return n
+	case k.peak >= spec.thr:
+		return k.hits // one sample: its count is the peak
+	}
+	return 0
 }
 
 func (a *analysis) verdict(r int, subject netip.Prefix, count, hits, sources int32) Verdict {
@@ -472,17 +855,11 @@ func (a *analysis) verdict(r int, subject netip.Prefix, count, hits, sources int
 	}
 }
 
-// merge adds v to the subject's candidate c (appending a new candidate to
-// list when c is nil) and returns the candidate; the worse verdict is kept,
-// the other remembered. On a tie the earlier rule is kept.
-func merge(c *candidate, v Verdict, list *[]candidate) *candidate {
-	if c == nil {
-		*list = append(*list, candidate{v: v})
-		return &(*list)[len(*list)-1]
-	}
+// merge adds v to the candidate: the worse verdict is kept, the other
+// remembered. On a tie the earlier rule is kept.
+func (c *candidate) merge(v Verdict) {
 	if int64(v.Count)*int64(c.v.Threshold) > int64(c.v.Count)*int64(v.Threshold) {
 		c.v, v = v, c.v
 	}
 	c.others = append(c.others, v)
-	return c
 }
