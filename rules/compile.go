@@ -362,16 +362,8 @@ func NormalizePrefixes(ps []netip.Prefix) []netip.Prefix {
 }
 
 // ComparePrefixes orders prefixes IPv4 first, then by address, then by
-// length (shorter first).
-func ComparePrefixes(a, b netip.Prefix) int {
-	if c := cmp.Compare(famIndex(a), famIndex(b)); c != 0 {
-		return c
-	}
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Bits(), b.Bits())
-}
+// length (shorter first): policy.ComparePrefixes, the one implementation.
+func ComparePrefixes(a, b netip.Prefix) int { return policy.ComparePrefixes(a, b) }
 
 // BanSet names the ban set a banned prefix belongs in: SetBan4 or SetBan6 for
 // a single address (/32, /128), SetBanNet4 or SetBanNet6 for a shorter prefix.
