@@ -91,13 +91,10 @@ type Choice struct {
 // Options.ReadOnly when asked to change something.
 var ErrReadOnly = errors.New("backend opened read-only")
 
-// Inspector is implemented by backends that can list, without changing
-// anything, what of their structure (table, chains, sets) the kernel lacks.
-// Backends opened by Open implement it; the route backend has no structure
-// and reports nothing.
-type Inspector interface {
-	Missing(ctx context.Context) ([]string, error)
-}
+// Inspector is rules.Inspector, kept under this name for the callers that
+// type-assert a backend Open returned. Backends opened read-only implement
+// it; the route backend has no structure and reports nothing.
+type Inspector = rules.Inspector
 
 // Open returns the backend called name ("auto", "" meaning the same,
 // "nftables", "iptables" or "route"). A named backend that does not work is
@@ -174,7 +171,7 @@ func choose(ctx context.Context, name string, o Options, assume bool) (rules.Bac
 		if !auto {
 			works = n + ": requested, works"
 		}
-		if p, ok := b.(interface{ Paths() (string, string) }); ok {
+		if p, ok := b.(rules.PathReporter); ok {
 			v4, v6 := p.Paths()
 			works += " (" + v4 + ", " + v6 + ")"
 		}
@@ -258,7 +255,7 @@ func (r readOnly) Flush(context.Context) error {
 // Missing lists what of the backend's structure the kernel lacks; nothing
 // for a backend without structure (routes).
 func (r readOnly) Missing(ctx context.Context) ([]string, error) {
-	if in, ok := r.Backend.(Inspector); ok {
+	if in, ok := r.Backend.(rules.Inspector); ok {
 		return in.Missing(ctx)
 	}
 	return nil, nil
@@ -266,7 +263,7 @@ func (r readOnly) Missing(ctx context.Context) ([]string, error) {
 
 // Paths returns the wrapped backend's programs, if it runs any.
 func (r readOnly) Paths() (string, string) {
-	if p, ok := r.Backend.(interface{ Paths() (string, string) }); ok {
+	if p, ok := r.Backend.(rules.PathReporter); ok {
 		return p.Paths()
 	}
 	return "", ""
