@@ -192,45 +192,49 @@ func disabled(name string, auto bool, o Options) bool {
 	return auto && (name == NFTables && o.DisableNFTables || name == IPTables && o.DisableIPTables)
 }
 
-// open builds and probes one backend.
+// open builds and probes one backend, every one the same way: its
+// package's New checks the options, then the kernel is probed (listing
+// only; nothing is created), and only a backend that passed both is
+// returned. A probe failure reads "netlink probe failed: ..." for the
+// netlink backends; the iptables backend's New cannot build without the
+// programs it finds, so its probe is part of New.
 func open(name string, auto bool, o Options, log *slog.Logger) (rules.Backend, error) {
 	if disabled(name, auto, o) {
 		return nil, errDisabled
 	}
+	log = log.With("backend", name)
+	var (
+		b     rules.Backend
+		probe func() error // nil: New probed already
+		err   error
+	)
 	switch name {
 	case NFTables:
-		no := nft.Options{NetNS: o.NetNS, Logger: log.With("backend", NFTables), Table: o.NFTTable, Family: o.NFTFamily, Mode: o.NFTMode}
-		if err := nft.Probe(no); err != nil {
-			return nil, fmt.Errorf("netlink probe failed: %w", err)
-		}
-		b, err := nft.New(no)
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
+		no := nft.Options{NetNS: o.NetNS, Logger: log, Table: o.NFTTable, Family: o.NFTFamily, Mode: o.NFTMode}
+		b, err = nft.New(no)
+		probe = func() error { return nft.Probe(no) }
 	case IPTables:
-		b, err := ipt.New(ipt.Options{
+		b, err = ipt.New(ipt.Options{
 			NetNS: o.NetNS, Path: o.IPTablesPath, Chain: o.IPTablesChain,
-			DockerUser: o.IPTablesDockerUser, Logger: log.With("backend", IPTables),
+			DockerUser: o.IPTablesDockerUser, Logger: log,
 		})
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
 	default:
 		if o.Store == nil && !o.ReadOnly {
 			return nil, errors.New("no state store to keep ban expiry in")
 		}
-		ro := route.Options{NetNS: o.NetNS, Store: o.Store, ReadOnly: o.ReadOnly, Type: o.RouteType, Protocol: o.RouteProtocol, Logger: log.With("backend", Route)}
-		b, err := route.New(ro)
-		if err != nil {
-			return nil, err
-		}
-		if err := route.Probe(ro); err != nil {
+		ro := route.Options{NetNS: o.NetNS, Store: o.Store, ReadOnly: o.ReadOnly, Type: o.RouteType, Protocol: o.RouteProtocol, Logger: log}
+		b, err = route.New(ro)
+		probe = func() error { return route.Probe(ro) }
+	}
+	if err != nil {
+		return nil, err
+	}
+	if probe != nil {
+		if err := probe(); err != nil {
 			return nil, fmt.Errorf("netlink probe failed: %w", err)
 		}
-		return b, nil
 	}
+	return b, nil
 }
 
 // readOnly is a backend opened with Options.ReadOnly: it lists and counts,
