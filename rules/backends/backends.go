@@ -36,7 +36,8 @@ type Options struct {
 	// Logger receives the choice and the chosen backend's logs; nil discards them.
 	Logger *slog.Logger
 	// Store is the state store; the route backend requires it unless
-	// ReadOnly.
+	// ReadOnly, and only reads it (the ban end times): the run cycle is the
+	// store's writer.
 	Store *state.Store
 	// ReadOnly is for the commands that only read (status, plan): the probes
 	// and constructors create nothing (none does: they list), the route
