@@ -49,6 +49,7 @@ type Op struct {
 	Reason string
 }
 
+// String describes o for logs and test failures: "add 192.0.2.1/32 type 9 (ban)".
 func (o Op) String() string {
 	verb := "add"
 	if o.Del {

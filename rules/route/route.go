@@ -25,12 +25,12 @@
 //     them too. Bans only reads (synban status must write nothing): a route
 //     whose time has passed stays listed until the next run. Counters
 //     returns nothing.
+//   - Forwarded traffic is affected only in its reply direction as well.
 //
 // Reconciling is split in two: Diff, a pure function of the observed
 // routes, the store's bans and the desired Ruleset, decides a list of
 // operations (Op); Apply and Expire observe, call Diff and carry the
 // operations out.
-//   - Forwarded traffic is affected only in its reply direction as well.
 package route
 
 import (
