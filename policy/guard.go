@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 )
@@ -53,7 +54,9 @@ func (g *Guard) Prefixes() []netip.Prefix {
 }
 
 // Canonical masks p and turns an IPv4-mapped IPv6 prefix (::ffff:a.b.c.d/n
-// with n >= 96) into the IPv4 prefix it stands for.
+// with n >= 96) into the IPv4 prefix it stands for. It is synban's one
+// canonical form of a prefix: the compiler, every backend and the state
+// store key bans by it.
 func Canonical(p netip.Prefix) netip.Prefix {
 	a := p.Addr()
 	if a.Is4In6() {
@@ -64,6 +67,21 @@ func Canonical(p netip.Prefix) netip.Prefix {
 		p = netip.PrefixFrom(a.Unmap(), bits)
 	}
 	return p.Masked()
+}
+
+// ComparePrefixes is synban's one order of prefixes: IPv4 first, then by
+// address, then by length (shorter first).
+func ComparePrefixes(a, b netip.Prefix) int {
+	if a4, b4 := a.Addr().Is4(), b.Addr().Is4(); a4 != b4 {
+		if a4 {
+			return -1
+		}
+		return 1
+	}
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
 }
 
 // Protected is an address or prefix that must never be banned, and why

@@ -53,6 +53,28 @@ type DropCounter interface {
 	BanDrops(ctx context.Context) (map[netip.Prefix]uint64, error)
 }
 
+// Expirer is implemented by backends without kernel timeouts (the route
+// backend): Expire removes from the kernel the bans whose time, as the state
+// store records it, has passed, and those the store does not know, and
+// reports how many it removed. It only reads the store. The caller runs it
+// after recording the run's bans and expiring the store.
+type Expirer interface {
+	Expire(ctx context.Context) (int, error)
+}
+
+// Inspector is implemented by backends that can list, without changing
+// anything, what of their structure (table, chains, sets) the kernel lacks.
+// A backend without structure (routes) does not implement it.
+type Inspector interface {
+	Missing(ctx context.Context) ([]string, error)
+}
+
+// PathReporter is implemented by backends that run programs (iptables):
+// Paths returns the IPv4 and IPv6 programs they run.
+type PathReporter interface {
+	Paths() (v4, v6 string)
+}
+
 // Result says what an Apply changed.
 type Result struct {
 	// Created is true when the structure (table, chains, sets) had to be
@@ -63,6 +85,12 @@ type Result struct {
 	// Added counts bans that were not present; Refreshed those present whose
 	// timeout was renewed.
 	Added, Refreshed int
+	// Forget lists bans, of the ruleset or recorded in the state store, that
+	// the backend does not hold and will not: another owner's route to the
+	// same destination, or a stored ban the allow list now covers. The
+	// caller that keeps the store (the only writer) drops them from it.
+	// Only the route backend sets it.
+	Forget []netip.Prefix
 }
 
 // ActiveBan is a ban present in the kernel (or, for backends without kernel

@@ -80,7 +80,9 @@ type candidate struct {
 // timeout. Every other verdict left out is listed in the returned Omitted,
 // with a reason.
 //
-// The only error is for impossible input (a nil policy).
+// The Ruleset returned passes Ruleset.Validate (Compile runs it last), so
+// backends trust it. The only errors are for impossible input (a nil
+// policy) and a failed validation, which would be a bug of the compiler.
 func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Ruleset, Omitted, error) {
 	if p == nil {
 		return nil, nil, errors.New("compile ruleset: nil policy")
@@ -218,6 +220,9 @@ func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Rul
 	}
 	slices.SortFunc(rs.Bans, func(a, b Ban) int { return ComparePrefixes(a.Prefix, b.Prefix) })
 	slices.SortFunc(omitted, func(a, b Omission) int { return cmp.Compare(a.Index, b.Index) })
+	if err := rs.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("compile ruleset: %w", err)
+	}
 	return rs, omitted, nil
 }
 
@@ -362,16 +367,8 @@ func NormalizePrefixes(ps []netip.Prefix) []netip.Prefix {
 }
 
 // ComparePrefixes orders prefixes IPv4 first, then by address, then by
-// length (shorter first).
-func ComparePrefixes(a, b netip.Prefix) int {
-	if c := cmp.Compare(famIndex(a), famIndex(b)); c != 0 {
-		return c
-	}
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Bits(), b.Bits())
-}
+// length (shorter first): policy.ComparePrefixes, the one implementation.
+func ComparePrefixes(a, b netip.Prefix) int { return policy.ComparePrefixes(a, b) }
 
 // BanSet names the ban set a banned prefix belongs in: SetBan4 or SetBan6 for
 // a single address (/32, /128), SetBanNet4 or SetBanNet6 for a shorter prefix.

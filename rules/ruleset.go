@@ -4,8 +4,12 @@
 package rules
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/synban/synban/policy"
 )
 
 // Ruleset is the desired firewall state: pure data, rendered by templates
@@ -92,3 +96,54 @@ const (
 	SetConn4   = "connlimit_v4"
 	SetConn6   = "connlimit_v6"
 )
+
+// AllowOverlap returns the first prefix of rs.Allow that overlaps p (same
+// family), and whether there is one. It is the one test of a ban against
+// the allow list: Validate refuses a Ruleset with such a ban, and the route
+// backend and its dry run use it for bans that come from elsewhere (the
+// state store) or from a Ruleset built by hand.
+func (rs *Ruleset) AllowOverlap(p netip.Prefix) (netip.Prefix, bool) {
+	p = policy.Canonical(p)
+	for _, a := range rs.Allow {
+		if a = policy.Canonical(a); a.Addr().Is4() == p.Addr().Is4() && a.Overlaps(p) {
+			return a, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// Validate checks the invariants every backend relies on: each ban's prefix
+// is valid, in canonical form (policy.Canonical), not a /0, listed once,
+// with a timeout that is not negative, and overlaps no allowed prefix; each
+// allowed prefix is valid. Compile returns only Rulesets that pass, so
+// backends trust a compiled Ruleset and do not check it again.
+func (rs *Ruleset) Validate() error {
+	if rs == nil {
+		return errors.New("invalid ruleset: nil")
+	}
+	for _, a := range rs.Allow {
+		if !a.IsValid() {
+			return fmt.Errorf("invalid ruleset: allowed prefix %v is not valid", a)
+		}
+	}
+	seen := make(map[netip.Prefix]bool, len(rs.Bans))
+	for _, b := range rs.Bans {
+		switch p := b.Prefix; {
+		case !p.IsValid():
+			return fmt.Errorf("invalid ruleset: ban prefix %v is not valid", p)
+		case p != policy.Canonical(p):
+			return fmt.Errorf("invalid ruleset: ban %s is not in canonical form (%s)", p, policy.Canonical(p))
+		case p.Bits() == 0:
+			return fmt.Errorf("invalid ruleset: ban %s covers every address", p)
+		case seen[p]:
+			return fmt.Errorf("invalid ruleset: ban %s listed twice", p)
+		case b.Timeout < 0:
+			return fmt.Errorf("invalid ruleset: ban %s has a negative timeout %s", p, b.Timeout)
+		}
+		seen[b.Prefix] = true
+		if a, ok := rs.AllowOverlap(b.Prefix); ok {
+			return fmt.Errorf("invalid ruleset: ban %s overlaps allowed %s", b.Prefix, a)
+		}
+	}
+	return nil
+}

@@ -41,8 +41,9 @@ type routeData struct {
 // infers the family from the address), runnable as `ip -batch -`. typ is the
 // route type ("" means prohibit, or blackhole, unreachable) and proto the
 // route protocol number (0 means route.DefaultProtocol), as the route backend
-// uses them. Bans overlapping rs.Allow are left out with a comment, as the
-// route backend does; an ignored SYN meter or connection cap is noted in a
+// uses them. Bans overlapping rs.Allow (which Ruleset.Validate refuses; a
+// Ruleset built by hand may have them) are left out with a comment, as the
+// route backend does, by the same test (Ruleset.AllowOverlap); an ignored SYN meter or connection cap is noted in a
 // comment.
 func Route(w io.Writer, rs *rules.Ruleset, typ string, proto int) error {
 	if rs == nil {
@@ -64,17 +65,11 @@ func Route(w io.Writer, rs *rules.Ruleset, typ string, proto int) error {
 		if !p.IsValid() {
 			return fmt.Errorf("render routes: invalid ban prefix %v", b.Prefix)
 		}
-		skipped := false
-		for _, a := range rs.Allow {
-			if a = policy.Canonical(a); a.Addr().Is4() == p.Addr().Is4() && a.Overlaps(p) {
-				d.Skipped = append(d.Skipped, routeSkip{Prefix: p, Allow: a})
-				skipped = true
-				break
-			}
+		if a, ok := rs.AllowOverlap(p); ok {
+			d.Skipped = append(d.Skipped, routeSkip{Prefix: p, Allow: a})
+			continue
 		}
-		if !skipped {
-			d.Bans = append(d.Bans, routeBan{Prefix: p, Timeout: b.Timeout, Reason: rules.CommentSafe(b.Reason)})
-		}
+		d.Bans = append(d.Bans, routeBan{Prefix: p, Timeout: b.Timeout, Reason: rules.CommentSafe(b.Reason)})
 	}
 	t, err := template.New("route.tmpl").ParseFS(files, "route.tmpl")
 	if err != nil {

@@ -145,9 +145,7 @@ func (a *app) apply(ctx context.Context, o *options, p *policy.Policy, now time.
 	}); err != nil {
 		return fmt.Errorf("record bans in %s: %w", store.Path(), err)
 	}
-	if ex, ok := b.(interface {
-		Expire(context.Context) (int, error)
-	}); ok {
+	if ex, ok := b.(rules.Expirer); ok {
 		if _, err := ex.Expire(ctx); err != nil {
 			return fmt.Errorf("expire %s bans: %w", choice.Name, err)
 		}

@@ -36,7 +36,8 @@ type Options struct {
 	// Logger receives the choice and the chosen backend's logs; nil discards them.
 	Logger *slog.Logger
 	// Store is the state store; the route backend requires it unless
-	// ReadOnly.
+	// ReadOnly, and only reads it (the ban end times): the run cycle is the
+	// store's writer.
 	Store *state.Store
 	// ReadOnly is for the commands that only read (status, plan): the probes
 	// and constructors create nothing (none does: they list), the route
@@ -91,13 +92,10 @@ type Choice struct {
 // Options.ReadOnly when asked to change something.
 var ErrReadOnly = errors.New("backend opened read-only")
 
-// Inspector is implemented by backends that can list, without changing
-// anything, what of their structure (table, chains, sets) the kernel lacks.
-// Backends opened by Open implement it; the route backend has no structure
-// and reports nothing.
-type Inspector interface {
-	Missing(ctx context.Context) ([]string, error)
-}
+// Inspector is rules.Inspector, kept under this name for the callers that
+// type-assert a backend Open returned. Backends opened read-only implement
+// it; the route backend has no structure and reports nothing.
+type Inspector = rules.Inspector
 
 // Open returns the backend called name ("auto", "" meaning the same,
 // "nftables", "iptables" or "route"). A named backend that does not work is
@@ -174,7 +172,7 @@ func choose(ctx context.Context, name string, o Options, assume bool) (rules.Bac
 		if !auto {
 			works = n + ": requested, works"
 		}
-		if p, ok := b.(interface{ Paths() (string, string) }); ok {
+		if p, ok := b.(rules.PathReporter); ok {
 			v4, v6 := p.Paths()
 			works += " (" + v4 + ", " + v6 + ")"
 		}
@@ -195,45 +193,49 @@ func disabled(name string, auto bool, o Options) bool {
 	return auto && (name == NFTables && o.DisableNFTables || name == IPTables && o.DisableIPTables)
 }
 
-// open builds and probes one backend.
+// open builds and probes one backend, every one the same way: its
+// package's New checks the options, then the kernel is probed (listing
+// only; nothing is created), and only a backend that passed both is
+// returned. A probe failure reads "netlink probe failed: ..." for the
+// netlink backends; the iptables backend's New cannot build without the
+// programs it finds, so its probe is part of New.
 func open(name string, auto bool, o Options, log *slog.Logger) (rules.Backend, error) {
 	if disabled(name, auto, o) {
 		return nil, errDisabled
 	}
+	log = log.With("backend", name)
+	var (
+		b     rules.Backend
+		probe func() error // nil: New probed already
+		err   error
+	)
 	switch name {
 	case NFTables:
-		no := nft.Options{NetNS: o.NetNS, Logger: log.With("backend", NFTables), Table: o.NFTTable, Family: o.NFTFamily, Mode: o.NFTMode}
-		if err := nft.Probe(no); err != nil {
-			return nil, fmt.Errorf("netlink probe failed: %w", err)
-		}
-		b, err := nft.New(no)
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
+		no := nft.Options{NetNS: o.NetNS, Logger: log, Table: o.NFTTable, Family: o.NFTFamily, Mode: o.NFTMode}
+		b, err = nft.New(no)
+		probe = func() error { return nft.Probe(no) }
 	case IPTables:
-		b, err := ipt.New(ipt.Options{
+		b, err = ipt.New(ipt.Options{
 			NetNS: o.NetNS, Path: o.IPTablesPath, Chain: o.IPTablesChain,
-			DockerUser: o.IPTablesDockerUser, Logger: log.With("backend", IPTables),
+			DockerUser: o.IPTablesDockerUser, Logger: log,
 		})
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
 	default:
 		if o.Store == nil && !o.ReadOnly {
 			return nil, errors.New("no state store to keep ban expiry in")
 		}
-		ro := route.Options{NetNS: o.NetNS, Store: o.Store, ReadOnly: o.ReadOnly, Type: o.RouteType, Protocol: o.RouteProtocol, Logger: log.With("backend", Route)}
-		b, err := route.New(ro)
-		if err != nil {
-			return nil, err
-		}
-		if err := route.Probe(ro); err != nil {
+		ro := route.Options{NetNS: o.NetNS, Store: o.Store, ReadOnly: o.ReadOnly, Type: o.RouteType, Protocol: o.RouteProtocol, Logger: log}
+		b, err = route.New(ro)
+		probe = func() error { return route.Probe(ro) }
+	}
+	if err != nil {
+		return nil, err
+	}
+	if probe != nil {
+		if err := probe(); err != nil {
 			return nil, fmt.Errorf("netlink probe failed: %w", err)
 		}
-		return b, nil
 	}
+	return b, nil
 }
 
 // readOnly is a backend opened with Options.ReadOnly: it lists and counts,
@@ -258,7 +260,7 @@ func (r readOnly) Flush(context.Context) error {
 // Missing lists what of the backend's structure the kernel lacks; nothing
 // for a backend without structure (routes).
 func (r readOnly) Missing(ctx context.Context) ([]string, error) {
-	if in, ok := r.Backend.(Inspector); ok {
+	if in, ok := r.Backend.(rules.Inspector); ok {
 		return in.Missing(ctx)
 	}
 	return nil, nil
@@ -266,7 +268,7 @@ func (r readOnly) Missing(ctx context.Context) ([]string, error) {
 
 // Paths returns the wrapped backend's programs, if it runs any.
 func (r readOnly) Paths() (string, string) {
-	if p, ok := r.Backend.(interface{ Paths() (string, string) }); ok {
+	if p, ok := r.Backend.(rules.PathReporter); ok {
 		return p.Paths()
 	}
 	return "", ""

@@ -30,17 +30,15 @@ import (
 
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/state"
 )
 
 // Factory builds the backend under test, working inside ns.
 type Factory func(t *testing.T, ns *netnstest.NS) rules.Backend
 
-// Expirer is implemented by backends without kernel timeouts (the route
-// backend): Expire removes the bans whose time has passed and reports how
-// many. The expiry sub-test calls it while it polls.
-type Expirer interface {
-	Expire(ctx context.Context) (int, error)
-}
+// Expirer is rules.Expirer: the expiry sub-test calls Expire while it polls
+// on backends that implement it.
+type Expirer = rules.Expirer
 
 // Options tunes the suite for one backend.
 type Options struct {
@@ -57,6 +55,47 @@ type Options struct {
 	// requires both to be equal. The suite always checks an unrelated nft
 	// table as well.
 	Snapshot func(t *testing.T, ns *netnstest.NS) string
+	// Record, when set, plays the run cycle's part after every successful
+	// Apply of the suite: it records the ruleset's bans where the backend
+	// reads them (the route backend keeps their end times in a state store
+	// it never writes). See StoreRecorder.
+	Record func(t *testing.T, rs *rules.Ruleset, res rules.Result)
+}
+
+// StoreRecorder returns an Options.Record that does what synban's run cycle
+// does with a route backend's store after Apply: it records each ban of the
+// ruleset (Since now, Until now plus its timeout, none without one) for
+// backend, except those in Result.Forget, which it drops. now nil means
+// time.Now.
+func StoreRecorder(store *state.Store, backend string, now func() time.Time) func(t *testing.T, rs *rules.Ruleset, res rules.Result) {
+	if now == nil {
+		now = time.Now
+	}
+	return func(t *testing.T, rs *rules.Ruleset, res rules.Result) {
+		t.Helper()
+		at := now()
+		err := store.Update(func(st *state.State) error {
+			for _, b := range rs.Bans {
+				if slices.Contains(res.Forget, b.Prefix) {
+					continue
+				}
+				sb := state.Ban{Prefix: b.Prefix, Since: at, Reason: b.Reason, Backend: backend}
+				if b.Timeout > 0 {
+					sb.Until = at.Add(b.Timeout)
+				}
+				st.Upsert(sb)
+			}
+			for _, p := range res.Forget {
+				if sb, ok := st.Find(p); ok && sb.Backend == backend {
+					st.Remove(p)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("record bans: %v", err)
+		}
+	}
 }
 
 // BaseRuleset is the Ruleset the suite applies: synban's default table and
@@ -128,11 +167,14 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-func apply(t *testing.T, b rules.Backend, rs *rules.Ruleset) rules.Result {
+func (s *suite) apply(t *testing.T, b rules.Backend, rs *rules.Ruleset) rules.Result {
 	t.Helper()
 	res, err := b.Apply(ctx(t), rs)
 	if err != nil {
 		t.Fatalf("%s: Apply: %v", b.Name(), err)
+	}
+	if s.opts.Record != nil {
+		s.opts.Record(t, rs, res)
 	}
 	return res
 }
@@ -183,7 +225,7 @@ func checkListed(t *testing.T, name string, got map[netip.Prefix]rules.ActiveBan
 func (s *suite) testBan(t *testing.T) {
 	_, b := s.setup(t, "ban")
 	bans := SampleBans(10 * time.Minute)
-	res := apply(t, b, s.ruleset(bans...))
+	res := s.apply(t, b, s.ruleset(bans...))
 	if res.Added != len(bans) {
 		t.Errorf("first Apply: Added = %d, want %d", res.Added, len(bans))
 	}
@@ -204,7 +246,7 @@ func (s *suite) testExpiry(t *testing.T) {
 	_, b := s.setup(t, "expiry")
 	short := rules.Ban{Prefix: netip.MustParsePrefix("203.0.113.9/32"), Timeout: 2 * time.Second, Reason: "short"}
 	long := rules.Ban{Prefix: netip.MustParsePrefix("203.0.113.10/32"), Timeout: 10 * time.Minute, Reason: "long"}
-	apply(t, b, s.ruleset(short, long))
+	s.apply(t, b, s.ruleset(short, long))
 	if got := listBans(t, b); len(got) != 2 {
 		t.Fatalf("right after Apply, Bans lists %v, want both bans", prefixes(got))
 	}
@@ -232,7 +274,7 @@ func (s *suite) testExpiry(t *testing.T) {
 func (s *suite) testUnban(t *testing.T) {
 	_, b := s.setup(t, "unban")
 	bans := SampleBans(10 * time.Minute)
-	apply(t, b, s.ruleset(bans...))
+	s.apply(t, b, s.ruleset(bans...))
 	absent := netip.MustParsePrefix("192.0.2.99/32")
 	n, err := b.Unban(ctx(t), []netip.Prefix{bans[0].Prefix, bans[3].Prefix, absent})
 	if err != nil {
@@ -257,9 +299,9 @@ func (s *suite) testApplyTwice(t *testing.T) {
 	_, b := s.setup(t, "twice")
 	bans := SampleBans(10 * time.Minute)
 	rs := s.ruleset(bans...)
-	apply(t, b, rs)
+	s.apply(t, b, rs)
 	before := listBans(t, b)
-	res := apply(t, b, rs)
+	res := s.apply(t, b, rs)
 	if res.Added != 0 {
 		t.Errorf("second Apply: Added = %d, want 0", res.Added)
 	}
@@ -285,13 +327,13 @@ func (s *suite) testRestore(t *testing.T) {
 	ns, b := s.setup(t, "restore")
 	bans := SampleBans(10 * time.Minute)
 	rs := s.ruleset(bans...)
-	apply(t, b, rs)
+	s.apply(t, b, rs)
 	s.opts.Disrupt(t, ns)
-	apply(t, b, rs)
+	s.apply(t, b, rs)
 	got := listBans(t, b)
 	checkListed(t, b.Name(), got, bans)
 	// A second Apply after the restore is quiet again.
-	if res := apply(t, b, rs); res.Added != 0 || res.Created {
+	if res := s.apply(t, b, rs); res.Added != 0 || res.Created {
 		t.Errorf("Apply after restore: %+v, want Added 0 and Created false", res)
 	}
 }
@@ -326,7 +368,7 @@ func (s *suite) testFlush(t *testing.T) {
 	}
 	otherBefore := listOther()
 
-	apply(t, b, s.ruleset(SampleBans(10*time.Minute)...))
+	s.apply(t, b, s.ruleset(SampleBans(10*time.Minute)...))
 	if err := b.Flush(ctx(t)); err != nil {
 		t.Fatalf("Flush: %v", err)
 	}

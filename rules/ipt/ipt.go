@@ -42,6 +42,7 @@ import (
 
 	"github.com/synban/synban/internal/nsenter"
 	"github.com/synban/synban/internal/trust"
+	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 )
 
@@ -256,7 +257,7 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 		return res, fmt.Errorf("iptables apply: %w", err)
 	}
 	for _, ban := range rs.Bans {
-		if p := canonical(ban.Prefix); !ban.Prefix.IsValid() || p.Bits() == 0 {
+		if p := policy.Canonical(ban.Prefix); !ban.Prefix.IsValid() || p.Bits() == 0 {
 			return res, fmt.Errorf("iptables apply: invalid ban prefix %v", ban.Prefix)
 		}
 	}
@@ -603,7 +604,7 @@ func (b *Backend) addBans(ctx context.Context, h *netlink.Handle, bans []rules.B
 				return err
 			}
 		}
-		p := canonical(ban.Prefix)
+		p := policy.Canonical(ban.Prefix)
 		set := BanIPSet(p)
 		e := entryFor(p, set == IPSetBanNet4 || set == IPSetBanNet6)
 		t := TimeoutSeconds(ban.Timeout)
@@ -721,7 +722,7 @@ func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, erro
 			if !p.IsValid() {
 				return fmt.Errorf("invalid prefix %v", p)
 			}
-			p = canonical(p)
+			p = policy.Canonical(p)
 			set := BanIPSet(p)
 			if _, ok := present[set]; !ok {
 				m, err := members(h, set)

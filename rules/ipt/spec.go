@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 )
 
@@ -98,16 +99,15 @@ func allowMax(rs *rules.Ruleset, v6 bool, m int) int {
 }
 
 // BanIPSet names the ipset a banned prefix belongs in: IPSetBan4/IPSetBan6
-// for a single address, IPSetBanNet4/IPSetBanNet6 for a shorter prefix.
+// for a single address, IPSetBanNet4/IPSetBanNet6 for a shorter prefix. It
+// follows rules.BanSet, the one choice between the address and prefix sets.
 func BanIPSet(p netip.Prefix) string {
-	p = canonical(p)
-	single := p.Bits() == p.Addr().BitLen()
-	switch {
-	case p.Addr().Is4() && single:
+	switch rules.BanSet(p) {
+	case rules.SetBan4:
 		return IPSetBan4
-	case p.Addr().Is4():
+	case rules.SetBanNet4:
 		return IPSetBanNet4
-	case single:
+	case rules.SetBan6:
 		return IPSetBan6
 	default:
 		return IPSetBanNet6
@@ -118,26 +118,12 @@ func BanIPSet(p netip.Prefix) string {
 // ipset writes it: a bare address in the hash:ip sets, address/length in
 // the hash:net sets.
 func BanEntry(p netip.Prefix) (set, elem string) {
-	p = canonical(p)
+	p = policy.Canonical(p)
 	set = BanIPSet(p)
 	if set == IPSetBan4 || set == IPSetBan6 {
 		return set, p.Addr().String()
 	}
 	return set, p.String()
-}
-
-// canonical masks p and turns an IPv4-mapped IPv6 prefix into IPv4.
-func canonical(p netip.Prefix) netip.Prefix {
-	a := p.Addr()
-	bits := p.Bits()
-	if a.Is4In6() {
-		a = a.Unmap()
-		bits -= 96
-		if bits < 0 {
-			bits = 0
-		}
-	}
-	return netip.PrefixFrom(a, bits).Masked()
 }
 
 // AllowEntries returns rs.Allow's prefixes of one family, canonical, as
@@ -149,7 +135,7 @@ func AllowEntries(rs *rules.Ruleset, v6 bool) []netip.Prefix {
 		if !p.IsValid() {
 			continue
 		}
-		p = canonical(p)
+		p = policy.Canonical(p)
 		if p.Addr().Is6() != v6 {
 			continue
 		}
@@ -163,12 +149,7 @@ func AllowEntries(rs *rules.Ruleset, v6 bool) []netip.Prefix {
 		}
 		out = append(out, p)
 	}
-	slices.SortFunc(out, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	})
+	slices.SortFunc(out, policy.ComparePrefixes)
 	return slices.Compact(out)
 }
 

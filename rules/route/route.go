@@ -19,11 +19,18 @@
 //   - Routes do not match the source's port or protocol; all traffic to the
 //     banned prefix (including connections this host opens) is rejected.
 //   - There are no kernel timeouts and no counters. Each ban's end time is
-//     kept in the state store (rules/state); Expire removes routes whose time
-//     has passed, and Apply runs it first. Bans only reads (synban status
-//     must write nothing): a route whose time has passed stays listed until
-//     the next run's Expire. Counters returns nothing.
+//     kept in the state store (rules/state), which this backend only reads:
+//     the caller (the run cycle) records bans and is the store's only
+//     writer. Expire removes routes whose time has passed; Apply removes
+//     them too. Bans only reads (synban status must write nothing): a route
+//     whose time has passed stays listed until the next run. Counters
+//     returns nothing.
 //   - Forwarded traffic is affected only in its reply direction as well.
+//
+// Reconciling is split in two: Diff, a pure function of the observed
+// routes, the store's bans and the desired Ruleset, decides a list of
+// operations (Op); Apply and Expire observe, call Diff and carry the
+// operations out.
 package route
 
 import (
@@ -66,7 +73,8 @@ type Options struct {
 	// NetNS is the path of the network namespace to work in (e.g.
 	// /run/netns/NAME); empty means the current one.
 	NetNS string
-	// Store keeps each ban's end time and reason; required unless ReadOnly.
+	// Store keeps each ban's end time and reason, and is only read here;
+	// required unless ReadOnly.
 	Store *state.Store
 	// ReadOnly makes a backend that only lists (for synban status): Apply,
 	// Expire, Unban and Flush refuse, and Store may be nil (Bans then lists
@@ -95,7 +103,10 @@ type Backend struct {
 	now      func() time.Time
 }
 
-var _ rules.Backend = (*Backend)(nil)
+var (
+	_ rules.Backend = (*Backend)(nil)
+	_ rules.Expirer = (*Backend)(nil)
+)
 
 // New returns a route backend. It checks the options but not the kernel; use
 // Probe for that.
@@ -229,23 +240,47 @@ func (b *Backend) route(p netip.Prefix, typ int) *netlink.Route {
 	}
 }
 
-// del removes our route r, matched on destination, table, type and protocol.
-func (b *Backend) del(h *netlink.Handle, p netip.Prefix, r netlink.Route) error {
-	if err := h.RouteDel(b.route(p, r.Type)); err != nil && !errors.Is(err, unix.ESRCH) {
+// del removes our route to p of type typ, matched on destination, table,
+// type and protocol.
+func (b *Backend) del(h *netlink.Handle, p netip.Prefix, typ int) error {
+	if err := h.RouteDel(b.route(p, typ)); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("delete route %s proto %d: %w", p, b.protocol, err)
 	}
 	return nil
 }
 
-func overlaps(a, b netip.Prefix) bool {
-	return a.Addr().Is4() == b.Addr().Is4() && a.Overlaps(b)
+// types maps each of synban's routes to its type.
+func types(have map[netip.Prefix]netlink.Route) map[netip.Prefix]int {
+	out := make(map[netip.Prefix]int, len(have))
+	for p, r := range have {
+		out[p] = r.Type
+	}
+	return out
 }
 
-// Apply records rs.Bans in the state store with their end times and makes
-// sure every active route ban in the store has its route: missing routes are
-// added (restoring them after an outside `ip route flush proto N`), routes of
-// another type are re-created with the configured type. Bans present but not
-// in rs are kept until they expire. Expired bans are removed first.
+// stored returns the store's bans; none without a store.
+func (b *Backend) stored() ([]state.Ban, error) {
+	if b.store == nil {
+		return nil, nil
+	}
+	st, err := b.store.Load()
+	if err != nil {
+		return nil, fmt.Errorf("load state: %w", err)
+	}
+	return st.Bans, nil
+}
+
+// Apply makes the kernel hold a route for every ban of rs and every active
+// route ban of the state store: missing routes are added (restoring them
+// after an outside `ip route flush proto N`), routes of another type are
+// re-created with the configured type, and routes that no ban stands for
+// any more (ended, or unknown to the store) are removed. Bans present but
+// not in rs are kept until they end. The decision is Diff's; Apply only
+// observes, asks Diff and carries the operations out.
+//
+// Apply reads the store and never writes it: the caller records rs.Bans
+// with their end times (and drops Result.Forget) after Apply, and runs
+// Expire after that.
 func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, error) {
 	var res rules.Result
 	if err := b.writable("apply"); err != nil {
@@ -262,10 +297,11 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 		b.log.Warn("route backend cannot cap connections per source; the ruleset's connection limit is ignored",
 			"max", rs.ConnLimit.Max)
 	}
-	if _, err := b.Expire(ctx); err != nil {
-		return res, err
-	}
 	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("route apply: %w", err)
+	}
+	stored, err := b.stored()
+	if err != nil {
 		return res, fmt.Errorf("route apply: %w", err)
 	}
 	h, err := handle(b.ns)
@@ -273,146 +309,98 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 		return res, fmt.Errorf("route apply: %w", err)
 	}
 	defer h.Close()
-
-	// Bans of this run, never overlapping the allow list.
-	now := b.now()
-	want := make(map[netip.Prefix]bool, len(rs.Bans))
-	var bans []state.Ban
-	for _, ban := range rs.Bans {
-		p := policy.Canonical(ban.Prefix)
-		if !p.IsValid() {
-			continue
-		}
-		if i := slices.IndexFunc(rs.Allow, func(a netip.Prefix) bool { return overlaps(policy.Canonical(a), p) }); i >= 0 {
-			b.log.Warn("ban overlaps the allow list; not routing it", "prefix", p, "allow", rs.Allow[i])
-			continue
-		}
-		sb := state.Ban{Prefix: p, Since: now, Reason: ban.Reason, Backend: Name}
-		if ban.Timeout > 0 {
-			sb.Until = now.Add(ban.Timeout)
-		}
-		bans = append(bans, sb)
-		want[p] = true
-	}
-
-	// Record first: a run killed after this keeps the bans, and the next
-	// Apply adds their routes.
-	var active []state.Ban
-	err = b.store.Update(func(st *state.State) error {
-		for _, sb := range bans {
-			st.Upsert(sb)
-		}
-		for _, sb := range st.Active(now) {
-			if sb.Backend == Name {
-				active = append(active, sb)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return res, fmt.Errorf("route apply: record bans: %w", err)
-	}
-
 	have, err := b.ours(h)
 	if err != nil {
 		return res, fmt.Errorf("route apply: %w", err)
 	}
+	plan := Diff(Input{Have: types(have), Stored: stored, Ruleset: rs, Type: b.typ, Now: b.now()})
+	for _, l := range plan.Allowed {
+		if l.Stored {
+			b.log.Warn("stored ban overlaps the allow list; removing it", "prefix", l.Prefix, "allow", l.Allow)
+		} else {
+			b.log.Warn("ban overlaps the allow list; not routing it", "prefix", l.Prefix, "allow", l.Allow)
+		}
+		res.Forget = append(res.Forget, l.Prefix)
+	}
+	res.Refreshed = plan.Refreshed
+	_, err = b.execute(ctx, h, plan.Ops, &res)
+	if err != nil {
+		return res, fmt.Errorf("route apply: %w", err)
+	}
+	return res, nil
+}
+
+// execute carries out ops in order and returns how many routes it removed
+// for WhyEnded. A failed removal before a re-creation skips the
+// re-creation; an addition refused because someone else's route to the
+// destination exists is skipped with a warning and the ban put in
+// res.Forget. It stops at the first error of ctx; other errors are joined.
+func (b *Backend) execute(ctx context.Context, h *netlink.Handle, ops []Op, res *rules.Result) (int, error) {
+	ended := 0
 	var errs []error
-	var drop []netip.Prefix // bans to forget: skipped or now allowed
-	for _, sb := range active {
+	failed := make(map[netip.Prefix]bool)
+	for _, op := range ops {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, err)
 			break
 		}
-		p := sb.Prefix
-		r, ok := have[p]
-		if i := slices.IndexFunc(rs.Allow, func(a netip.Prefix) bool { return overlaps(policy.Canonical(a), p) }); i >= 0 {
-			// Banned earlier, allowed now: lift the ban.
-			b.log.Warn("stored ban overlaps the allow list; removing it", "prefix", p, "allow", rs.Allow[i])
-			if ok {
-				if err := b.del(h, p, r); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-			}
-			drop = append(drop, p)
-			continue
-		}
-		if ok && r.Type == b.typ {
-			if want[p] {
-				res.Refreshed++
-			}
-			continue
-		}
-		if ok { // ours, another type: re-create with the configured one
-			if err := b.del(h, p, r); err != nil {
+		p := op.Prefix
+		if op.Del {
+			if err := b.del(h, p, op.Type); err != nil {
 				errs = append(errs, err)
+				failed[p] = true
 				continue
 			}
-			res.Changed = append(res.Changed, fmt.Sprintf("route %s type", p))
+			switch op.Why {
+			case WhyEnded:
+				ended++
+				b.log.Info("route ban expired", "prefix", p)
+			case WhyRetype:
+				res.Changed = append(res.Changed, fmt.Sprintf("route %s type", p))
+			}
+			continue
 		}
-		err := h.RouteAdd(b.route(p, b.typ))
+		if failed[p] {
+			continue
+		}
+		err := h.RouteAdd(b.route(p, op.Type))
 		switch {
 		case errors.Is(err, unix.EEXIST):
 			// Someone else's route to exactly this destination: leave it.
 			b.log.Warn("another route to this destination exists (not synban's); ban skipped", "prefix", p)
-			drop = append(drop, p)
+			res.Forget = append(res.Forget, p)
 			continue
 		case err != nil:
 			errs = append(errs, fmt.Errorf("add %s route %s proto %d: %w", b.typName, p, b.protocol, err))
 			continue
 		}
-		if !ok {
+		switch op.Why {
+		case WhyBan:
 			res.Added++
-			if !want[p] {
-				res.Created = true // restored after an outside flush
-				b.log.Info("restored missing route ban", "prefix", p, "until", sb.Until)
-			}
+		case WhyRestore:
+			res.Added++
+			res.Created = true // restored after an outside flush
+			b.log.Info("restored missing route ban", "prefix", p, "until", op.Until)
 		}
-		b.log.Debug("route ban", "prefix", p, "type", b.typName, "until", sb.Until, "reason", sb.Reason)
-	}
-	if len(drop) > 0 {
-		err := b.store.Update(func(st *state.State) error {
-			for _, p := range drop {
-				if sb, ok := st.Find(p); ok && sb.Backend == Name {
-					st.Remove(p)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("forget skipped bans: %w", err))
-		}
+		b.log.Debug("route ban", "prefix", p, "type", b.typName, "until", op.Until, "reason", op.Reason)
 	}
 	if len(errs) > 0 {
-		return res, fmt.Errorf("route apply: %w", errors.Join(errs...))
+		return ended, errors.Join(errs...)
 	}
-	return res, nil
+	return ended, nil
 }
 
-// Expire removes the route bans whose end time has passed, from the kernel
-// and the store, and routes carrying synban's protocol that the store has no
+// Expire removes the routes whose ban has ended, as the state store
+// records it, and routes carrying synban's protocol that the store has no
 // active route ban for (left by a lost or different state directory). It
-// returns how many routes it removed. The CLI calls it on every run; Apply
-// and Bans call it first.
+// returns how many routes it removed. It reads the store and never writes
+// it: the caller records the run's bans and expires the store first (see
+// rules.Expirer). Every synban run calls it.
 func (b *Backend) Expire(ctx context.Context) (int, error) {
 	if err := b.writable("expire"); err != nil {
 		return 0, err
 	}
-	now := b.now()
-	var active map[netip.Prefix]bool
-	err := b.store.Update(func(st *state.State) error {
-		active = make(map[netip.Prefix]bool)
-		st.Bans = slices.DeleteFunc(st.Bans, func(sb state.Ban) bool {
-			return sb.Backend == Name && sb.Expired(now)
-		})
-		for _, sb := range st.Bans {
-			if sb.Backend == Name {
-				active[sb.Prefix] = true
-			}
-		}
-		return nil
-	})
+	stored, err := b.stored()
 	if err != nil {
 		return 0, fmt.Errorf("route expire: %w", err)
 	}
@@ -425,32 +413,17 @@ func (b *Backend) Expire(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("route expire: %w", err)
 	}
-	n := 0
-	var errs []error
-	for _, p := range sortedKeys(have) {
-		if active[p] {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			errs = append(errs, err)
-			break
-		}
-		if err := b.del(h, p, have[p]); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		n++
-		b.log.Info("route ban expired", "prefix", p)
-	}
-	if len(errs) > 0 {
-		return n, fmt.Errorf("route expire: %w", errors.Join(errs...))
+	plan := Diff(Input{Have: types(have), Stored: stored, Type: b.typ, Now: b.now()})
+	n, err := b.execute(ctx, h, plan.Ops, &rules.Result{})
+	if err != nil {
+		return n, fmt.Errorf("route expire: %w", err)
 	}
 	return n, nil
 }
 
 // Bans lists synban's routes joined with the store for reason and time left.
-// It only reads: it neither expires bans nor touches the store (Expire, run
-// by Apply and by every synban run, does that). A route whose stored time has
+// It only reads: it neither expires bans nor touches the store (Apply and
+// Expire, run by every synban run, remove ended routes). A route whose stored time has
 // passed is listed with 1ns left; a route the store does not know (left by a
 // lost state directory) is listed without reason or time; a ban recorded in
 // the store whose route is missing (flushed from outside) is not listed until
@@ -491,24 +464,14 @@ func (b *Backend) Bans(ctx context.Context) ([]rules.ActiveBan, error) {
 	return out, nil
 }
 
-// Unban removes the route bans of exactly these prefixes, from the kernel and
-// the store, and reports how many were present in either.
+// Unban removes the routes of exactly these prefixes and reports how many
+// were present. It does not touch the store: the caller removes the bans
+// from it (synban unban does).
 func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, error) {
 	if err := b.writable("unban"); err != nil {
 		return 0, err
 	}
-	gone := make(map[netip.Prefix]bool)
-	err := b.store.Update(func(st *state.State) error {
-		for _, p := range prefixes {
-			p = policy.Canonical(p)
-			if sb, ok := st.Find(p); ok && sb.Backend == Name {
-				st.Remove(p)
-				gone[p] = true
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("route unban: %w", err)
 	}
 	h, err := handle(b.ns)
@@ -520,14 +483,15 @@ func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, erro
 	if err != nil {
 		return 0, fmt.Errorf("route unban: %w", err)
 	}
+	gone := make(map[netip.Prefix]bool)
 	var errs []error
 	for _, p := range prefixes {
 		p = policy.Canonical(p)
 		r, ok := have[p]
-		if !ok {
+		if !ok || gone[p] {
 			continue
 		}
-		if err := b.del(h, p, r); err != nil {
+		if err := b.del(h, p, r.Type); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -543,8 +507,9 @@ func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, erro
 // Counters returns nil: routes have no counters.
 func (b *Backend) Counters(context.Context) ([]rules.Counter, error) { return nil, nil }
 
-// Flush removes every route carrying synban's protocol and the route bans
-// in the store. The ban history is kept. Nobody else's routes are touched.
+// Flush removes every route carrying synban's protocol. Nobody else's
+// routes are touched. It does not touch the store: the caller forgets the
+// bans (synban flush does) and keeps the history.
 func (b *Backend) Flush(ctx context.Context) error {
 	if err := b.writable("flush"); err != nil {
 		return err
@@ -560,16 +525,9 @@ func (b *Backend) Flush(ctx context.Context) error {
 	}
 	var errs []error
 	for _, p := range sortedKeys(have) {
-		if err := b.del(h, p, have[p]); err != nil {
+		if err := b.del(h, p, have[p].Type); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	err = b.store.Update(func(st *state.State) error {
-		st.Bans = slices.DeleteFunc(st.Bans, func(sb state.Ban) bool { return sb.Backend == Name })
-		return nil
-	})
-	if err != nil {
-		errs = append(errs, fmt.Errorf("forget route bans: %w", err))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("route flush: %w", errors.Join(errs...))

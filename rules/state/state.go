@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/internal/trust"
+	"github.com/synban/synban/policy"
 )
 
 // DefaultDir is the state directory used when none is given.
@@ -353,37 +354,10 @@ func (s *Store) removeTemps() error {
 	return nil
 }
 
-// canonical returns p masked, with an IPv4-mapped IPv6 address made IPv4.
-func canonical(p netip.Prefix) netip.Prefix {
-	if !p.IsValid() {
-		return p
-	}
-	a := p.Addr()
-	bits := p.Bits()
-	if a.Is4In6() {
-		a = a.Unmap()
-		bits = max(bits-96, 0)
-	}
-	return netip.PrefixFrom(a.WithZone(""), bits).Masked()
-}
-
-func comparePrefix(a, b netip.Prefix) int {
-	if a.Addr().Is4() != b.Addr().Is4() {
-		if a.Addr().Is4() {
-			return -1
-		}
-		return 1
-	}
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return a.Bits() - b.Bits()
-}
-
 // normalize sorts bans and history by prefix (IPv4 first).
 func (st *State) normalize() {
-	slices.SortFunc(st.Bans, func(a, b Ban) int { return comparePrefix(a.Prefix, b.Prefix) })
-	slices.SortFunc(st.History, func(a, b Record) int { return comparePrefix(a.Prefix, b.Prefix) })
+	slices.SortFunc(st.Bans, func(a, b Ban) int { return policy.ComparePrefixes(a.Prefix, b.Prefix) })
+	slices.SortFunc(st.History, func(a, b Record) int { return policy.ComparePrefixes(a.Prefix, b.Prefix) })
 }
 
 // Expired reports whether b has ended at now.
@@ -399,7 +373,7 @@ func (st *State) Active(now time.Time) []Ban {
 			out = append(out, b)
 		}
 	}
-	slices.SortFunc(out, func(a, b Ban) int { return comparePrefix(a.Prefix, b.Prefix) })
+	slices.SortFunc(out, func(a, b Ban) int { return policy.ComparePrefixes(a.Prefix, b.Prefix) })
 	return out
 }
 
@@ -420,7 +394,7 @@ func (st *State) Expire(now time.Time) []Ban {
 // earlier Since and the later Until are kept (a zero Until, no expiry, wins),
 // and non-empty Reason, Rule and Backend of b replace the old ones.
 func (st *State) Upsert(b Ban) {
-	b.Prefix = canonical(b.Prefix)
+	b.Prefix = policy.Canonical(b.Prefix)
 	i, ok := lookup(&st.banIdx, st.Bans, banPrefix, b.Prefix)
 	if !ok {
 		st.Bans = append(st.Bans, b)
@@ -451,7 +425,7 @@ func (st *State) Upsert(b Ban) {
 // SetDrops stores n as the drop count last seen for the ban of exactly
 // prefix p and reports whether there is such a ban.
 func (st *State) SetDrops(p netip.Prefix, n uint64) bool {
-	i, ok := lookup(&st.banIdx, st.Bans, banPrefix, canonical(p))
+	i, ok := lookup(&st.banIdx, st.Bans, banPrefix, policy.Canonical(p))
 	if ok {
 		st.Bans[i].Drops = n
 	}
@@ -460,7 +434,7 @@ func (st *State) SetDrops(p netip.Prefix, n uint64) bool {
 
 // Find returns the ban for exactly prefix p.
 func (st *State) Find(p netip.Prefix) (Ban, bool) {
-	if i, ok := lookup(&st.banIdx, st.Bans, banPrefix, canonical(p)); ok {
+	if i, ok := lookup(&st.banIdx, st.Bans, banPrefix, policy.Canonical(p)); ok {
 		return st.Bans[i], true
 	}
 	return Ban{}, false
@@ -468,7 +442,7 @@ func (st *State) Find(p netip.Prefix) (Ban, bool) {
 
 // Remove deletes the ban for exactly prefix p and reports whether there was one.
 func (st *State) Remove(p netip.Prefix) bool {
-	p = canonical(p)
+	p = policy.Canonical(p)
 	n := len(st.Bans)
 	st.Bans = slices.DeleteFunc(st.Bans, func(b Ban) bool { return b.Prefix == p })
 	return len(st.Bans) != n
@@ -476,7 +450,7 @@ func (st *State) Remove(p netip.Prefix) bool {
 
 // Record notes in the history that p was banned at time at for d.
 func (st *State) Record(p netip.Prefix, at time.Time, d time.Duration) {
-	p = canonical(p)
+	p = policy.Canonical(p)
 	i, ok := lookup(&st.histIdx, st.History, recordPrefix, p)
 	if !ok {
 		st.History = append(st.History, Record{Prefix: p, Bans: 1, LastBan: at, LastFor: d})
@@ -490,7 +464,7 @@ func (st *State) Record(p netip.Prefix, at time.Time, d time.Duration) {
 
 // Last returns the history record of p.
 func (st *State) Last(p netip.Prefix) (Record, bool) {
-	if i, ok := lookup(&st.histIdx, st.History, recordPrefix, canonical(p)); ok {
+	if i, ok := lookup(&st.histIdx, st.History, recordPrefix, policy.Canonical(p)); ok {
 		return st.History[i], true
 	}
 	return Record{}, false
