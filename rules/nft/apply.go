@@ -15,6 +15,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 
 	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/nft/spec"
 )
 
 // Chunk limits for one element message: the kernel silently drops
@@ -29,22 +30,6 @@ const (
 // cannot fail the transaction.
 const nearExpiry = 3 * time.Second
 
-// maxComment is the longest element comment nft accepts, without its NUL.
-const maxComment = 127
-
-// nfINetIngress is the inet family's ingress hook, NF_INET_INGRESS (5);
-// the library's ChainHookIngress is the netdev family's (0).
-const nfINetIngress nftables.ChainHook = 5
-
-var hooks = map[string]nftables.ChainHook{
-	"ingress":     nfINetIngress,
-	"prerouting":  *nftables.ChainHookPrerouting,
-	"input":       *nftables.ChainHookInput,
-	"forward":     *nftables.ChainHookForward,
-	"output":      *nftables.ChainHookOutput,
-	"postrouting": *nftables.ChainHookPostrouting,
-}
-
 // Apply reconciles synban's table with rs in one transaction; see the
 // package documentation. If an element expired between the read and the
 // commit (the kernel then rejects the whole batch), it reads again and
@@ -53,7 +38,7 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 	if rs == nil {
 		return rules.Result{}, errors.New("nftables apply: nil ruleset")
 	}
-	fam, err := parseFamily(rs.Family)
+	fam, err := spec.ParseFamily(rs.Family)
 	if err != nil {
 		return rules.Result{}, fmt.Errorf("nftables apply: %w", err)
 	}
@@ -61,7 +46,7 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 		return rules.Result{}, errors.New("nftables apply: empty table name")
 	}
 	for _, bc := range rs.BaseChains() {
-		if _, ok := hooks[bc.Hook]; !ok || bc.Hook == rules.HookIngress && bc.Device == "" {
+		if _, ok := spec.Hooks[bc.Hook]; !ok || bc.Hook == rules.HookIngress && bc.Device == "" {
 			return rules.Result{}, fmt.Errorf("nftables apply: unknown hook %q", bc.Hook)
 		}
 	}
@@ -96,11 +81,15 @@ func (b *Backend) applyOnce(ctx context.Context, rs *rules.Ruleset, fam nftables
 		return rules.Result{}, fmt.Errorf("nftables apply: %w", err)
 	}
 	defer done()
-	specs := desiredSets(rs, fam)
+	sp, err := spec.Build(rs)
+	if err != nil {
+		return rules.Result{}, fmt.Errorf("nftables apply: %w", err)
+	}
+	specs := sp.Sets
 	var elemSets []string
 	for _, s := range specs {
-		if s.kind == kindAllow || s.kind == kindBan {
-			elemSets = append(elemSets, s.name)
+		if s.Kind == spec.KindAllow || s.Kind == spec.KindBan {
+			elemSets = append(elemSets, s.Name)
 		}
 	}
 	st, err := readState(ctx, c, rs.Table, fam, elemSets)
@@ -110,7 +99,7 @@ func (b *Backend) applyOnce(ctx context.Context, rs *rules.Ruleset, fam nftables
 	if err := b.fillSetCounters(st); err != nil {
 		return rules.Result{}, fmt.Errorf("nftables apply: read set flags of table %s: %w", rs.Table, err)
 	}
-	p := &planner{b: b, c: c, st: st, rs: rs, fam: fam, t: &nftables.Table{Name: rs.Table, Family: fam}}
+	p := &planner{b: b, c: c, st: st, rs: rs, sp: sp, fam: fam, t: &nftables.Table{Name: rs.Table, Family: fam}}
 	p.plan(specs)
 	if err := ctx.Err(); err != nil {
 		return rules.Result{}, fmt.Errorf("nftables apply: %w", err)
@@ -166,6 +155,7 @@ type planner struct {
 	c   *nftables.Conn
 	st  *state
 	rs  *rules.Ruleset
+	sp  *spec.Spec
 	fam nftables.TableFamily
 	t   *nftables.Table
 
@@ -186,7 +176,7 @@ func (p *planner) fail(err error) {
 	}
 }
 
-func (p *planner) plan(specs []setSpec) {
+func (p *planner) plan(specs []spec.SetSpec) {
 	st, c := p.st, p.c
 	if st.table == nil || p.reloaded(specs) {
 		p.res.Created = true
@@ -195,17 +185,17 @@ func (p *planner) plan(specs []setSpec) {
 
 	// Sets: keep, create, recreate, or drop.
 	wanted := map[string]bool{}
-	var create, recreate []setSpec
+	var create, recreate []spec.SetSpec
 	for _, s := range specs {
-		wanted[s.name] = true
-		switch k := st.sets[s.name]; {
+		wanted[s.Name] = true
+		switch k := st.sets[s.Name]; {
 		case k == nil:
 			create = append(create, s)
 			p.res.Created = true
-		case !s.same(k):
+		case !s.Same(k):
 			recreate = append(recreate, s)
-			p.res.Changed = append(p.res.Changed, "set "+s.name)
-			p.b.log.Info("set definition changed, recreating", "set", s.describe())
+			p.res.Changed = append(p.res.Changed, "set "+s.Name)
+			p.b.log.Info("set definition changed, recreating", "set", s.Describe())
 		}
 	}
 	var drop []*nftables.Set
@@ -223,18 +213,18 @@ func (p *planner) plan(specs []setSpec) {
 		name        string
 		add, rules  bool
 		ch          *nftables.Chain
-		desiredRule []ruleSpec
+		desiredRule []spec.RuleSpec
 	}
 	var plans []chainPlan
 	seen := map[string]bool{}
-	for _, bc := range p.rs.BaseChains() {
-		h := bc.Name
+	for _, cs := range p.sp.Chains {
+		h := cs.Name()
 		if seen[h] {
 			continue
 		}
 		seen[h] = true
-		want := desiredRules(p.rs, p.fam, bc)
-		cp := chainPlan{name: h, desiredRule: want, ch: p.chain(bc)}
+		want := cs.Rules
+		cp := chainPlan{name: h, desiredRule: want, ch: cs.NFT(p.t)}
 		switch k := st.chains[h]; {
 		case k == nil:
 			cp.add, cp.rules = true, true
@@ -264,13 +254,13 @@ func (p *planner) plan(specs []setSpec) {
 		c.DelSet(k)
 	}
 	for _, s := range recreate {
-		c.DelSet(st.sets[s.name])
+		c.DelSet(st.sets[s.Name])
 	}
 	for _, s := range create {
 		p.newSet(s, nil)
 	}
 	for _, s := range recreate {
-		p.newSet(s, st.elems[s.name])
+		p.newSet(s, st.elems[s.Name])
 	}
 
 	for _, cp := range plans {
@@ -287,28 +277,18 @@ func (p *planner) plan(specs []setSpec) {
 	// Elements of the sets that were kept.
 	isNew := map[string]bool{}
 	for _, s := range append(slices.Clone(create), recreate...) {
-		isNew[s.name] = true
+		isNew[s.Name] = true
 	}
 	for _, s := range specs {
-		if isNew[s.name] {
+		if isNew[s.Name] {
 			continue
 		}
-		switch s.kind {
-		case kindAllow:
+		switch s.Kind {
+		case spec.KindAllow:
 			p.syncAllow(s)
-		case kindBan:
+		case spec.KindBan:
 			p.syncBans(s)
 		}
-	}
-}
-
-func (p *planner) chain(bc rules.BaseChain) *nftables.Chain {
-	h := hooks[bc.Hook]
-	prio := nftables.ChainPriority(bc.Priority)
-	pol := nftables.ChainPolicyAccept
-	return &nftables.Chain{
-		Name: bc.Name, Table: p.t, Type: nftables.ChainTypeFilter,
-		Hooknum: &h, Priority: &prio, Policy: &pol, Device: bc.Device,
 	}
 }
 
@@ -318,13 +298,13 @@ func (p *planner) chain(bc rules.BaseChain) *nftables.Chain {
 // structure was loaded from outside (the file of `synban render
 // nft-include`, by `nft -f` or `systemctl restart nftables`) and the bans
 // are being restored.
-func (p *planner) reloaded(specs []setSpec) bool {
+func (p *planner) reloaded(specs []spec.SetSpec) bool {
 	found := false
 	for _, s := range specs {
-		if s.kind != kindAllow || len(p.rs.AllowIn(s.name)) == 0 || p.st.sets[s.name] == nil {
+		if s.Kind != spec.KindAllow || len(s.Elems) == 0 || p.st.sets[s.Name] == nil {
 			continue
 		}
-		if len(p.st.elems[s.name]) > 0 {
+		if len(p.st.elems[s.Name]) > 0 {
 			return false
 		}
 		found = true
@@ -339,58 +319,58 @@ func sameChain(k, want *nftables.Chain) bool {
 		k.Policy != nil && *k.Policy == *want.Policy
 }
 
-func (p *planner) sameRules(chain string, want []ruleSpec) bool {
+func (p *planner) sameRules(chain string, want []spec.RuleSpec) bool {
 	have := p.st.rules[chain]
 	if len(have) != len(want) {
 		return false
 	}
 	anon := func(name string) string { return p.st.anon[name] }
 	for i, r := range have {
-		if fingerprint(r.Exprs, r.UserData, anon) != want[i].fingerprint() {
+		if fingerprint(r.Exprs, r.UserData, anon) != ruleFingerprint(want[i]) {
 			p.b.log.Debug("rule differs", "chain", chain, "index", i,
-				"have", fingerprint(r.Exprs, r.UserData, anon), "want", want[i].fingerprint())
+				"have", fingerprint(r.Exprs, r.UserData, anon), "want", ruleFingerprint(want[i]))
 			return false
 		}
 	}
 	return true
 }
 
-func (p *planner) addRule(ch *nftables.Chain, r ruleSpec) {
-	if r.portLookup != nil {
+func (p *planner) addRule(ch *nftables.Chain, r spec.RuleSpec) {
+	if r.PortLookup != nil {
 		s := &nftables.Set{
 			Table: p.t, Anonymous: true, Constant: true,
 			KeyType: nftables.TypeInetService, KeyByteOrder: binaryutil.BigEndian,
 		}
-		els := make([]nftables.SetElement, len(r.ports))
-		for i, port := range r.ports {
+		els := make([]nftables.SetElement, len(r.Ports))
+		for i, port := range r.Ports {
 			els[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(port)}
 		}
 		if err := p.c.AddSet(s, els); err != nil {
-			p.fail(fmt.Errorf("anonymous port set for rule %s: %w", r.comment, err))
+			p.fail(fmt.Errorf("anonymous port set for rule %s: %w", r.Comment, err))
 			return
 		}
-		r.portLookup.SetName = s.Name
-		r.portLookup.SetID = s.ID
+		r.PortLookup.SetName = s.Name
+		r.PortLookup.SetID = s.ID
 	}
-	p.c.AddRule(&nftables.Rule{Table: p.t, Chain: ch, Exprs: r.exprs, UserData: r.userData()})
+	p.c.AddRule(&nftables.Rule{Table: p.t, Chain: ch, Exprs: r.Exprs(), UserData: r.UserData()})
 }
 
 // newSet queues the creation of s with its elements: for a ban set, the
 // bans of rs plus the old elements (carried over with the time they had
 // left) that rs does not mention.
-func (p *planner) newSet(s setSpec, old []element) {
-	set := s.nft(p.t)
+func (p *planner) newSet(s spec.SetSpec, old []element) {
+	set := s.NFT(p.t)
 	if err := p.c.AddSet(set, nil); err != nil {
-		p.fail(fmt.Errorf("set %s: %w", s.name, err))
+		p.fail(fmt.Errorf("set %s: %w", s.Name, err))
 		return
 	}
 	var els []nftables.SetElement
-	switch s.kind {
-	case kindAllow:
-		for _, pfx := range p.rs.AllowIn(s.name) {
-			els = append(els, encode(s, canonical(pfx), 0, "")...)
+	switch s.Kind {
+	case spec.KindAllow:
+		for _, e := range s.Elems {
+			els = append(els, e.Encode(s)...)
 		}
-	case kindBan:
+	case spec.KindBan:
 		bans := p.wantBans(s)
 		oldBy := map[netip.Prefix]element{}
 		for _, e := range old {
@@ -405,13 +385,13 @@ func (p *planner) newSet(s setSpec, old []element) {
 				p.res.Added++
 			}
 			kept = append(kept, bn.Prefix)
-			els = append(els, encode(s, bn.Prefix, bn.Timeout, bn.Reason)...)
+			els = append(els, bn.Encode(s)...)
 		}
 		for _, e := range old {
-			if _, ok := oldBy[e.prefix]; !ok || (s.interval && overlapsAny(e.prefix, kept)) {
+			if _, ok := oldBy[e.prefix]; !ok || (s.Interval && overlapsAny(e.prefix, kept)) {
 				continue
 			}
-			els = append(els, encode(s, e.prefix, e.expires, e.comment)...)
+			els = append(els, spec.Encode(s, e.prefix, e.expires, e.comment)...)
 		}
 	}
 	p.addElements(set, els)
@@ -419,18 +399,14 @@ func (p *planner) newSet(s setSpec, old []element) {
 
 // wantBans returns the bans of rs for set s; in an interval set, bans
 // inside another one of rs are left out (the kernel rejects overlaps).
-func (p *planner) wantBans(s setSpec) []rules.Ban {
-	bans := p.rs.BansIn(s.name)
-	for i := range bans {
-		bans[i].Prefix = canonical(bans[i].Prefix)
+func (p *planner) wantBans(s spec.SetSpec) []spec.Element {
+	if !s.Interval {
+		return s.Elems
 	}
-	if !s.interval {
-		return bans
-	}
-	byLen := slices.Clone(bans)
-	slices.SortStableFunc(byLen, func(a, b rules.Ban) int { return cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()) })
+	byLen := slices.Clone(s.Elems)
+	slices.SortStableFunc(byLen, func(a, b spec.Element) int { return cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()) })
 	var kept []netip.Prefix
-	var out []rules.Ban
+	var out []spec.Element
 	for _, bn := range byLen {
 		if overlapsAny(bn.Prefix, kept) {
 			p.skipped++
@@ -452,28 +428,27 @@ func overlapsAny(p netip.Prefix, ps []netip.Prefix) bool {
 	return false
 }
 
-func (p *planner) syncAllow(s setSpec) {
-	set := p.st.sets[s.name]
+func (p *planner) syncAllow(s spec.SetSpec) {
+	set := p.st.sets[s.Name]
 	have := map[netip.Prefix]element{}
-	for _, e := range p.st.elems[s.name] {
+	for _, e := range p.st.elems[s.Name] {
 		have[e.prefix] = e
 	}
 	var add, del []nftables.SetElement
 	want := map[netip.Prefix]bool{}
-	for _, pfx := range p.rs.AllowIn(s.name) {
-		pfx = canonical(pfx)
-		want[pfx] = true
-		if _, ok := have[pfx]; !ok {
-			add = append(add, encode(s, pfx, 0, "")...)
+	for _, e := range s.Elems {
+		want[e.Prefix] = true
+		if _, ok := have[e.Prefix]; !ok {
+			add = append(add, e.Encode(s)...)
 		}
 	}
-	for _, e := range p.st.elems[s.name] {
+	for _, e := range p.st.elems[s.Name] {
 		if !want[e.prefix] {
 			del = append(del, e.raw...)
 		}
 	}
 	if len(add)+len(del) > 0 {
-		p.res.Changed = append(p.res.Changed, "elements of "+s.name)
+		p.res.Changed = append(p.res.Changed, "elements of "+s.Name)
 	}
 	p.delElements(set, del)
 	p.addElements(set, add)
@@ -485,12 +460,12 @@ const refreshSlack = time.Second
 
 // syncBans adds the bans of rs to a kept ban set and refreshes those
 // present (delete and add in the same batch).
-func (p *planner) syncBans(s setSpec) {
-	set := p.st.sets[s.name]
+func (p *planner) syncBans(s spec.SetSpec) {
+	set := p.st.sets[s.Name]
 	set.Table = p.t
 	have := map[netip.Prefix]element{}
 	var havePrefixes []netip.Prefix
-	for _, e := range p.st.elems[s.name] {
+	for _, e := range p.st.elems[s.Name] {
 		have[e.prefix] = e
 		havePrefixes = append(havePrefixes, e.prefix)
 	}
@@ -509,10 +484,10 @@ func (p *planner) syncBans(s setSpec) {
 			if e.expires == 0 || e.expires > nearExpiry {
 				del = append(del, e.raw...)
 			}
-			add = append(add, encode(s, bn.Prefix, bn.Timeout, bn.Reason)...)
+			add = append(add, bn.Encode(s)...)
 			continue
 		}
-		if s.interval && overlapsAny(bn.Prefix, havePrefixes) {
+		if s.Interval && overlapsAny(bn.Prefix, havePrefixes) {
 			// An existing wider ban covers it: keep that one. Narrower
 			// existing bans inside this one give way to it.
 			covered := false
@@ -523,7 +498,7 @@ func (p *planner) syncBans(s setSpec) {
 			}
 			if covered {
 				p.skipped++
-				p.b.log.Info("ban already covered by a wider ban in the kernel", "ban", bn.Prefix, "set", s.name)
+				p.b.log.Info("ban already covered by a wider ban in the kernel", "ban", bn.Prefix, "set", s.Name)
 				continue
 			}
 			for _, q := range havePrefixes {
@@ -534,32 +509,10 @@ func (p *planner) syncBans(s setSpec) {
 			}
 		}
 		p.res.Added++
-		add = append(add, encode(s, bn.Prefix, bn.Timeout, bn.Reason)...)
+		add = append(add, bn.Encode(s)...)
 	}
 	p.delElements(set, del)
 	p.addElements(set, add)
-}
-
-// encode returns the kernel elements for one address or prefix: a single
-// key, or for an interval set the start (carrying timeout and comment) and
-// the end (first address after the prefix, flagged as interval end; none
-// when the prefix runs to the last address), as nft sends them.
-func encode(s setSpec, pfx netip.Prefix, timeout time.Duration, comment string) []nftables.SetElement {
-	if len(comment) > maxComment {
-		comment = comment[:maxComment]
-	}
-	if timeout > 0 && timeout < time.Millisecond {
-		timeout = time.Millisecond
-	}
-	start := nftables.SetElement{Key: pfx.Masked().Addr().AsSlice(), Timeout: timeout, Comment: comment}
-	if !s.interval {
-		return []nftables.SetElement{start}
-	}
-	out := []nftables.SetElement{start}
-	if end := prefixEnd(pfx); end != nil {
-		out = append(out, nftables.SetElement{Key: end, IntervalEnd: true})
-	}
-	return out
 }
 
 func (p *planner) addElements(set *nftables.Set, els []nftables.SetElement) {

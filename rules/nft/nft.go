@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/nft/spec"
 )
 
 // Default table and family, used by Bans, Unban, Counters and Flush until an
@@ -85,7 +86,7 @@ func New(opts Options) (*Backend, error) {
 	if b.family == "" {
 		b.family = DefaultFamily
 	}
-	if _, err := parseFamily(b.family); err != nil {
+	if _, err := spec.ParseFamily(b.family); err != nil {
 		return nil, fmt.Errorf("nftables backend: %w", err)
 	}
 	switch b.mode {
@@ -125,7 +126,7 @@ func (b *Backend) Name() string { return "nftables" }
 func (b *Backend) target() (string, nftables.TableFamily) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	fam, _ := parseFamily(b.family)
+	fam, _ := spec.ParseFamily(b.family)
 	return b.table, fam
 }
 
@@ -187,18 +188,6 @@ func bigBuffers(c *netlink.Conn) error {
 		return fmt.Errorf("set netlink socket buffers: %w", serr)
 	}
 	return nil
-}
-
-func parseFamily(f string) (nftables.TableFamily, error) {
-	switch f {
-	case "inet":
-		return nftables.TableFamilyINet, nil
-	case "ip":
-		return nftables.TableFamilyIPv4, nil
-	case "ip6":
-		return nftables.TableFamilyIPv6, nil
-	}
-	return 0, fmt.Errorf("table family %q: want inet, ip or ip6", f)
 }
 
 // Bans lists the elements of the four ban sets, prefixes rebuilt from

@@ -19,6 +19,7 @@ import (
 
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/nft/spec"
 )
 
 // banSets are the sets that hold bans, in listing order.
@@ -269,33 +270,11 @@ func rangePrefix(start netip.Addr, end []byte) (netip.Prefix, bool) {
 		if p.Masked().Addr() != start {
 			break
 		}
-		if bytes.Equal(prefixEnd(p), end) {
+		if bytes.Equal(spec.PrefixEnd(p), end) {
 			return p, true
 		}
 	}
 	return netip.Prefix{}, false
-}
-
-// prefixEnd is the first address after p, as key bytes; nil when p runs to
-// the last address.
-func prefixEnd(p netip.Prefix) []byte {
-	b := p.Masked().Addr().AsSlice()
-	bits := p.Bits()
-	// Set the host bits, then add one.
-	for i := range b {
-		for j := 0; j < 8; j++ {
-			if i*8+j >= bits {
-				b[i] |= 0x80 >> j
-			}
-		}
-	}
-	for i := len(b) - 1; i >= 0; i-- {
-		b[i]++
-		if b[i] != 0 {
-			return b
-		}
-	}
-	return nil
 }
 
 // canonical is a prefix the way synban stores it.

@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/nft/spec"
 )
 
 // managedSets are the sets synban fills in sets mode: the allow and ban sets.
@@ -25,32 +26,21 @@ const IncludeHint = "run `synban render nft-include -c POLICY > /etc/nftables.d/
 // operator's table or one of synban's sets in it is missing or unfit.
 var ErrSetsMissing = errors.New("synban's sets are missing from the operator's table")
 
-// elementSets are the set specs of rs that sets mode fills.
-func elementSets(rs *rules.Ruleset, fam nftables.TableFamily) []setSpec {
-	var out []setSpec
-	for _, s := range desiredSets(rs, fam) {
-		if s.kind == kindAllow || s.kind == kindBan {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // fits says why the kernel's set k cannot hold the elements of s, or "".
 // Size and default timeout are the operator's choice.
-func (s setSpec) fits(k *nftables.Set) string {
-	kt := s.keyType()
+func fits(s spec.SetSpec, k *nftables.Set) string {
+	kt := s.KeyType()
 	switch {
 	case k.Anonymous || k.Constant || k.IsMap || k.Concatenation:
 		return "is not a plain set (constant, map or concatenation)"
 	case k.KeyType.Name != kt.Name || k.KeyType.Bytes != kt.Bytes:
 		return fmt.Sprintf("has type %s, want %s", k.KeyType.Name, kt.Name)
-	case k.Interval != s.interval:
-		if s.interval {
+	case k.Interval != s.Interval:
+		if s.Interval {
 			return "lacks flags interval"
 		}
 		return "has flags interval, which it must not"
-	case s.timeout && !k.HasTimeout:
+	case s.Timeout && !k.HasTimeout:
 		return "lacks flags timeout"
 	}
 	return ""
@@ -69,10 +59,14 @@ func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables
 		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): %w", err)
 	}
 	defer done()
-	specs := elementSets(rs, fam)
+	sp, err := spec.Build(rs)
+	if err != nil {
+		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): %w", err)
+	}
+	specs := sp.Filled()
 	names := make([]string, len(specs))
 	for i, s := range specs {
-		names[i] = s.name
+		names[i] = s.Name
 	}
 	st, err := readState(ctx, c, rs.Table, fam, names)
 	if err != nil {
@@ -84,13 +78,13 @@ func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables
 	}
 	var missing, unfit []string
 	for _, s := range specs {
-		k := st.sets[s.name]
+		k := st.sets[s.Name]
 		if k == nil {
-			missing = append(missing, s.name)
+			missing = append(missing, s.Name)
 			continue
 		}
-		if why := s.fits(k); why != "" {
-			unfit = append(unfit, fmt.Sprintf("set %s %s", s.name, why))
+		if why := fits(s, k); why != "" {
+			unfit = append(unfit, fmt.Sprintf("set %s %s", s.Name, why))
 		}
 	}
 	if len(missing)+len(unfit) > 0 {
@@ -102,13 +96,13 @@ func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables
 		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): table %s %s: %s: %w; %s",
 			rs.Family, rs.Table, strings.Join(parts, "; "), ErrSetsMissing, IncludeHint)
 	}
-	p := &planner{b: b, c: c, st: st, rs: rs, fam: fam, t: st.table}
+	p := &planner{b: b, c: c, st: st, rs: rs, sp: sp, fam: fam, t: st.table}
 	p.res.Created = p.reloaded(specs)
 	for _, s := range specs {
-		switch s.kind {
-		case kindAllow:
+		switch s.Kind {
+		case spec.KindAllow:
 			p.syncAllow(s)
-		case kindBan:
+		case spec.KindBan:
 			p.syncBans(s)
 		}
 	}
