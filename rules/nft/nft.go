@@ -276,8 +276,10 @@ func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, erro
 				n++
 			}
 		}
-		if err := chunked(del, func(part []nftables.SetElement) error { return c.SetDeleteElements(s, part) }); err != nil {
-			return 0, fmt.Errorf("unban from %s: %w", set, err)
+		for _, part := range chunks(del) {
+			if err := c.SetDeleteElements(s, part); err != nil {
+				return 0, fmt.Errorf("unban from %s: %w", set, err)
+			}
 		}
 	}
 	if n == 0 {

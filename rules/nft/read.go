@@ -63,16 +63,21 @@ func findTable(c *nftables.Conn, name string, fam nftables.TableFamily) (*nftabl
 	return nil, nil
 }
 
-// readState reads synban's table: sets, chains, rules, the elements of
-// anonymous sets and of the named sets.
-func readState(ctx context.Context, c *nftables.Conn, name string, fam nftables.TableFamily, elemSets []string) (*state, error) {
-	st := &state{
+// emptyState is the state of a kernel without the table.
+func emptyState() *state {
+	return &state{
 		sets:   map[string]*nftables.Set{},
 		elems:  map[string][]element{},
 		chains: map[string]*nftables.Chain{},
 		rules:  map[string][]*nftables.Rule{},
 		anon:   map[string]string{},
 	}
+}
+
+// readState reads synban's table: sets, chains, rules, the elements of
+// anonymous sets and of the named sets.
+func readState(ctx context.Context, c *nftables.Conn, name string, fam nftables.TableFamily, elemSets []string) (*state, error) {
+	st := emptyState()
 	t, err := findTable(c, name, fam)
 	if err != nil || t == nil {
 		return st, err

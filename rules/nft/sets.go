@@ -51,7 +51,7 @@ func fits(s spec.SetSpec, k *nftables.Set) string {
 // operator's table rs.Table. It creates, changes or deletes no table, chain
 // or set; a missing or unfit set is an error naming it, with IncludeHint.
 // Result.Created is true when the allow sets were found empty (the sets
-// were just loaded from the include file, see planner.reloaded).
+// were just loaded from the include file, see differ.reloaded).
 func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables.TableFamily) (rules.Result, error) {
 	start := time.Now()
 	c, done, err := b.conn()
@@ -96,30 +96,24 @@ func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables
 		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): table %s %s: %s: %w; %s",
 			rs.Family, rs.Table, strings.Join(parts, "; "), ErrSetsMissing, IncludeHint)
 	}
-	p := &planner{b: b, c: c, st: st, rs: rs, sp: sp, fam: fam, t: st.table}
-	p.res.Created = p.reloaded(specs)
-	for _, s := range specs {
-		switch s.Kind {
-		case spec.KindAllow:
-			p.syncAllow(s)
-		case spec.KindBan:
-			p.syncBans(s)
-		}
-	}
+	d := differ{log: b.log, st: st}
+	d.plan.Result.Created = d.reloaded(specs)
+	d.sets(specs)
+	plan := &d.plan
 	if err := ctx.Err(); err != nil {
 		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): %w", err)
 	}
-	if p.err != nil {
-		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): build transaction: %w", p.err)
-	}
-	if p.queued > 0 {
+	if plan.elementOps() > 0 {
+		if err := execute(c, st.table, st, plan); err != nil {
+			return rules.Result{}, fmt.Errorf("nftables apply (sets mode): build transaction: %w", err)
+		}
 		if err := c.Flush(); err != nil {
-			return rules.Result{}, fmt.Errorf("nftables apply (sets mode): transaction (%s) failed: %w; %s", p.summary(), err, b.describe(ctx, rs, fam))
+			return rules.Result{}, fmt.Errorf("nftables apply (sets mode): transaction (%s) failed: %w; %s", plan.summary(), err, b.describe(ctx, rs, fam))
 		}
 	}
-	b.log.Info("applied", "mode", rules.ModeSets, "table", rs.Table, "family", rs.Family, "refilled", p.res.Created,
-		"changed", p.res.Changed, "added", p.res.Added, "refreshed", p.res.Refreshed, "skipped", p.skipped, "took", time.Since(start))
-	return p.res, nil
+	b.log.Info("applied", "mode", rules.ModeSets, "table", rs.Table, "family", rs.Family, "refilled", plan.Result.Created,
+		"changed", plan.Result.Changed, "added", plan.Result.Added, "refreshed", plan.Result.Refreshed, "skipped", plan.Skipped, "took", time.Since(start))
+	return plan.Result, nil
 }
 
 // flushSets is Flush in sets mode: it empties synban's sets in the
