@@ -2,13 +2,16 @@
 // (github.com/google/nftables), never runs the nft program, and keeps
 // everything in one table of its own: the allow and ban sets (ban elements
 // carry their own timeouts and the ban reason as comment), the per-source SYN
-// meter and connection-cap sets, and one base chain per hook. The objects are
-// the same as templates/nft.tmpl renders for a dry run.
+// meter and connection-cap sets, and one base chain per hook. The objects
+// come from package spec, whose builders also yield the nft text of the dry
+// run (templates.NFT), so both show the same thing.
 //
 // Apply is one kernel transaction and a reconcile: what is already right is
 // left alone (sets keep their elements and meter state, unchanged chains keep
 // their rule handles), what differs is replaced, and ban sets that must be
-// recreated carry their elements over.
+// recreated carry their elements over. The reconcile is a pure diff of the
+// state read from the kernel against the Spec (differ, giving a Plan of
+// operations) and an executor that turns the operations into netlink calls.
 package nft
 
 import (
