@@ -76,33 +76,8 @@ func TestNFTGoldenPipeline(t *testing.T) {
 	var sawV6Ban, sawMappedAsV4, saw24, sawMulti, sawOmitted bool
 	for _, tc := range pipelineCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			p := loadGoldenPolicy(t, tc.policy)
-			g := p.Guard(goldenHost)
-			var merged detect.Sample
-			mappedV4 := map[netip.Addr]bool{} // IPv4 sources read from tcp6 files
-			for _, fx := range tc.fixtures {
-				root := filepath.Join("..", "testdata", "proc", fx)
-				s, err := detect.ProcFS{Root: root}.Sample(context.Background())
-				if err != nil {
-					t.Fatalf("sample %s: %v", fx, err)
-				}
-				merged.Conns = append(merged.Conns, s.Conns...)
-				merged.Malformed += s.Malformed
-				for _, a := range tcp6Mapped(t, root) {
-					mappedV4[a] = true
-				}
-			}
-			// The reading repeats over the policy's whole window: the flood
-			// persists, so K-of-N policies see it too.
-			window := make([]detect.Sample, max(p.Sample.Count, 1))
-			for i := range window {
-				window[i] = merged
-			}
-			rep := detect.Analyze(p, window, g)
-			rs, om, err := rules.Compile(p, rep.Verdicts, g)
-			if err != nil {
-				t.Fatal(err)
-			}
+			pr := runPipeline(t, tc)
+			p, g, rep, rs, om, mappedV4 := pr.policy, pr.guard, pr.report, pr.rs, pr.omitted, pr.mappedV4
 			if got := len(rs.Bans) + len(om); got != len(rep.Verdicts) {
 				t.Errorf("%d bans + %d omitted != %d verdicts", len(rs.Bans), len(om), len(rep.Verdicts))
 			}
@@ -134,6 +109,51 @@ func TestNFTGoldenPipeline(t *testing.T) {
 		t.Errorf("the goldens miss a required feature: IPv6 ban %v, IPv4-mapped source banned as IPv4 %v, /24 ban %v, ban set with >1 element %v, max_entries omission %v",
 			sawV6Ban, sawMappedAsV4, saw24, sawMulti, sawOmitted)
 	}
+}
+
+// pipelineResult is what runPipeline computes for one case.
+type pipelineResult struct {
+	policy  *policy.Policy
+	guard   *policy.Guard
+	report  detect.Report
+	rs      *rules.Ruleset
+	omitted []rules.Omission
+	// mappedV4 are the IPv4 sources read from tcp6 files.
+	mappedV4 map[netip.Addr]bool
+}
+
+// runPipeline samples the case's fixtures, analyzes the window and
+// compiles the verdicts, as the dry run does.
+func runPipeline(t *testing.T, tc pipelineCase) pipelineResult {
+	t.Helper()
+	p := loadGoldenPolicy(t, tc.policy)
+	g := p.Guard(goldenHost)
+	var merged detect.Sample
+	mappedV4 := map[netip.Addr]bool{}
+	for _, fx := range tc.fixtures {
+		root := filepath.Join("..", "testdata", "proc", fx)
+		s, err := detect.ProcFS{Root: root}.Sample(context.Background())
+		if err != nil {
+			t.Fatalf("sample %s: %v", fx, err)
+		}
+		merged.Conns = append(merged.Conns, s.Conns...)
+		merged.Malformed += s.Malformed
+		for _, a := range tcp6Mapped(t, root) {
+			mappedV4[a] = true
+		}
+	}
+	// The reading repeats over the policy's whole window: the flood
+	// persists, so K-of-N policies see it too.
+	window := make([]detect.Sample, max(p.Sample.Count, 1))
+	for i := range window {
+		window[i] = merged
+	}
+	rep := detect.Analyze(p, window, g)
+	rs, om, err := rules.Compile(p, rep.Verdicts, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pipelineResult{policy: p, guard: g, report: rep, rs: rs, omitted: om, mappedV4: mappedV4}
 }
 
 // tcp6Mapped returns the IPv4 remotes that a fixture's tcp6 file holds as

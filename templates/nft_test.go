@@ -262,29 +262,8 @@ func TestHelpers(t *testing.T) {
 			t.Errorf("Elem(%s) = %q, want %q", in, got, want)
 		}
 	}
-	keys := map[int]string{
-		128: "ip6 saddr",
-		64:  "ip6 saddr & ffff:ffff:ffff:ffff::",
-		56:  "ip6 saddr & ffff:ffff:ffff:ff00::",
-		48:  "ip6 saddr & ffff:ffff:ffff::",
-		17:  "ip6 saddr & ffff:8000::",
-		127: "ip6 saddr & ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
-	}
-	for bits, want := range keys {
-		if got := v6key(bits); got != want {
-			t.Errorf("v6key(%d) = %q, want %q", bits, got, want)
-		}
-	}
-	ports := map[string][]uint16{
-		"":                       nil,
-		"tcp dport 80 ":          {80},
-		"tcp dport { 80, 443 } ": {80, 443},
-	}
-	for want, in := range ports {
-		if got := dports(in); got != want {
-			t.Errorf("dports(%v) = %q, want %q", in, got, want)
-		}
-	}
+	// The v6 meter key and port matches are tested with their builders in
+	// rules/nft/spec (TestFragmentText).
 }
 
 // TestNFTCompiledOverlapsAccepted shows why Compile normalizes: nft rejects

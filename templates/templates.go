@@ -7,7 +7,6 @@ package templates
 import (
 	"bytes"
 	"embed"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -16,49 +15,27 @@ import (
 	"time"
 
 	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/nft/spec"
 )
 
 //go:embed *.tmpl
 var files embed.FS
 
-// nftNames are the set names the nft template uses, from rules' constants.
-type nftNames struct {
-	Allow4, Allow6, Ban4, Ban6, BanNet4, BanNet6, Meter4, Meter6, Conn4, Conn6 string
-}
-
-// nftData is what nft.tmpl renders.
+// nftData is what nft.tmpl renders: the frame around the objects of Spec,
+// which the rules/nft backend builds the same way for Apply.
 type nftData struct {
 	RS     *rules.Ruleset
+	Spec   *spec.Spec
 	Source string
-	// V4 and V6 say which address families the table's family carries.
-	V4, V6 bool
-	N      nftNames
-	// Chains are the base chains of synban's table (RS.BaseChains).
-	Chains []rules.BaseChain
 	// NoElements leaves the set elements out (the include file).
 	NoElements bool
-}
-
-// nftChain is what the "chainrules" template renders: one base chain of
-// the ruleset d.
-type nftChain struct {
-	D nftData
-	C rules.BaseChain
 }
 
 // nftFuncs are the helpers nft.tmpl calls.
 func nftFuncs() template.FuncMap {
 	return template.FuncMap{
-		"elem":    Elem,
-		"dur":     Duration,
-		"comment": rules.CommentSafe,
-		"dports":  dports,
-		"v6key":   v6key,
-		"chainData": func(d nftData, c rules.BaseChain) nftChain {
-			return nftChain{D: d, C: c}
-		},
-		"setElements":  setElements,
-		"exampleRules": exampleRules,
+		"join":         strings.Join,
+		"exampleRules": spec.ExampleRules,
 	}
 }
 
@@ -82,35 +59,11 @@ func NFT(w io.Writer, rs *rules.Ruleset, source string) error {
 
 // newNFTData checks rs and builds what the nft templates render.
 func newNFTData(rs *rules.Ruleset, source string) (nftData, error) {
-	if rs == nil {
-		return nftData{}, errors.New("nil ruleset")
+	sp, err := spec.Build(rs)
+	if err != nil {
+		return nftData{}, err
 	}
-	d := nftData{
-		RS:     rs,
-		Source: oneLine(source),
-		N: nftNames{
-			Allow4: rules.SetAllow4, Allow6: rules.SetAllow6,
-			Ban4: rules.SetBan4, Ban6: rules.SetBan6,
-			BanNet4: rules.SetBanNet4, BanNet6: rules.SetBanNet6,
-			Meter4: rules.SetMeter4, Meter6: rules.SetMeter6,
-			Conn4: rules.SetConn4, Conn6: rules.SetConn6,
-		},
-		Chains: rs.BaseChains(),
-	}
-	switch rs.Family {
-	case "inet":
-		d.V4, d.V6 = true, true
-	case "ip":
-		d.V4 = true
-	case "ip6":
-		d.V6 = true
-	default:
-		return d, fmt.Errorf("table family %q: want inet, ip or ip6", rs.Family)
-	}
-	if rs.Table == "" {
-		return d, errors.New("empty table name")
-	}
-	return d, nil
+	return nftData{RS: rs, Spec: sp, Source: oneLine(source)}, nil
 }
 
 // parse parses the nft templates (nft.tmpl and nftinclude.tmpl).
@@ -145,51 +98,12 @@ func NFTString(rs *rules.Ruleset, source string) (string, error) {
 }
 
 // Elem renders a prefix as an nft set element: a bare address for a single
-// address (/32, /128), otherwise address/length.
-func Elem(p netip.Prefix) string {
-	if p.Bits() == p.Addr().BitLen() {
-		return p.Addr().String()
-	}
-	return p.String()
-}
+// address (/32, /128), otherwise address/length (spec.Elem).
+func Elem(p netip.Prefix) string { return spec.Elem(p) }
 
 // Duration renders d for nft: whole seconds as "600s", otherwise whole
-// milliseconds, rounded up, as "1500ms".
-func Duration(d time.Duration) string {
-	if d%time.Second == 0 {
-		return fmt.Sprintf("%ds", d/time.Second)
-	}
-	return fmt.Sprintf("%dms", (d+time.Millisecond-1)/time.Millisecond)
-}
-
-// dports renders a destination-port match followed by a space: "" for no
-// ports, "tcp dport 80 " for one, "tcp dport { 80, 443 } " for several.
-func dports(ports []uint16) string {
-	switch len(ports) {
-	case 0:
-		return ""
-	case 1:
-		return fmt.Sprintf("tcp dport %d ", ports[0])
-	}
-	s := make([]string, len(ports))
-	for i, p := range ports {
-		s[i] = fmt.Sprint(p)
-	}
-	return "tcp dport { " + strings.Join(s, ", ") + " } "
-}
-
-// v6key is the IPv6 meter key: the source address, masked to bits unless
-// bits is 128 (or out of range, taken as per address).
-func v6key(bits int) string {
-	if bits <= 0 || bits >= 128 {
-		return "ip6 saddr"
-	}
-	var a [16]byte
-	for i := 0; i < bits; i++ {
-		a[i/8] |= 0x80 >> (i % 8)
-	}
-	return "ip6 saddr & " + netip.AddrFrom16(a).String()
-}
+// milliseconds, rounded up, as "1500ms" (spec.Duration).
+func Duration(d time.Duration) string { return spec.Duration(d) }
 
 // oneLine makes s safe for a one-line comment.
 func oneLine(s string) string {

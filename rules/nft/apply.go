@@ -1,12 +1,9 @@
 package nft
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -15,35 +12,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 
 	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/nft/spec"
 )
-
-// Chunk limits for one element message: the kernel silently drops
-// elements past a 64 KiB attribute, so stay well under it.
-const (
-	maxChunkElems = 1000
-	maxChunkBytes = 48 << 10
-)
-
-// nearExpiry: an element with less time left than this is re-added
-// without a delete, so that its expiring between our read and the commit
-// cannot fail the transaction.
-const nearExpiry = 3 * time.Second
-
-// maxComment is the longest element comment nft accepts, without its NUL.
-const maxComment = 127
-
-// nfINetIngress is the inet family's ingress hook, NF_INET_INGRESS (5);
-// the library's ChainHookIngress is the netdev family's (0).
-const nfINetIngress nftables.ChainHook = 5
-
-var hooks = map[string]nftables.ChainHook{
-	"ingress":     nfINetIngress,
-	"prerouting":  *nftables.ChainHookPrerouting,
-	"input":       *nftables.ChainHookInput,
-	"forward":     *nftables.ChainHookForward,
-	"output":      *nftables.ChainHookOutput,
-	"postrouting": *nftables.ChainHookPostrouting,
-}
 
 // Apply reconciles synban's table with rs in one transaction; see the
 // package documentation. If an element expired between the read and the
@@ -53,7 +23,7 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 	if rs == nil {
 		return rules.Result{}, errors.New("nftables apply: nil ruleset")
 	}
-	fam, err := parseFamily(rs.Family)
+	fam, err := spec.ParseFamily(rs.Family)
 	if err != nil {
 		return rules.Result{}, fmt.Errorf("nftables apply: %w", err)
 	}
@@ -61,7 +31,7 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 		return rules.Result{}, errors.New("nftables apply: empty table name")
 	}
 	for _, bc := range rs.BaseChains() {
-		if _, ok := hooks[bc.Hook]; !ok || bc.Hook == rules.HookIngress && bc.Device == "" {
+		if _, ok := spec.Hooks[bc.Hook]; !ok || bc.Hook == rules.HookIngress && bc.Device == "" {
 			return rules.Result{}, fmt.Errorf("nftables apply: unknown hook %q", bc.Hook)
 		}
 	}
@@ -96,12 +66,13 @@ func (b *Backend) applyOnce(ctx context.Context, rs *rules.Ruleset, fam nftables
 		return rules.Result{}, fmt.Errorf("nftables apply: %w", err)
 	}
 	defer done()
-	specs := desiredSets(rs, fam)
+	sp, err := spec.Build(rs)
+	if err != nil {
+		return rules.Result{}, fmt.Errorf("nftables apply: %w", err)
+	}
 	var elemSets []string
-	for _, s := range specs {
-		if s.kind == kindAllow || s.kind == kindBan {
-			elemSets = append(elemSets, s.name)
-		}
+	for _, s := range sp.Filled() {
+		elemSets = append(elemSets, s.Name)
 	}
 	st, err := readState(ctx, c, rs.Table, fam, elemSets)
 	if err != nil {
@@ -110,20 +81,22 @@ func (b *Backend) applyOnce(ctx context.Context, rs *rules.Ruleset, fam nftables
 	if err := b.fillSetCounters(st); err != nil {
 		return rules.Result{}, fmt.Errorf("nftables apply: read set flags of table %s: %w", rs.Table, err)
 	}
-	p := &planner{b: b, c: c, st: st, rs: rs, fam: fam, t: &nftables.Table{Name: rs.Table, Family: fam}}
-	p.plan(specs)
+	d := differ{log: b.log, st: st}
+	d.table(sp)
+	plan := &d.plan
+	t := &nftables.Table{Name: rs.Table, Family: fam}
+	if err := execute(c, t, st, plan); err != nil {
+		return rules.Result{}, fmt.Errorf("nftables apply: build transaction: %w", err)
+	}
 	if err := ctx.Err(); err != nil {
 		return rules.Result{}, fmt.Errorf("nftables apply: %w", err)
 	}
-	if p.err != nil {
-		return rules.Result{}, fmt.Errorf("nftables apply: build transaction: %w", p.err)
-	}
 	if err := c.Flush(); err != nil {
-		return rules.Result{}, fmt.Errorf("nftables apply: transaction (%s) failed: %w; %s", p.summary(), err, b.describe(ctx, rs, fam))
+		return rules.Result{}, fmt.Errorf("nftables apply: transaction (%s) failed: %w; %s", plan.summary(), err, b.describe(ctx, rs, fam))
 	}
-	b.log.Info("applied", "table", rs.Table, "created", p.res.Created, "changed", p.res.Changed,
-		"added", p.res.Added, "refreshed", p.res.Refreshed, "skipped", p.skipped, "took", time.Since(start))
-	return p.res, nil
+	b.log.Info("applied", "table", rs.Table, "created", plan.Result.Created, "changed", plan.Result.Changed,
+		"added", plan.Result.Added, "refreshed", plan.Result.Refreshed, "skipped", plan.Skipped, "took", time.Since(start))
+	return plan.Result, nil
 }
 
 // describe reads the table back after a failed transaction and says what
@@ -160,463 +133,76 @@ func (b *Backend) describe(ctx context.Context, rs *rules.Ruleset, fam nftables.
 	return "kernel now: " + strings.Join(parts, ", ")
 }
 
-// planner queues one transaction on c.
-type planner struct {
-	b   *Backend
-	c   *nftables.Conn
-	st  *state
-	rs  *rules.Ruleset
-	fam nftables.TableFamily
-	t   *nftables.Table
-
-	res     rules.Result
-	skipped int
-	queued  int // element messages queued
-	err     error
-}
-
-func (p *planner) summary() string {
-	return fmt.Sprintf("created=%v changed=%v add=%d refresh=%d element-messages=%d",
-		p.res.Created, p.res.Changed, p.res.Added, p.res.Refreshed, p.queued)
-}
-
-func (p *planner) fail(err error) {
-	if p.err == nil {
-		p.err = err
+// execute queues the operations of plan on c, in order, as one
+// transaction in table t (Flush commits it). st is the state the plan was
+// made from: operations on existing sets and chains use its objects.
+func execute(c *nftables.Conn, t *nftables.Table, st *state, plan *Plan) error {
+	sets := map[string]*nftables.Set{}
+	for name, s := range st.sets {
+		s.Table = t
+		sets[name] = s
 	}
-}
-
-func (p *planner) plan(specs []setSpec) {
-	st, c := p.st, p.c
-	if st.table == nil || p.reloaded(specs) {
-		p.res.Created = true
-	}
-	c.AddTable(p.t)
-
-	// Sets: keep, create, recreate, or drop.
-	wanted := map[string]bool{}
-	var create, recreate []setSpec
-	for _, s := range specs {
-		wanted[s.name] = true
-		switch k := st.sets[s.name]; {
-		case k == nil:
-			create = append(create, s)
-			p.res.Created = true
-		case !s.same(k):
-			recreate = append(recreate, s)
-			p.res.Changed = append(p.res.Changed, "set "+s.name)
-			p.b.log.Info("set definition changed, recreating", "set", s.describe())
+	for _, op := range plan.Ops {
+		if err := executeOp(c, t, st, sets, op); err != nil {
+			return fmt.Errorf("%s %s: %w", op.Kind, op.Name, err)
 		}
-	}
-	var drop []*nftables.Set
-	for _, name := range sortedKeys(st.sets) {
-		if k := st.sets[name]; !k.Anonymous && !wanted[name] {
-			drop = append(drop, k)
-			p.res.Changed = append(p.res.Changed, "set "+name+" removed")
-		}
-	}
-	setsChanging := len(recreate)+len(drop) > 0
-
-	// Chains: decide, then queue rule flushes and chain deletes first, so
-	// sets they reference can go.
-	type chainPlan struct {
-		name        string
-		add, rules  bool
-		ch          *nftables.Chain
-		desiredRule []ruleSpec
-	}
-	var plans []chainPlan
-	seen := map[string]bool{}
-	for _, bc := range p.rs.BaseChains() {
-		h := bc.Name
-		if seen[h] {
-			continue
-		}
-		seen[h] = true
-		want := desiredRules(p.rs, p.fam, bc)
-		cp := chainPlan{name: h, desiredRule: want, ch: p.chain(bc)}
-		switch k := st.chains[h]; {
-		case k == nil:
-			cp.add, cp.rules = true, true
-			p.res.Created = true
-		case !sameChain(k, cp.ch):
-			c.FlushChain(k)
-			c.DelChain(k)
-			cp.add, cp.rules = true, true
-			p.res.Changed = append(p.res.Changed, "chain "+h)
-		case setsChanging || !p.sameRules(h, want):
-			c.FlushChain(k)
-			cp.rules = true
-			p.res.Changed = append(p.res.Changed, "chain "+h)
-		}
-		plans = append(plans, cp)
-	}
-	for _, name := range st.chainOrder {
-		if !seen[name] {
-			k := st.chains[name]
-			c.FlushChain(k)
-			c.DelChain(k)
-			p.res.Changed = append(p.res.Changed, "chain "+name+" removed")
-		}
-	}
-
-	for _, k := range drop {
-		c.DelSet(k)
-	}
-	for _, s := range recreate {
-		c.DelSet(st.sets[s.name])
-	}
-	for _, s := range create {
-		p.newSet(s, nil)
-	}
-	for _, s := range recreate {
-		p.newSet(s, st.elems[s.name])
-	}
-
-	for _, cp := range plans {
-		if cp.add {
-			c.AddChain(cp.ch)
-		}
-		if cp.rules {
-			for _, r := range cp.desiredRule {
-				p.addRule(cp.ch, r)
-			}
-		}
-	}
-
-	// Elements of the sets that were kept.
-	isNew := map[string]bool{}
-	for _, s := range append(slices.Clone(create), recreate...) {
-		isNew[s.name] = true
-	}
-	for _, s := range specs {
-		if isNew[s.name] {
-			continue
-		}
-		switch s.kind {
-		case kindAllow:
-			p.syncAllow(s)
-		case kindBan:
-			p.syncBans(s)
-		}
-	}
-}
-
-func (p *planner) chain(bc rules.BaseChain) *nftables.Chain {
-	h := hooks[bc.Hook]
-	prio := nftables.ChainPriority(bc.Priority)
-	pol := nftables.ChainPolicyAccept
-	return &nftables.Chain{
-		Name: bc.Name, Table: p.t, Type: nftables.ChainTypeFilter,
-		Hooknum: &h, Priority: &prio, Policy: &pol, Device: bc.Device,
-	}
-}
-
-// reloaded reports whether synban's sets exist but were found without
-// their elements: every allow set that rs fills is empty. synban's allow
-// sets always hold loopback after an Apply, so empty ones mean the
-// structure was loaded from outside (the file of `synban render
-// nft-include`, by `nft -f` or `systemctl restart nftables`) and the bans
-// are being restored.
-func (p *planner) reloaded(specs []setSpec) bool {
-	found := false
-	for _, s := range specs {
-		if s.kind != kindAllow || len(p.rs.AllowIn(s.name)) == 0 || p.st.sets[s.name] == nil {
-			continue
-		}
-		if len(p.st.elems[s.name]) > 0 {
-			return false
-		}
-		found = true
-	}
-	return found
-}
-
-func sameChain(k, want *nftables.Chain) bool {
-	return k.Hooknum != nil && *k.Hooknum == *want.Hooknum &&
-		k.Priority != nil && *k.Priority == *want.Priority &&
-		k.Type == want.Type &&
-		k.Policy != nil && *k.Policy == *want.Policy
-}
-
-func (p *planner) sameRules(chain string, want []ruleSpec) bool {
-	have := p.st.rules[chain]
-	if len(have) != len(want) {
-		return false
-	}
-	anon := func(name string) string { return p.st.anon[name] }
-	for i, r := range have {
-		if fingerprint(r.Exprs, r.UserData, anon) != want[i].fingerprint() {
-			p.b.log.Debug("rule differs", "chain", chain, "index", i,
-				"have", fingerprint(r.Exprs, r.UserData, anon), "want", want[i].fingerprint())
-			return false
-		}
-	}
-	return true
-}
-
-func (p *planner) addRule(ch *nftables.Chain, r ruleSpec) {
-	if r.portLookup != nil {
-		s := &nftables.Set{
-			Table: p.t, Anonymous: true, Constant: true,
-			KeyType: nftables.TypeInetService, KeyByteOrder: binaryutil.BigEndian,
-		}
-		els := make([]nftables.SetElement, len(r.ports))
-		for i, port := range r.ports {
-			els[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(port)}
-		}
-		if err := p.c.AddSet(s, els); err != nil {
-			p.fail(fmt.Errorf("anonymous port set for rule %s: %w", r.comment, err))
-			return
-		}
-		r.portLookup.SetName = s.Name
-		r.portLookup.SetID = s.ID
-	}
-	p.c.AddRule(&nftables.Rule{Table: p.t, Chain: ch, Exprs: r.exprs, UserData: r.userData()})
-}
-
-// newSet queues the creation of s with its elements: for a ban set, the
-// bans of rs plus the old elements (carried over with the time they had
-// left) that rs does not mention.
-func (p *planner) newSet(s setSpec, old []element) {
-	set := s.nft(p.t)
-	if err := p.c.AddSet(set, nil); err != nil {
-		p.fail(fmt.Errorf("set %s: %w", s.name, err))
-		return
-	}
-	var els []nftables.SetElement
-	switch s.kind {
-	case kindAllow:
-		for _, pfx := range p.rs.AllowIn(s.name) {
-			els = append(els, encode(s, canonical(pfx), 0, "")...)
-		}
-	case kindBan:
-		bans := p.wantBans(s)
-		oldBy := map[netip.Prefix]element{}
-		for _, e := range old {
-			oldBy[e.prefix] = e
-		}
-		var kept []netip.Prefix
-		for _, bn := range bans {
-			if _, ok := oldBy[bn.Prefix]; ok {
-				p.res.Refreshed++
-				delete(oldBy, bn.Prefix)
-			} else {
-				p.res.Added++
-			}
-			kept = append(kept, bn.Prefix)
-			els = append(els, encode(s, bn.Prefix, bn.Timeout, bn.Reason)...)
-		}
-		for _, e := range old {
-			if _, ok := oldBy[e.prefix]; !ok || (s.interval && overlapsAny(e.prefix, kept)) {
-				continue
-			}
-			els = append(els, encode(s, e.prefix, e.expires, e.comment)...)
-		}
-	}
-	p.addElements(set, els)
-}
-
-// wantBans returns the bans of rs for set s; in an interval set, bans
-// inside another one of rs are left out (the kernel rejects overlaps).
-func (p *planner) wantBans(s setSpec) []rules.Ban {
-	bans := p.rs.BansIn(s.name)
-	for i := range bans {
-		bans[i].Prefix = canonical(bans[i].Prefix)
-	}
-	if !s.interval {
-		return bans
-	}
-	byLen := slices.Clone(bans)
-	slices.SortStableFunc(byLen, func(a, b rules.Ban) int { return cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()) })
-	var kept []netip.Prefix
-	var out []rules.Ban
-	for _, bn := range byLen {
-		if overlapsAny(bn.Prefix, kept) {
-			p.skipped++
-			p.b.log.Warn("ban overlaps another ban of the same ruleset, left out", "ban", bn.Prefix)
-			continue
-		}
-		kept = append(kept, bn.Prefix)
-		out = append(out, bn)
-	}
-	return out
-}
-
-func overlapsAny(p netip.Prefix, ps []netip.Prefix) bool {
-	for _, q := range ps {
-		if p.Overlaps(q) {
-			return true
-		}
-	}
-	return false
-}
-
-func (p *planner) syncAllow(s setSpec) {
-	set := p.st.sets[s.name]
-	have := map[netip.Prefix]element{}
-	for _, e := range p.st.elems[s.name] {
-		have[e.prefix] = e
-	}
-	var add, del []nftables.SetElement
-	want := map[netip.Prefix]bool{}
-	for _, pfx := range p.rs.AllowIn(s.name) {
-		pfx = canonical(pfx)
-		want[pfx] = true
-		if _, ok := have[pfx]; !ok {
-			add = append(add, encode(s, pfx, 0, "")...)
-		}
-	}
-	for _, e := range p.st.elems[s.name] {
-		if !want[e.prefix] {
-			del = append(del, e.raw...)
-		}
-	}
-	if len(add)+len(del) > 0 {
-		p.res.Changed = append(p.res.Changed, "elements of "+s.name)
-	}
-	p.delElements(set, del)
-	p.addElements(set, add)
-}
-
-// refreshSlack is how much longer than its time left a ban must be asked
-// for before Apply refreshes it.
-const refreshSlack = time.Second
-
-// syncBans adds the bans of rs to a kept ban set and refreshes those
-// present (delete and add in the same batch).
-func (p *planner) syncBans(s setSpec) {
-	set := p.st.sets[s.name]
-	set.Table = p.t
-	have := map[netip.Prefix]element{}
-	var havePrefixes []netip.Prefix
-	for _, e := range p.st.elems[s.name] {
-		have[e.prefix] = e
-		havePrefixes = append(havePrefixes, e.prefix)
-	}
-	var add, del []nftables.SetElement
-	deleted := map[netip.Prefix]bool{}
-	for _, bn := range p.wantBans(s) {
-		if e, ok := have[bn.Prefix]; ok {
-			if e.expires > 0 && bn.Timeout <= e.expires+refreshSlack {
-				// Re-applying would not lengthen it (a ban restored from
-				// the state store with the time it has left, or one
-				// decided again within a second): leave the kernel alone,
-				// so a steady-state run sends nothing.
-				continue
-			}
-			p.res.Refreshed++
-			if e.expires == 0 || e.expires > nearExpiry {
-				del = append(del, e.raw...)
-			}
-			add = append(add, encode(s, bn.Prefix, bn.Timeout, bn.Reason)...)
-			continue
-		}
-		if s.interval && overlapsAny(bn.Prefix, havePrefixes) {
-			// An existing wider ban covers it: keep that one. Narrower
-			// existing bans inside this one give way to it.
-			covered := false
-			for _, q := range havePrefixes {
-				if q.Overlaps(bn.Prefix) && q.Bits() < bn.Prefix.Bits() {
-					covered = true
-				}
-			}
-			if covered {
-				p.skipped++
-				p.b.log.Info("ban already covered by a wider ban in the kernel", "ban", bn.Prefix, "set", s.name)
-				continue
-			}
-			for _, q := range havePrefixes {
-				if q.Overlaps(bn.Prefix) && !deleted[q] {
-					deleted[q] = true
-					del = append(del, have[q].raw...)
-				}
-			}
-		}
-		p.res.Added++
-		add = append(add, encode(s, bn.Prefix, bn.Timeout, bn.Reason)...)
-	}
-	p.delElements(set, del)
-	p.addElements(set, add)
-}
-
-// encode returns the kernel elements for one address or prefix: a single
-// key, or for an interval set the start (carrying timeout and comment) and
-// the end (first address after the prefix, flagged as interval end; none
-// when the prefix runs to the last address), as nft sends them.
-func encode(s setSpec, pfx netip.Prefix, timeout time.Duration, comment string) []nftables.SetElement {
-	if len(comment) > maxComment {
-		comment = comment[:maxComment]
-	}
-	if timeout > 0 && timeout < time.Millisecond {
-		timeout = time.Millisecond
-	}
-	start := nftables.SetElement{Key: pfx.Masked().Addr().AsSlice(), Timeout: timeout, Comment: comment}
-	if !s.interval {
-		return []nftables.SetElement{start}
-	}
-	out := []nftables.SetElement{start}
-	if end := prefixEnd(pfx); end != nil {
-		out = append(out, nftables.SetElement{Key: end, IntervalEnd: true})
-	}
-	return out
-}
-
-func (p *planner) addElements(set *nftables.Set, els []nftables.SetElement) {
-	p.fail(chunked(els, func(part []nftables.SetElement) error {
-		p.queued++
-		return p.c.SetAddElements(set, part)
-	}))
-}
-
-func (p *planner) delElements(set *nftables.Set, els []nftables.SetElement) {
-	p.fail(chunked(els, func(part []nftables.SetElement) error {
-		p.queued++
-		return p.c.SetDeleteElements(set, part)
-	}))
-}
-
-// chunked calls fn on consecutive parts of els, each small enough for one
-// netlink attribute; an interval's start and end stay in the same part.
-func chunked(els []nftables.SetElement, fn func([]nftables.SetElement) error) error {
-	for len(els) > 0 {
-		n, size := 0, 0
-		for n < len(els) && n < maxChunkElems && size < maxChunkBytes {
-			size += elemSize(els[n])
-			n++
-		}
-		if n < len(els) && els[n].IntervalEnd {
-			n++
-		}
-		if err := fn(els[:n]); err != nil {
-			return err
-		}
-		els = els[n:]
 	}
 	return nil
 }
 
-// elemSize estimates the netlink encoding of one element, padding included.
-func elemSize(e nftables.SetElement) int {
-	pad := func(n int) int { return (n + 3) &^ 3 }
-	n := 4 + 4 + 4 + pad(len(e.Key))
-	if e.IntervalEnd {
-		n += 8
+func executeOp(c *nftables.Conn, t *nftables.Table, st *state, sets map[string]*nftables.Set, op Op) error {
+	switch op.Kind {
+	case OpAddTable:
+		c.AddTable(t)
+	case OpFlushChain:
+		c.FlushChain(st.chains[op.Name])
+	case OpDelChain:
+		c.DelChain(st.chains[op.Name])
+	case OpDelSet:
+		c.DelSet(st.sets[op.Name])
+	case OpAddSet:
+		set := op.Set.NFT(t)
+		if err := c.AddSet(set, nil); err != nil {
+			return err
+		}
+		sets[op.Name] = set
+	case OpAddChain:
+		c.AddChain(op.Chain.NFT(t))
+	case OpAddRule:
+		return addRule(c, t, op.Name, op.Rule)
+	case OpAddElements, OpDelElements:
+		set := sets[op.Name]
+		if set == nil {
+			return errors.New("no such set")
+		}
+		if op.Kind == OpDelElements {
+			return c.SetDeleteElements(set, op.Elements)
+		}
+		return c.SetAddElements(set, op.Elements)
+	default:
+		return fmt.Errorf("unknown operation %d", op.Kind)
 	}
-	if e.Timeout != 0 {
-		n += 12
-	}
-	if e.Comment != "" {
-		n += 4 + pad(2+len(e.Comment)+1)
-	}
-	return n
+	return nil
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// addRule appends r to chain in table t, first creating the anonymous set
+// of its ports when it matches several.
+func addRule(c *nftables.Conn, t *nftables.Table, chain string, r spec.RuleSpec) error {
+	if r.PortLookup != nil {
+		s := &nftables.Set{
+			Table: t, Anonymous: true, Constant: true,
+			KeyType: nftables.TypeInetService, KeyByteOrder: binaryutil.BigEndian,
+		}
+		els := make([]nftables.SetElement, len(r.Ports))
+		for i, port := range r.Ports {
+			els[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(port)}
+		}
+		if err := c.AddSet(s, els); err != nil {
+			return fmt.Errorf("anonymous port set for rule %s: %w", r.Comment, err)
+		}
+		r.PortLookup.SetName = s.Name
+		r.PortLookup.SetID = s.ID
 	}
-	slices.Sort(keys)
-	return keys
+	c.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: chain, Table: t}, Exprs: r.Exprs(), UserData: r.UserData()})
+	return nil
 }

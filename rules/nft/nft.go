@@ -2,13 +2,16 @@
 // (github.com/google/nftables), never runs the nft program, and keeps
 // everything in one table of its own: the allow and ban sets (ban elements
 // carry their own timeouts and the ban reason as comment), the per-source SYN
-// meter and connection-cap sets, and one base chain per hook. The objects are
-// the same as templates/nft.tmpl renders for a dry run.
+// meter and connection-cap sets, and one base chain per hook. The objects
+// come from package spec, whose builders also yield the nft text of the dry
+// run (templates.NFT), so both show the same thing.
 //
 // Apply is one kernel transaction and a reconcile: what is already right is
 // left alone (sets keep their elements and meter state, unchanged chains keep
 // their rule handles), what differs is replaced, and ban sets that must be
-// recreated carry their elements over.
+// recreated carry their elements over. The reconcile is a pure diff of the
+// state read from the kernel against the Spec (differ, giving a Plan of
+// operations) and an executor that turns the operations into netlink calls.
 package nft
 
 import (
@@ -27,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/nft/spec"
 )
 
 // Default table and family, used by Bans, Unban, Counters and Flush until an
@@ -85,7 +89,7 @@ func New(opts Options) (*Backend, error) {
 	if b.family == "" {
 		b.family = DefaultFamily
 	}
-	if _, err := parseFamily(b.family); err != nil {
+	if _, err := spec.ParseFamily(b.family); err != nil {
 		return nil, fmt.Errorf("nftables backend: %w", err)
 	}
 	switch b.mode {
@@ -125,7 +129,7 @@ func (b *Backend) Name() string { return "nftables" }
 func (b *Backend) target() (string, nftables.TableFamily) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	fam, _ := parseFamily(b.family)
+	fam, _ := spec.ParseFamily(b.family)
 	return b.table, fam
 }
 
@@ -187,18 +191,6 @@ func bigBuffers(c *netlink.Conn) error {
 		return fmt.Errorf("set netlink socket buffers: %w", serr)
 	}
 	return nil
-}
-
-func parseFamily(f string) (nftables.TableFamily, error) {
-	switch f {
-	case "inet":
-		return nftables.TableFamilyINet, nil
-	case "ip":
-		return nftables.TableFamilyIPv4, nil
-	case "ip6":
-		return nftables.TableFamilyIPv6, nil
-	}
-	return 0, fmt.Errorf("table family %q: want inet, ip or ip6", f)
 }
 
 // Bans lists the elements of the four ban sets, prefixes rebuilt from
@@ -287,8 +279,10 @@ func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, erro
 				n++
 			}
 		}
-		if err := chunked(del, func(part []nftables.SetElement) error { return c.SetDeleteElements(s, part) }); err != nil {
-			return 0, fmt.Errorf("unban from %s: %w", set, err)
+		for _, part := range chunks(del) {
+			if err := c.SetDeleteElements(s, part); err != nil {
+				return 0, fmt.Errorf("unban from %s: %w", set, err)
+			}
 		}
 	}
 	if n == 0 {

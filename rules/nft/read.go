@@ -19,6 +19,7 @@ import (
 
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/nft/spec"
 )
 
 // banSets are the sets that hold bans, in listing order.
@@ -62,16 +63,21 @@ func findTable(c *nftables.Conn, name string, fam nftables.TableFamily) (*nftabl
 	return nil, nil
 }
 
-// readState reads synban's table: sets, chains, rules, the elements of
-// anonymous sets and of the named sets.
-func readState(ctx context.Context, c *nftables.Conn, name string, fam nftables.TableFamily, elemSets []string) (*state, error) {
-	st := &state{
+// emptyState is the state of a kernel without the table.
+func emptyState() *state {
+	return &state{
 		sets:   map[string]*nftables.Set{},
 		elems:  map[string][]element{},
 		chains: map[string]*nftables.Chain{},
 		rules:  map[string][]*nftables.Rule{},
 		anon:   map[string]string{},
 	}
+}
+
+// readState reads synban's table: sets, chains, rules, the elements of
+// anonymous sets and of the named sets.
+func readState(ctx context.Context, c *nftables.Conn, name string, fam nftables.TableFamily, elemSets []string) (*state, error) {
+	st := emptyState()
 	t, err := findTable(c, name, fam)
 	if err != nil || t == nil {
 		return st, err
@@ -269,33 +275,11 @@ func rangePrefix(start netip.Addr, end []byte) (netip.Prefix, bool) {
 		if p.Masked().Addr() != start {
 			break
 		}
-		if bytes.Equal(prefixEnd(p), end) {
+		if bytes.Equal(spec.PrefixEnd(p), end) {
 			return p, true
 		}
 	}
 	return netip.Prefix{}, false
-}
-
-// prefixEnd is the first address after p, as key bytes; nil when p runs to
-// the last address.
-func prefixEnd(p netip.Prefix) []byte {
-	b := p.Masked().Addr().AsSlice()
-	bits := p.Bits()
-	// Set the host bits, then add one.
-	for i := range b {
-		for j := 0; j < 8; j++ {
-			if i*8+j >= bits {
-				b[i] |= 0x80 >> j
-			}
-		}
-	}
-	for i := len(b) - 1; i >= 0; i-- {
-		b[i]++
-		if b[i] != 0 {
-			return b
-		}
-	}
-	return nil
 }
 
 // canonical is a prefix the way synban stores it.

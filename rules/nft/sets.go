@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/nft/spec"
 )
 
 // managedSets are the sets synban fills in sets mode: the allow and ban sets.
@@ -25,32 +26,21 @@ const IncludeHint = "run `synban render nft-include -c POLICY > /etc/nftables.d/
 // operator's table or one of synban's sets in it is missing or unfit.
 var ErrSetsMissing = errors.New("synban's sets are missing from the operator's table")
 
-// elementSets are the set specs of rs that sets mode fills.
-func elementSets(rs *rules.Ruleset, fam nftables.TableFamily) []setSpec {
-	var out []setSpec
-	for _, s := range desiredSets(rs, fam) {
-		if s.kind == kindAllow || s.kind == kindBan {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // fits says why the kernel's set k cannot hold the elements of s, or "".
 // Size and default timeout are the operator's choice.
-func (s setSpec) fits(k *nftables.Set) string {
-	kt := s.keyType()
+func fits(s spec.SetSpec, k *nftables.Set) string {
+	kt := s.KeyType()
 	switch {
 	case k.Anonymous || k.Constant || k.IsMap || k.Concatenation:
 		return "is not a plain set (constant, map or concatenation)"
 	case k.KeyType.Name != kt.Name || k.KeyType.Bytes != kt.Bytes:
 		return fmt.Sprintf("has type %s, want %s", k.KeyType.Name, kt.Name)
-	case k.Interval != s.interval:
-		if s.interval {
+	case k.Interval != s.Interval:
+		if s.Interval {
 			return "lacks flags interval"
 		}
 		return "has flags interval, which it must not"
-	case s.timeout && !k.HasTimeout:
+	case s.Timeout && !k.HasTimeout:
 		return "lacks flags timeout"
 	}
 	return ""
@@ -61,7 +51,7 @@ func (s setSpec) fits(k *nftables.Set) string {
 // operator's table rs.Table. It creates, changes or deletes no table, chain
 // or set; a missing or unfit set is an error naming it, with IncludeHint.
 // Result.Created is true when the allow sets were found empty (the sets
-// were just loaded from the include file, see planner.reloaded).
+// were just loaded from the include file, see differ.reloaded).
 func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables.TableFamily) (rules.Result, error) {
 	start := time.Now()
 	c, done, err := b.conn()
@@ -69,10 +59,14 @@ func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables
 		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): %w", err)
 	}
 	defer done()
-	specs := elementSets(rs, fam)
+	sp, err := spec.Build(rs)
+	if err != nil {
+		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): %w", err)
+	}
+	specs := sp.Filled()
 	names := make([]string, len(specs))
 	for i, s := range specs {
-		names[i] = s.name
+		names[i] = s.Name
 	}
 	st, err := readState(ctx, c, rs.Table, fam, names)
 	if err != nil {
@@ -84,13 +78,13 @@ func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables
 	}
 	var missing, unfit []string
 	for _, s := range specs {
-		k := st.sets[s.name]
+		k := st.sets[s.Name]
 		if k == nil {
-			missing = append(missing, s.name)
+			missing = append(missing, s.Name)
 			continue
 		}
-		if why := s.fits(k); why != "" {
-			unfit = append(unfit, fmt.Sprintf("set %s %s", s.name, why))
+		if why := fits(s, k); why != "" {
+			unfit = append(unfit, fmt.Sprintf("set %s %s", s.Name, why))
 		}
 	}
 	if len(missing)+len(unfit) > 0 {
@@ -102,30 +96,24 @@ func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables
 		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): table %s %s: %s: %w; %s",
 			rs.Family, rs.Table, strings.Join(parts, "; "), ErrSetsMissing, IncludeHint)
 	}
-	p := &planner{b: b, c: c, st: st, rs: rs, fam: fam, t: st.table}
-	p.res.Created = p.reloaded(specs)
-	for _, s := range specs {
-		switch s.kind {
-		case kindAllow:
-			p.syncAllow(s)
-		case kindBan:
-			p.syncBans(s)
-		}
-	}
+	d := differ{log: b.log, st: st}
+	d.plan.Result.Created = d.reloaded(specs)
+	d.sets(specs)
+	plan := &d.plan
 	if err := ctx.Err(); err != nil {
 		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): %w", err)
 	}
-	if p.err != nil {
-		return rules.Result{}, fmt.Errorf("nftables apply (sets mode): build transaction: %w", p.err)
-	}
-	if p.queued > 0 {
+	if plan.elementOps() > 0 {
+		if err := execute(c, st.table, st, plan); err != nil {
+			return rules.Result{}, fmt.Errorf("nftables apply (sets mode): build transaction: %w", err)
+		}
 		if err := c.Flush(); err != nil {
-			return rules.Result{}, fmt.Errorf("nftables apply (sets mode): transaction (%s) failed: %w; %s", p.summary(), err, b.describe(ctx, rs, fam))
+			return rules.Result{}, fmt.Errorf("nftables apply (sets mode): transaction (%s) failed: %w; %s", plan.summary(), err, b.describe(ctx, rs, fam))
 		}
 	}
-	b.log.Info("applied", "mode", rules.ModeSets, "table", rs.Table, "family", rs.Family, "refilled", p.res.Created,
-		"changed", p.res.Changed, "added", p.res.Added, "refreshed", p.res.Refreshed, "skipped", p.skipped, "took", time.Since(start))
-	return p.res, nil
+	b.log.Info("applied", "mode", rules.ModeSets, "table", rs.Table, "family", rs.Family, "refilled", plan.Result.Created,
+		"changed", plan.Result.Changed, "added", plan.Result.Added, "refreshed", plan.Result.Refreshed, "skipped", plan.Skipped, "took", time.Since(start))
+	return plan.Result, nil
 }
 
 // flushSets is Flush in sets mode: it empties synban's sets in the

@@ -11,16 +11,17 @@ import (
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/backendtest"
+	"github.com/synban/synban/rules/nft/spec"
 )
 
 func TestIntervalRoundTrip(t *testing.T) {
 	for _, s := range []string{"198.51.100.0/24", "10.0.0.0/8", "0.0.0.0/1", "128.0.0.0/1", "255.255.255.0/24",
 		"2001:db8::/32", "2001:db8:1::/64", "ffff::/16", "::/1", "203.0.113.128/25"} {
 		p := netip.MustParsePrefix(s)
-		spec := setSpec{name: "x", interval: true, timeout: true, v6: p.Addr().Is6()}
-		els := encode(spec, p, time.Minute, "why")
+		ss := spec.SetSpec{Name: "x", Interval: true, Timeout: true, V6: p.Addr().Is6()}
+		els := spec.Encode(ss, p, time.Minute, "why")
 		wantLen := 2
-		if prefixEnd(p) == nil {
+		if spec.PrefixEnd(p) == nil {
 			wantLen = 1
 		}
 		if len(els) != wantLen {
@@ -37,11 +38,11 @@ func TestIntervalRoundTrip(t *testing.T) {
 }
 
 func TestDecodeAdjacentIntervals(t *testing.T) {
-	spec := setSpec{name: "x", interval: true}
+	ss := spec.SetSpec{Name: "x", Interval: true}
 	a, b := netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("11.0.0.0/8")
 	// The kernel lists an interval set in no particular order, and with
 	// nft's leading "0.0.0.0 end" element.
-	els := append(encode(spec, b, 0, ""), encode(spec, a, 0, "")...)
+	els := append(spec.Encode(ss, b, 0, ""), spec.Encode(ss, a, 0, "")...)
 	els = append(els, nftables.SetElement{Key: make([]byte, 4), IntervalEnd: true})
 	got := decodeElements(&nftables.Set{Interval: true}, els)
 	if len(got) != 2 || got[0].prefix != a || got[1].prefix != b {
@@ -55,15 +56,15 @@ func TestDecodeAdjacentIntervals(t *testing.T) {
 }
 
 func TestChunked(t *testing.T) {
-	spec := setSpec{name: "x", interval: true, timeout: true, v6: true}
+	ss := spec.SetSpec{Name: "x", Interval: true, Timeout: true, V6: true}
 	var els []nftables.SetElement
 	long := string(make([]byte, 100))
 	for i := 0; i < 3000; i++ {
 		p := netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 1, 0xd, 0xb8, byte(i >> 8), byte(i)}), 48)
-		els = append(els, encode(spec, p, time.Hour, long)...)
+		els = append(els, spec.Encode(ss, p, time.Hour, long)...)
 	}
 	total, parts := 0, 0
-	err := chunked(els, func(part []nftables.SetElement) error {
+	for _, part := range chunks(els) {
 		parts++
 		total += len(part)
 		size := 0
@@ -76,17 +77,21 @@ func TestChunked(t *testing.T) {
 		if part[0].IntervalEnd {
 			t.Error("a part starts with an interval end: start and end were split")
 		}
-		return nil
-	})
-	if err != nil || total != len(els) || parts < 2 {
-		t.Errorf("chunked: err %v, %d of %d elements in %d parts", err, total, len(els), parts)
+	}
+	if total != len(els) || parts < 2 {
+		t.Errorf("chunks: %d of %d elements in %d parts", total, len(els), parts)
 	}
 }
 
 func TestDesiredSetsPerFamily(t *testing.T) {
 	rs := &rules.Ruleset{MaxEntries: 10, Meter: &rules.Meter{Size: 5, Timeout: time.Minute}}
-	for fam, want := range map[nftables.TableFamily]int{nftables.TableFamilyINet: 8, nftables.TableFamilyIPv4: 4, nftables.TableFamilyIPv6: 4} {
-		if got := len(desiredSets(rs, fam)); got != want {
+	for fam, want := range map[string]int{"inet": 8, "ip": 4, "ip6": 4} {
+		rs.Family, rs.Table = fam, "t"
+		sp, err := spec.Build(rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(sp.Sets); got != want {
 			t.Errorf("family %v: %d sets, want %d", fam, got, want)
 		}
 	}
