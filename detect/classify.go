@@ -3,9 +3,6 @@ package detect
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/synban/synban/policy"
 )
@@ -68,6 +65,9 @@ type Sysctl struct {
 	Value string
 	// Why says what it does against the flood.
 	Why string
+	// Keep lists current values that serve as well, which synban leaves
+	// alone when it sets the value itself (SpoofSysctls).
+	Keep []string
 }
 
 // Classify decides whether the window's flood, if any, comes from real
@@ -325,56 +325,16 @@ func FilterSpoofed(rep Report, c Classification) Report {
 	return out
 }
 
-// ReadSysctls reads the current values of keys ("net.ipv4.tcp_syncookies")
-// in the network namespace netns ("" for the caller's own). Keys that do
-// not exist are left out.
-func ReadSysctls(netns string, keys []string) (map[string]string, error) {
-	out := make(map[string]string, len(keys))
-	err := inNetNS(netns, func() error {
-		for _, k := range keys {
-			b, err := os.ReadFile(sysctlPath(k))
-			if err != nil {
-				if os.IsNotExist(err) {
-					continue
-				}
-				return fmt.Errorf("read sysctl %s: %w", k, err)
-			}
-			out[k] = strings.TrimSpace(string(b))
-		}
-		return nil
-	})
-	return out, err
-}
-
-// ApplySpoofSysctls sets net.ipv4.tcp_syncookies=1 in netns when the
-// classification is spoofed, the policy consents (spoof.apply_sysctl) and
-// cookies are off (0). A value of 2 (always send cookies) is left alone. It returns the settings it changed, as
-// "key: old -> new". Nothing else is changed: the other advice is for the
-// operator.
-func ApplySpoofSysctls(netns string, p *policy.Policy, c Classification) ([]string, error) {
+// SpoofSysctls returns the kernel settings synban itself sets against the
+// classified flood: net.ipv4.tcp_syncookies=1 when the flood is spoofed and
+// the policy consents (spoof.enabled and spoof.apply_sysctl), unless cookies
+// are on already (1, or 2: always send cookies). Nothing else: the other
+// advice is for the operator. The engine applies them (internal/sysctl);
+// detect itself changes nothing.
+func SpoofSysctls(p *policy.Policy, c Classification) []Sysctl {
 	if c.Kind != KindSpoofed || !p.Spoof.Enabled || !p.Spoof.ApplySysctl {
-		return nil, nil
-	}
-	const key = "net.ipv4.tcp_syncookies"
-	var changed []string
-	err := inNetNS(netns, func() error {
-		b, err := os.ReadFile(sysctlPath(key))
-		if err != nil {
-			return fmt.Errorf("read sysctl %s: %w", key, err)
-		}
-		old := strings.TrimSpace(string(b))
-		if old == "1" || old == "2" {
-			return nil // cookies on already (2: always)
-		}
-		if err := os.WriteFile(sysctlPath(key), []byte("1\n"), 0o644); err != nil {
-			return fmt.Errorf("set sysctl %s=1: %w", key, err)
-		}
-		changed = append(changed, fmt.Sprintf("%s: %s -> 1", key, old))
 		return nil
-	})
-	return changed, err
-}
-
-func sysctlPath(key string) string {
-	return filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
+	}
+	return []Sysctl{{Key: "net.ipv4.tcp_syncookies", Value: "1", Keep: []string{"2"},
+		Why: "SYN cookies answer a full SYN queue without keeping state"}}
 }

@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/synban/synban/engine"
 	"github.com/synban/synban/internal/trust"
 	"github.com/synban/synban/policy"
-	"github.com/synban/synban/rules/state"
 )
 
 // Exit codes, documented in README.md.
@@ -72,6 +73,18 @@ type options struct {
 type app struct {
 	stdout, stderr io.Writer
 	log            *slog.Logger
+}
+
+// engine returns the engine for the command's flags. The guard spares the
+// client of the SSH session running synban (SSH_CONNECTION, else
+// SSH_CLIENT).
+func (a *app) engine(o *options) *engine.Engine {
+	ssh := os.Getenv("SSH_CONNECTION")
+	if ssh == "" {
+		ssh = os.Getenv("SSH_CLIENT")
+	}
+	return engine.New(a.log, engine.Options{StateDir: o.stateDir, Wait: o.wait, Backend: o.backend,
+		DisableNFTables: o.noNFT, From: o.from, SSHConnection: ssh})
 }
 
 func commands() []*command {
@@ -197,10 +210,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var ue usageError
 	var pe *policy.Error
 	var te *trust.Error
+	var ie *engine.InputError
 	switch {
-	case errors.As(err, &ue), errors.As(err, &pe), errors.As(err, &te):
+	case errors.As(err, &ue), errors.As(err, &pe), errors.As(err, &te), errors.As(err, &ie):
 		return exitUsage
-	case errors.Is(err, state.ErrLocked):
+	case errors.Is(err, engine.ErrLocked):
 		return exitLocked
 	}
 	return exitFailure

@@ -6,15 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/synban/synban/detect"
+	"github.com/synban/synban/engine"
+	"github.com/synban/synban/internal/sysctl"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules/backends"
-	"github.com/synban/synban/rules/state"
 	"github.com/synban/synban/templates"
 )
 
@@ -33,7 +33,7 @@ func cmdCheck(_ context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	drift := readSysctls(procSys, p.Sysctl.Settings())
+	drift := sysctl.Read(sysctl.Root, p.Sysctl.Settings())
 	if o.json {
 		return writeJSON(a.stdout, map[string]any{"policy": p.Source, "ok": true, "sysctl": drift})
 	}
@@ -66,43 +66,45 @@ func cmdRun(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
 	if o.from != "" && !o.dryRun {
 		return badInput("--from replays a captured table and goes with plan or run --dry-run only")
 	}
 	if o.dryRun {
-		st, err := readState(o.stateDir)
-		if err != nil {
-			a.log.Warn("state store unreadable; planning without it", "dir", o.stateDir, "err", err)
-			st = nil
-		}
-		d, err := a.decide(ctx, p, st, now, o.from)
+		d, choice, err := a.engine(o).Plan(ctx, p, time.Now())
 		if err != nil {
 			return err
 		}
-		// Which backend run would use, chosen by the same code, probing
-		// without creating anything.
-		choice, err := backends.Choose(ctx, backendName(o, p), a.backendOptions(o, p, nil))
-		if err != nil {
-			if ctx.Err() != nil {
-				return err
-			}
-			choice.Why = fmt.Sprintf("%v: run would fail", err)
-		}
 		return a.printPlan(d, o, choice)
 	}
-	return a.runCycle(ctx, o, p, now)
+	out, err := a.engine(o).Run(ctx, p, time.Now())
+	if err != nil {
+		return err
+	}
+	return a.printRun(o, out)
+}
+
+// printRun prints, with --json, what a run did.
+func (a *app) printRun(o *options, out *engine.Outcome) error {
+	if !o.json {
+		return nil
+	}
+	d, res := out.Decision, out.Result
+	return writeJSON(a.stdout, map[string]any{
+		"backend": out.Choice.Name, "backend_why": out.Choice.Why, "sources": d.Report.Sources,
+		"verdicts": len(d.Report.Verdicts), "added": res.Added, "refreshed": res.Refreshed,
+		"created": res.Created, "restored": d.Restored, "expired": out.Expired, "classification": classJSON(d.Class),
+	})
 }
 
 // printPlan writes the dry run: the verdicts as comments, then the ruleset in
 // the syntax of the backend run would choose (the whole output stays a valid
 // script), or the script alone with --format, or JSON.
-func (a *app) printPlan(d *decision, o *options, choice backends.Choice) error {
+func (a *app) printPlan(d *engine.Decision, o *options, choice backends.Choice) error {
 	format := o.format
 	if format == "" {
 		backend := choice.Name
 		if backend == "" { // none works: the one asked for
-			backend = backendName(o, d.Policy)
+			backend = a.engine(o).BackendName(d.Policy)
 		}
 		format = planFormat(backend)
 	}
@@ -130,7 +132,7 @@ func planFormat(backend string) string {
 	return "nft"
 }
 
-func renderRuleset(w io.Writer, d *decision, format string) error {
+func renderRuleset(w io.Writer, d *engine.Decision, format string) error {
 	switch format {
 	case "nft":
 		return templates.NFT(w, d.Ruleset, d.Policy.Source)
@@ -140,7 +142,7 @@ func renderRuleset(w io.Writer, d *decision, format string) error {
 }
 
 // writeSummary prints the verdicts as '#' comments.
-func writeSummary(w io.Writer, d *decision, choice backends.Choice) {
+func writeSummary(w io.Writer, d *engine.Decision, choice backends.Choice) {
 	r := d.Report
 	conns := 0
 	for _, s := range d.Samples {
@@ -169,15 +171,15 @@ func writeSummary(w io.Writer, d *decision, choice backends.Choice) {
 		fmt.Fprintf(w, "#   ban %-20s for %-8s %s\n", v.Subject, v.BanFor, v.Reason)
 	}
 	for i, s := range r.Spared {
-		if i == maxListed {
-			fmt.Fprintf(w, "#   ... and %d more spared\n", len(r.Spared)-maxListed)
+		if i == engine.MaxListed {
+			fmt.Fprintf(w, "#   ... and %d more spared\n", len(r.Spared)-engine.MaxListed)
 			break
 		}
 		fmt.Fprintf(w, "#   spare %-18s %s: %s\n", s.Verdict.Subject, s.Why, s.Verdict.Reason)
 	}
 	for i, om := range d.Omitted {
-		if i == maxListed {
-			fmt.Fprintf(w, "#   ... and %d more left out\n", len(d.Omitted)-maxListed)
+		if i == engine.MaxListed {
+			fmt.Fprintf(w, "#   ... and %d more left out\n", len(d.Omitted)-engine.MaxListed)
 			break
 		}
 		fmt.Fprintf(w, "#   leave out %-14s %s\n", om.Prefix, om.Why)
@@ -206,7 +208,7 @@ func toJSON(v detect.Verdict) verdictJSON {
 		Threshold: v.Threshold, Hits: v.Hits, Samples: v.Samples, Sources: v.Sources, BanFor: v.BanFor.String(), Reason: v.Reason}
 }
 
-func planJSON(d *decision, format, script string) map[string]any {
+func planJSON(d *engine.Decision, format, script string) map[string]any {
 	verdicts := make([]verdictJSON, 0, len(d.Report.Verdicts))
 	for _, v := range d.Report.Verdicts {
 		verdicts = append(verdicts, toJSON(v))
@@ -250,12 +252,12 @@ func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := a.sample(ctx, p, o.from)
+	w, err := a.engine(o).Sample(ctx, p)
 	if err != nil {
 		return err
 	}
 	samples := w.Result.Samples
-	rows := perSource(samples)
+	rows := engine.PerSource(samples)
 	c := w.Result.Delta
 	class := detect.Classify(p, samples, c)
 	counters := map[string]int64{"SyncookiesSent": c.SyncookiesSent, "SyncookiesRecv": c.SyncookiesRecv,
@@ -279,59 +281,6 @@ func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
 	return tw.Flush()
 }
 
-type sourceRow struct {
-	Source      string `json:"source"`
-	SynRecv     int    `json:"syn_recv"`
-	Established int    `json:"established"`
-	Other       int    `json:"other"`
-	Total       int    `json:"total"`
-}
-
-// perSource counts, per remote address, the peak over the window of each
-// state, sorted by total, most first.
-func perSource(samples []detect.Sample) []sourceRow {
-	peak := map[netip.Addr]*sourceRow{}
-	for _, s := range samples {
-		cur := map[netip.Addr]*sourceRow{}
-		for _, c := range s.Conns {
-			r := cur[c.Remote.Addr()]
-			if r == nil {
-				r = &sourceRow{}
-				cur[c.Remote.Addr()] = r
-			}
-			switch c.State {
-			case detect.SynRecv, detect.NewSynRecv:
-				r.SynRecv++
-			case detect.Established:
-				r.Established++
-			default:
-				r.Other++
-			}
-			r.Total++
-		}
-		for addr, r := range cur {
-			p := peak[addr]
-			if p == nil {
-				p = &sourceRow{Source: addr.String()}
-				peak[addr] = p
-			}
-			p.SynRecv, p.Established = max(p.SynRecv, r.SynRecv), max(p.Established, r.Established)
-			p.Other, p.Total = max(p.Other, r.Other), max(p.Total, r.Total)
-		}
-	}
-	rows := make([]sourceRow, 0, len(peak))
-	for _, r := range peak {
-		rows = append(rows, *r)
-	}
-	slices.SortFunc(rows, func(x, y sourceRow) int {
-		if x.Total != y.Total {
-			return y.Total - x.Total
-		}
-		return strings.Compare(x.Source, y.Source)
-	})
-	return rows
-}
-
 // parseSubject parses a ban or unban argument: an address or a prefix.
 // Host bits set, zones and junk are bad input; IPv4-mapped becomes IPv4.
 func parseSubject(s string) (netip.Prefix, error) {
@@ -350,35 +299,42 @@ func checkBackendFlag(b string) error {
 	return badInput("--backend %q: want auto, nftables, iptables or route", b)
 }
 
-func backendName(o *options, p *policy.Policy) string {
-	if o.backend != "" {
-		return o.backend
-	}
-	return p.Backend
-}
-
-// lockedStore opens the state store and takes the run lock; cron runs that
-// overlap exit with code 3 instead of piling up. With wait > 0 (--wait) it
-// waits up to that long for the lock first.
-func lockedStore(ctx context.Context, dir string, wait time.Duration) (*state.Store, func() error, error) {
-	s, err := state.Open(dir)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open state store: %w", err)
-	}
-	if wait > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, wait)
-		defer cancel()
-	}
-	release, err := s.Lock(ctx, wait > 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	return s, release, nil
-}
-
 func classJSON(c detect.Classification) map[string]any {
 	return map[string]any{"kind": c.Kind, "why": c.Why, "half_open_sources": c.HalfOpenSources,
 		"half_open_entries": c.HalfOpenEntries, "cookies_sent": c.CookiesSent, "cookies_recv": c.CookiesRecv,
 		"advice": c.Advice}
+}
+
+// loadPolicyFor checks the --backend flag, then loads the policy: the
+// prologue of every command that may touch a backend.
+func loadPolicyFor(o *options) (*policy.Policy, error) {
+	if err := checkBackendFlag(o.backend); err != nil {
+		return nil, err
+	}
+	return loadPolicy(o)
+}
+
+func loadPolicy(o *options) (*policy.Policy, error) {
+	if o.config == "" {
+		return policy.Default(), nil
+	}
+	return policy.Load(o.config)
+}
+
+// writeDrift prints one line per managed setting for `synban check`.
+func writeDrift(w io.Writer, p *policy.Policy, states []sysctl.State) {
+	how := "report only: sysctl.apply = false"
+	if p.Sysctl.Apply {
+		how = "synban run sets it: sysctl.apply = true"
+	}
+	for _, s := range states {
+		switch {
+		case s.Err != "":
+			fmt.Fprintf(w, "sysctl %s: cannot read (%s); policy wants %d\n", s.Key, s.Err, s.Want)
+		case s.Drift:
+			fmt.Fprintf(w, "sysctl %s: drift: %s, policy wants %d (%s)\n", s.Key, s.Current, s.Want, how)
+		default:
+			fmt.Fprintf(w, "sysctl %s: %s as the policy wants\n", s.Key, s.Current)
+		}
+	}
 }

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/engine"
 	"github.com/synban/synban/templates"
 )
 
@@ -35,7 +35,7 @@ func unattended(o *options) (templates.Unattended, error) {
 		}
 		u.Config = abs
 	}
-	if o.stateDir != "" && filepath.Clean(o.stateDir) != state.DefaultDir {
+	if o.stateDir != "" && filepath.Clean(o.stateDir) != engine.DefaultStateDir {
 		abs, err := filepath.Abs(o.stateDir)
 		if err != nil {
 			return u, badInput("--state-dir %q: %v", o.stateDir, err)

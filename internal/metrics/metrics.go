@@ -15,9 +15,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/trust"
-	"github.com/synban/synban/rules"
 )
 
 // Metric names that other code (and tests) look up.
@@ -51,6 +49,28 @@ type Ban struct {
 	Reason string
 }
 
+// FloodClass is a run's flood classification, in plain values.
+type FloodClass struct {
+	// Kind is the kind found ("none", "real", "prefix", "spoofed").
+	Kind string
+	// Kinds lists every kind there is, in a fixed order: each gets a
+	// synban_flood sample, 1 for Kind and 0 for the others.
+	Kinds []string
+	// HalfOpenEntries and HalfOpenSources count half-open entries and their
+	// distinct sources in the fullest sample.
+	HalfOpenEntries, HalfOpenSources int
+	// CookiesSent and CookiesRecv are the SYN cookie counters' change over
+	// the window.
+	CookiesSent, CookiesRecv int64
+}
+
+// Counter is one of the backend's drop counters.
+type Counter struct {
+	// Chain and Rule name the rule, e.g. "input" and "ban_v4".
+	Chain, Rule    string
+	Packets, Bytes uint64
+}
+
 // Run is what one run saw and did. A failed run (Err set) writes only the
 // run-level metrics; the last success time is then carried over from the
 // file being replaced.
@@ -68,12 +88,12 @@ type Run struct {
 	// Verdicts is the number of offenders decided this run; Added and
 	// Expired count bans newly added and expired.
 	Verdicts, Added, Expired int
-	// Class is the window's flood classification.
-	Class detect.Classification
+	// Flood is the window's flood classification.
+	Flood FloodClass
 	// Bans are the active bans after the run.
 	Bans []Ban
 	// Drops are the backend's drop counters.
-	Drops []rules.Counter
+	Drops []Counter
 	// SysctlChanges counts kernel settings changed this run.
 	SysctlChanges int
 }
@@ -116,7 +136,7 @@ func Registry(r Run, lastSuccess time.Time) (*prometheus.Registry, error) {
 	if r.Err != nil {
 		return reg, errors.Join(errs...)
 	}
-	c := r.Class
+	c := r.Flood
 	errs = append(errs,
 		gauge(Samples, "Connection-table samples taken in the last run.", float64(r.Samples)),
 		gauge(Sources, "Distinct remote addresses seen in the last run's samples.", float64(r.Sources)),
@@ -132,7 +152,7 @@ func Registry(r Run, lastSuccess time.Time) (*prometheus.Registry, error) {
 
 	flood := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: Flood,
 		Help: "The last run's flood classification: 1 for the kind found (none, real, prefix or spoofed), 0 for the others."}, []string{"kind"})
-	for _, k := range detect.FloodKinds() {
+	for _, k := range c.Kinds {
 		v := 0.0
 		if k == c.Kind {
 			v = 1

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/synban/synban/detect"
-	"github.com/synban/synban/rules"
 )
 
 func readBack(t *testing.T, path string) map[string]float64 {
@@ -55,9 +54,9 @@ func TestWriteSuccessThenFailure(t *testing.T) {
 	run := Run{
 		Start: start, Elapsed: 1500 * time.Millisecond, Backend: "nftables",
 		Samples: 3, Sources: 42, Verdicts: 2, Added: 2, Expired: 1,
-		Class: detect.Classification{Kind: detect.KindReal, HalfOpenEntries: 180, HalfOpenSources: 2, CookiesSent: 7, CookiesRecv: 5},
+		Flood: FloodClass{Kind: detect.KindReal, Kinds: detect.FloodKinds(), HalfOpenEntries: 180, HalfOpenSources: 2, CookiesSent: 7, CookiesRecv: 5},
 		Bans:  []Ban{{"nftables", "syn-flood"}, {"nftables", "syn-flood"}, {"nftables", "manual"}, {"nftables", ""}},
-		Drops: []rules.Counter{{Chain: "input", Rule: "ban_v4", Packets: 1234, Bytes: 74040},
+		Drops: []Counter{{Chain: "input", Rule: "ban_v4", Packets: 1234, Bytes: 74040},
 			{Chain: "input", Rule: "meter_v4", Packets: 9, Bytes: 540}},
 		SysctlChanges: 1,
 	}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"text/tabwriter"
+	"time"
+
+	"github.com/synban/synban/engine"
+	"github.com/synban/synban/rules"
+	"github.com/synban/synban/templates"
+)
+
+// cmdStatus shows the backend, the bans in the kernel and the drop counters,
+// and says plainly what the kernel lacks of what the state store holds. It
+// writes nothing: no state directory is created (the store is read only when
+// it exists), no store updated, and the backend is opened read-only (no
+// table, chain, set or route created, expired or removed).
+func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
+	if err := noArgs("status", args); err != nil {
+		return err
+	}
+	p, err := loadPolicyFor(o)
+	if err != nil {
+		return err
+	}
+	st, err := a.engine(o).Status(ctx, p)
+	if err != nil {
+		return err
+	}
+	choice := st.Choice
+	if o.json {
+		type banJSON struct {
+			Prefix  string  `json:"prefix"`
+			Expires float64 `json:"expires_seconds"`
+			Timeout float64 `json:"timeout_seconds"`
+			Reason  string  `json:"reason"`
+		}
+		out := make([]banJSON, 0, len(st.Bans))
+		for _, bn := range st.Bans {
+			out = append(out, banJSON{bn.Prefix.String(), bn.Expires.Seconds(), bn.Timeout.Seconds(), bn.Reason})
+		}
+		absent := make([]string, 0, len(st.Absent))
+		for _, pfx := range st.Absent {
+			absent = append(absent, pfx.String())
+		}
+		return writeJSON(a.stdout, map[string]any{"backend": choice.Name, "backend_why": choice.Why, "bans": out, "counters": st.Counters,
+			"missing": append([]string{}, st.Missing...), "stored_bans": st.Stored, "stored_missing": absent,
+			"state_loaded": st.StateLoaded, "notes": append([]string{}, st.Notes...)})
+	}
+	fmt.Fprintf(a.stdout, "backend: %s (%s)\n", choice.Name, choice.Why)
+	for _, n := range st.Notes {
+		fmt.Fprintln(a.stdout, n)
+	}
+	fmt.Fprintf(a.stdout, "bans: %d\n", len(st.Bans))
+	writeBans(a.stdout, st.Bans)
+	if len(st.Counters) > 0 {
+		fmt.Fprintln(a.stdout, "drops:")
+		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		for _, c := range st.Counters {
+			fmt.Fprintf(tw, "  %s\t%s\t%d packets\t%d bytes\n", c.Chain, c.Rule, c.Packets, c.Bytes)
+		}
+		tw.Flush()
+	}
+	return nil
+}
+
+func writeBans(w io.Writer, bans []rules.ActiveBan) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, b := range bans {
+		left := "never expires"
+		if b.Expires > 0 {
+			left = b.Expires.Round(time.Second).String() + " left"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", b.Prefix, left, b.Reason)
+	}
+	tw.Flush()
+}
+
+func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
+	if len(args) != 1 {
+		return badInput("ban takes one address or prefix, got %d arguments", len(args))
+	}
+	if err := checkBackendFlag(o.backend); err != nil {
+		return err
+	}
+	subject, err := parseSubject(args[0])
+	if err != nil {
+		return err
+	}
+	p, err := loadPolicy(o)
+	if err != nil {
+		return err
+	}
+	d := p.Ban.Duration.Duration
+	if o.banFor != "" {
+		d, err = time.ParseDuration(o.banFor)
+		if err != nil || d < time.Second {
+			return badInput("--for %q: want a duration of at least 1s such as 90s, 10m or 2h", o.banFor)
+		}
+	}
+	banned, err := a.engine(o).Ban(ctx, p, subject, d, o.force)
+	if err != nil {
+		return err
+	}
+	note := ""
+	if banned.Ban.Timeout < d {
+		note = " (capped by ban.max_duration)"
+	}
+	fmt.Fprintf(a.stdout, "banned %s for %s%s (%s)\n", banned.Ban.Prefix, banned.Ban.Timeout, note, banned.Backend)
+	return nil
+}
+
+func cmdUnban(ctx context.Context, a *app, o *options, args []string) error {
+	if len(args) == 0 {
+		return badInput("unban takes one or more addresses or prefixes")
+	}
+	if err := checkBackendFlag(o.backend); err != nil {
+		return err
+	}
+	var subjects []netip.Prefix
+	for _, arg := range args {
+		s, err := parseSubject(arg)
+		if err != nil {
+			return err
+		}
+		subjects = append(subjects, s)
+	}
+	p, err := loadPolicy(o)
+	if err != nil {
+		return err
+	}
+	n, backend, err := a.engine(o).Unban(ctx, p, subjects)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "unbanned %d of %d (%s)\n", n, len(subjects), backend)
+	return nil
+}
+
+func cmdFlush(ctx context.Context, a *app, o *options, args []string) error {
+	if err := noArgs("flush", args); err != nil {
+		return err
+	}
+	p, err := loadPolicyFor(o)
+	if err != nil {
+		return err
+	}
+	backend, err := a.engine(o).Flush(ctx, p)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "removed everything synban created (%s)\n", backend)
+	return nil
+}
+
+// renderOther renders the dry run in iptables or route syntax.
+func renderOther(w io.Writer, d *engine.Decision, format string) error {
+	switch format {
+	case "iptables":
+		return templates.IPTables(w, d.Ruleset, d.Policy.IPTables.Chain)
+	case "route":
+		return templates.Route(w, d.Ruleset, d.Policy.Route.Type, d.Policy.Route.Protocol)
+	}
+	return badInput("unknown format %q", format)
+}

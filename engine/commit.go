@@ -1,0 +1,315 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/synban/synban/detect"
+	"github.com/synban/synban/internal/metrics"
+	"github.com/synban/synban/internal/sysctl"
+	"github.com/synban/synban/policy"
+	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/backends"
+	"github.com/synban/synban/rules/state"
+)
+
+// Outcome is what a committed cycle did.
+type Outcome struct {
+	// Choice is the backend used and why.
+	Choice   backends.Choice
+	Decision *Decision
+	// Result is the backend's account of the apply.
+	Result rules.Result
+	// Expired counts bans the state store expired.
+	Expired int
+	// SysctlChanges counts kernel settings changed ([sysctl] apply).
+	SysctlChanges int
+}
+
+// Run is one unattended cycle: lock, decide, commit (see commit). When it
+// fails for a reason other than the lock (another run is doing the work)
+// or a signal, the failure is recorded in the metrics file; a successful
+// run writes its metrics itself.
+func (e *Engine) Run(ctx context.Context, p *policy.Policy, now time.Time) (*Outcome, error) {
+	start := time.Now()
+	out, err := e.run(ctx, p, now, start)
+	// An interrupted run is not a failure of the host's defence: the metrics
+	// keep the last run's outcome.
+	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrLocked) && p.Metrics.Textfile != "" {
+		if merr := metrics.Write(p.Metrics.Textfile, metrics.Run{Start: start, Elapsed: time.Since(start), Err: err}); merr != nil {
+			e.log.Error("could not write the metrics file", "path", p.Metrics.Textfile, "err", merr)
+		}
+	}
+	return out, err
+}
+
+// run runs one full cycle: lock, decide, apply, record, expire. A signal
+// (ctx cancelled) ends the cycle at once while it waits for the lock or
+// samples; once the firewall is about to change, the cycle completes (apply,
+// record, expire) so the kernel and the state store stay consistent.
+func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time) (*Outcome, error) {
+	store, st, b, choice, release, err := e.lockAndOpen(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	var drops *dropReader
+	if dc, ok := b.(rules.DropCounter); ok {
+		drops = &dropReader{dc: dc}
+	}
+	d, err := e.decideWith(ctx, p, st, now, drops)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("before applying: %w", err)
+	}
+	// From here on the cycle completes even when a signal comes.
+	ctx = context.WithoutCancel(ctx)
+	out := &Outcome{Choice: choice, Decision: d}
+	out.SysctlChanges = e.hardenKernel(p)
+	e.spoofSysctls(p, d.Class)
+	if out.Result, err = b.Apply(ctx, d.Ruleset); err != nil {
+		return nil, fmt.Errorf("apply with %s: %w", choice.Name, err)
+	}
+	res := out.Result
+	if res.Created {
+		if len(st.Bans) > 0 || len(st.History) > 0 {
+			// Someone flushed the ruleset, reloaded the firewall or rebooted.
+			e.log.Warn("synban's firewall state was missing and has been restored", "backend", choice.Name,
+				"table", d.Ruleset.Table, "bans", len(d.Ruleset.Bans), "restored_from_state", d.Restored)
+		} else {
+			e.log.Info("created synban's firewall state", "backend", choice.Name, "table", d.Ruleset.Table)
+		}
+	}
+	for _, c := range res.Changed {
+		e.log.Info("changed", "backend", choice.Name, "object", c)
+	}
+	counts, err := dropBaseline(ctx, drops, res)
+	if err != nil {
+		e.log.Warn("drop counters unreadable after apply; the next run treats offenders still banned as answered", "err", err)
+	}
+	if err := store.Update(func(s *state.State) error {
+		for _, x := range s.Expire(now) {
+			out.Expired++
+			e.log.Info("ban expired", "subject", x.Prefix, "rule", x.Rule, "lasted", x.Until.Sub(x.Since).Round(time.Second), "reason", x.Reason)
+		}
+		recordBans(s, d, choice.Name, now, counts)
+		// Bans the backend will not hold (another owner's route to the same
+		// destination, a stored ban the allow list now covers) leave the
+		// store: kept, they would be retried every run and reported missing.
+		for _, pfx := range res.Forget {
+			if old, ok := s.Find(pfx); ok && old.Backend == choice.Name {
+				s.Remove(pfx)
+				e.log.Info("ban dropped from the state store: the backend will not hold it", "subject", pfx, "backend", choice.Name)
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("record bans in %s: %w", store.Path(), err)
+	}
+	if ex, ok := b.(rules.Expirer); ok {
+		if _, err := ex.Expire(ctx); err != nil {
+			return nil, fmt.Errorf("expire %s bans: %w", choice.Name, err)
+		}
+	}
+	e.logDecision(d)
+	e.writeMetrics(ctx, out, b, store, start)
+	// One summary line per run (shown from --log-level info up).
+	e.log.Info("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
+		"verdicts", len(d.Report.Verdicts), "added", res.Added, "refreshed", res.Refreshed,
+		"restored", d.Restored, "expired", out.Expired, "spared", len(d.Report.Spared),
+		"omitted", len(d.Omitted), "duration", time.Since(start).Round(time.Millisecond))
+	return out, nil
+}
+
+// logDecision logs the bans decided, the offenders spared and the bans left
+// out. A spoofed flood or a full ban set can mean a million of these: it
+// names the first few and counts the rest.
+func (e *Engine) logDecision(d *Decision) {
+	for _, v := range d.Report.Verdicts {
+		e.log.Info("ban", "subject", v.Subject, "rule", v.Rule, "count", v.Count, "for", v.BanFor, "reason", v.Reason)
+	}
+	for i, s := range d.Report.Spared {
+		if i == MaxListed {
+			e.log.Warn("more offenders spared", "count", len(d.Report.Spared)-MaxListed)
+			break
+		}
+		e.log.Warn("offender spared", "subject", s.Verdict.Subject, "why", s.Why)
+	}
+	for i, om := range d.Omitted {
+		if i == MaxListed {
+			e.log.Warn("more bans left out", "count", len(d.Omitted)-MaxListed, "total", len(d.Omitted))
+			break
+		}
+		e.log.Warn("ban left out", "subject", om.Prefix, "why", om.Why)
+	}
+}
+
+// recordBans writes the decided bans into the state store. New offences go
+// into the history (escalation counts them); refreshes of a ban that still
+// holds do not. counts, when the backend has per-ban counters, are the drop
+// counts the kernel shows after the apply: the baseline the next run
+// compares with.
+func recordBans(s *state.State, d *Decision, backend string, now time.Time, counts map[netip.Prefix]uint64) {
+	fresh := make(map[netip.Prefix]detect.Verdict, len(d.Report.Verdicts))
+	for _, v := range d.Report.Verdicts {
+		fresh[policy.Canonical(v.Subject)] = v
+	}
+	// longest is the longest ban Compile lets through.
+	longest := policy.MaxTimeout
+	if m := d.Policy.Ban.MaxDuration.Duration; m > 0 && m < longest {
+		longest = m
+	}
+	for _, b := range d.Ruleset.Bans {
+		v, decided := fresh[b.Prefix]
+		sb := state.Ban{Prefix: b.Prefix, Since: now, Until: now.Add(b.Timeout), Reason: b.Reason, Backend: backend}
+		if old, ok := s.Find(b.Prefix); ok && old.Until.After(now.Add(longest)) {
+			// Compile cut the stored ban to ban.max_duration (a ban stored
+			// until 2099): the store must not outlast the kernel, or every
+			// run would restore it again. Upsert only lengthens. A ban
+			// within the cap keeps its end: restoring it rounds its time
+			// left to whole seconds, which must not shorten it run by run.
+			s.Remove(b.Prefix)
+			sb.Since, sb.Forced = old.Since, old.Forced
+		}
+		if decided {
+			sb.Rule = v.Rule
+			if !d.Refreshed[b.Prefix] {
+				s.Record(b.Prefix, now, b.Timeout)
+			}
+		}
+		s.Upsert(sb)
+		if n, ok := counts[b.Prefix]; ok {
+			s.SetDrops(b.Prefix, n)
+		}
+	}
+}
+
+// dropBaseline returns the per-ban drop counts to store after an apply: the
+// counts read during the decision when the apply added or refreshed no
+// element (so no counter restarted), else a fresh read. nil when the
+// backend has no counters or they were not needed.
+func dropBaseline(ctx context.Context, drops *dropReader, res rules.Result) (map[netip.Prefix]uint64, error) {
+	if drops == nil {
+		return nil, nil
+	}
+	unchanged := res.Added+res.Refreshed == 0 && !res.Created && len(res.Changed) == 0
+	if drops.done && drops.err == nil && unchanged {
+		return drops.m, nil
+	}
+	if !drops.done && unchanged {
+		return nil, nil // nothing read, nothing changed: the stored counts stand
+	}
+	m, err := drops.dc.BanDrops(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read per-ban drop counters: %w", err)
+	}
+	return m, nil
+}
+
+// sysctlRoot is where kernel settings live.
+func (e *Engine) sysctlRoot() string {
+	if e.opts.SysctlRoot != "" {
+		return e.opts.SysctlRoot
+	}
+	return sysctl.Root
+}
+
+// hardenKernel applies [sysctl] for a run when sysctl.apply is true and
+// logs every change with its old and new value; failures are logged, not
+// fatal: the bans matter more. It returns the number of settings changed.
+func (e *Engine) hardenKernel(p *policy.Policy) int {
+	if !p.Sysctl.Apply {
+		return 0
+	}
+	changed, err := sysctl.Apply(e.sysctlRoot(), p.Sysctl.Settings())
+	for _, c := range changed {
+		e.log.Warn("kernel setting changed (sysctl.apply)", "key", c.Key, "old", c.Old, "new", c.New)
+	}
+	if err != nil {
+		e.log.Error("could not apply the policy's kernel settings", "err", err)
+	}
+	return len(changed)
+}
+
+// spoofSysctls sets what detect.SpoofSysctls wants against the classified
+// flood, in this network namespace, and logs what changed; a failure is
+// logged, not fatal.
+func (e *Engine) spoofSysctls(p *policy.Policy, c detect.Classification) {
+	changed, err := applySpoofSysctls("", p, c)
+	if err != nil {
+		e.log.Error("could not apply the kernel settings against a spoofed flood", "err", err)
+		return
+	}
+	for _, c := range changed {
+		e.log.Warn("kernel setting changed against a spoofed flood (spoof.apply_sysctl)", "change", c)
+	}
+}
+
+// applySpoofSysctls enforces detect.SpoofSysctls in the network namespace
+// netns ("" for this one) and returns the changes as "key: old -> new".
+func applySpoofSysctls(netns string, p *policy.Policy, c detect.Classification) ([]string, error) {
+	want := detect.SpoofSysctls(p, c)
+	if len(want) == 0 {
+		return nil, nil
+	}
+	ws := make([]sysctl.Want, 0, len(want))
+	for _, w := range want {
+		ws = append(ws, sysctl.Want{Key: w.Key, Value: w.Value, Keep: w.Keep})
+	}
+	changed, err := sysctl.Ensure(netns, ws)
+	var out []string
+	for _, ch := range changed {
+		out = append(out, ch.String())
+	}
+	return out, err
+}
+
+// writeMetrics writes the metrics file of a successful run when the policy
+// names one: the decision, the active bans from the state store and the
+// backend's drop counters. A metrics failure is logged, not returned: the
+// bans are in place.
+func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend, store *state.Store, start time.Time) {
+	d := out.Decision
+	path := d.Policy.Metrics.Textfile
+	if path == "" {
+		return
+	}
+	c := d.Class
+	m := metrics.Run{
+		Start: start, Elapsed: time.Since(start), Backend: out.Choice.Name,
+		Samples: len(d.Samples), Sources: d.Report.Sources, Verdicts: len(d.Report.Verdicts),
+		Added: out.Result.Added, Expired: out.Expired, SysctlChanges: out.SysctlChanges,
+		Flood: metrics.FloodClass{Kind: c.Kind, Kinds: detect.FloodKinds(), HalfOpenEntries: c.HalfOpenEntries,
+			HalfOpenSources: c.HalfOpenSources, CookiesSent: c.CookiesSent, CookiesRecv: c.CookiesRecv},
+	}
+	if st, err := store.Load(); err != nil {
+		e.log.Warn("metrics: cannot read the active bans", "err", err)
+	} else {
+		for _, ban := range st.Active(time.Now()) {
+			reason := ban.Rule
+			if reason == "" && ban.Reason == "manual ban" {
+				reason = "manual"
+			}
+			backend := ban.Backend
+			if backend == "" {
+				backend = out.Choice.Name
+			}
+			m.Bans = append(m.Bans, metrics.Ban{Backend: backend, Reason: reason})
+		}
+	}
+	if cs, err := b.Counters(ctx); err != nil {
+		e.log.Warn("metrics: cannot read the drop counters", "backend", out.Choice.Name, "err", err)
+	} else {
+		for _, x := range cs {
+			m.Drops = append(m.Drops, metrics.Counter{Chain: x.Chain, Rule: x.Rule, Packets: x.Packets, Bytes: x.Bytes})
+		}
+	}
+	if err := metrics.Write(path, m); err != nil {
+		e.log.Error("could not write the metrics file", "path", path, "err", err)
+	}
+}

@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/synban/synban/detect"
+	"github.com/synban/synban/policy"
+	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/backends"
+	"github.com/synban/synban/rules/state"
+)
+
+// Decision is everything one cycle decided, before anything is applied: a
+// dry run renders it, a run commits it.
+type Decision struct {
+	Policy     *policy.Policy
+	Guard      *policy.Guard
+	Sampler    string
+	SamplerWhy string
+	Samples    []detect.Sample
+	// Counters is the TcpExt counters' change over the window.
+	Counters detect.TcpExt
+	Class    detect.Classification
+	Report   detect.Report
+	Ruleset  *rules.Ruleset
+	Omitted  rules.Omitted
+	// Restored counts active bans from the state store carried into the
+	// ruleset.
+	Restored    int
+	StateLoaded bool
+	// Refreshed are the subjects of Report.Verdicts whose ban still holds
+	// and is only extended (the source kept sending): not new offences.
+	Refreshed map[netip.Prefix]bool
+}
+
+// Guard builds the never-ban guard from the policy and the host's
+// addresses, each with the reason it is protected (host address, default
+// gateway, SSH client from Options.SSHConnection), which the guard's
+// messages then name.
+func (e *Engine) Guard(p *policy.Policy) (*policy.Guard, error) {
+	var host []detect.Protected
+	if p.Allow.Host {
+		var err error
+		if host, err = detect.HostProtected(e.opts.SSHConnection); err != nil {
+			return nil, fmt.Errorf("find the host's own addresses: %w", err)
+		}
+	}
+	e.log.Debug("never-ban addresses of this host", "count", len(host))
+	return p.Guard(host), nil
+}
+
+// Plan decides without changing anything: the state store is read only
+// when it exists (an unreadable one is logged and planned without), and the
+// backend a run would use is chosen by the same code, probing without
+// creating anything. A backend that would fail is named in Choice.Why.
+func (e *Engine) Plan(ctx context.Context, p *policy.Policy, now time.Time) (*Decision, backends.Choice, error) {
+	st, err := readState(e.opts.StateDir)
+	if err != nil {
+		e.log.Warn("state store unreadable; planning without it", "dir", e.opts.StateDir, "err", err)
+		st = nil
+	}
+	d, err := e.Decide(ctx, p, st, now)
+	if err != nil {
+		return nil, backends.Choice{}, err
+	}
+	choice, err := backends.Choose(ctx, e.BackendName(p), e.backendOptions(p, nil))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, backends.Choice{}, err
+		}
+		choice.Why = fmt.Sprintf("%v: run would fail", err)
+	}
+	return d, choice, nil
+}
+
+// Decide runs the pure part of a cycle: sample, analyse, escalate, compile.
+// st may be nil (no state store available: plan on a fresh host). Without
+// drop counters, evidence against a subject whose ban holds is stale.
+func (e *Engine) Decide(ctx context.Context, p *policy.Policy, st *state.State, now time.Time) (*Decision, error) {
+	return e.decideWith(ctx, p, st, now, nil)
+}
+
+// decideWith is Decide with the backend's per-ban drop counters (nil when
+// the backend has none), read only when a verdict names a subject whose ban
+// still holds.
+func (e *Engine) decideWith(ctx context.Context, p *policy.Policy, st *state.State, now time.Time, drops *dropReader) (*Decision, error) {
+	g, err := e.Guard(p)
+	if err != nil {
+		return nil, err
+	}
+	w, err := e.Sample(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return e.decideWindow(ctx, p, g, w, st, now, drops)
+}
+
+// decideWindow decides on a window already taken.
+func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.Guard, w *Window, st *state.State, now time.Time, drops *dropReader) (*Decision, error) {
+	samples := w.Result.Samples
+	rep := detect.Analyze(p, samples, g)
+	class := detect.Classify(p, samples, w.Result.Delta)
+	if class.Kind == detect.KindSpoofed {
+		// Banning forged sources is pointless and fills the ban set: keep only
+		// the real offenders; the SYN meter stays on.
+		rep = detect.FilterSpoofed(rep, class)
+		e.log.Warn("spoofed SYN flood", "half_open_sources", class.HalfOpenSources, "half_open_entries", class.HalfOpenEntries,
+			"cookies_sent", class.CookiesSent, "cookies_recv", class.CookiesRecv, "why", class.Why)
+		for _, adv := range class.Advice {
+			e.log.Warn("advice", "do", adv)
+		}
+	}
+	var refreshed map[netip.Prefix]bool
+	if st != nil {
+		esc := detect.Escalate(p, rep.Verdicts, now, standing(ctx, st, now, drops))
+		if drops != nil && drops.err != nil {
+			e.log.Warn("drop counters unreadable; offenders still banned count as answered", "err", drops.err)
+		}
+		rep.Verdicts, refreshed = esc.Verdicts, esc.Refreshed
+		for _, v := range esc.Stale {
+			e.log.Debug("offence already answered by a ban that holds, nothing new dropped", "subject", v.Subject, "rule", v.Rule, "count", v.Count)
+		}
+	}
+	verdicts := rep.Verdicts
+	restored := 0
+	if st != nil {
+		restore := storedVerdicts(st, now)
+		restored = len(restore)
+		verdicts = append(append([]detect.Verdict(nil), verdicts...), restore...)
+	}
+	rs, omitted, err := rules.Compile(p, verdicts, g)
+	if err != nil {
+		return nil, fmt.Errorf("compile ruleset: %w", err)
+	}
+	return &Decision{Policy: p, Guard: g, Sampler: strings.Join(w.Samplers, "+"), SamplerWhy: w.Why, Samples: samples,
+		Counters: w.Result.Delta, Class: class, Report: rep, Ruleset: rs, Omitted: omitted, StateLoaded: st != nil, Restored: restored,
+		Refreshed: refreshed}, nil
+}
+
+// standing returns escalation's view of a subject: its history, whether its
+// stored ban still holds, and whether that ban's kernel drop counter moved
+// since the count stored by the previous run. When the counters cannot be
+// read, a ban that holds counts as showing nothing new.
+func standing(ctx context.Context, st *state.State, now time.Time, drops *dropReader) func(netip.Prefix) detect.Standing {
+	return func(pfx netip.Prefix) detect.Standing {
+		var s detect.Standing
+		if r, ok := st.Last(pfx); ok {
+			s.Last, s.HasLast = detect.PastBan{At: r.LastBan, For: r.LastFor}, true
+		}
+		b, ok := st.Find(pfx)
+		if !ok || b.Expired(now) {
+			return s
+		}
+		s.Banned, s.Until = true, b.Until
+		if drops == nil {
+			return s
+		}
+		if m, err := drops.read(ctx); err == nil {
+			if cur, ok := m[policy.Canonical(pfx)]; ok {
+				s.Dropped = detect.NewDrops(cur, b.Drops)
+			}
+		}
+		return s
+	}
+}
+
+// dropReader reads a backend's per-ban drop counters at most once per run.
+type dropReader struct {
+	dc   rules.DropCounter
+	m    map[netip.Prefix]uint64
+	err  error
+	done bool
+}
+
+func (d *dropReader) read(ctx context.Context) (map[netip.Prefix]uint64, error) {
+	if !d.done {
+		d.m, d.err = d.dc.BanDrops(ctx)
+		d.done = true
+		if d.err != nil {
+			d.err = fmt.Errorf("read per-ban drop counters: %w", d.err)
+		}
+	}
+	return d.m, d.err
+}
+
+// storedVerdicts turns the state store's active bans into verdicts carrying
+// the time each has left, so a run after an outside flush or a reboot puts
+// them back. They come after the sampled verdicts: Compile keeps the longer
+// of two bans of one subject, drops what a prefix covers, and enforces the
+// guard and max_entries on them like on any verdict.
+func storedVerdicts(st *state.State, now time.Time) []detect.Verdict {
+	var out []detect.Verdict
+	for _, b := range st.Active(now) {
+		left := b.Until.Sub(now).Truncate(time.Second)
+		if left < time.Second {
+			continue
+		}
+		reason := b.Reason
+		if reason == "" {
+			reason = "restored from state"
+		}
+		out = append(out, detect.Verdict{Subject: b.Prefix, BanFor: left, Reason: reason, Rule: "", Sources: 1, Forced: b.Forced})
+	}
+	return out
+}

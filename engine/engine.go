@@ -1,0 +1,181 @@
+// Package engine owns one synban cycle: sample the connection tables,
+// decide (analyse, classify, escalate, compile) and commit (kernel settings,
+// apply, record in the state store, expire, metrics). The decision is a
+// plain value (Decision) that a dry run renders and a run commits. The
+// engine also does the state-store bookkeeping of manual bans, unbans and
+// flushes: it is the only writer of the store.
+//
+// An Engine holds a logger and plain options; it reads no environment and
+// keeps no global state, so the CLI, watch, the bench harness and tests run
+// the same cycle.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/synban/synban/policy"
+	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/backends"
+	"github.com/synban/synban/rules/state"
+)
+
+// ErrLocked is returned (wrapped) when another run holds the state lock.
+var ErrLocked = state.ErrLocked
+
+// DefaultStateDir is the state directory when none is given.
+const DefaultStateDir = state.DefaultDir
+
+// MaxListed is how many spared offenders and left-out bans a run logs (and
+// a plan prints) one by one before it only counts them.
+const MaxListed = 20
+
+// Options are the plain settings of an Engine.
+type Options struct {
+	// StateDir is the state store's directory.
+	StateDir string
+	// Wait is how long to wait for another run's state lock (0: fail with
+	// ErrLocked at once).
+	Wait time.Duration
+	// Backend names the firewall backend ("auto", "nftables", "iptables",
+	// "route"); "" means the policy's.
+	Backend string
+	// DisableNFTables treats nftables as unusable.
+	DisableNFTables bool
+	// From, when set, replays a captured table (FROM/net/tcp and
+	// FROM/net/tcp6 in /proc format) instead of sampling the live tables.
+	From string
+	// SSHConnection is the value of SSH_CONNECTION (else SSH_CLIENT): the
+	// guard never bans the client of the session running synban.
+	SSHConnection string
+	// SysctlRoot is where kernel settings live ("" means /proc/sys).
+	SysctlRoot string
+}
+
+// Engine runs synban's cycle and its bookkeeping. The zero value is not
+// usable; call New.
+type Engine struct {
+	log  *slog.Logger
+	opts Options
+}
+
+// New returns an engine logging to log (nil discards) with options o.
+func New(log *slog.Logger, o Options) *Engine {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{log: log, opts: o}
+}
+
+// InputError marks bad input (a capture that cannot be replayed, a ban the
+// policy refuses): the CLI maps it to exit code 2.
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+// BadInput returns an InputError with a formatted message.
+func BadInput(format string, args ...any) error {
+	return &InputError{fmt.Errorf(format, args...)}
+}
+
+// BackendName is the backend asked for: Options.Backend, else the
+// policy's.
+func (e *Engine) BackendName(p *policy.Policy) string {
+	if e.opts.Backend != "" {
+		return e.opts.Backend
+	}
+	return p.Backend
+}
+
+// backendOptions are the backend options the policy and the engine's
+// options ask for: one place, so that run, status and plan choose alike.
+func (e *Engine) backendOptions(p *policy.Policy, store *state.Store) backends.Options {
+	nftMode, nftTable, nftFamily := p.NFTables.Target()
+	return backends.Options{
+		Logger:             e.log,
+		Store:              store,
+		DisableNFTables:    e.opts.DisableNFTables,
+		NFTMode:            nftMode,
+		NFTTable:           nftTable,
+		NFTFamily:          nftFamily,
+		IPTablesPath:       p.IPTables.Path,
+		IPTablesChain:      p.IPTables.Chain,
+		IPTablesDockerUser: p.IPTables.DockerUser,
+		RouteType:          p.Route.Type,
+		RouteProtocol:      p.Route.Protocol,
+	}
+}
+
+// openBackend picks the backend (options or policy) and logs why.
+func (e *Engine) openBackend(ctx context.Context, p *policy.Policy, store *state.Store) (rules.Backend, backends.Choice, error) {
+	b, choice, err := backends.Open(ctx, e.BackendName(p), e.backendOptions(p, store))
+	if err != nil {
+		return nil, choice, fmt.Errorf("choose a firewall backend: %w", err)
+	}
+	return b, choice, nil
+}
+
+// lockedStore opens the state store and takes the run lock; cron runs that
+// overlap fail with ErrLocked instead of piling up. With Wait > 0 it waits
+// up to that long for the lock first.
+func (e *Engine) lockedStore(ctx context.Context) (*state.Store, func() error, error) {
+	e.log.Debug("taking the state lock", "dir", e.opts.StateDir, "wait", e.opts.Wait)
+	s, err := state.Open(e.opts.StateDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open state store: %w", err)
+	}
+	wait := e.opts.Wait
+	if wait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	release, err := s.Lock(ctx, wait > 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, release, nil
+}
+
+// lockAndOpen takes the state lock, checks that the state store loads, and
+// opens the backend, for the operations that change bans. A store that
+// cannot be read (corrupt, or a link or FIFO planted as its file) stops the
+// operation before the kernel is touched: a ban applied and then not
+// recorded would never be restored or expired by synban. The caller defers
+// release.
+func (e *Engine) lockAndOpen(ctx context.Context, p *policy.Policy) (*state.Store, *state.State, rules.Backend, backends.Choice, func() error, error) {
+	store, release, err := e.lockedStore(ctx)
+	if err != nil {
+		return nil, nil, nil, backends.Choice{}, nil, err
+	}
+	st, err := store.Load()
+	if err != nil {
+		release()
+		return nil, nil, nil, backends.Choice{}, nil, fmt.Errorf("load state: %w", err)
+	}
+	b, choice, err := e.openBackend(ctx, p, store)
+	if err != nil {
+		release()
+		return nil, nil, nil, backends.Choice{}, nil, err
+	}
+	return store, st, b, choice, release, nil
+}
+
+// readState loads the state store read-only when it exists; a missing state
+// directory is not an error (a dry run on a fresh host writes nothing).
+func readState(dir string) (*state.State, error) {
+	if _, err := os.Stat(filepath.Join(dir, state.FileName)); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	s, err := state.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	return s.Load()
+}

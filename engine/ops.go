@@ -1,0 +1,258 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/synban/synban/detect"
+	"github.com/synban/synban/policy"
+	"github.com/synban/synban/rules"
+	"github.com/synban/synban/rules/backends"
+	"github.com/synban/synban/rules/route"
+	"github.com/synban/synban/rules/state"
+)
+
+// Banned is what a manual ban did.
+type Banned struct {
+	// Ban is the ban applied: its timeout may be shorter than asked
+	// (ban.max_duration).
+	Ban rules.Ban
+	// Backend is the backend used.
+	Backend string
+}
+
+// Ban bans subject for d by hand and records it in the state store. A
+// prefix broader than the policy's minimum lengths is refused unless force
+// (never a /0); a subject the guard protects is refused; both are
+// InputErrors and change nothing.
+func (e *Engine) Ban(ctx context.Context, p *policy.Policy, subject netip.Prefix, d time.Duration, force bool) (*Banned, error) {
+	g, err := e.Guard(p)
+	if err != nil {
+		return nil, err
+	}
+	reason := "manual ban"
+	if why, broad := rules.TooBroad(p, subject); broad {
+		switch {
+		case subject.Bits() == 0:
+			return nil, BadInput("refusing to ban %s: %s, even with --force", subject, why)
+		case !force:
+			return nil, BadInput("refusing to ban %s: %s; add --force to ban it anyway", subject, why)
+		}
+		// Compile, now and when the ban is restored from the state store
+		// (which keeps the flag), lets a broad ban through only when forced.
+		reason = rules.ForcedBanReason
+	}
+	if why, protected := g.Protects(subject); protected {
+		return nil, BadInput("refusing to ban %s: %s", subject, why)
+	}
+	forced := reason == rules.ForcedBanReason
+	rs, omitted, err := rules.Compile(p, []detect.Verdict{{Subject: subject, BanFor: d, Reason: reason, Sources: 1, Forced: forced}}, g)
+	if err != nil {
+		return nil, fmt.Errorf("compile ruleset: %w", err)
+	}
+	if len(omitted) > 0 {
+		return nil, BadInput("refusing to ban %s: %s", subject, omitted[0].Why)
+	}
+	ban := rs.Bans[0]
+	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if _, err := b.Apply(ctx, rs); err != nil {
+		return nil, fmt.Errorf("apply ban with %s: %w", choice.Name, err)
+	}
+	now := time.Now()
+	if err := store.Update(func(s *state.State) error {
+		s.Upsert(state.Ban{Prefix: ban.Prefix, Since: now, Until: now.Add(ban.Timeout), Reason: ban.Reason, Rule: "manual", Backend: choice.Name, Forced: forced})
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("record ban: %w", err)
+	}
+	e.log.Info("ban", "subject", ban.Prefix, "rule", "manual", "for", ban.Timeout, "asked", d, "reason", ban.Reason, "backend", choice.Name)
+	return &Banned{Ban: ban, Backend: choice.Name}, nil
+}
+
+// Unban removes the bans of subjects from the kernel and the state store
+// (the history stays for escalation). It returns how many the kernel held
+// and the backend used.
+func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.Prefix) (int, string, error) {
+	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
+	if err != nil {
+		return 0, "", err
+	}
+	defer release()
+	n, err := b.Unban(ctx, subjects)
+	if err != nil {
+		return 0, "", fmt.Errorf("unban with %s: %w", choice.Name, err)
+	}
+	if err := store.Update(func(s *state.State) error {
+		for _, sub := range subjects {
+			// Log what the ban was: its rule and how long it had lasted.
+			attrs := []any{"subject", sub, "backend", choice.Name}
+			if old, ok := s.Find(sub); ok {
+				attrs = append(attrs, "rule", old.Rule, "lasted", time.Since(old.Since).Round(time.Second), "reason", old.Reason)
+			}
+			e.log.Info("unban", attrs...)
+			s.Remove(sub)
+		}
+		return nil
+	}); err != nil {
+		return 0, "", fmt.Errorf("record unban: %w", err)
+	}
+	return n, choice.Name, nil
+}
+
+// Flush removes everything synban created from the kernel and forgets the
+// bans so the next run does not restore them; the history stays for
+// escalation. It returns the backend used.
+func (e *Engine) Flush(ctx context.Context, p *policy.Policy) (string, error) {
+	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	if err := b.Flush(ctx); err != nil {
+		return "", fmt.Errorf("flush %s: %w", choice.Name, err)
+	}
+	if err := store.Update(func(s *state.State) error {
+		s.Bans = nil
+		return nil
+	}); err != nil {
+		return "", fmt.Errorf("clear bans in state: %w", err)
+	}
+	e.log.Info("flushed", "backend", choice.Name)
+	return choice.Name, nil
+}
+
+// Status is what the kernel holds of synban's, compared with the store.
+type Status struct {
+	Choice   backends.Choice
+	Bans     []rules.ActiveBan
+	Counters []rules.Counter
+	// Missing lists what of the backend's structure the kernel lacks.
+	Missing []string
+	// StateLoaded is set when a state store exists.
+	StateLoaded bool
+	// Stored counts the bans the next run would restore from the store;
+	// Absent are those of them no ban in the kernel covers.
+	Stored int
+	Absent []netip.Prefix
+	// Notes say in words what the kernel lacks and what the next run does.
+	Notes []string
+}
+
+// Status reads the backend's bans and drop counters and says what the
+// kernel lacks of what the state store holds. It writes nothing: no state
+// directory is created (the store is read only when it exists), no store
+// updated, and the backend is opened read-only (no table, chain, set or
+// route created, expired or removed).
+func (e *Engine) Status(ctx context.Context, p *policy.Policy) (*Status, error) {
+	st, err := readState(e.opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("read state store: %w", err)
+	}
+	var store *state.Store
+	if st != nil {
+		// The state file exists, so Open creates nothing; the route backend
+		// reads its reasons and times from it.
+		if store, err = state.Open(e.opts.StateDir); err != nil {
+			return nil, fmt.Errorf("open state store: %w", err)
+		}
+	}
+	bo := e.backendOptions(p, store)
+	bo.ReadOnly = true
+	b, choice, err := backends.Open(ctx, e.BackendName(p), bo)
+	if err != nil {
+		return nil, fmt.Errorf("choose a firewall backend: %w", err)
+	}
+	out := &Status{Choice: choice, StateLoaded: st != nil}
+	if out.Bans, err = b.Bans(ctx); err != nil {
+		return nil, fmt.Errorf("list bans with %s: %w", choice.Name, err)
+	}
+	if out.Counters, err = b.Counters(ctx); err != nil {
+		return nil, fmt.Errorf("read counters with %s: %w", choice.Name, err)
+	}
+	if in, ok := b.(backends.Inspector); ok {
+		if out.Missing, err = in.Missing(ctx); err != nil {
+			return nil, fmt.Errorf("inspect %s: %w", choice.Name, err)
+		}
+	}
+	gap := compareStored(st, out.Bans, time.Now())
+	out.Stored, out.Absent = gap.stored, gap.absent
+	out.Notes = gap.notes(choice.Name, out.Missing, p.Route.Protocol)
+	return out, nil
+}
+
+// storeGap compares the state store's active bans with the kernel's.
+type storeGap struct {
+	// stored counts the bans the next run would restore from the store.
+	stored int
+	// absent are those of them no ban in the kernel covers.
+	absent []netip.Prefix
+	// stale counts bans in the kernel the store has no active ban for
+	// (for routes, which the next run removes).
+	stale int
+}
+
+// compareStored finds which of the store's active bans (those the next run
+// restores, see storedVerdicts) the kernel lacks. st may be nil.
+func compareStored(st *state.State, kernel []rules.ActiveBan, now time.Time) storeGap {
+	var g storeGap
+	if st == nil {
+		g.stale = len(kernel)
+		return g
+	}
+	stored := storedVerdicts(st, now)
+	g.stored = len(stored)
+	for _, v := range stored {
+		covered := slices.ContainsFunc(kernel, func(k rules.ActiveBan) bool {
+			return k.Prefix.Addr().Is4() == v.Subject.Addr().Is4() && k.Prefix.Bits() <= v.Subject.Bits() && k.Prefix.Contains(v.Subject.Addr())
+		})
+		if !covered {
+			g.absent = append(g.absent, v.Subject)
+		}
+	}
+	for _, k := range kernel {
+		if !slices.ContainsFunc(stored, func(v detect.Verdict) bool { return v.Subject == k.Prefix }) {
+			g.stale++
+		}
+	}
+	return g
+}
+
+// notes says in words what the kernel lacks and what the next run will do.
+func (g storeGap) notes(backend string, missing []string, routeProto int) []string {
+	var out []string
+	stored := "no bans stored"
+	if g.stored > 0 {
+		stored = plural(g.stored, "ban") + " stored"
+	}
+	switch {
+	case len(missing) > 0 && g.stored > 0:
+		out = append(out, fmt.Sprintf("%s: %s missing; %s; the next run restores them", backend, strings.Join(missing, ", "), stored))
+	case len(missing) > 0:
+		out = append(out, fmt.Sprintf("%s: %s missing; %s; the next run creates it", backend, strings.Join(missing, ", "), stored))
+	case len(g.absent) > 0:
+		out = append(out, fmt.Sprintf("%d of %s missing from the kernel; the next run restores them", len(g.absent), plural(g.stored, "stored ban")))
+	}
+	if backend == backends.Route && g.stale > 0 {
+		if routeProto == 0 {
+			routeProto = route.DefaultProtocol
+		}
+		out = append(out, fmt.Sprintf("%s of protocol %d expired or unknown to the state store; the next run removes them", plural(g.stale, "route"), routeProto))
+	}
+	return out
+}
+
+// plural is "1 ban", "12 bans".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
