@@ -627,50 +627,20 @@ func (b *Backend) addBans(ctx context.Context, h *netlink.Handle, bans []rules.B
 // Ban.Timeout is also the time left: ipset does not keep the original one.
 func (b *Backend) Bans(ctx context.Context) ([]rules.ActiveBan, error) {
 	var out []rules.ActiveBan
-	err := b.run(func(h *netlink.Handle) error {
-		for _, s := range banSets {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			cur, err := h.IpsetList(s)
-			if isNoSet(err) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("list ipset %s: %w", s, err)
-			}
-			for _, e := range cur.Entries {
-				p, ok := entryPrefix(e)
-				if !ok {
-					continue
-				}
-				var left time.Duration
-				if e.Timeout != nil {
-					left = time.Duration(*e.Timeout) * time.Second
-				}
-				out = append(out, rules.ActiveBan{
-					Ban:     rules.Ban{Prefix: p, Timeout: left, Reason: e.Comment},
-					Expires: left,
-				})
-			}
+	err := b.eachBan(ctx, func(p netip.Prefix, e netlink.IPSetEntry) {
+		var left time.Duration
+		if e.Timeout != nil {
+			left = time.Duration(*e.Timeout) * time.Second
 		}
-		return nil
+		out = append(out, rules.ActiveBan{
+			Ban:     rules.Ban{Prefix: p, Timeout: left, Reason: e.Comment},
+			Expires: left,
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("iptables bans: %w", err)
 	}
-	slices.SortFunc(out, func(a, b rules.ActiveBan) int {
-		if a.Prefix.Addr().Is4() != b.Prefix.Addr().Is4() {
-			if a.Prefix.Addr().Is4() {
-				return -1
-			}
-			return 1
-		}
-		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
-			return c
-		}
-		return a.Prefix.Bits() - b.Prefix.Bits()
-	})
+	slices.SortFunc(out, func(x, y rules.ActiveBan) int { return policy.ComparePrefixes(x.Prefix, y.Prefix) })
 	return out, nil
 }
 
@@ -683,7 +653,21 @@ var _ rules.DropCounter = (*Backend)(nil)
 // count.
 func (b *Backend) BanDrops(ctx context.Context) (map[netip.Prefix]uint64, error) {
 	out := map[netip.Prefix]uint64{}
-	err := b.run(func(h *netlink.Handle) error {
+	err := b.eachBan(ctx, func(p netip.Prefix, e netlink.IPSetEntry) {
+		if e.Packets != nil {
+			out[p] = *e.Packets
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("iptables ban drop counters: %w", err)
+	}
+	return out, nil
+}
+
+// eachBan calls fn with every entry of the ban ipsets that exist, and its
+// prefix; entries that are not a valid prefix are skipped.
+func (b *Backend) eachBan(ctx context.Context, fn func(netip.Prefix, netlink.IPSetEntry)) error {
+	return b.run(func(h *netlink.Handle) error {
 		for _, s := range banSets {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -696,17 +680,13 @@ func (b *Backend) BanDrops(ctx context.Context) (map[netip.Prefix]uint64, error)
 				return fmt.Errorf("list ipset %s: %w", s, err)
 			}
 			for _, e := range cur.Entries {
-				if p, ok := entryPrefix(e); ok && e.Packets != nil {
-					out[p] = *e.Packets
+				if p, ok := entryPrefix(e); ok {
+					fn(p, e)
 				}
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("iptables ban drop counters: %w", err)
-	}
-	return out, nil
 }
 
 // Unban removes the given bans (exact prefixes) and reports how many were
