@@ -243,6 +243,27 @@ func (b *Backend) fams() []fam {
 	return []fam{{"ipv4", false, b.v4}, {"ipv6", true, b.v6}}
 }
 
+// jumpChains are the built-in chains that may jump to synban's chain.
+func jumpChains() []string { return []string{"INPUT", "FORWARD", "DOCKER-USER"} }
+
+// eachChain calls fn for each family with whether synban's chain exists
+// there, stopping at the first error or when ctx is done.
+func (b *Backend) eachChain(ctx context.Context, fn func(f fam, exists bool) error) error {
+	for _, f := range b.fams() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		exists, err := f.ipt.ChainExists(table, b.chain)
+		if err != nil {
+			return fmt.Errorf("%s chain %s: %w", f.name, b.chain, err)
+		}
+		if err := fn(f, exists); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Apply reconciles the kernel with rs: ipsets first (created, or rebuilt
 // when their type or size differ), the allow sets' contents, the chain's
 // rules (rewritten only where they differ), exactly one jump at the top of
@@ -547,7 +568,7 @@ func (b *Backend) jumpPositions(ipt *iptables.IPTables, builtin string) ([]int, 
 // syncJumps leaves exactly one jump at the top of each wanted built-in
 // chain and none in the others.
 func (b *Backend) syncJumps(f fam, hooks []string, res *rules.Result) error {
-	for _, c := range []string{"INPUT", "FORWARD", "DOCKER-USER"} {
+	for _, c := range jumpChains() {
 		want := slices.Contains(hooks, c) || (c == "DOCKER-USER" && b.opts.DockerUser)
 		pos, exists, err := b.jumpPositions(f.ipt, c)
 		if err != nil {
@@ -734,16 +755,9 @@ func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, erro
 func (b *Backend) Counters(ctx context.Context) ([]rules.Counter, error) {
 	var out []rules.Counter
 	err := b.run(func(_ *netlink.Handle) error {
-		for _, f := range b.fams() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			exists, err := f.ipt.ChainExists(table, b.chain)
-			if err != nil {
-				return fmt.Errorf("%s chain %s: %w", f.name, b.chain, err)
-			}
+		return b.eachChain(ctx, func(f fam, exists bool) error {
 			if !exists {
-				continue
+				return nil
 			}
 			lines, err := f.ipt.ListWithCounters(table, b.chain)
 			if err != nil {
@@ -762,8 +776,8 @@ func (b *Backend) Counters(ctx context.Context) ([]rules.Counter, error) {
 				out[i].Packets += pk
 				out[i].Bytes += by
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("iptables counters: %w", err)
@@ -802,20 +816,13 @@ func parseCounter(line string) (name string, packets, bytes uint64, ok bool) {
 // its ipsets; nothing else.
 func (b *Backend) Flush(ctx context.Context) error {
 	err := b.run(func(h *netlink.Handle) error {
-		for _, f := range b.fams() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			exists, err := f.ipt.ChainExists(table, b.chain)
-			if err != nil {
-				return fmt.Errorf("%s chain %s: %w", f.name, b.chain, err)
-			}
+		err := b.eachChain(ctx, func(f fam, exists bool) error {
 			if !exists {
 				// No chain, so no jump to it can exist either (and
 				// deleting one would fail, not report "absent").
-				continue
+				return nil
 			}
-			for _, c := range []string{"INPUT", "FORWARD", "DOCKER-USER"} {
+			for _, c := range jumpChains() {
 				pos, _, err := b.jumpPositions(f.ipt, c)
 				if err != nil {
 					return fmt.Errorf("list %s chain %s: %w", f.name, c, err)
@@ -829,6 +836,10 @@ func (b *Backend) Flush(ctx context.Context) error {
 			if err := f.ipt.ClearAndDeleteChain(table, b.chain); err != nil {
 				return fmt.Errorf("delete %s chain %s: %w", f.name, b.chain, err)
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		for _, s := range []string{IPSetAllow4, IPSetAllow6, IPSetBan4, IPSetBan6, IPSetBanNet4, IPSetBanNet6} {
 			for _, name := range []string{s, s + "-tmp"} {
