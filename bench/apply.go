@@ -17,7 +17,7 @@ import (
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/nft"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 	"github.com/synban/synban/templates"
 )
 

@@ -11,7 +11,7 @@ import (
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/backends"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // Decision is everything one cycle decided, before anything is applied: a

@@ -22,7 +22,7 @@ import (
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/backends"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // ErrLocked is returned (wrapped) when another run holds the state lock.

@@ -13,7 +13,7 @@ import (
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // fakeSampler returns the same connections on every sample.

@@ -13,7 +13,7 @@ import (
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/backends"
 	"github.com/synban/synban/rules/route"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // Banned is what a manual ban did.

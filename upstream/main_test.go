@@ -12,7 +12,7 @@ import (
 )
 
 // childEnv names the speaker configuration file when the test binary runs
-// as a speaker child (the pattern of rules/state/kill_test.go): the kernel
+// as a speaker child (the pattern of state/kill_test.go): the kernel
 // tests start it inside a namespace, where a whole process must live for
 // its sockets to be there.
 const (

@@ -14,7 +14,7 @@ import (
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/internal/nsenter"
 	"github.com/synban/synban/internal/synflood"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // The policy of the escalation tests: the e2e policy with a 10-minute ban

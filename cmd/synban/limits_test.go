@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/internal/netnstest"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 var expiresRE = regexp.MustCompile(` expires [0-9dhms]+`)

@@ -18,7 +18,7 @@ import (
 
 	"github.com/synban/synban/internal/metrics"
 	"github.com/synban/synban/internal/netnstest"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // synbanIn returns a command running this test binary as synban inside ns.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/internal/netnstest"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // slowPolicy samples for 30 s: a command that does not honour a signal

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/internal/netnstest"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // kernelSnapshot is everything a backend could create or change in ns: the

@@ -12,7 +12,7 @@ import (
 
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/policy"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // Fuzz targets for the parsers whose packages have none of their own

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/internal/netnstest"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // built is the synban binary built once for the tests that run it.

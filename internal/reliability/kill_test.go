@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/internal/netnstest"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // killPolicy is the policy of the kill and race tests: one quick sample,

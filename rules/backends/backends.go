@@ -17,7 +17,7 @@ import (
 	"github.com/synban/synban/rules/ipt"
 	"github.com/synban/synban/rules/nft"
 	"github.com/synban/synban/rules/route"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // Backend names accepted by Open.

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/internal/netnstest"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 func options(t *testing.T, ns *netnstest.NS, logs *netnstest.LogBuffer) Options {

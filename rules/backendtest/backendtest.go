@@ -30,7 +30,7 @@ import (
 
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/rules"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // Factory builds the backend under test, working inside ns.

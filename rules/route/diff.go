@@ -9,7 +9,7 @@ import (
 
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // Why an Op is made.

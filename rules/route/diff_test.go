@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/synban/synban/rules"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // These tests run Diff, the route backend's decision, on plain values: no

@@ -19,7 +19,7 @@
 //   - Routes do not match the source's port or protocol; all traffic to the
 //     banned prefix (including connections this host opens) is rejected.
 //   - There are no kernel timeouts and no counters. Each ban's end time is
-//     kept in the state store (rules/state), which this backend only reads:
+//     kept in the state store (package state), which this backend only reads:
 //     the caller (the run cycle) records bans and is the store's only
 //     writer. Expire removes routes whose time has passed; Apply removes
 //     them too. Bans only reads (synban status must write nothing): a route
@@ -50,7 +50,7 @@ import (
 
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 // Name is the backend's name, also stored as the Backend of its bans.

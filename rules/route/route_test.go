@@ -15,7 +15,7 @@ import (
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/backendtest"
-	"github.com/synban/synban/rules/state"
+	"github.com/synban/synban/state"
 )
 
 func newStore(t *testing.T) *state.Store {
