@@ -124,14 +124,15 @@ func parse(name string, data []byte, base *Policy) (*Policy, error) {
 	if len(data) > maxFileSize {
 		return nil, tooLarge(name)
 	}
-	if err := prescan(name, data); err != nil {
+	keys, err := scan(name, data)
+	if err != nil {
 		return nil, err
 	}
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		return nil, syntaxError(name, err)
 	}
-	d := &decoder{file: name, pos: scanPositions(string(data))}
+	d := &decoder{file: name, pos: keys.positions()}
 	base.Source = name
 	d.policy(raw, base)
 	d.validate(base)
@@ -139,6 +140,18 @@ func parse(name string, data []byte, base *Policy) (*Policy, error) {
 		return nil, err
 	}
 	return base, nil
+}
+
+// join joins key parts into a dotted path under prefix.
+func join(prefix string, parts ...string) string {
+	for _, p := range parts {
+		if prefix == "" {
+			prefix = p
+		} else {
+			prefix += "." + p
+		}
+	}
+	return prefix
 }
 
 func syntaxError(name string, err error) error {

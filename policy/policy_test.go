@@ -449,7 +449,11 @@ x = 2
 y = 3
 inline = { p = 1, q = { r = 2 } }
 `
-	got := scanPositions(src)
+	ks, err := scan("f.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ks.positions()
 	for key, want := range map[string]position{
 		"top":                      {2, 1},
 		"s":                        {3, 1},
