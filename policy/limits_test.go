@@ -65,7 +65,7 @@ func TestPrescan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := prescan("f.toml", []byte(tt.text))
+			_, err := scan("f.toml", []byte(tt.text))
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("prescan refused: %v", err)
@@ -91,7 +91,7 @@ func TestPrescan(t *testing.T) {
 // testdata passes the scan (else Parse would refuse a good file).
 func TestPrescanAcceptsGoodPolicies(t *testing.T) {
 	for _, src := range [][]byte{defaultTOML, mustRead(t, testdata+"/example.toml")} {
-		if err := prescan("good.toml", src); err != nil {
+		if _, err := scan("good.toml", src); err != nil {
 			t.Errorf("prescan refused a good policy: %v", err)
 		}
 	}

@@ -78,30 +78,6 @@ type Metrics struct {
 	Textfile string `toml:"textfile"`
 }
 
-// optInt decodes an optional integer into *dst.
-func (d *decoder) optInt(dst **int) field {
-	return func(key string, v any) {
-		var n int
-		before := len(d.errs)
-		d.integer(&n)(key, v)
-		if len(d.errs) == before {
-			*dst = &n
-		}
-	}
-}
-
-func (d *decoder) sysctl(key string, v any, s *Sysctl) {
-	fields := map[string]field{"apply": d.boolean(&s.Apply)}
-	for _, k := range sysctlKnobs() {
-		fields[k.name] = d.optInt(k.field(s))
-	}
-	d.table(key, v, fields)
-}
-
-func (d *decoder) metrics(key string, v any, m *Metrics) {
-	d.table(key, v, map[string]field{"textfile": d.str(&m.Textfile)})
-}
-
 // validateOps checks [sysctl] and [metrics].
 func (d *decoder) validateOps(p *Policy) {
 	for _, k := range sysctlKnobs() {

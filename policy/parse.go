@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -124,21 +125,34 @@ func parse(name string, data []byte, base *Policy) (*Policy, error) {
 	if len(data) > maxFileSize {
 		return nil, tooLarge(name)
 	}
-	if err := prescan(name, data); err != nil {
+	keys, err := scan(name, data)
+	if err != nil {
 		return nil, err
 	}
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		return nil, syntaxError(name, err)
 	}
-	d := &decoder{file: name, pos: scanPositions(string(data))}
+	d := &decoder{file: name, pos: keys.positions()}
 	base.Source = name
-	d.policy(raw, base)
+	d.table("", raw, d.fields("", reflect.ValueOf(base).Elem()))
 	d.validate(base)
 	if err := d.err(); err != nil {
 		return nil, err
 	}
 	return base, nil
+}
+
+// join joins key parts into a dotted path under prefix.
+func join(prefix string, parts ...string) string {
+	for _, p := range parts {
+		if prefix == "" {
+			prefix = p
+		} else {
+			prefix += "." + p
+		}
+	}
+	return prefix
 }
 
 func syntaxError(name string, err error) error {
@@ -493,159 +507,4 @@ func ParseAllow(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("prefix %q covers more than the IPv4-mapped range ::ffff:0:0/96", s)
 	}
 	return Canonical(p), nil
-}
-
-func (d *decoder) policy(raw map[string]any, p *Policy) {
-	d.table("", raw, map[string]field{
-		"backend": d.str(&p.Backend),
-		"sample": func(key string, v any) {
-			s := &p.Sample
-			d.table(key, v, map[string]field{
-				"source":   d.str(&s.Source),
-				"count":    d.integer(&s.Count),
-				"interval": d.duration(&s.Interval),
-				"min_hits": d.integer(&s.MinHits),
-			})
-		},
-		"rule": func(key string, v any) { p.Rules = d.rules(key, v) },
-		"prefix": func(key string, v any) {
-			s := &p.Prefix
-			d.table(key, v, map[string]field{
-				"enabled":        d.boolean(&s.Enabled),
-				"ipv4_length":    d.integer(&s.IPv4Length),
-				"ipv6_length":    d.integer(&s.IPv6Length),
-				"ipv4_threshold": d.integer(&s.IPv4Threshold),
-				"ipv6_threshold": d.integer(&s.IPv6Threshold),
-			})
-		},
-		"allow": func(key string, v any) {
-			s := &p.Allow
-			d.table(key, v, map[string]field{
-				"addresses": d.prefixes(&s.Addresses),
-				"host":      d.boolean(&s.Host),
-			})
-		},
-		"ban": func(key string, v any) {
-			s := &p.Ban
-			d.table(key, v, map[string]field{
-				"duration":        d.duration(&s.Duration),
-				"max_entries":     d.integer(&s.MaxEntries),
-				"escalate_factor": d.float(&s.EscalateFactor),
-				"max_duration":    d.duration(&s.MaxDuration),
-				"escalate_window": d.duration(&s.EscalateWindow),
-				"min_ipv4_length": d.integer(&s.MinIPv4Length),
-				"min_ipv6_length": d.integer(&s.MinIPv6Length),
-			})
-		},
-		"meter": func(key string, v any) {
-			s := &p.Meter
-			d.table(key, v, map[string]field{
-				"enabled":      d.boolean(&s.Enabled),
-				"rate":         d.integer(&s.Rate),
-				"burst":        d.integer(&s.Burst),
-				"idle_timeout": d.duration(&s.IdleTimeout),
-				"ports":        d.ports(&s.Ports),
-				"ipv6_length":  d.integer(&s.IPv6Length),
-				"size":         d.integer(&s.Size),
-			})
-		},
-		"connlimit": func(key string, v any) {
-			s := &p.ConnLimit
-			d.table(key, v, map[string]field{
-				"enabled": d.boolean(&s.Enabled),
-				"max":     d.integer(&s.Max),
-				"ports":   d.ports(&s.Ports),
-			})
-		},
-		"nftables": func(key string, v any) {
-			s := &p.NFTables
-			d.table(key, v, map[string]field{
-				"mode":                d.str(&s.Mode),
-				"sets_table":          d.str(&s.SetsTable),
-				"sets_family":         d.str(&s.SetsFamily),
-				"table":               d.str(&s.Table),
-				"family":              d.str(&s.Family),
-				"hooks":               d.strings(&s.Hooks, maxHooks),
-				"priority":            d.integer(&s.Priority),
-				"prerouting_priority": d.integer(&s.PreroutingPriority),
-				"ingress_devices":     d.strings(&s.IngressDevices, maxDevices),
-				"ingress_priority":    d.integer(&s.IngressPriority),
-			})
-		},
-		"spoof": func(key string, v any) {
-			s := &p.Spoof
-			d.table(key, v, map[string]field{
-				"enabled":        d.boolean(&s.Enabled),
-				"min_sources":    d.integer(&s.MinSources),
-				"max_per_source": d.integer(&s.MaxPerSource),
-				"cookie_ratio":   d.float(&s.CookieRatio),
-				"apply_sysctl":   d.boolean(&s.ApplySysctl),
-			})
-		},
-		"route": func(key string, v any) {
-			s := &p.Route
-			d.table(key, v, map[string]field{
-				"type":     d.str(&s.Type),
-				"protocol": d.integer(&s.Protocol),
-			})
-		},
-		"iptables": func(key string, v any) {
-			s := &p.IPTables
-			d.table(key, v, map[string]field{
-				"chain":       d.str(&s.Chain),
-				"path":        d.str(&s.Path),
-				"docker_user": d.boolean(&s.DockerUser),
-			})
-		},
-		"sysctl":  func(key string, v any) { d.sysctl(key, v, &p.Sysctl) },
-		"metrics": func(key string, v any) { d.metrics(key, v, &p.Metrics) },
-	})
-}
-
-// rules decodes the rule list, given as [[rule]] tables (or an inline array
-// of tables). It replaces the default list entirely.
-func (d *decoder) rules(key string, v any) []Rule {
-	var tables []map[string]any
-	switch x := v.(type) {
-	case []map[string]any:
-		if len(x) > maxRules {
-			d.errorf(key, "must have at most %d rules, got %d", maxRules, len(x))
-			return nil
-		}
-		tables = x
-	case []any:
-		if len(x) > maxRules {
-			d.errorf(key, "must have at most %d rules, got %d", maxRules, len(x))
-			return nil
-		}
-		for i, e := range x {
-			m, ok := e.(map[string]any)
-			if !ok {
-				d.errorf(fmt.Sprintf("%s[%d]", key, i), "must be a table, got %s", describe(e))
-				continue
-			}
-			tables = append(tables, m)
-		}
-	default:
-		d.errorf(key, "must be an array of tables ([[rule]]), got %s", describe(v))
-		return nil
-	}
-	out := make([]Rule, len(tables))
-	for i, m := range tables {
-		r := &out[i]
-		rk := fmt.Sprintf("%s[%d]", key, i)
-		d.table(rk, m, map[string]field{
-			"name":      d.str(&r.Name),
-			"state":     func(k string, v any) { d.str((*string)(&r.State))(k, v) },
-			"threshold": d.integer(&r.Threshold),
-			"ports":     d.ports(&r.Ports),
-			"ban_for":   d.duration(&r.BanFor),
-		})
-		for _, req := range []string{"name", "state", "threshold"} {
-			if _, ok := m[req]; !ok {
-				d.errorf(rk+"."+req, "required")
-			}
-		}
-	}
-	return out
 }

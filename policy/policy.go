@@ -58,14 +58,15 @@ const (
 )
 
 // Rule is one detection rule: a source holding more than Threshold
-// connections in State (to one of Ports, when given) is an offender.
+// connections in State (to one of Ports, when given) is an offender. Name,
+// State and Threshold are required in every [[rule]].
 type Rule struct {
 	// Name identifies the rule in verdicts, logs and ban reasons.
-	Name string `toml:"name"`
+	Name string `toml:"name" policy:"required"`
 	// State is the TCP state counted.
-	State State `toml:"state"`
+	State State `toml:"state" policy:"required"`
 	// Threshold is the per-source count at or above which a source offends (>0).
-	Threshold int `toml:"threshold"`
+	Threshold int `toml:"threshold" policy:"required"`
 	// Ports restricts counting to these local ports; empty means all.
 	Ports []uint16 `toml:"ports"`
 	// BanFor overrides Ban.Duration for offenders of this rule; 0 means the

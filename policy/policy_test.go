@@ -154,6 +154,47 @@ func TestExampleLoads(t *testing.T) {
 	}
 }
 
+// TestExampleDecodes pins every value of testdata/policy/example.toml as
+// decoded, so that a change in how the schema is walked cannot move one.
+func TestExampleDecodes(t *testing.T) {
+	path := filepath.Join(testdata, "example.toml")
+	n := func(v int) *int { return &v }
+	want := &Policy{
+		Source:  path,
+		Backend: "auto",
+		Sample:  Sample{Source: "auto", Count: 3, Interval: dur(t, "2s"), MinHits: 2},
+		Rules: []Rule{
+			{Name: "syn-flood", State: StateSynRecv, Threshold: 50},
+			{Name: "web-conn-flood", State: StateEstablished, Threshold: 100, Ports: []uint16{80, 443}, BanFor: dur(t, "30m")},
+		},
+		Prefix: Prefix{Enabled: true, IPv4Length: 24, IPv6Length: 64, IPv4Threshold: 300, IPv6Threshold: 300},
+		Allow: Allow{Host: true, Addresses: []netip.Prefix{
+			netip.MustParsePrefix("192.0.2.10/32"),
+			netip.MustParsePrefix("198.51.100.0/24"),
+			netip.MustParsePrefix("2001:db8::/32"),
+		}},
+		Ban: Ban{Duration: dur(t, "15m"), MaxEntries: 100000, EscalateFactor: 2,
+			MaxDuration: dur(t, "12h"), EscalateWindow: dur(t, "24h"), MinIPv4Length: 16, MinIPv6Length: 32},
+		Meter: Meter{Enabled: true, Rate: 20, Burst: 40, IdleTimeout: dur(t, "60s"),
+			Ports: []uint16{22, 80, 443}, IPv6Length: 64, Size: 65536},
+		ConnLimit: ConnLimit{Enabled: true, Max: 150, Ports: []uint16{80, 443}},
+		NFTables: NFTables{Mode: "table", SetsFamily: "inet", Table: "synban", Family: "inet",
+			Hooks: []string{"input", "forward"}, Priority: -10, PreroutingPriority: -300, IngressPriority: -300},
+		Spoof:    Spoof{Enabled: true, MinSources: 256, MaxPerSource: 2, CookieRatio: 0.1},
+		Route:    Route{Type: "prohibit", Protocol: 211},
+		IPTables: IPTables{Chain: "SYNBAN"},
+		Sysctl:   Sysctl{TCPSyncookies: n(1), TCPMaxSynBacklog: n(4096), TCPSynackRetries: n(2), Somaxconn: n(4096)},
+		Metrics:  Metrics{Textfile: "/var/lib/node_exporter/textfile_collector/synban.prom"},
+	}
+	got, err := Parse(path, mustRead(t, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("example decoded as\n%+v\nwant\n%+v", got, want)
+	}
+}
+
 func TestBadPolicies(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join(testdata, "bad", "*.toml"))
 	if err != nil {
@@ -449,7 +490,11 @@ x = 2
 y = 3
 inline = { p = 1, q = { r = 2 } }
 `
-	got := scanPositions(src)
+	ks, err := scan("f.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ks.positions()
 	for key, want := range map[string]position{
 		"top":                      {2, 1},
 		"s":                        {3, 1},
