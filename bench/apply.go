@@ -109,7 +109,7 @@ func (b *bench) applyBans(ctx context.Context) error {
 		for r := 0; r < b.cfg.runs; r++ {
 			// synban's library.
 			d, err := b.inFreshNS(ctx, "apply", func(ns *netns) (time.Duration, error) {
-				be, err := nft.New(nft.Options{NetNS: ns.path()})
+				be, err := nft.New(nft.Options{NetNS: ns.path(), Table: rs.Table, Family: rs.Family})
 				if err != nil {
 					return 0, err
 				}
