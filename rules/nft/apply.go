@@ -18,9 +18,8 @@ import (
 // Apply reconciles synban's table with rs in one transaction; see the
 // package documentation. rs must name the backend's table, family and mode
 // (else ErrOtherTarget): the target is fixed when the backend is built. If
-// an element expired between the read and the
-// commit (the kernel then rejects the whole batch), it reads again and
-// retries once.
+// an element expired between the read and the commit (the kernel then
+// rejects the whole batch), it reads again and retries once.
 func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, error) {
 	if rs == nil {
 		return rules.Result{}, errors.New("nftables apply: nil ruleset")
