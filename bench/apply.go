@@ -109,7 +109,7 @@ func (b *bench) applyBans(ctx context.Context) error {
 		for r := 0; r < b.cfg.runs; r++ {
 			// synban's library.
 			d, err := b.inFreshNS(ctx, "apply", func(ns *netns) (time.Duration, error) {
-				be, err := nft.New(nft.Options{NetNS: ns.path()})
+				be, err := nft.New(nft.Options{NetNS: ns.path(), Table: rs.Table, Family: rs.Family})
 				if err != nil {
 					return 0, err
 				}
@@ -255,20 +255,30 @@ func checkBans(ctx context.Context, ns *netns, rs *rules.Ruleset, n int) error {
 
 // steadyRow is the synban run results for one ban count.
 type steadyRow struct {
-	bans          int
-	first, steady *series
+	bans int
+	// first and steady are the engine's cycles, in-process (time and
+	// allocations); binFirst and binSteady the synban binary's, for their
+	// peak RSS.
+	first, steady, binFirst, binSteady *series
 }
 
-// steadyState times the synban binary's run in a namespace holding no
+// steadyState measures synban's run cycle in a namespace holding no
 // connections, with a state store of n active bans: the first run creates
 // the table and restores the bans; the second finds nothing to change.
+// The cycle's time and allocations come from the engine called in-process
+// (engineRun); the peak memory from the synban binary's `run`, in another
+// fresh namespace, since a process's peak resident set is the point there.
 func (b *bench) steadyState(ctx context.Context) error {
 	policyFile := filepath.Join(b.tmp, "bench.toml")
 	if err := os.WriteFile(policyFile, []byte(benchPolicy), 0o600); err != nil {
 		return err
 	}
+	p, err := policy.Load(policyFile)
+	if err != nil {
+		return err
+	}
 	for _, n := range b.cfg.bans {
-		row := steadyRow{bans: n, first: &series{}, steady: &series{}}
+		row := steadyRow{bans: n, first: &series{}, steady: &series{}, binFirst: &series{}, binSteady: &series{}}
 		for r := 0; r < b.cfg.runs; r++ {
 			dir := filepath.Join(b.tmp, fmt.Sprintf("state-%d-%d", n, r))
 			if err := writeState(dir, n); err != nil {
@@ -276,6 +286,24 @@ func (b *bench) steadyState(ctx context.Context) error {
 			}
 			_, err := b.inFreshNS(ctx, "run", func(ns *netns) (time.Duration, error) {
 				for i, s := range []*series{row.first, row.steady} {
+					c, err := engineRun(ctx, ns, p, dir, n, i == 0)
+					if err != nil {
+						return 0, err
+					}
+					s.add(c)
+				}
+				return 0, nil
+			})
+			if err != nil {
+				return fmt.Errorf("engine run, %d bans: %w", n, err)
+			}
+			_ = os.RemoveAll(dir)
+
+			if err := writeState(dir, n); err != nil {
+				return err
+			}
+			_, err = b.inFreshNS(ctx, "runbin", func(ns *netns) (time.Duration, error) {
+				for i, s := range []*series{row.binFirst, row.binSteady} {
 					d, rss, out, err := b.synbanRun(ctx, ns, policyFile, dir)
 					if err != nil {
 						return 0, err
@@ -302,7 +330,8 @@ func (b *bench) steadyState(ctx context.Context) error {
 			}
 			_ = os.RemoveAll(dir)
 		}
-		b.log.Info("synban run measured", "bans", n, "first", row.first.cell(), "steady", row.steady.cell(), "steady_rss", fmtKiB(row.steady.medianRSS()))
+		b.log.Info("synban run measured", "bans", n, "first", row.first.cell(), "steady", row.steady.cell(),
+			"steady_allocs", row.steady.medianAllocs(), "steady_rss", fmtKiB(row.binSteady.medianRSS()))
 		b.steady = append(b.steady, row)
 	}
 	return nil

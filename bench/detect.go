@@ -30,8 +30,8 @@ const (
 	colLibAnalyze
 	colLibSynRecv
 	colLibProcFS
-	colBinSample
-	colBinPlan
+	colEngSample
+	colEngPlan
 	numDetectCols
 )
 
@@ -43,8 +43,8 @@ var detectColNames = [numDetectCols]string{
 	"… of which Analyze alone",
 	"synban library: sock_diag sample + Analyze, SYN_RECV only",
 	"synban library: procfs sample + Analyze (default policy)",
-	"`synban sample` (binary)",
-	"`synban plan` (binary)",
+	"synban engine: `synban sample`'s window, per-source table and classification, in-process",
+	"synban engine: `synban plan`'s decision and rendered ruleset, in-process",
 }
 
 // detectRow is the detection results for one table size.
@@ -143,14 +143,19 @@ func (b *bench) detection(ctx context.Context) error {
 						row.verdicts = len(rep.Verdicts)
 						row.cols[colLibAnalyze].walls = append(row.cols[colLibAnalyze].walls, end.Sub(mid))
 					}
-				case colBinSample:
-					var out string
-					d, out, err = timeCmdOut(ctx, l.victim, b.synban, "sample")
-					n = countLines(out) - 1 // header
-				case colBinPlan:
-					var out string
-					d, out, err = timeCmdOut(ctx, l.victim, b.synban, "plan", "--state-dir", nostate)
-					n = strings.Count(out, "\n")
+				case colEngSample, colEngPlan:
+					var ec cost
+					if c == colEngSample {
+						ec, n, err = engineSample(ctx, l.victim, p)
+					} else {
+						ec, n, err = enginePlan(ctx, l.victim, p, nostate)
+					}
+					if err != nil {
+						return fmt.Errorf("%s: %w", detectColNames[c], err)
+					}
+					row.cols[c].add(ec)
+					row.sources[c] = n
+					continue
 				}
 				if err != nil {
 					return fmt.Errorf("%s: %w", detectColNames[c], err)
@@ -210,5 +215,3 @@ func timePipeline(ctx context.Context, ns *netns, pipeline string) (time.Duratio
 	}
 	return d, n, nil
 }
-
-func countLines(s string) int { return strings.Count(s, "\n") }

@@ -1,16 +1,17 @@
 // Command bench measures synban against the tools operators use today, in a
 // lab of network namespaces it builds and removes itself (root only):
 //
-//   - detection: synban's sampling and analysis (in-process and the synban
-//     binary's sample and plan) versus `netstat -ant | ... | uniq -c`,
+//   - detection: synban's sampling and analysis (the library, and the
+//     engine's sample and plan, in-process) versus `netstat -ant | ... | uniq -c`,
 //     `ss -tan state syn-recv | ... | uniq -c`, and the kernel's own dump
 //     (`ss -tan state syn-recv > /dev/null`) as the floor, on a victim table
 //     filled with half-open and established connections;
 //   - applying bans: rules/nft Apply versus `nft -f` of the same ruleset
 //     rendered by templates.NFT versus one `nft add element` per address;
-//   - the synban binary's `run`: the first run restoring N bans from its state
+//   - synban's run cycle: the first run restoring N bans from its state
 //     store, and the steady-state run after it with nothing to change, with
-//     wall time and peak memory.
+//     wall time and allocations (the engine in-process) and peak memory (the
+//     synban binary, where the process's peak resident set is the point).
 //
 // It prints a table of medians over -runs and ratios, and writes it with the
 // machine's description and how to reproduce it as markdown (-out).

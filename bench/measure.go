@@ -14,6 +14,9 @@ type series struct {
 	// rss holds peak resident set sizes in KiB, for measurements of a
 	// child process.
 	rss []int64
+	// allocs and allocBytes hold the heap allocations (count and bytes) of
+	// in-process measurements.
+	allocs, allocBytes []uint64
 	// extrapolated marks a figure computed from a smaller measured size.
 	extrapolated bool
 	// note explains a missing or extrapolated figure.
@@ -114,6 +117,17 @@ func ratio(s, base *series) string {
 	default:
 		return fmt.Sprintf("%s%.2f×", prefix, r)
 	}
+}
+
+// medianAllocs is the median allocation count and bytes, as "12,345 allocs, 6.7 MiB"; n/a without in-process measurements.
+func (s *series) medianAllocs() string {
+	if s == nil || len(s.allocs) == 0 {
+		return "n/a"
+	}
+	n, b := slices.Clone(s.allocs), slices.Clone(s.allocBytes)
+	slices.Sort(n)
+	slices.Sort(b)
+	return fmt.Sprintf("%d allocs, %.1f MiB", n[len(n)/2], float64(b[len(b)/2])/(1<<20))
 }
 
 // fmtKiB prints a size in KiB as MiB.

@@ -29,8 +29,9 @@ func (b *bench) markdown() string {
 		p("A victim namespace holds the given number of half-open (SYN_RECV) entries, from a bounded raw-socket SYN flood forged from 10.202.0.0/16 "+
 			"(100 SYNs per source, inside the lab only), plus %.0f established connection(s) per half-open entry from a real client. "+
 			"Each tool runs inside the victim namespace and produces the per-source counts an operator acts on. "+
-			"The synban library columns time one sample plus `detect.Analyze` with the default policy, in-process; the binary columns "+
-			"add process start, policy, host-address discovery and output (`plan` also conntrack and the rendered ruleset).\n\n", b.cfg.estRatio)
+			"The synban library columns time one sample plus `detect.Analyze` with the default policy, in-process; the engine columns "+
+			"call the engine in-process on a thread inside the victim namespace, as `synban sample` and `synban plan` do (a whole sampling window with conntrack merged in, "+
+			"host-address discovery; `plan` also the backend probe and the rendered ruleset), without the process start and output.\n\n", b.cfg.estRatio)
 		p("| tool |")
 		for _, r := range b.detect {
 			p(" %d half-open + %d established | ratio |", r.halfOpen, r.established)
@@ -40,7 +41,7 @@ func (b *bench) markdown() string {
 			p("---:|---:|")
 		}
 		p("\n")
-		order := []int{colFloor, colLibSockDiag, colLibAnalyze, colLibSynRecv, colLibProcFS, colBinSample, colBinPlan, colSS, colNetstat}
+		order := []int{colFloor, colLibSockDiag, colLibAnalyze, colLibSynRecv, colLibProcFS, colEngSample, colEngPlan, colSS, colNetstat}
 		for _, c := range order {
 			p("| %s |", strings.ReplaceAll(detectColNames[c], "|", "\\|"))
 			for _, r := range b.detect {
@@ -94,12 +95,14 @@ func (b *bench) markdown() string {
 
 	if len(b.steady) > 0 {
 		p("\n## `synban run`: first run and steady state\n\n")
-		p("The synban binary's `run --json` in a fresh namespace without connections, its state store holding N active bans: the first run samples, " +
-			"creates the table and restores the N bans; the second run right after it finds nothing to change (each run checks the JSON: added N, then 0). " +
-			"Peak memory is the synban process's maximum resident set size, from GNU time (`/usr/bin/time -f %%M`).\n\n")
-		p("| bans | first run | first run peak RSS | steady-state run | steady-state peak RSS |\n|---:|---:|---:|---:|---:|\n")
+		p("synban's run cycle in a fresh namespace without connections, its state store holding N active bans: the first run samples, " +
+			"creates the table and restores the N bans; the second run right after it finds nothing to change (each run checks its outcome: added N, then 0). " +
+			"Times and heap allocations are the engine's `Run`, called in-process on a thread inside the namespace (median allocations: count and bytes). " +
+			"Peak memory is the synban binary's `run --json`, repeated in another fresh namespace: the process's maximum resident set size, from GNU time (`/usr/bin/time -f %%M`).\n\n")
+		p("| bans | first run | first run allocations | first run peak RSS (binary) | steady-state run | steady-state allocations | steady-state peak RSS (binary) |\n|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range b.steady {
-			p("| %d | %s | %s | %s | %s |\n", r.bans, r.first.cell(), fmtKiB(r.first.medianRSS()), r.steady.cell(), fmtKiB(r.steady.medianRSS()))
+			p("| %d | %s | %s | %s | %s | %s | %s |\n", r.bans, r.first.cell(), r.first.medianAllocs(), fmtKiB(r.binFirst.medianRSS()),
+				r.steady.cell(), r.steady.medianAllocs(), fmtKiB(r.binSteady.medianRSS()))
 		}
 	}
 

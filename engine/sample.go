@@ -172,6 +172,24 @@ type SourceRow struct {
 	Total       int    `json:"total"`
 }
 
+// Sources is what `synban sample` shows of one window: the window, its
+// per-source rows (PerSource) and the flood's classification.
+type Sources struct {
+	*Window
+	Rows  []SourceRow
+	Class detect.Classification
+}
+
+// SampleSources takes a window (Sample) and tabulates and classifies it.
+func (e *Engine) SampleSources(ctx context.Context, p *policy.Policy) (*Sources, error) {
+	w, err := e.Sample(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	samples := w.Result.Samples
+	return &Sources{Window: w, Rows: PerSource(samples), Class: detect.Classify(p, samples, w.Result.Delta)}, nil
+}
+
 // PerSource counts, per remote address, the peak over the window of each
 // state, sorted by total, most first.
 func PerSource(samples []detect.Sample) []SourceRow {

@@ -47,20 +47,12 @@ func cmdPlan(ctx context.Context, a *app, o *options, args []string) error {
 	return cmdRun(ctx, a, o, args)
 }
 
-func checkFormat(f string) error {
-	switch f {
-	case "", "nft", "iptables", "route":
-		return nil
-	}
-	return badInput("--format %q: want nft, iptables or route", f)
-}
-
 func cmdRun(ctx context.Context, a *app, o *options, args []string) error {
 	if err := noArgs("run", args); err != nil {
 		return err
 	}
-	if err := checkFormat(o.format); err != nil {
-		return err
+	if err := templates.CheckFormat(o.format); err != nil {
+		return usageError{err}
 	}
 	p, err := loadPolicyFor(o)
 	if err != nil {
@@ -106,10 +98,10 @@ func (a *app) printPlan(d *engine.Decision, o *options, choice backends.Choice) 
 		if backend == "" { // none works: the one asked for
 			backend = a.engine(o).BackendName(d.Policy)
 		}
-		format = planFormat(backend)
+		format = templates.FormatFor(backend)
 	}
 	var script strings.Builder
-	if err := renderRuleset(&script, d, format); err != nil {
+	if err := templates.Ruleset(&script, d.Ruleset, d.Policy, format); err != nil {
 		return err
 	}
 	if o.json {
@@ -118,76 +110,14 @@ func (a *app) printPlan(d *engine.Decision, o *options, choice backends.Choice) 
 		return writeJSON(a.stdout, js)
 	}
 	if o.format == "" {
-		writeSummary(a.stdout, d, choice)
+		templates.WritePlanSummary(a.stdout, templates.PlanSummary{
+			Source: d.Policy.Source, Backend: choice.Name, Why: choice.Why, Assumed: choice.Assumed,
+			Sampler: d.Sampler, SamplerWhy: d.SamplerWhy, Samples: d.Samples, Counters: d.Counters,
+			Class: d.Class, Report: d.Report, Omitted: d.Omitted, Restored: d.Restored, Listed: engine.MaxListed,
+		})
 	}
 	_, err := io.WriteString(a.stdout, script.String())
 	return err
-}
-
-func planFormat(backend string) string {
-	switch backend {
-	case "iptables", "route":
-		return backend
-	}
-	return "nft"
-}
-
-func renderRuleset(w io.Writer, d *engine.Decision, format string) error {
-	switch format {
-	case "nft":
-		return templates.NFT(w, d.Ruleset, d.Policy.Source)
-	default:
-		return renderOther(w, d, format)
-	}
-}
-
-// writeSummary prints the verdicts as '#' comments.
-func writeSummary(w io.Writer, d *engine.Decision, choice backends.Choice) {
-	r := d.Report
-	conns := 0
-	for _, s := range d.Samples {
-		conns += len(s.Conns)
-	}
-	fmt.Fprintf(w, "# synban plan — policy %s\n", d.Policy.Source)
-	switch {
-	case choice.Name == "":
-		fmt.Fprintf(w, "# backend run would use: none (%s)\n", choice.Why)
-	case choice.Assumed:
-		fmt.Fprintf(w, "# backend run would use: %s (assumed: probing needs root)\n", choice.Name)
-	default:
-		fmt.Fprintf(w, "# backend run would use: %s (%s)\n", choice.Name, choice.Why)
-	}
-	fmt.Fprintf(w, "# sampler: %s (%s)\n", d.Sampler, d.SamplerWhy)
-	fmt.Fprintf(w, "# window: %d sample(s), %d entries, %d distinct sources, %d malformed\n", r.Samples, conns, r.Sources, r.Malformed)
-	c := d.Class
-	fmt.Fprintf(w, "# TcpExt over the window: SyncookiesSent %d, SyncookiesRecv %d, ListenOverflows %d, TCPReqQFullDrop %d\n",
-		d.Counters.SyncookiesSent, d.Counters.SyncookiesRecv, d.Counters.ListenOverflows, d.Counters.TCPReqQFullDrop)
-	fmt.Fprintf(w, "# flood: %s — %s\n", c.Kind, c.Why)
-	for _, adv := range c.Advice {
-		fmt.Fprintf(w, "#   advice: %s\n", adv)
-	}
-	fmt.Fprintf(w, "# verdicts: %d to ban, %d spared, %d left out\n", len(r.Verdicts), len(r.Spared), len(d.Omitted))
-	for _, v := range r.Verdicts {
-		fmt.Fprintf(w, "#   ban %-20s for %-8s %s\n", v.Subject, v.BanFor, v.Reason)
-	}
-	for i, s := range r.Spared {
-		if i == engine.MaxListed {
-			fmt.Fprintf(w, "#   ... and %d more spared\n", len(r.Spared)-engine.MaxListed)
-			break
-		}
-		fmt.Fprintf(w, "#   spare %-18s %s: %s\n", s.Verdict.Subject, s.Why, s.Verdict.Reason)
-	}
-	for i, om := range d.Omitted {
-		if i == engine.MaxListed {
-			fmt.Fprintf(w, "#   ... and %d more left out\n", len(d.Omitted)-engine.MaxListed)
-			break
-		}
-		fmt.Fprintf(w, "#   leave out %-14s %s\n", om.Prefix, om.Why)
-	}
-	if d.Restored > 0 {
-		fmt.Fprintf(w, "# %d active ban(s) carried over from the state store\n", d.Restored)
-	}
-	fmt.Fprintln(w, "#")
 }
 
 type verdictJSON struct {
@@ -252,14 +182,11 @@ func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := a.engine(o).Sample(ctx, p)
+	w, err := a.engine(o).SampleSources(ctx, p)
 	if err != nil {
 		return err
 	}
-	samples := w.Result.Samples
-	rows := engine.PerSource(samples)
-	c := w.Result.Delta
-	class := detect.Classify(p, samples, c)
+	samples, rows, c, class := w.Result.Samples, w.Rows, w.Result.Delta, w.Class
 	counters := map[string]int64{"SyncookiesSent": c.SyncookiesSent, "SyncookiesRecv": c.SyncookiesRecv,
 		"SyncookiesFailed": c.SyncookiesFailed, "ListenOverflows": c.ListenOverflows, "ListenDrops": c.ListenDrops,
 		"TCPReqQFullDrop": c.TCPReqQFullDrop, "TCPReqQFullDoCookies": c.TCPReqQFullDoCookies}

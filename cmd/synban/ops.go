@@ -8,9 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/synban/synban/engine"
 	"github.com/synban/synban/rules"
-	"github.com/synban/synban/templates"
 )
 
 // cmdStatus shows the backend, the bans in the kernel and the drop counters,
@@ -154,15 +152,4 @@ func cmdFlush(ctx context.Context, a *app, o *options, args []string) error {
 	}
 	fmt.Fprintf(a.stdout, "removed everything synban created (%s)\n", backend)
 	return nil
-}
-
-// renderOther renders the dry run in iptables or route syntax.
-func renderOther(w io.Writer, d *engine.Decision, format string) error {
-	switch format {
-	case "iptables":
-		return templates.IPTables(w, d.Ruleset, d.Policy.IPTables.Chain)
-	case "route":
-		return templates.Route(w, d.Ruleset, d.Policy.Route.Type, d.Policy.Route.Protocol)
-	}
-	return badInput("unknown format %q", format)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/synban/synban/internal/netnstest"
+	"github.com/synban/synban/templates"
 )
 
 type planOut struct {
@@ -46,7 +47,7 @@ func TestPlanSaysWhichBackend(t *testing.T) {
 			code, js, errs := runIn(t, ns, append([]string{"plan", "--json"}, args...)...)
 			var p planOut
 			if code != exitOK || json.Unmarshal([]byte(js), &p) != nil || p.Backend != tc.backend || p.BackendAssumed || p.BackendWhy == "" ||
-				p.Format != planFormat(tc.backend) || !strings.Contains(p.Ruleset, tc.text) {
+				p.Format != templates.FormatFor(tc.backend) || !strings.Contains(p.Ruleset, tc.text) {
 				t.Fatalf("plan --json %v: exit %d: %+v\n%s", tc.args, code, p, errs)
 			}
 			if after := kernelSnapshot(t, ns); after != before {

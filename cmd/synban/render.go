@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"strings"
 
-	"github.com/synban/synban/rules"
 	"github.com/synban/synban/templates"
 )
 
@@ -54,9 +52,5 @@ func renderNFTInclude(_ context.Context, a *app, o *options) error {
 	if err != nil {
 		return err
 	}
-	rs, _, err := rules.Compile(p, nil, nil)
-	if err != nil {
-		return fmt.Errorf("compile ruleset: %w", err)
-	}
-	return templates.NFTInclude(a.stdout, rs, p.Source)
+	return templates.NFTIncludeFor(a.stdout, p)
 }

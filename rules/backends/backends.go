@@ -51,11 +51,12 @@ type Options struct {
 	// DisableIPTables likewise skips iptables in "auto".
 	DisableIPTables bool
 
-	// NFTTable and NFTFamily name synban's nftables table for calls made
-	// before the first Apply ("" = the nft package's defaults).
+	// NFTTable and NFTFamily name the nftables table the backend works on,
+	// fixed for its life ("" = the nft package's defaults); Apply refuses a
+	// Ruleset naming another (nft.ErrOtherTarget).
 	NFTTable, NFTFamily string
 	// NFTMode is the nftables mode ("" or "table", or "sets": NFTTable is
-	// then the operator's table; see policy.NFTables.Target).
+	// then the operator's table; see policy.NFTables.Target), fixed likewise.
 	NFTMode string
 
 	// IPTablesPath is the iptables program; "" picks iptables, then

@@ -16,9 +16,10 @@ import (
 )
 
 // Apply reconciles synban's table with rs in one transaction; see the
-// package documentation. If an element expired between the read and the
-// commit (the kernel then rejects the whole batch), it reads again and
-// retries once.
+// package documentation. rs must name the backend's table, family and mode
+// (else ErrOtherTarget): the target is fixed when the backend is built. If
+// an element expired between the read and the commit (the kernel then
+// rejects the whole batch), it reads again and retries once.
 func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, error) {
 	if rs == nil {
 		return rules.Result{}, errors.New("nftables apply: nil ruleset")
@@ -46,7 +47,10 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 	default:
 		return rules.Result{}, fmt.Errorf("nftables apply: mode %q: want %q or %q", rs.Mode, rules.ModeTable, rules.ModeSets)
 	}
-	b.setTarget(rs.Table, rs.Family, rs.Mode)
+	if rs.Table != b.table || rs.Family != b.family || targetMode(rs.Mode) != b.mode {
+		return rules.Result{}, fmt.Errorf("nftables apply: %w: the ruleset is for %s table %s %s, the backend for %s table %s %s",
+			ErrOtherTarget, targetMode(rs.Mode), rs.Family, rs.Table, b.mode, b.family, b.table)
+	}
 	apply := b.applyOnce
 	if rs.SetsMode() {
 		apply = b.applySets

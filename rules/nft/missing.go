@@ -11,9 +11,7 @@ import (
 // is what synban status reports after an outside flush or a reboot.
 func (b *Backend) Missing(ctx context.Context) ([]string, error) {
 	name, fam := b.target()
-	b.mu.Lock()
 	famName := b.family
-	b.mu.Unlock()
 	c, done, err := b.conn()
 	if err != nil {
 		return nil, fmt.Errorf("missing structure: %w", err)

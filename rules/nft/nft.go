@@ -22,7 +22,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"sync"
 	"syscall"
 
 	"github.com/google/nftables"
@@ -33,8 +32,7 @@ import (
 	"github.com/synban/synban/rules/nft/spec"
 )
 
-// Default table and family, used by Bans, Unban, Counters and Flush until an
-// Apply names another table.
+// Default table and family, the target of a Backend whose Options name none.
 const (
 	DefaultTable  = "synban"
 	DefaultFamily = "inet"
@@ -51,16 +49,22 @@ type Options struct {
 	NetNS string
 	// Logger receives the backend's logs; nil discards them.
 	Logger *slog.Logger
-	// Table and Family name synban's table for the calls that take no
-	// Ruleset (Bans, Unban, Counters, Flush) before the first Apply; empty
-	// means DefaultTable and DefaultFamily. Apply switches to rs.Table and
-	// rs.Family.
+	// Table and Family name the table every call works on, fixed for the
+	// Backend's life; empty means DefaultTable and DefaultFamily. Apply
+	// refuses a Ruleset that names another (ErrOtherTarget).
 	Table, Family string
 	// Mode is rules.ModeTable ("" means the same) or rules.ModeSets, in
 	// which Table is the operator's table and synban only fills its sets
-	// (see Backend). Apply switches to rs.Mode.
+	// (see Backend). Like the table, it is fixed: Apply refuses a Ruleset
+	// of the other mode.
 	Mode string
 }
+
+// ErrOtherTarget is returned (wrapped) by Apply for a Ruleset whose table,
+// family or mode is not the one the Backend was built for: a backend does
+// not re-target itself, so that every call of its life (Bans, Unban, Flush,
+// status) works on the table the operator configured.
+var ErrOtherTarget = errors.New("ruleset targets another table than the backend's")
 
 // Backend is the nftables rules.Backend. Its methods are safe for concurrent
 // use; each builds a fresh netlink connection.
@@ -68,9 +72,10 @@ type Backend struct {
 	netns string
 	log   *slog.Logger
 
-	mu     sync.Mutex
+	// The target, fixed by New.
 	table  string
 	family string
+	fam    nftables.TableFamily
 	mode   string
 }
 
@@ -79,7 +84,7 @@ var _ rules.Backend = (*Backend)(nil)
 // New returns an nftables backend. It does not touch the kernel; call Probe
 // to find out whether nftables works.
 func New(opts Options) (*Backend, error) {
-	b := &Backend{netns: opts.NetNS, log: opts.Logger, table: opts.Table, family: opts.Family, mode: opts.Mode}
+	b := &Backend{netns: opts.NetNS, log: opts.Logger, table: opts.Table, family: opts.Family, mode: targetMode(opts.Mode)}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -89,13 +94,15 @@ func New(opts Options) (*Backend, error) {
 	if b.family == "" {
 		b.family = DefaultFamily
 	}
-	if _, err := spec.ParseFamily(b.family); err != nil {
+	fam, err := spec.ParseFamily(b.family)
+	if err != nil {
 		return nil, fmt.Errorf("nftables backend: %w", err)
 	}
+	b.fam = fam
 	switch b.mode {
-	case "", rules.ModeTable, rules.ModeSets:
+	case rules.ModeTable, rules.ModeSets:
 	default:
-		return nil, fmt.Errorf("nftables backend: mode %q: want %q or %q", b.mode, rules.ModeTable, rules.ModeSets)
+		return nil, fmt.Errorf("nftables backend: mode %q: want %q or %q", opts.Mode, rules.ModeTable, rules.ModeSets)
 	}
 	if b.netns != "" {
 		if _, err := os.Stat(b.netns); err != nil {
@@ -126,25 +133,19 @@ func Probe(opts Options) error {
 // Name is "nftables".
 func (b *Backend) Name() string { return "nftables" }
 
-func (b *Backend) target() (string, nftables.TableFamily) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	fam, _ := spec.ParseFamily(b.family)
-	return b.table, fam
+// targetMode normalises a mode: "" is rules.ModeTable.
+func targetMode(m string) string {
+	if m == "" {
+		return rules.ModeTable
+	}
+	return m
 }
+
+// target is the table the backend works on.
+func (b *Backend) target() (string, nftables.TableFamily) { return b.table, b.fam }
 
 // setsMode reports whether the backend works in the operator's table.
-func (b *Backend) setsMode() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.mode == rules.ModeSets
-}
-
-func (b *Backend) setTarget(table, family, mode string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.table, b.family, b.mode = table, family, mode
-}
+func (b *Backend) setsMode() bool { return b.mode == rules.ModeSets }
 
 // conn opens a fresh netlink connection (errors inside a Conn are sticky,
 // so every transaction gets its own) with large socket buffers, in the

@@ -163,7 +163,13 @@ func TestMatchesTemplate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rs := fullRuleset(backendtest.SampleBans(time.Hour)...)
 			tc.adjust(rs)
-			nsB, b := setup(t, "tmplb")
+			netnstest.RequireRoot(t)
+			netnstest.RequireCommand(t, "nft")
+			nsB := netnstest.New(t, "tmplb")
+			b, err := New(Options{NetNS: nsB.Path(), Logger: testLogger(t), Table: rs.Table, Family: rs.Family})
+			if err != nil {
+				t.Fatal(err)
+			}
 			apply(t, b, rs)
 			got := normalize(nsB.MustRun("nft", "list", "table", rs.Family, rs.Table))
 

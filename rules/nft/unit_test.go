@@ -2,7 +2,9 @@ package nft
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,5 +138,59 @@ func TestRefreshExtends(t *testing.T) {
 		if ab.Expires < time.Minute || ab.Timeout != time.Hour {
 			t.Errorf("ban %s not refreshed: timeout %s, expires %s", ab.Prefix, ab.Timeout, ab.Expires)
 		}
+	}
+}
+
+// TestApplyRefusesOtherTarget: the target is fixed at construction; a
+// Ruleset naming another table, family or mode is refused with
+// ErrOtherTarget before any kernel call (the backend here has no
+// namespace, so a kernel call would reach the host's: none must happen).
+func TestApplyRefusesOtherTarget(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		opts   Options
+		adjust func(rs *rules.Ruleset)
+	}{
+		{"other table", Options{}, func(rs *rules.Ruleset) { rs.Table = "other" }},
+		{"other family", Options{}, func(rs *rules.Ruleset) { rs.Family = "ip" }},
+		{"sets mode for a table backend", Options{}, func(rs *rules.Ruleset) { rs.Mode = rules.ModeSets }},
+		{"table mode for a sets backend", Options{Table: "synban", Mode: rules.ModeSets}, func(rs *rules.Ruleset) { rs.Mode = rules.ModeTable }},
+		{"default mode for a sets backend", Options{Table: "synban", Mode: rules.ModeSets}, func(*rules.Ruleset) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := New(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs := backendtest.BaseRuleset(backendtest.SampleBans(time.Hour)...)
+			tc.adjust(rs)
+			_, err = b.Apply(context.Background(), rs)
+			if !errors.Is(err, ErrOtherTarget) {
+				t.Fatalf("Apply = %v, want ErrOtherTarget", err)
+			}
+			if !strings.Contains(err.Error(), rs.Table) || !strings.Contains(err.Error(), rs.Family) {
+				t.Errorf("error %q does not name the ruleset's table %s %s", err, rs.Family, rs.Table)
+			}
+		})
+	}
+}
+
+// TestApplyOtherTargetChangesNothing: a refused Apply leaves the kernel
+// untouched, and the backend keeps working on its own table.
+func TestApplyOtherTargetChangesNothing(t *testing.T) {
+	ns, b := setup(t, "target")
+	rs := backendtest.BaseRuleset(backendtest.SampleBans(time.Hour)...)
+	rs.Table = "elsewhere"
+	if _, err := b.Apply(context.Background(), rs); !errors.Is(err, ErrOtherTarget) {
+		t.Fatalf("Apply to another table = %v, want ErrOtherTarget", err)
+	}
+	if out := strings.TrimSpace(ns.MustRun("nft", "list", "ruleset")); out != "" {
+		t.Fatalf("a refused Apply changed the kernel:\n%s", out)
+	}
+	rs.Table = DefaultTable
+	apply(t, b, rs)
+	bans, err := b.Bans(context.Background())
+	if err != nil || len(bans) != len(rs.Bans) {
+		t.Errorf("Bans after Apply to the backend's own table = %d, %v; want %d", len(bans), err, len(rs.Bans))
 	}
 }
