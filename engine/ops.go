@@ -69,6 +69,7 @@ func (e *Engine) Ban(ctx context.Context, p *policy.Policy, subject netip.Prefix
 	now := time.Now()
 	if err := store.Update(func(s *state.State) error {
 		s.Upsert(state.Ban{Prefix: ban.Prefix, Since: now, Until: now.Add(ban.Timeout), Reason: ban.Reason, Rule: "manual", Backend: choice.Name, Forced: forced})
+		s.Applied = nil // the next run reconciles in full
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("record ban: %w", err)
@@ -100,6 +101,7 @@ func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.P
 			e.log.Info("unban", attrs...)
 			s.Remove(sub)
 		}
+		s.Applied = nil // the next run reconciles in full
 		return nil
 	}); err != nil {
 		return 0, "", fmt.Errorf("record unban: %w", err)
@@ -120,7 +122,7 @@ func (e *Engine) Flush(ctx context.Context, p *policy.Policy) (string, error) {
 		return "", fmt.Errorf("flush %s: %w", choice.Name, err)
 	}
 	if err := store.Update(func(s *state.State) error {
-		s.Bans = nil
+		s.Bans, s.Applied = nil, nil
 		return nil
 	}); err != nil {
 		return "", fmt.Errorf("clear bans in state: %w", err)

@@ -72,6 +72,10 @@ type Backend struct {
 	table  string
 	family string
 	mode   string
+	// appliedGen is the generation the last Apply left; appliedGenOK says
+	// whether it can be trusted (see AppliedGeneration).
+	appliedGen   uint32
+	appliedGenOK bool
 }
 
 var _ rules.Backend = (*Backend)(nil)
