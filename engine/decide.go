@@ -32,7 +32,7 @@ type Decision struct {
 	Ruleset  *rules.Ruleset
 	Omitted  rules.Omitted
 	// Restored counts active bans from the state store carried into the
-	// ruleset.
+	// ruleset (when Unchanged: those the kernel still holds).
 	Restored    int
 	StateLoaded bool
 	// Refreshed are the subjects of Report.Verdicts whose ban still holds

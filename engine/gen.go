@@ -83,6 +83,11 @@ func (g genCheck) applied(b rules.Backend, d *Decision) *state.Applied {
 // out itself; the store is written only then), metrics, the summary.
 func (e *Engine) unchanged(ctx context.Context, p *policy.Policy, d *Decision, choice backends.Choice, b rules.Backend,
 	store *state.Store, st *state.State, now, start time.Time) (*Outcome, error) {
+	for _, b := range st.Bans {
+		if b.Until.Sub(now) >= time.Second {
+			d.Restored++ // as a full run counts them: see storedVerdicts
+		}
+	}
 	out := &Outcome{Choice: choice, Decision: d}
 	out.SysctlChanges = e.hardenKernel(p)
 	e.spoofSysctls(p, d.Class)
@@ -98,7 +103,7 @@ func (e *Engine) unchanged(ctx context.Context, p *policy.Policy, d *Decision, c
 	e.logDecision(d)
 	e.writeMetrics(ctx, out, b, store, st, start)
 	e.log.Info("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
-		"verdicts", 0, "unchanged", true, "expired", out.Expired, "spared", len(d.Report.Spared),
+		"verdicts", 0, "unchanged", true, "restored", d.Restored, "expired", out.Expired, "spared", len(d.Report.Spared),
 		"duration", time.Since(start).Round(time.Millisecond))
 	return out, nil
 }

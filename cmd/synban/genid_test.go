@@ -60,8 +60,8 @@ func TestGenerationShortcut(t *testing.T) {
 	if st := requireValidState(t, dir); st.Applied == nil || st.Applied.Backend != "nftables" || st.Applied.Ruleset == "" {
 		t.Fatalf("a full run recorded no Applied: %+v", st.Applied)
 	}
-	if out := genRun(t, ns, flags...); !unchanged(out) {
-		t.Fatalf("a run with nothing to do reconciled in full: %v", out)
+	if out := genRun(t, ns, flags...); !unchanged(out) || out["restored"] != float64(1) {
+		t.Fatalf("a run with nothing to do reconciled in full, or did not count the stored ban: %v", out)
 	}
 
 	// 1. An outside flush: restored.
