@@ -99,7 +99,6 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	if err := store.Update(func(s *state.State) error {
 		out.Expired = e.expire(s, now)
 		recordBans(s, d, choice.Name, now, counts)
-		s.Applied = gen.applied(b, d)
 		// Bans the backend will not hold (another owner's route to the same
 		// destination, a stored ban the allow list now covers) leave the
 		// store: kept, they would be retried every run and reported missing.
@@ -109,6 +108,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 				e.log.Info("ban dropped from the state store: the backend will not hold it", "subject", pfx, "backend", choice.Name)
 			}
 		}
+		s.Applied = gen.applied(b, d, s)
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("record bans in %s: %w", store.Path(), err)

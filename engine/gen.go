@@ -58,15 +58,15 @@ func (g genCheck) keep(st *state.State) func(string) bool {
 	}
 	a := *st.Applied
 	return func(structure string) bool {
-		return structure != "" && a.Backend == g.backend && a.Generation == g.gen && a.Ruleset == structure
+		return structure != "" && a.Backend == g.backend && a.Generation == g.gen && a.Ruleset == structure && a.Bans == len(st.Bans)
 	}
 }
 
-// applied is the record to store after a full apply: the generation the
-// backend vouches its apply left, or nil (no generation, a change by
-// someone else during the apply, or bans left out of the ruleset, which
-// a later run must retry when room frees up).
-func (g genCheck) applied(b rules.Backend, d *Decision) *state.Applied {
+// applied is the record to store after a full apply, in s as the run
+// leaves it: the generation the backend vouches its apply left, or nil (no
+// generation, a change by someone else during the apply, or bans left out
+// of the ruleset, which a later run must retry when room frees up).
+func (g genCheck) applied(b rules.Backend, d *Decision, s *state.State) *state.Applied {
 	gr, ok := b.(rules.Generationer)
 	if !ok || d.Structure == "" || len(d.Omitted) > 0 {
 		return nil
@@ -75,7 +75,7 @@ func (g genCheck) applied(b rules.Backend, d *Decision) *state.Applied {
 	if !ok {
 		return nil
 	}
-	return &state.Applied{Backend: g.backend, Generation: n, Ruleset: d.Structure}
+	return &state.Applied{Backend: g.backend, Generation: n, Ruleset: d.Structure, Bans: len(s.Bans)}
 }
 
 // unchanged completes a run whose decision is Unchanged: kernel settings
@@ -94,6 +94,9 @@ func (e *Engine) unchanged(ctx context.Context, p *policy.Policy, d *Decision, c
 	if anyExpired(st, now) {
 		if err := store.Update(func(s *state.State) error {
 			out.Expired = e.expire(s, now)
+			if s.Applied != nil {
+				s.Applied.Bans = len(s.Bans) // the kernel timed them out itself
+			}
 			return nil
 		}); err != nil {
 			return nil, fmt.Errorf("record expired bans in %s: %w", store.Path(), err)

@@ -108,6 +108,10 @@ type Applied struct {
 	// Ruleset is a hash of the structure applied (tables, chains, sets,
 	// allow list; not the bans).
 	Ruleset string `json:"ruleset"`
+	// Bans is how many bans the store held when this was recorded: a
+	// store edited or restored by other means than synban's (which clear
+	// Applied) is then seldom taken for the one applied.
+	Bans int `json:"bans"`
 }
 
 // Ban is one stored ban.

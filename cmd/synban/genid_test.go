@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,6 +91,22 @@ func TestGenerationShortcut(t *testing.T) {
 	}
 	if out := genRun(t, ns, flags...); !unchanged(out) {
 		t.Fatalf("the run after the outside add reconciled in full: %v", out)
+	}
+
+	// A ban written into the store by other means (a backup restored):
+	// the count differs, the run reconciles in full and applies it.
+	store, err := state.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Update(func(s *state.State) error {
+		s.Upsert(state.Ban{Prefix: netip.MustParsePrefix("192.0.2.77/32"), Since: time.Now(), Until: time.Now().Add(time.Hour), Reason: "restored backup"})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if out := genRun(t, ns, flags...); unchanged(out) || !strings.Contains(set(), "192.0.2.77") {
+		t.Fatalf("a ban added to the store by hand was not applied: %v\n%s", out, set())
 	}
 
 	// A policy edit changes the structure with the generation unchanged.
