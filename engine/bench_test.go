@@ -86,7 +86,11 @@ func benchSteady(b *testing.B, n int) {
 	}
 	e := New(nil, Options{StateDir: filepath.Clean(dir), Backend: "nftables"})
 	ctx := context.Background()
-	if out, err := e.Run(ctx, p, time.Now()); err != nil || out.Result.Added+out.Result.Refreshed != n {
+	// A fresh ruleset for every size (the namespace is the process's).
+	if out, err := exec.Command("nft", "flush", "ruleset").CombinedOutput(); err != nil {
+		b.Fatalf("nft flush ruleset: %v: %s", err, out)
+	}
+	if out, err := e.Run(ctx, p, time.Now()); err != nil || out.Result.Added != n {
 		b.Fatalf("first run: %v (added %v)", err, out)
 	}
 	table := 0
@@ -94,8 +98,10 @@ func benchSteady(b *testing.B, n int) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
-			table++ // an outside commit moves the generation
-			if out, err := exec.Command("nft", "add", "table", "ip", fmt.Sprintf("bump%d", table)).CombinedOutput(); err != nil {
+			// An outside commit moves the generation (adding a table that
+			// exists would not: a transaction that changes nothing leaves it).
+			table++
+			if out, err := exec.Command("nft", "add", "table", "ip", fmt.Sprintf("bump%d_%d", n, table)).CombinedOutput(); err != nil {
 				b.Fatalf("nft add table: %v: %s", err, out)
 			}
 			b.StartTimer()
