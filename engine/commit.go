@@ -60,12 +60,16 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	if dc, ok := b.(rules.DropCounter); ok {
 		drops = &dropReader{dc: dc}
 	}
-	d, err := e.decideWith(ctx, p, st, now, drops)
+	gen := e.generation(ctx, b, choice.Name)
+	d, err := e.decideWith(ctx, p, st, now, drops, gen.keep(st))
 	if err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("before applying: %w", err)
+	}
+	if d.Unchanged {
+		return e.unchanged(context.WithoutCancel(ctx), p, d, choice, b, store, st, now, start)
 	}
 	// From here on the cycle completes even when a signal comes.
 	ctx = context.WithoutCancel(ctx)
@@ -93,10 +97,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 		e.log.Warn("drop counters unreadable after apply; the next run treats offenders still banned as answered", "err", err)
 	}
 	if err := store.Update(func(s *state.State) error {
-		for _, x := range s.Expire(now) {
-			out.Expired++
-			e.log.Info("ban expired", "subject", x.Prefix, "rule", x.Rule, "lasted", x.Until.Sub(x.Since).Round(time.Second), "reason", x.Reason)
-		}
+		out.Expired = e.expire(s, now)
 		recordBans(s, d, choice.Name, now, counts)
 		// Bans the backend will not hold (another owner's route to the same
 		// destination, a stored ban the allow list now covers) leave the
@@ -107,6 +108,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 				e.log.Info("ban dropped from the state store: the backend will not hold it", "subject", pfx, "backend", choice.Name)
 			}
 		}
+		s.Applied = gen.applied(b, d, s)
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("record bans in %s: %w", store.Path(), err)
@@ -117,7 +119,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 		}
 	}
 	e.logDecision(d)
-	e.writeMetrics(ctx, out, b, store, start)
+	e.writeMetrics(ctx, out, b, store, nil, start)
 	// One summary line per run (shown from --log-level info up).
 	e.log.Info("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
 		"verdicts", len(d.Report.Verdicts), "added", res.Added, "refreshed", res.Refreshed,
@@ -273,7 +275,7 @@ func applySpoofSysctls(netns string, p *policy.Policy, c detect.Classification) 
 // names one: the decision, the active bans from the state store and the
 // backend's drop counters. A metrics failure is logged, not returned: the
 // bans are in place.
-func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend, store *state.Store, start time.Time) {
+func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend, store *state.Store, st *state.State, start time.Time) {
 	d := out.Decision
 	path := d.Policy.Metrics.Textfile
 	if path == "" {
@@ -287,7 +289,11 @@ func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend
 		Flood: metrics.FloodClass{Kind: c.Kind, Kinds: detect.FloodKinds(), HalfOpenEntries: c.HalfOpenEntries,
 			HalfOpenSources: c.HalfOpenSources, CookiesSent: c.CookiesSent, CookiesRecv: c.CookiesRecv},
 	}
-	if st, err := store.Load(); err != nil {
+	var err error
+	if st == nil {
+		st, err = store.Load()
+	}
+	if err != nil {
 		e.log.Warn("metrics: cannot read the active bans", "err", err)
 	} else {
 		for _, ban := range st.Active(time.Now()) {

@@ -2,6 +2,9 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -29,12 +32,20 @@ type Decision struct {
 	Ruleset  *rules.Ruleset
 	Omitted  rules.Omitted
 	// Restored counts active bans from the state store carried into the
-	// ruleset.
+	// ruleset (when Unchanged: those the kernel still holds).
 	Restored    int
 	StateLoaded bool
 	// Refreshed are the subjects of Report.Verdicts whose ban still holds
 	// and is only extended (the source kept sending): not new offences.
 	Refreshed map[netip.Prefix]bool
+	// Structure is a hash of the ruleset without its bans (see
+	// structureHash): what the state store's Applied record compares.
+	Structure string
+	// Unchanged is set when the run found nothing to do: no verdict, and
+	// the backend's generation and the structure as the state store
+	// recorded them after the last full reconcile. Ruleset then holds the
+	// structure only (no bans; the kernel holds them) and is not applied.
+	Unchanged bool
 }
 
 // Guard builds the never-ban guard from the policy and the host's
@@ -81,13 +92,16 @@ func (e *Engine) Plan(ctx context.Context, p *policy.Policy, now time.Time) (*De
 // st may be nil (no state store available: plan on a fresh host). Without
 // drop counters, evidence against a subject whose ban holds is stale.
 func (e *Engine) Decide(ctx context.Context, p *policy.Policy, st *state.State, now time.Time) (*Decision, error) {
-	return e.decideWith(ctx, p, st, now, nil)
+	return e.decideWith(ctx, p, st, now, nil, nil)
 }
 
 // decideWith is Decide with the backend's per-ban drop counters (nil when
 // the backend has none), read only when a verdict names a subject whose ban
-// still holds.
-func (e *Engine) decideWith(ctx context.Context, p *policy.Policy, st *state.State, now time.Time, drops *dropReader) (*Decision, error) {
+// still holds. keep, when not nil, is asked when no verdict came out
+// whether the kernel is still as the last run left it with this structure
+// hash; when it says yes the stored bans are not compiled again and the
+// decision is Unchanged.
+func (e *Engine) decideWith(ctx context.Context, p *policy.Policy, st *state.State, now time.Time, drops *dropReader, keep func(structure string) bool) (*Decision, error) {
 	g, err := e.Guard(p)
 	if err != nil {
 		return nil, err
@@ -96,11 +110,11 @@ func (e *Engine) decideWith(ctx context.Context, p *policy.Policy, st *state.Sta
 	if err != nil {
 		return nil, err
 	}
-	return e.decideWindow(ctx, p, g, w, st, now, drops)
+	return e.decideWindow(ctx, p, g, w, st, now, drops, keep)
 }
 
 // decideWindow decides on a window already taken.
-func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.Guard, w *Window, st *state.State, now time.Time, drops *dropReader) (*Decision, error) {
+func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.Guard, w *Window, st *state.State, now time.Time, drops *dropReader, keep func(string) bool) (*Decision, error) {
 	samples := w.Result.Samples
 	rep := detect.Analyze(p, samples, g)
 	class := detect.Classify(p, samples, w.Result.Delta)
@@ -125,6 +139,20 @@ func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.G
 			e.log.Debug("offence already answered by a ban that holds, nothing new dropped", "subject", v.Subject, "rule", v.Rule, "count", v.Count)
 		}
 	}
+	d := &Decision{Policy: p, Guard: g, Sampler: strings.Join(w.Samplers, "+"), SamplerWhy: w.Why, Samples: samples,
+		Counters: w.Result.Delta, Class: class, Report: rep, StateLoaded: st != nil, Refreshed: refreshed}
+	if keep != nil && st != nil && len(rep.Verdicts) == 0 {
+		// Nothing decided: the structure alone says whether the kernel
+		// still holds what the last full run left (see Decision.Unchanged).
+		base, _, err := rules.Compile(p, nil, g)
+		if err != nil {
+			return nil, fmt.Errorf("compile ruleset: %w", err)
+		}
+		if d.Structure = structureHash(base); keep(d.Structure) {
+			d.Ruleset, d.Unchanged = base, true
+			return d, nil
+		}
+	}
 	verdicts := rep.Verdicts
 	restored := 0
 	if st != nil {
@@ -136,9 +164,25 @@ func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.G
 	if err != nil {
 		return nil, fmt.Errorf("compile ruleset: %w", err)
 	}
-	return &Decision{Policy: p, Guard: g, Sampler: strings.Join(w.Samplers, "+"), SamplerWhy: w.Why, Samples: samples,
-		Counters: w.Result.Delta, Class: class, Report: rep, Ruleset: rs, Omitted: omitted, StateLoaded: st != nil, Restored: restored,
-		Refreshed: refreshed}, nil
+	d.Ruleset, d.Omitted, d.Restored, d.Structure = rs, omitted, restored, structureHash(rs)
+	return d, nil
+}
+
+// structureHash hashes what of rs is not its bans: table, mode, chains,
+// hooks, priorities, set sizes, meter, connection cap and the allow list
+// (which follows the host's addresses). Two rulesets with the same hash
+// build the same table apart from the ban elements.
+func structureHash(rs *rules.Ruleset) string {
+	c := *rs
+	c.Bans = nil
+	b, err := json.Marshal(&c)
+	if err != nil {
+		// A Ruleset is plain data; should it ever fail to encode, no hash
+		// matches a stored one and the run reconciles in full.
+		return ""
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:16])
 }
 
 // standing returns escalation's view of a subject: its history, whether its

@@ -30,51 +30,150 @@ type Banned struct {
 // (never a /0); a subject the guard protects is refused; both are
 // InputErrors and change nothing.
 func (e *Engine) Ban(ctx context.Context, p *policy.Policy, subject netip.Prefix, d time.Duration, force bool) (*Banned, error) {
+	rs, backend, err := e.ban(ctx, p, []BanRequest{{Subject: subject}}, d, force)
+	if err != nil {
+		return nil, err
+	}
+	return &Banned{Ban: rs.Bans[0], Backend: backend}, nil
+}
+
+// BanRequest is one subject of a bulk ban.
+type BanRequest struct {
+	Subject netip.Prefix
+	// Where says where the subject came from ("blocklist.txt:12"); a
+	// refusal names it. "" for none.
+	Where string
+}
+
+// BulkBanned is what a bulk ban did.
+type BulkBanned struct {
+	// Bans are the bans applied (their timeouts may be shorter than asked:
+	// ban.max_duration).
+	Bans []rules.Ban
+	// Covered counts subjects inside another subject of the same request:
+	// banned through it, not on their own.
+	Covered int
+	// Backend is the backend used.
+	Backend string
+}
+
+// BanAll bans every subject of reqs for d by hand in one transaction and
+// records them in the state store. Each subject passes the rules of Ban
+// (the minimum prefix lengths unless force, never a /0, the guard) and the
+// ruleset's limits (max_entries); the first one refused is an InputError
+// naming its Where, and nothing is applied. A subject inside another of
+// the list is banned through it.
+func (e *Engine) BanAll(ctx context.Context, p *policy.Policy, reqs []BanRequest, d time.Duration, force bool) (*BulkBanned, error) {
+	if len(reqs) == 0 {
+		return nil, BadInput("nothing to ban")
+	}
+	rs, backend, err := e.ban(ctx, p, reqs, d, force)
+	if err != nil {
+		return nil, err
+	}
+	return &BulkBanned{Bans: rs.Bans, Covered: len(reqs) - len(rs.Bans), Backend: backend}, nil
+}
+
+// ban is Ban and BanAll: check every request, compile, apply in one
+// transaction, record. It returns the ruleset applied and the backend.
+func (e *Engine) ban(ctx context.Context, p *policy.Policy, reqs []BanRequest, d time.Duration, force bool) (*rules.Ruleset, string, error) {
 	g, err := e.Guard(p)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	reason := "manual ban"
-	if why, broad := rules.TooBroad(p, subject); broad {
-		switch {
-		case subject.Bits() == 0:
-			return nil, BadInput("refusing to ban %s: %s, even with --force", subject, why)
-		case !force:
-			return nil, BadInput("refusing to ban %s: %s; add --force to ban it anyway", subject, why)
+	verdicts := make([]detect.Verdict, len(reqs))
+	for i, r := range reqs {
+		subject := r.Subject
+		at := ""
+		if r.Where != "" {
+			at = r.Where + ": "
 		}
-		// Compile, now and when the ban is restored from the state store
-		// (which keeps the flag), lets a broad ban through only when forced.
-		reason = rules.ForcedBanReason
+		reason := "manual ban"
+		if why, broad := rules.TooBroad(p, subject); broad {
+			switch {
+			case subject.Bits() == 0:
+				return nil, "", BadInput("%srefusing to ban %s: %s, even with --force", at, subject, why)
+			case !force:
+				return nil, "", BadInput("%srefusing to ban %s: %s; add --force to ban it anyway", at, subject, why)
+			}
+			// Compile, now and when the ban is restored from the state
+			// store (which keeps the flag), lets a broad ban through only
+			// when forced.
+			reason = rules.ForcedBanReason
+		}
+		if why, protected := g.Protects(subject); protected {
+			return nil, "", BadInput("%srefusing to ban %s: %s", at, subject, why)
+		}
+		verdicts[i] = detect.Verdict{Subject: subject, BanFor: d, Reason: reason, Sources: 1, Forced: reason == rules.ForcedBanReason}
 	}
-	if why, protected := g.Protects(subject); protected {
-		return nil, BadInput("refusing to ban %s: %s", subject, why)
-	}
-	forced := reason == rules.ForcedBanReason
-	rs, omitted, err := rules.Compile(p, []detect.Verdict{{Subject: subject, BanFor: d, Reason: reason, Sources: 1, Forced: forced}}, g)
+	rs, omitted, err := rules.Compile(p, verdicts, g)
 	if err != nil {
-		return nil, fmt.Errorf("compile ruleset: %w", err)
+		return nil, "", fmt.Errorf("compile ruleset: %w", err)
 	}
-	if len(omitted) > 0 {
-		return nil, BadInput("refusing to ban %s: %s", subject, omitted[0].Why)
+	if om, bad := refused(rs, omitted); bad {
+		at := ""
+		if w := reqs[om.Index].Where; w != "" {
+			at = w + ": "
+		}
+		return nil, "", BadInput("%srefusing to ban %s: %s", at, om.Prefix, om.Why)
 	}
-	ban := rs.Bans[0]
+	forced := make(map[netip.Prefix]bool)
+	for _, v := range verdicts {
+		if v.Forced {
+			forced[policy.Canonical(v.Subject)] = true
+		}
+	}
 	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer release()
 	if _, err := b.Apply(ctx, rs); err != nil {
-		return nil, fmt.Errorf("apply ban with %s: %w", choice.Name, err)
+		return nil, "", fmt.Errorf("apply ban with %s: %w", choice.Name, err)
 	}
 	now := time.Now()
 	if err := store.Update(func(s *state.State) error {
-		s.Upsert(state.Ban{Prefix: ban.Prefix, Since: now, Until: now.Add(ban.Timeout), Reason: ban.Reason, Rule: "manual", Backend: choice.Name, Forced: forced})
+		for _, ban := range rs.Bans {
+			s.Upsert(state.Ban{Prefix: ban.Prefix, Since: now, Until: now.Add(ban.Timeout), Reason: ban.Reason, Rule: "manual", Backend: choice.Name, Forced: forced[ban.Prefix]})
+		}
+		s.Applied = nil // the next run reconciles in full
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("record ban: %w", err)
+		return nil, "", fmt.Errorf("record ban: %w", err)
 	}
-	e.log.Info("ban", "subject", ban.Prefix, "rule", "manual", "for", ban.Timeout, "asked", d, "reason", ban.Reason, "backend", choice.Name)
-	return &Banned{Ban: ban, Backend: choice.Name}, nil
+	for i, ban := range rs.Bans {
+		if i == MaxListed {
+			e.log.Info("more bans", "count", len(rs.Bans)-MaxListed, "backend", choice.Name)
+			break
+		}
+		e.log.Info("ban", "subject", ban.Prefix, "rule", "manual", "for", ban.Timeout, "asked", d, "reason", ban.Reason, "backend", choice.Name)
+	}
+	return rs, choice.Name, nil
+}
+
+// refused returns the first verdict Compile left out that is not banned
+// anyway through a broader subject of the same request.
+func refused(rs *rules.Ruleset, omitted rules.Omitted) (rules.Omission, bool) {
+	if len(omitted) == 0 {
+		return rules.Omission{}, false
+	}
+	banned := make(map[netip.Prefix]bool, len(rs.Bans))
+	for _, b := range rs.Bans {
+		banned[b.Prefix] = true
+	}
+	for _, om := range omitted {
+		covered := false
+		for bits := om.Prefix.Bits() - 1; bits >= 0 && om.Prefix.IsValid(); bits-- {
+			if banned[netip.PrefixFrom(om.Prefix.Addr(), bits).Masked()] {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			return om, true
+		}
+	}
+	return rules.Omission{}, false
 }
 
 // Unban removes the bans of subjects from the kernel and the state store
@@ -100,6 +199,7 @@ func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.P
 			e.log.Info("unban", attrs...)
 			s.Remove(sub)
 		}
+		s.Applied = nil // the next run reconciles in full
 		return nil
 	}); err != nil {
 		return 0, "", fmt.Errorf("record unban: %w", err)
@@ -120,7 +220,7 @@ func (e *Engine) Flush(ctx context.Context, p *policy.Policy) (string, error) {
 		return "", fmt.Errorf("flush %s: %w", choice.Name, err)
 	}
 	if err := store.Update(func(s *state.State) error {
-		s.Bans = nil
+		s.Bans, s.Applied = nil, nil
 		return nil
 	}); err != nil {
 		return "", fmt.Errorf("clear bans in state: %w", err)

@@ -53,6 +53,20 @@ type DropCounter interface {
 	BanDrops(ctx context.Context) (map[netip.Prefix]uint64, error)
 }
 
+// Generationer is implemented by backends whose kernel state carries a
+// generation id that every committed change moves, whoever makes it
+// (nftables: NFT_MSG_GETGEN). The engine records the generation after a
+// successful run and, while it stays the same and the run decides nothing
+// new, does not read the kernel's bans back.
+type Generationer interface {
+	// Generation returns the kernel's generation now.
+	Generation(ctx context.Context) (uint32, error)
+	// AppliedGeneration returns the generation the last successful Apply
+	// left the kernel at, and false when that cannot be vouched for (no
+	// Apply yet, or another change came between its read and its commit).
+	AppliedGeneration() (uint32, bool)
+}
+
 // Expirer is implemented by backends without kernel timeouts (the route
 // backend): Expire removes from the kernel the bans whose time, as the state
 // store records it, has passed, and those the store does not know, and

@@ -63,6 +63,10 @@ type State struct {
 	Bans []Ban `json:"bans"`
 	// History holds one record per prefix ever banned, for escalation.
 	History []Record `json:"history"`
+	// Applied is what the last run that reconciled the kernel in full left
+	// there, for a backend with a generation id (nftables); nil when
+	// unknown. A version-1 document without it loads as nil. See Applied.
+	Applied *Applied `json:"applied,omitempty"`
 
 	// Indexes from prefix to position in Bans and History, so that recording
 	// 100,000 bans is linear. They are rebuilt whenever the slice they index
@@ -89,6 +93,26 @@ func lookup[T any](idx *map[netip.Prefix]int, items []T, prefix func(*T) netip.P
 
 func banPrefix(b *Ban) netip.Prefix       { return b.Prefix }
 func recordPrefix(r *Record) netip.Prefix { return r.Prefix }
+
+// Applied identifies the kernel state a run left: while the backend's
+// generation is still Generation and the structure synban wants still
+// hashes to Ruleset, the kernel holds every ban the store holds (or has
+// timed them out itself), and a run that decides nothing new need not read
+// it back. Anything that changes bans in the kernel without a full
+// reconcile (ban, unban, flush) clears it.
+type Applied struct {
+	// Backend names the backend ("nftables").
+	Backend string `json:"backend"`
+	// Generation is the backend's generation id after the apply.
+	Generation uint32 `json:"generation"`
+	// Ruleset is a hash of the structure applied (tables, chains, sets,
+	// allow list; not the bans).
+	Ruleset string `json:"ruleset"`
+	// Bans is how many bans the store held when this was recorded: a
+	// store edited or restored by other means than synban's (which clear
+	// Applied) is then seldom taken for the one applied.
+	Bans int `json:"bans"`
+}
 
 // Ban is one stored ban.
 type Ban struct {

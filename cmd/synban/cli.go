@@ -57,9 +57,11 @@ type options struct {
 	format   string
 	banFor   string
 	force    bool
-	dryRun   bool
-	every    string
-	noNFT    bool
+	// banFile is ban --from-file: a list of subjects, "-" for stdin.
+	banFile string
+	dryRun  bool
+	every   string
+	noNFT   bool
 	// wait is --wait: how long to wait for the state lock (0: exit 3 at once).
 	wait time.Duration
 	// logLevel is --log-level: debug, info, warn or error ("" is warn, -v debug).
@@ -94,7 +96,7 @@ func commands() []*command {
 		{name: "check", summary: "validate a policy file", setup: flagsCommon, run: cmdCheck},
 		{name: "sample", summary: "print the per-source table of what was sampled", setup: flagsSample, run: cmdSample},
 		{name: "status", summary: "show the backend, active bans with time left, and drop counters", setup: flagsBackend, run: cmdStatus},
-		{name: "ban", args: "ADDR|PREFIX", summary: "ban an address or prefix (--for DURATION)", setup: flagsBan, run: cmdBan},
+		{name: "ban", args: "ADDR|PREFIX", summary: "ban an address or prefix, or a list of them with --from-file FILE (--for DURATION)", setup: flagsBan, run: cmdBan},
 		{name: "unban", args: "ADDR|PREFIX...", summary: "remove bans", setup: flagsLocked, run: cmdUnban},
 		{name: "flush", summary: "remove everything synban created, nothing else", setup: flagsLocked, run: cmdFlush},
 		{name: "watch", summary: "run the run cycle every --every (default 10s) until SIGTERM", setup: flagsWatch, run: cmdWatch},
@@ -144,6 +146,7 @@ func flagsBan(fs *flag.FlagSet, o *options) {
 	flagsLocked(fs, o)
 	fs.StringVar(&o.banFor, "for", "", "ban duration (default: the policy's ban.duration)")
 	fs.BoolVar(&o.force, "force", false, "ban a prefix broader than ban.min_ipv4_length/min_ipv6_length (never a /0)")
+	fs.StringVar(&o.banFile, "from-file", "", "ban every address or prefix in FILE, one a line (# comments; - for stdin), in one transaction")
 }
 
 // Main runs synban with args (without the program name) and returns the exit code.

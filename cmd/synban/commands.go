@@ -84,7 +84,7 @@ func (a *app) printRun(o *options, out *engine.Outcome) error {
 	return writeJSON(a.stdout, map[string]any{
 		"backend": out.Choice.Name, "backend_why": out.Choice.Why, "sources": d.Report.Sources,
 		"verdicts": len(d.Report.Verdicts), "added": res.Added, "refreshed": res.Refreshed,
-		"created": res.Created, "restored": d.Restored, "expired": out.Expired, "classification": classJSON(d.Class),
+		"created": res.Created, "restored": d.Restored, "unchanged": d.Unchanged, "expired": out.Expired, "classification": classJSON(d.Class),
 	})
 }
 

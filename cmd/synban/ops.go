@@ -1,13 +1,20 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/synban/synban/engine"
+	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 )
 
@@ -78,13 +85,23 @@ func writeBans(w io.Writer, bans []rules.ActiveBan) {
 }
 
 func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
-	if len(args) != 1 {
+	if o.banFile != "" && len(args) > 0 {
+		return badInput("ban takes an address or prefix, or --from-file, not both")
+	}
+	if o.banFile == "" && len(args) != 1 {
 		return badInput("ban takes one address or prefix, got %d arguments", len(args))
 	}
 	if err := checkBackendFlag(o.backend); err != nil {
 		return err
 	}
-	subject, err := parseSubject(args[0])
+	var subject netip.Prefix
+	var reqs []engine.BanRequest
+	var err error
+	if o.banFile != "" {
+		reqs, err = readBanFile(o.banFile)
+	} else {
+		subject, err = parseSubject(args[0])
+	}
 	if err != nil {
 		return err
 	}
@@ -99,6 +116,18 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 			return badInput("--for %q: want a duration of at least 1s such as 90s, 10m or 2h", o.banFor)
 		}
 	}
+	if reqs != nil {
+		bulk, err := a.engine(o).BanAll(ctx, p, reqs, d, o.force)
+		if err != nil {
+			return err
+		}
+		note := ""
+		if bulk.Covered > 0 {
+			note = fmt.Sprintf(", %d more inside them", bulk.Covered)
+		}
+		fmt.Fprintf(a.stdout, "banned %d addresses and prefixes%s for %s (%s)\n", len(bulk.Bans), note, bulk.Bans[0].Timeout, bulk.Backend)
+		return nil
+	}
 	banned, err := a.engine(o).Ban(ctx, p, subject, d, o.force)
 	if err != nil {
 		return err
@@ -109,6 +138,50 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 	}
 	fmt.Fprintf(a.stdout, "banned %s for %s%s (%s)\n", banned.Ban.Prefix, banned.Ban.Timeout, note, banned.Backend)
 	return nil
+}
+
+// readBanFile reads ban --from-file: one address or prefix a line, blank
+// lines and # comments allowed, "-" for stdin. A bad line is bad input
+// naming FILE:LINE.
+func readBanFile(name string) ([]engine.BanRequest, error) {
+	var r io.Reader = os.Stdin
+	label := "stdin"
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, badInput("--from-file: %v", err)
+		}
+		defer f.Close()
+		r, label = f, name
+	}
+	var reqs []engine.BanRequest
+	sc := bufio.NewScanner(r)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := sc.Text()
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		pfx, err := policy.ParseAllow(line)
+		if err != nil {
+			return nil, badInput("%s:%d: %q: %v", label, n, line, err)
+		}
+		reqs = append(reqs, engine.BanRequest{Subject: pfx, Where: label + ":" + strconv.Itoa(n)})
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, badInput("%s:%d: line too long", label, n+1)
+		}
+		return nil, fmt.Errorf("read %s: %w", label, err)
+	}
+	if len(reqs) == 0 {
+		return nil, badInput("%s: no address or prefix to ban", label)
+	}
+	return reqs, nil
 }
 
 func cmdUnban(ctx context.Context, a *app, o *options, args []string) error {

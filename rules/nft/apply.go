@@ -55,15 +55,20 @@ func (b *Backend) Apply(ctx context.Context, rs *rules.Ruleset) (rules.Result, e
 	if rs.SetsMode() {
 		apply = b.applySets
 	}
-	res, err := apply(ctx, rs, fam)
-	if err != nil && errors.Is(err, syscall.ENOENT) {
-		b.log.Warn("apply failed on a vanished object, retrying once", "err", err)
-		res, err = apply(ctx, rs, fam)
-	}
-	return res, err
+	return b.trackGeneration(ctx, func() (rules.Result, bool, error) {
+		sent := false
+		res, err := apply(ctx, rs, fam, &sent)
+		if err != nil && errors.Is(err, syscall.ENOENT) {
+			b.log.Warn("apply failed on a vanished object, retrying once", "err", err)
+			res, err = apply(ctx, rs, fam, &sent)
+		}
+		return res, sent, err
+	})
 }
 
-func (b *Backend) applyOnce(ctx context.Context, rs *rules.Ruleset, fam nftables.TableFamily) (rules.Result, error) {
+// applyOnce reconciles synban's own table; it sets *sent when it sends a
+// transaction.
+func (b *Backend) applyOnce(ctx context.Context, rs *rules.Ruleset, fam nftables.TableFamily, sent *bool) (rules.Result, error) {
 	start := time.Now()
 	c, done, err := b.conn()
 	if err != nil {
@@ -95,6 +100,7 @@ func (b *Backend) applyOnce(ctx context.Context, rs *rules.Ruleset, fam nftables
 	if err := ctx.Err(); err != nil {
 		return rules.Result{}, fmt.Errorf("nftables apply: %w", err)
 	}
+	*sent = *sent || len(plan.Ops) > 0
 	if err := c.Flush(); err != nil {
 		return rules.Result{}, fmt.Errorf("nftables apply: transaction (%s) failed: %w; %s", plan.summary(), err, b.describe(ctx, rs, fam))
 	}

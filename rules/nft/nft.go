@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sync"
 	"syscall"
 
 	"github.com/google/nftables"
@@ -77,6 +78,11 @@ type Backend struct {
 	family string
 	fam    nftables.TableFamily
 	mode   string
+	// mu guards appliedGen and appliedGenOK: the generation the last Apply
+	// left, and whether it can be trusted (see AppliedGeneration).
+	mu           sync.Mutex
+	appliedGen   uint32
+	appliedGenOK bool
 }
 
 var _ rules.Backend = (*Backend)(nil)

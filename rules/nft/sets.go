@@ -52,7 +52,7 @@ func fits(s spec.SetSpec, k *nftables.Set) string {
 // or set; a missing or unfit set is an error naming it, with IncludeHint.
 // Result.Created is true when the allow sets were found empty (the sets
 // were just loaded from the include file, see differ.reloaded).
-func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables.TableFamily) (rules.Result, error) {
+func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables.TableFamily, sent *bool) (rules.Result, error) {
 	start := time.Now()
 	c, done, err := b.conn()
 	if err != nil {
@@ -107,6 +107,7 @@ func (b *Backend) applySets(ctx context.Context, rs *rules.Ruleset, fam nftables
 		if err := execute(c, st.table, st, plan); err != nil {
 			return rules.Result{}, fmt.Errorf("nftables apply (sets mode): build transaction: %w", err)
 		}
+		*sent = true
 		if err := c.Flush(); err != nil {
 			return rules.Result{}, fmt.Errorf("nftables apply (sets mode): transaction (%s) failed: %w; %s", plan.summary(), err, b.describe(ctx, rs, fam))
 		}
