@@ -1,10 +1,14 @@
 package engine
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +47,41 @@ type BanRequest struct {
 	// Where says where the subject came from ("blocklist.txt:12"); a
 	// refusal names it. "" for none.
 	Where string
+}
+
+// ParseBanList reads a list of subjects to ban, as `synban ban --from-file`
+// takes it: one address or prefix a line, "#" starting a comment, blank
+// lines skipped. label names the source in errors ("blocklist.txt:12: ...").
+// A bad line, a line over 64 KiB or an empty list is an *InputError.
+func ParseBanList(r io.Reader, label string) ([]BanRequest, error) {
+	var reqs []BanRequest
+	sc := bufio.NewScanner(r)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := sc.Text()
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		pfx, err := policy.ParseAllow(line)
+		if err != nil {
+			return nil, BadInput("%s:%d: %q: %v", label, n, line, err)
+		}
+		reqs = append(reqs, BanRequest{Subject: pfx, Where: label + ":" + strconv.Itoa(n)})
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, BadInput("%s:%d: line too long", label, n+1)
+		}
+		return nil, fmt.Errorf("read %s: %w", label, err)
+	}
+	if len(reqs) == 0 {
+		return nil, BadInput("%s: no address or prefix to ban", label)
+	}
+	return reqs, nil
 }
 
 // BulkBanned is what a bulk ban did.

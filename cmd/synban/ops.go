@@ -1,20 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/synban/synban/engine"
-	"github.com/synban/synban/policy"
+	"github.com/synban/synban/internal/trust"
 	"github.com/synban/synban/rules"
 )
 
@@ -140,48 +136,18 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 	return nil
 }
 
-// readBanFile reads ban --from-file: one address or prefix a line, blank
-// lines and # comments allowed, "-" for stdin. A bad line is bad input
-// naming FILE:LINE.
+// readBanFile reads ban --from-file: a file (a regular one only, so a FIFO
+// planted there cannot hang a root run) or "-" for standard input.
 func readBanFile(name string) ([]engine.BanRequest, error) {
-	var r io.Reader = os.Stdin
-	label := "stdin"
-	if name != "-" {
-		f, err := os.Open(name)
-		if err != nil {
-			return nil, badInput("--from-file: %v", err)
-		}
-		defer f.Close()
-		r, label = f, name
+	if name == "-" {
+		return engine.ParseBanList(os.Stdin, "stdin")
 	}
-	var reqs []engine.BanRequest
-	sc := bufio.NewScanner(r)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := sc.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		if line = strings.TrimSpace(line); line == "" {
-			continue
-		}
-		pfx, err := policy.ParseAllow(line)
-		if err != nil {
-			return nil, badInput("%s:%d: %q: %v", label, n, line, err)
-		}
-		reqs = append(reqs, engine.BanRequest{Subject: pfx, Where: label + ":" + strconv.Itoa(n)})
+	f, err := trust.OpenRegular(name, true)
+	if err != nil {
+		return nil, badInput("--from-file: %w", err)
 	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, badInput("%s:%d: line too long", label, n+1)
-		}
-		return nil, fmt.Errorf("read %s: %w", label, err)
-	}
-	if len(reqs) == 0 {
-		return nil, badInput("%s: no address or prefix to ban", label)
-	}
-	return reqs, nil
+	defer f.Close()
+	return engine.ParseBanList(f, name)
 }
 
 func cmdUnban(ctx context.Context, a *app, o *options, args []string) error {
