@@ -243,6 +243,27 @@ func (b *Backend) fams() []fam {
 	return []fam{{"ipv4", false, b.v4}, {"ipv6", true, b.v6}}
 }
 
+// jumpChains are the built-in chains that may jump to synban's chain.
+func jumpChains() []string { return []string{"INPUT", "FORWARD", "DOCKER-USER"} }
+
+// eachChain calls fn for each family with whether synban's chain exists
+// there, stopping at the first error or when ctx is done.
+func (b *Backend) eachChain(ctx context.Context, fn func(f fam, exists bool) error) error {
+	for _, f := range b.fams() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		exists, err := f.ipt.ChainExists(table, b.chain)
+		if err != nil {
+			return fmt.Errorf("%s chain %s: %w", f.name, b.chain, err)
+		}
+		if err := fn(f, exists); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Apply reconciles the kernel with rs: ipsets first (created, or rebuilt
 // when their type or size differ), the allow sets' contents, the chain's
 // rules (rewritten only where they differ), exactly one jump at the top of
@@ -547,7 +568,7 @@ func (b *Backend) jumpPositions(ipt *iptables.IPTables, builtin string) ([]int, 
 // syncJumps leaves exactly one jump at the top of each wanted built-in
 // chain and none in the others.
 func (b *Backend) syncJumps(f fam, hooks []string, res *rules.Result) error {
-	for _, c := range []string{"INPUT", "FORWARD", "DOCKER-USER"} {
+	for _, c := range jumpChains() {
 		want := slices.Contains(hooks, c) || (c == "DOCKER-USER" && b.opts.DockerUser)
 		pos, exists, err := b.jumpPositions(f.ipt, c)
 		if err != nil {
@@ -627,50 +648,20 @@ func (b *Backend) addBans(ctx context.Context, h *netlink.Handle, bans []rules.B
 // Ban.Timeout is also the time left: ipset does not keep the original one.
 func (b *Backend) Bans(ctx context.Context) ([]rules.ActiveBan, error) {
 	var out []rules.ActiveBan
-	err := b.run(func(h *netlink.Handle) error {
-		for _, s := range banSets {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			cur, err := h.IpsetList(s)
-			if isNoSet(err) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("list ipset %s: %w", s, err)
-			}
-			for _, e := range cur.Entries {
-				p, ok := entryPrefix(e)
-				if !ok {
-					continue
-				}
-				var left time.Duration
-				if e.Timeout != nil {
-					left = time.Duration(*e.Timeout) * time.Second
-				}
-				out = append(out, rules.ActiveBan{
-					Ban:     rules.Ban{Prefix: p, Timeout: left, Reason: e.Comment},
-					Expires: left,
-				})
-			}
+	err := b.eachBan(ctx, func(p netip.Prefix, e netlink.IPSetEntry) {
+		var left time.Duration
+		if e.Timeout != nil {
+			left = time.Duration(*e.Timeout) * time.Second
 		}
-		return nil
+		out = append(out, rules.ActiveBan{
+			Ban:     rules.Ban{Prefix: p, Timeout: left, Reason: e.Comment},
+			Expires: left,
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("iptables bans: %w", err)
 	}
-	slices.SortFunc(out, func(a, b rules.ActiveBan) int {
-		if a.Prefix.Addr().Is4() != b.Prefix.Addr().Is4() {
-			if a.Prefix.Addr().Is4() {
-				return -1
-			}
-			return 1
-		}
-		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
-			return c
-		}
-		return a.Prefix.Bits() - b.Prefix.Bits()
-	})
+	slices.SortFunc(out, func(x, y rules.ActiveBan) int { return policy.ComparePrefixes(x.Prefix, y.Prefix) })
 	return out, nil
 }
 
@@ -683,7 +674,21 @@ var _ rules.DropCounter = (*Backend)(nil)
 // count.
 func (b *Backend) BanDrops(ctx context.Context) (map[netip.Prefix]uint64, error) {
 	out := map[netip.Prefix]uint64{}
-	err := b.run(func(h *netlink.Handle) error {
+	err := b.eachBan(ctx, func(p netip.Prefix, e netlink.IPSetEntry) {
+		if e.Packets != nil {
+			out[p] = *e.Packets
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("iptables ban drop counters: %w", err)
+	}
+	return out, nil
+}
+
+// eachBan calls fn with every entry of the ban ipsets that exist, and its
+// prefix; entries that are not a valid prefix are skipped.
+func (b *Backend) eachBan(ctx context.Context, fn func(netip.Prefix, netlink.IPSetEntry)) error {
+	return b.run(func(h *netlink.Handle) error {
 		for _, s := range banSets {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -696,17 +701,13 @@ func (b *Backend) BanDrops(ctx context.Context) (map[netip.Prefix]uint64, error)
 				return fmt.Errorf("list ipset %s: %w", s, err)
 			}
 			for _, e := range cur.Entries {
-				if p, ok := entryPrefix(e); ok && e.Packets != nil {
-					out[p] = *e.Packets
+				if p, ok := entryPrefix(e); ok {
+					fn(p, e)
 				}
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("iptables ban drop counters: %w", err)
-	}
-	return out, nil
 }
 
 // Unban removes the given bans (exact prefixes) and reports how many were
@@ -754,16 +755,9 @@ func (b *Backend) Unban(ctx context.Context, prefixes []netip.Prefix) (int, erro
 func (b *Backend) Counters(ctx context.Context) ([]rules.Counter, error) {
 	var out []rules.Counter
 	err := b.run(func(_ *netlink.Handle) error {
-		for _, f := range b.fams() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			exists, err := f.ipt.ChainExists(table, b.chain)
-			if err != nil {
-				return fmt.Errorf("%s chain %s: %w", f.name, b.chain, err)
-			}
+		return b.eachChain(ctx, func(f fam, exists bool) error {
 			if !exists {
-				continue
+				return nil
 			}
 			lines, err := f.ipt.ListWithCounters(table, b.chain)
 			if err != nil {
@@ -782,8 +776,8 @@ func (b *Backend) Counters(ctx context.Context) ([]rules.Counter, error) {
 				out[i].Packets += pk
 				out[i].Bytes += by
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("iptables counters: %w", err)
@@ -822,20 +816,13 @@ func parseCounter(line string) (name string, packets, bytes uint64, ok bool) {
 // its ipsets; nothing else.
 func (b *Backend) Flush(ctx context.Context) error {
 	err := b.run(func(h *netlink.Handle) error {
-		for _, f := range b.fams() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			exists, err := f.ipt.ChainExists(table, b.chain)
-			if err != nil {
-				return fmt.Errorf("%s chain %s: %w", f.name, b.chain, err)
-			}
+		err := b.eachChain(ctx, func(f fam, exists bool) error {
 			if !exists {
 				// No chain, so no jump to it can exist either (and
 				// deleting one would fail, not report "absent").
-				continue
+				return nil
 			}
-			for _, c := range []string{"INPUT", "FORWARD", "DOCKER-USER"} {
+			for _, c := range jumpChains() {
 				pos, _, err := b.jumpPositions(f.ipt, c)
 				if err != nil {
 					return fmt.Errorf("list %s chain %s: %w", f.name, c, err)
@@ -849,6 +836,10 @@ func (b *Backend) Flush(ctx context.Context) error {
 			if err := f.ipt.ClearAndDeleteChain(table, b.chain); err != nil {
 				return fmt.Errorf("delete %s chain %s: %w", f.name, b.chain, err)
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		for _, s := range []string{IPSetAllow4, IPSetAllow6, IPSetBan4, IPSetBan6, IPSetBanNet4, IPSetBanNet6} {
 			for _, name := range []string{s, s + "-tmp"} {

@@ -14,20 +14,13 @@ import (
 func (b *Backend) Missing(ctx context.Context) ([]string, error) {
 	var out []string
 	err := b.run(func(h *netlink.Handle) error {
-		for _, f := range b.fams() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			exists, err := f.ipt.ChainExists(table, b.chain)
-			if err != nil {
-				return fmt.Errorf("%s chain %s: %w", f.name, b.chain, err)
-			}
+		err := b.eachChain(ctx, func(f fam, exists bool) error {
 			if !exists {
 				out = append(out, fmt.Sprintf("%s chain %s", f.name, b.chain))
-				continue
+				return nil
 			}
 			jumped := false
-			for _, c := range []string{"INPUT", "FORWARD", "DOCKER-USER"} {
+			for _, c := range jumpChains() {
 				pos, _, err := b.jumpPositions(f.ipt, c)
 				if err != nil {
 					return fmt.Errorf("list %s chain %s: %w", f.name, c, err)
@@ -37,6 +30,10 @@ func (b *Backend) Missing(ctx context.Context) ([]string, error) {
 			if !jumped {
 				out = append(out, fmt.Sprintf("%s jump to chain %s", f.name, b.chain))
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		for _, s := range banSets {
 			_, err := h.IpsetList(s)
