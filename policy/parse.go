@@ -599,6 +599,8 @@ func (d *decoder) policy(raw map[string]any, p *Policy) {
 		},
 		"sysctl":  func(key string, v any) { d.sysctl(key, v, &p.Sysctl) },
 		"metrics": func(key string, v any) { d.metrics(key, v, &p.Metrics) },
+		// [crowdsec]: its entries are in crowdsec.go (crowdsecFields).
+		"crowdsec": func(key string, v any) { d.table(key, v, d.crowdsecFields(&p.CrowdSec)) },
 	})
 }
 

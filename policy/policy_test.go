@@ -49,6 +49,7 @@ func TestDefault(t *testing.T) {
 		Spoof:    Spoof{Enabled: true, MinSources: 256, MaxPerSource: 2, CookieRatio: 0.1},
 		Route:    Route{Type: "prohibit", Protocol: 211},
 		IPTables: IPTables{Chain: "SYNBAN"},
+		CrowdSec: CrowdSec{Push: true, Pull: true, MaxPulled: 50000, Timeout: dur(t, "30s")},
 	}
 	got := Default()
 	if !reflect.DeepEqual(got, want) {
