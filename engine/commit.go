@@ -299,7 +299,7 @@ func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend
 	m := metrics.Run{
 		Start: start, Elapsed: time.Since(start), Backend: out.Choice.Name,
 		Samples: len(d.Samples), Sources: d.Report.Sources, Verdicts: len(d.Report.Verdicts),
-		Added: out.Result.Added, Expired: out.Expired, SysctlChanges: out.SysctlChanges,
+		Added: out.Result.Added, Expired: out.Expired, SysctlChanges: out.SysctlChanges, CrowdSec: fleetMetrics(out.Fleet),
 		Flood: metrics.FloodClass{Kind: c.Kind, Kinds: detect.FloodKinds(), HalfOpenEntries: c.HalfOpenEntries,
 			HalfOpenSources: c.HalfOpenSources, CookiesSent: c.CookiesSent, CookiesRecv: c.CookiesRecv},
 	}
