@@ -283,6 +283,25 @@ func TestFleetTwoHosts(t *testing.T) {
 		t.Fatal("B's store still holds the deleted decision")
 	}
 
+	// An unban on A deletes A's decision in the LAPI; B's next run then
+	// withdraws the pulled ban, and the attacker reaches B again.
+	runInOK(t, hostA, "unban", attAddr, "--backend", "nftables", "-c", polA, "--state-dir", dirA)
+	if ds, err = lapi.Decisions(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countValue(ds, attAddr); n != 0 {
+		t.Fatalf("after A's unban the LAPI still holds %d decisions for %s: %+v", n, attAddr, ds)
+	}
+	if code, _, errOut = runB(); code != 0 {
+		t.Fatalf("B: synban run exit %d: %s", code, errOut)
+	}
+	if banV4 := hostB.MustRun("nft", "list", "set", "inet", "synban", "ban_v4"); strings.Contains(banV4, attAddr) {
+		t.Fatalf("B still bans %s after its decision was deleted:\n%s", attAddr, banV4)
+	}
+	if err := dial(attacker, bAttAddr+":80"); err != nil {
+		t.Fatalf("the attacker, unbanned fleet-wide, cannot reach B: %v", err)
+	}
+
 	// The LAPI stopped: A bans a new offender locally, exits 0, warns once.
 	lapi.Stop()
 	hping(t, attacker, 200, aAddr, "-a", spoofed)
@@ -459,8 +478,21 @@ timeout = "5m"
 	if table := nftTable(t, host); !strings.Contains(table, "100.67.231.0/24") {
 		t.Fatal("the last /24 range is not in B's sets")
 	}
-	t.Logf("one run enforcing 50,000 pulled decisions: %s wall, peak RSS %.1f MB (GOMAXPROCS %d)",
+	t.Logf("first run enforcing 50,000 pulled decisions: %s wall, peak RSS %.1f MB (GOMAXPROCS %d)",
 		elapsed.Round(time.Millisecond), float64(rss)/1024, runtime.GOMAXPROCS(0))
+	// The next cron run: the same 50,000, already in the kernel and store.
+	start = time.Now()
+	cmd = synbanIn(t, ctx, host, "run", "--backend", "nftables", "-c", pol, "--state-dir", dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("second synban run: %v: %s", err, out)
+	}
+	elapsed = time.Since(start)
+	rss = cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+	if n4, n6 := setLen(t, host, "ban_v4"), setLen(t, host, "ban_v6"); n4 != 40000 || n6 != 9000 {
+		t.Fatalf("after the second run ban_v4 holds %d, ban_v6 %d", n4, n6)
+	}
+	t.Logf("second run, the same 50,000 already enforced: %s wall, peak RSS %.1f MB",
+		elapsed.Round(time.Millisecond), float64(rss)/1024)
 }
 
 // setLen counts the elements of synban's set name in ns.
