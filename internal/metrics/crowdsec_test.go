@@ -2,11 +2,11 @@ package metrics
 
 import (
 	"os"
-
-	dto "github.com/prometheus/client_model/go"
 	"path/filepath"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // TestCrowdSecMetrics: the CrowdSec gauges appear only with [crowdsec], up
