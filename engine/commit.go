@@ -27,6 +27,8 @@ type Outcome struct {
 	Expired int
 	// SysctlChanges counts kernel settings changed ([sysctl] apply).
 	SysctlChanges int
+	// Fleet is the exchange with the CrowdSec LAPI; nil without [crowdsec].
+	Fleet *FleetReport
 }
 
 // Run is one unattended cycle: lock, decide, commit (see commit). When it
@@ -51,6 +53,10 @@ func (e *Engine) Run(ctx context.Context, p *policy.Policy, now time.Time) (*Out
 // samples; once the firewall is about to change, the cycle completes (apply,
 // record, expire) so the kernel and the state store stay consistent.
 func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time) (*Outcome, error) {
+	fl, err := e.openFleet(p) // [crowdsec]: credentials first, bad ones change nothing
+	if err != nil {
+		return nil, err
+	}
 	store, st, b, choice, release, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return nil, err
@@ -61,8 +67,18 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 		drops = &dropReader{dc: dc}
 	}
 	gen := e.generation(ctx, b, choice.Name)
-	d, err := e.decideWith(ctx, p, st, now, drops, gen.keep(st))
+	pulled := fl.pull(ctx)
+	keep := gen.keep(st)
+	if fl.pulling() {
+		// The fleet's decisions change without a verdict of this host's:
+		// the generation shortcut cannot see them, so reconcile in full.
+		keep = nil
+	}
+	d, err := e.decideWith(ctx, p, fl.decideState(st), now, drops, keep)
 	if err != nil {
+		return nil, err
+	}
+	if err := fl.join(d, st, now, pulled); err != nil { // pulled bans join before the apply
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -92,6 +108,9 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	for _, c := range res.Changed {
 		e.log.Info("changed", "backend", choice.Name, "object", c)
 	}
+	if err := fl.withdraw(ctx, b); err != nil {
+		return nil, err
+	}
 	counts, err := dropBaseline(ctx, drops, res)
 	if err != nil {
 		e.log.Warn("drop counters unreadable after apply; the next run treats offenders still banned as answered", "err", err)
@@ -99,6 +118,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	if err := store.Update(func(s *state.State) error {
 		out.Expired = e.expire(s, now)
 		recordBans(s, d, choice.Name, now, counts)
+		fl.markPulled(s, st, d, now)
 		// Bans the backend will not hold (another owner's route to the same
 		// destination, a stored ban the allow list now covers) leave the
 		// store: kept, they would be retried every run and reported missing.
@@ -118,6 +138,8 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 			return nil, fmt.Errorf("expire %s bans: %w", choice.Name, err)
 		}
 	}
+	fl.push(ctx, d)
+	out.Fleet = fl.report()
 	e.logDecision(d)
 	e.writeMetrics(ctx, out, b, store, nil, start)
 	// One summary line per run (shown from --log-level info up).
@@ -285,7 +307,7 @@ func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend
 	m := metrics.Run{
 		Start: start, Elapsed: time.Since(start), Backend: out.Choice.Name,
 		Samples: len(d.Samples), Sources: d.Report.Sources, Verdicts: len(d.Report.Verdicts),
-		Added: out.Result.Added, Expired: out.Expired, SysctlChanges: out.SysctlChanges,
+		Added: out.Result.Added, Expired: out.Expired, SysctlChanges: out.SysctlChanges, CrowdSec: fleetMetrics(out.Fleet),
 		Flood: metrics.FloodClass{Kind: c.Kind, Kinds: detect.FloodKinds(), HalfOpenEntries: c.HalfOpenEntries,
 			HalfOpenSources: c.HalfOpenSources, CookiesSent: c.CookiesSent, CookiesRecv: c.CookiesRecv},
 	}
@@ -300,6 +322,9 @@ func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend
 			reason := ban.Rule
 			if reason == "" && ban.Reason == "manual ban" {
 				reason = "manual"
+			}
+			if ban.Origin != "" {
+				reason = ban.Origin
 			}
 			backend := ban.Backend
 			if backend == "" {

@@ -219,7 +219,11 @@ func refused(rs *rules.Ruleset, omitted rules.Omitted) (rules.Omission, bool) {
 // (the history stays for escalation). It returns how many the kernel held
 // and the backend used.
 func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.Prefix) (int, string, error) {
-	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
+	fl, err := e.openFleet(p) // [crowdsec] push: the unban deletes synban's decision
+	if err != nil {
+		return 0, "", err
+	}
+	store, st, b, choice, release, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return 0, "", err
 	}
@@ -243,6 +247,7 @@ func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.P
 	}); err != nil {
 		return 0, "", fmt.Errorf("record unban: %w", err)
 	}
+	fl.unbanFleet(ctx, st, subjects)
 	return n, choice.Name, nil
 }
 

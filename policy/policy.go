@@ -32,6 +32,7 @@ type Policy struct {
 	IPTables  IPTables  `toml:"iptables"`
 	Sysctl    Sysctl    `toml:"sysctl"`
 	Metrics   Metrics   `toml:"metrics"`
+	CrowdSec  CrowdSec  `toml:"crowdsec"`
 }
 
 // Sample configures the sampling window of one run.

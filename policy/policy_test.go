@@ -49,6 +49,7 @@ func TestDefault(t *testing.T) {
 		Spoof:    Spoof{Enabled: true, MinSources: 256, MaxPerSource: 2, CookieRatio: 0.1},
 		Route:    Route{Type: "prohibit", Protocol: 211},
 		IPTables: IPTables{Chain: "SYNBAN"},
+		CrowdSec: CrowdSec{Push: true, Pull: true, MaxPulled: 50000, Timeout: dur(t, "30s")},
 	}
 	got := Default()
 	if !reflect.DeepEqual(got, want) {
@@ -185,6 +186,10 @@ func TestExampleDecodes(t *testing.T) {
 		IPTables: IPTables{Chain: "SYNBAN"},
 		Sysctl:   Sysctl{TCPSyncookies: n(1), TCPMaxSynBacklog: n(4096), TCPSynackRetries: n(2), Somaxconn: n(4096)},
 		Metrics:  Metrics{Textfile: "/var/lib/node_exporter/textfile_collector/synban.prom"},
+		CrowdSec: CrowdSec{LAPIURL: "http://10.0.0.1:8080/", MachineID: "synban-web1",
+			PasswordFile: "/etc/synban/crowdsec-password", BouncerKeyFile: "/etc/synban/crowdsec-bouncer-key",
+			Push: true, Pull: true, PullOrigins: []string{"crowdsec", "cscli", "synban"},
+			MaxPulled: 50000, Timeout: Duration{30 * time.Second}},
 	}
 	got, err := Parse(path, mustRead(t, path))
 	if err != nil {

@@ -19,9 +19,11 @@ import (
 // table names and keys without indices. The lengths are checked before
 // any element is looked at.
 var arrayLimits = map[string]int{
-	"rule":                     maxRules,
-	"nftables.hooks":           maxHooks,
-	"nftables.ingress_devices": maxDevices,
+	"rule":                               maxRules,
+	"nftables.hooks":                     maxHooks,
+	"nftables.ingress_devices":           maxDevices,
+	"crowdsec.pull_origins":              maxCrowdSecFilters,
+	"crowdsec.pull_scenarios_containing": maxCrowdSecFilters,
 }
 
 var (
@@ -70,7 +72,11 @@ func (d *decoder) fieldOf(path string, v reflect.Value) field {
 	case t == prefixesType:
 		return d.prefixes(v.Addr().Interface().(*[]netip.Prefix))
 	case t == stringsType:
-		return d.strings(v.Addr().Interface().(*[]string), arrayLimits[path])
+		limit, ok := arrayLimits[path]
+		if !ok {
+			panic("policy: no arrayLimits entry for the string array " + path)
+		}
+		return d.strings(v.Addr().Interface().(*[]string), limit)
 	case t == optIntType:
 		return d.optInt(v.Addr().Interface().(**int))
 	case t.Kind() == reflect.String:

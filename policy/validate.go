@@ -351,4 +351,5 @@ func (d *decoder) validate(p *Policy) {
 	}
 
 	d.validateOps(p)
+	d.validateCrowdSec(p)
 }

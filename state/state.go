@@ -135,6 +135,10 @@ type Ban struct {
 	// that sees it unchanged knows the banned source sent nothing new.
 	// Upsert keeps it; SetDrops sets it.
 	Drops uint64 `json:"drops,omitempty"`
+	// Origin is set on a ban pulled from a CrowdSec LAPI: "crowdsec:" and
+	// the decision's origin ("crowdsec:cscli"). Empty for synban's own bans.
+	// Pulled bans are reconciled with the LAPI every run and never pushed.
+	Origin string `json:"origin,omitempty"`
 }
 
 // Record is the ban history of one prefix.

@@ -62,6 +62,8 @@ type options struct {
 	dryRun  bool
 	every   string
 	noNFT   bool
+	// online is check's --online: try the [crowdsec] LAPI login and stream.
+	online bool
 	// wait is --wait: how long to wait for the state lock (0: exit 3 at once).
 	wait time.Duration
 	// logLevel is --log-level: debug, info, warn or error ("" is warn, -v debug).
@@ -93,7 +95,7 @@ func commands() []*command {
 	return []*command{
 		{name: "run", summary: "sample, decide and apply bans (--dry-run: print instead)", setup: flagsRun, run: cmdRun},
 		{name: "plan", summary: "same as run --dry-run: print the verdicts and the ruleset, apply nothing", setup: flagsPlan, run: cmdPlan},
-		{name: "check", summary: "validate a policy file", setup: flagsCommon, run: cmdCheck},
+		{name: "check", summary: "validate a policy file (--online: also try the CrowdSec LAPI)", setup: flagsCheck, run: cmdCheck},
 		{name: "sample", summary: "print the per-source table of what was sampled", setup: flagsSample, run: cmdSample},
 		{name: "status", summary: "show the backend, active bans with time left, and drop counters", setup: flagsBackend, run: cmdStatus},
 		{name: "ban", args: "ADDR|PREFIX", summary: "ban an address or prefix, or a list of them with --from-file FILE (--for DURATION)", setup: flagsBan, run: cmdBan},
@@ -113,6 +115,11 @@ func flagsCommon(fs *flag.FlagSet, o *options) {
 	fs.BoolVar(&o.json, "json", false, "print machine-readable JSON")
 	fs.BoolVar(&o.logJSON, "log-json", false, "write logs as JSON")
 	fs.StringVar(&o.logLevel, "log-level", "", "log level: debug, info, warn (default) or error; -v means debug")
+}
+
+func flagsCheck(fs *flag.FlagSet, o *options) {
+	flagsCommon(fs, o)
+	fs.BoolVar(&o.online, "online", false, "also log in to the [crowdsec] LAPI and pull its stream (exit 1 when refused or unreachable)")
 }
 
 func flagsBackend(fs *flag.FlagSet, o *options) {

@@ -25,7 +25,7 @@ func noArgs(cmd string, args []string) error {
 	return nil
 }
 
-func cmdCheck(_ context.Context, a *app, o *options, args []string) error {
+func cmdCheck(ctx context.Context, a *app, o *options, args []string) error {
 	if err := noArgs("check", args); err != nil {
 		return err
 	}
@@ -34,12 +34,29 @@ func cmdCheck(_ context.Context, a *app, o *options, args []string) error {
 		return err
 	}
 	drift := sysctl.Read(sysctl.Root, p.Sysctl.Settings())
+	// --online: a refused secret file exits 2, a LAPI that refuses the
+	// credentials or does not answer exits 1 (the policy itself is valid).
+	var online []string
+	var onlineErr error
+	if o.online {
+		online, onlineErr = a.engine(o).CheckCrowdSec(ctx, p)
+	}
 	if o.json {
-		return writeJSON(a.stdout, map[string]any{"policy": p.Source, "ok": true, "sysctl": drift})
+		js := map[string]any{"policy": p.Source, "ok": onlineErr == nil, "sysctl": drift}
+		if o.online {
+			js["online"] = append([]string{}, online...)
+		}
+		if err := writeJSON(a.stdout, js); err != nil {
+			return err
+		}
+		return onlineErr
 	}
 	fmt.Fprintf(a.stdout, "%s: ok (%d rules, backend %s, table %s %s)\n", p.Source, len(p.Rules), p.Backend, p.NFTables.Family, p.NFTables.Table)
 	writeDrift(a.stdout, p, drift)
-	return nil
+	for _, l := range online {
+		fmt.Fprintln(a.stdout, l)
+	}
+	return onlineErr
 }
 
 func cmdPlan(ctx context.Context, a *app, o *options, args []string) error {

@@ -38,14 +38,18 @@ const (
 	DropPackets = "synban_dropped_packets_total"
 	DropBytes   = "synban_dropped_bytes_total"
 	SysctlSet   = "synban_sysctl_changes"
+
+	CrowdSecUp     = "synban_crowdsec_up"
+	CrowdSecPulled = "synban_crowdsec_pulled_bans"
+	CrowdSecPushed = "synban_crowdsec_pushed_bans"
 )
 
 // Ban is one active ban, as counted in synban_bans.
 type Ban struct {
 	// Backend applied it ("nftables", "iptables", "route").
 	Backend string
-	// Reason is the detection rule's name, "manual", or "restored" when
-	// unknown.
+	// Reason is the detection rule's name, "manual", the origin of a ban
+	// pulled from CrowdSec ("crowdsec:cscli"), or "restored" when unknown.
 	Reason string
 }
 
@@ -96,6 +100,17 @@ type Run struct {
 	Drops []Counter
 	// SysctlChanges counts kernel settings changed this run.
 	SysctlChanges int
+	// CrowdSec is the run's exchange with a CrowdSec LAPI; nil when the
+	// policy has none.
+	CrowdSec *CrowdSec
+}
+
+// CrowdSec is what a run exchanged with a CrowdSec LAPI.
+type CrowdSec struct {
+	// Up is false when a call to the LAPI failed this run.
+	Up bool
+	// Pulled counts the pulled bans enforced; Pushed the bans pushed.
+	Pulled, Pushed int
 }
 
 // Write replaces the file at path with r's metrics.
@@ -177,6 +192,16 @@ func Registry(r Run, lastSuccess time.Time) (*prometheus.Registry, error) {
 	for _, d := range r.Drops {
 		packets.WithLabelValues(r.Backend, d.Chain, d.Rule).Add(float64(d.Packets))
 		bytes.WithLabelValues(r.Backend, d.Chain, d.Rule).Add(float64(d.Bytes))
+	}
+	if cs := r.CrowdSec; cs != nil {
+		up := 0.0
+		if cs.Up {
+			up = 1
+		}
+		errs = append(errs,
+			gauge(CrowdSecUp, "1 if every call of the last run to the CrowdSec LAPI succeeded, else 0.", up),
+			gauge(CrowdSecPulled, "Bans pulled from the CrowdSec LAPI enforced after the last run.", float64(cs.Pulled)),
+			gauge(CrowdSecPushed, "Bans pushed to the CrowdSec LAPI in the last run.", float64(cs.Pushed)))
 	}
 	for _, col := range []prometheus.Collector{flood, bans, packets, bytes} {
 		errs = append(errs, reg.Register(col))
