@@ -158,6 +158,9 @@ func (f *fleet) fail(op string, err error) {
 	f.log.Warn("CrowdSec LAPI unavailable; local bans go on without it", "op", op, "lapi", f.cfg.LAPIURL, "err", err)
 }
 
+// pushing reports whether bans are pushed to the LAPI.
+func (f *fleet) pushing() bool { return f != nil && f.cfg.Pushing() }
+
 // pulling reports whether this run pulls the fleet's decisions.
 func (f *fleet) pulling() bool { return f != nil && f.cfg.Pulling() }
 

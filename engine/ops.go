@@ -162,6 +162,10 @@ func (e *Engine) ban(ctx context.Context, p *policy.Policy, reqs []BanRequest, d
 			forced[policy.Canonical(v.Subject)] = true
 		}
 	}
+	fl, err := e.openFleet(p) // [crowdsec] push: a manual ban is shared like any other
+	if err != nil {
+		return nil, "", err
+	}
 	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return nil, "", err
@@ -187,8 +191,18 @@ func (e *Engine) ban(ctx context.Context, p *policy.Policy, reqs []BanRequest, d
 		}
 		e.log.Info("ban", "subject", ban.Prefix, "rule", "manual", "for", ban.Timeout, "asked", d, "reason", ban.Reason, "backend", choice.Name)
 	}
+	if len(rs.Bans) <= maxPushedByHand {
+		fl.push(ctx, &Decision{Report: detect.Report{Verdicts: verdicts}, Ruleset: rs})
+	} else if fl.pushing() {
+		e.log.Info("bulk ban not pushed to CrowdSec: import a blocklist into the LAPI itself", "bans", len(rs.Bans), "max", maxPushedByHand)
+	}
 	return rs, choice.Name, nil
 }
+
+// maxPushedByHand is the most bans one `synban ban` pushes to CrowdSec: a
+// blocklist of 100,000 lines is one alert per ban, which a LAPI on sqlite
+// refuses ("database is locked"); such lists belong in the LAPI directly.
+const maxPushedByHand = 1000
 
 // refused returns the first verdict Compile left out that is not banned
 // anyway through a broader subject of the same request.

@@ -302,6 +302,16 @@ func TestFleetTwoHosts(t *testing.T) {
 		t.Fatalf("the attacker, unbanned fleet-wide, cannot reach B: %v", err)
 	}
 
+	// A ban by hand on A is shared like a detected one, with scenario
+	// synban/manual.
+	runInOK(t, hostA, "ban", "203.0.113.99", "--for", "1h", "--backend", "nftables", "-c", polA, "--state-dir", dirA)
+	if ds, err = lapi.Decisions(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countValue(ds, "203.0.113.99"); n != 1 {
+		t.Fatalf("the manual ban on A reached the LAPI %d times, want once: %+v", n, ds)
+	}
+
 	// The LAPI stopped: A bans a new offender locally, exits 0, warns once.
 	lapi.Stop()
 	hping(t, attacker, 200, aAddr, "-a", spoofed)
