@@ -223,18 +223,25 @@ func (c *countingDrops) BanDrops(context.Context) (map[netip.Prefix]uint64, erro
 	return c.m, nil
 }
 
-// TestDropBaseline: the counts read for the decision are reused when the
-// apply changed nothing, nothing is read when nothing was needed, and a
-// fresh read follows any change (a re-added element restarts its counter).
+// TestDropBaseline: the bans decided this run start at 0 (the apply added
+// or re-added them), the others keep the counts read for the decision;
+// nothing is read for it, and without a read or a verdict the stored counts
+// stand.
 func TestDropBaseline(t *testing.T) {
 	ctx := context.Background()
-	if m, err := dropBaseline(ctx, nil, rules.Result{Added: 1}); m != nil || err != nil {
-		t.Errorf("no counters: %v, %v", m, err)
+	held, decided := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/32")
+	none := &Decision{}
+	withVerdict := &Decision{Report: detect.Report{Verdicts: []detect.Verdict{{Subject: decided}}}}
+	if m := dropBaseline(nil, withVerdict); m != nil {
+		t.Errorf("no counters: %v", m)
 	}
-	dc := &countingDrops{m: map[netip.Prefix]uint64{netip.MustParsePrefix("192.0.2.1/32"): 3}}
+	dc := &countingDrops{m: map[netip.Prefix]uint64{held: 3, decided: 7}}
 	dr := &dropReader{dc: dc}
-	if m, _ := dropBaseline(ctx, dr, rules.Result{}); m != nil || dc.reads != 0 {
-		t.Errorf("nothing read, nothing changed: %v after %d reads", m, dc.reads)
+	if m := dropBaseline(dr, none); m != nil || dc.reads != 0 {
+		t.Errorf("nothing read, nothing decided: %v after %d reads, want nil and no read", m, dc.reads)
+	}
+	if m := dropBaseline(dr, withVerdict); len(m) != 1 || m[decided] != 0 || dc.reads != 0 {
+		t.Errorf("nothing read, one ban decided: %v after %d reads, want it at 0 and no read", m, dc.reads)
 	}
 	if _, err := dr.read(ctx); err != nil || dc.reads != 1 {
 		t.Fatalf("read: %v, %d reads", err, dc.reads)
@@ -242,11 +249,12 @@ func TestDropBaseline(t *testing.T) {
 	if _, err := dr.read(ctx); err != nil || dc.reads != 1 {
 		t.Errorf("second read went to the kernel: %d reads", dc.reads)
 	}
-	if m, _ := dropBaseline(ctx, dr, rules.Result{}); len(m) != 1 || dc.reads != 1 {
-		t.Errorf("unchanged: %v after %d reads, want the decision's counts", m, dc.reads)
+	m := dropBaseline(dr, withVerdict)
+	if m[held] != 3 || m[decided] != 0 || dc.reads != 1 {
+		t.Errorf("after a read: %v after %d reads, want held 3, decided 0, no new read", m, dc.reads)
 	}
-	if m, _ := dropBaseline(ctx, dr, rules.Result{Refreshed: 1}); len(m) != 1 || dc.reads != 2 {
-		t.Errorf("refreshed: %v after %d reads, want a fresh read", m, dc.reads)
+	if dc.m[decided] != 7 {
+		t.Error("dropBaseline changed the counts it was given")
 	}
 }
 
