@@ -94,7 +94,9 @@ func writePolicy(t testing.TB, text string) string {
 }
 
 // writeState replaces the bans in the state store at dir with addrs, each
-// active for an hour.
+// active for an hour, and forgets the last apply's generation record, as a
+// run that decided them would: the next run reconciles in full (the
+// generation shortcut trusts a store only synban wrote after an apply).
 func writeState(t testing.TB, dir string, addrs []netip.Addr) {
 	t.Helper()
 	st, err := state.Open(dir)
@@ -103,6 +105,7 @@ func writeState(t testing.TB, dir string, addrs []netip.Addr) {
 	}
 	now := time.Now()
 	err = st.Update(func(s *state.State) error {
+		s.Applied = nil
 		s.Bans = make([]state.Ban, len(addrs))
 		for i, a := range addrs {
 			s.Bans[i] = state.Ban{Prefix: netip.PrefixFrom(a, a.BitLen()), Since: now, Until: now.Add(time.Hour), Reason: "reliability", Backend: "nftables"}
