@@ -3,13 +3,11 @@ package detect
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net/netip"
-	"runtime"
-	"runtime/metrics"
 	"testing"
-	"time"
 
+	"github.com/synban/synban/internal/memtest"
+	"github.com/synban/synban/internal/synflood"
 	"github.com/synban/synban/policy"
 )
 
@@ -56,43 +54,6 @@ func spoofPolicy(n, thr int) *policy.Policy {
 	return p
 }
 
-// heapPeakDetect samples the live heap every 2 ms until stop is called,
-// which returns the peak growth over the heap at the start, in bytes.
-func heapPeakDetect() (stop func() uint64) {
-	runtime.GC()
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	read := func() uint64 {
-		metrics.Read(sample)
-		return sample[0].Value.Uint64()
-	}
-	base := read()
-	var peak uint64
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			peak = max(peak, read())
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return func() uint64 {
-		close(done)
-		<-finished
-		peak = max(peak, read())
-		if peak < base {
-			return 0
-		}
-		return peak - base
-	}
-}
-
 // BenchmarkAnalyzeSpoofed runs Analyze over one sample of spoofConns with
 // 1, 16 and 256 rules, once with a first-rule threshold of 1 (every source
 // offends: a million verdicts, the worst output) and once with the default
@@ -110,7 +71,7 @@ func BenchmarkAnalyzeSpoofed(b *testing.B) {
 				var peak uint64
 				b.ReportAllocs()
 				for b.Loop() {
-					stop := heapPeakDetect()
+					stop := memtest.HeapPeak()
 					rep := Analyze(p, samples, nil)
 					peak = max(peak, stop())
 					if rep.Sources != spoofSources || len(rep.Verdicts) != want {
@@ -135,7 +96,7 @@ func BenchmarkAnalyzeClassifySpoofed(b *testing.B) {
 				var peak uint64
 				b.ReportAllocs()
 				for b.Loop() {
-					stop := heapPeakDetect()
+					stop := memtest.HeapPeak()
 					rep := Analyze(p, samples, nil)
 					class := Classify(p, samples, TcpExt{})
 					peak = max(peak, stop())
@@ -149,31 +110,6 @@ func BenchmarkAnalyzeClassifySpoofed(b *testing.B) {
 	}
 }
 
-// spoofText streams a /proc/net/tcp table of n SYN_RECV entries to
-// 10.0.0.1:80, each from a distinct address of 100.64.0.0/10 and up,
-// printed in the host's byte order as the kernel prints them.
-type spoofText struct {
-	n, i int
-	buf  []byte
-}
-
-func (s *spoofText) Read(p []byte) (int, error) {
-	word := func(a [4]byte) uint32 { return binary.NativeEndian.Uint32(a[:]) }
-	for len(s.buf) < len(p) && s.i < s.n {
-		var src [4]byte
-		binary.BigEndian.PutUint32(src[:], 0x64400000+uint32(s.i))
-		s.buf = fmt.Appendf(s.buf, "%6d: %08X:0050 %08X:%04X 03 00000000:00000000 01:00000000 00000000     0        0 0 2 0000000000000000\n",
-			s.i, word([4]byte{10, 0, 0, 1}), word(src), 1024+s.i%60000)
-		s.i++
-	}
-	if len(s.buf) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, s.buf)
-	s.buf = s.buf[:copy(s.buf, s.buf[n:])]
-	return n, nil
-}
-
 // BenchmarkSpoofedPipeline is the whole detection path over a generated
 // /proc/net/tcp text of 1,000,000 lines: ParseProcNet, Analyze, Classify.
 func BenchmarkSpoofedPipeline(b *testing.B) {
@@ -183,8 +119,8 @@ func BenchmarkSpoofedPipeline(b *testing.B) {
 			var peak uint64
 			b.ReportAllocs()
 			for b.Loop() {
-				stop := heapPeakDetect()
-				conns, st, err := ParseProcNet(&spoofText{n: spoofSources}, nil)
+				stop := memtest.HeapPeak()
+				conns, st, err := ParseProcNet(synflood.SpoofedProcNet(spoofSources), nil)
 				if err != nil || st.Conns != spoofSources {
 					b.Fatalf("parsed %d entries (%d malformed): %v", st.Conns, st.Malformed, err)
 				}

@@ -2,9 +2,7 @@ package reliability
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"runtime/debug"
@@ -12,39 +10,13 @@ import (
 	"time"
 
 	"github.com/synban/synban/detect"
+	"github.com/synban/synban/internal/memtest"
 	"github.com/synban/synban/internal/netnstest"
+	"github.com/synban/synban/internal/synflood"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/nft"
 )
-
-// spoofLines streams a /proc/net/tcp table of n SYN_RECV entries to
-// 10.0.0.1:80, each from a distinct address of 100.64.0.0/10 and up
-// (addresses printed as host-endian words, as the kernel prints them).
-type spoofLines struct {
-	n, i int
-	buf  []byte
-}
-
-func (s *spoofLines) Read(p []byte) (int, error) {
-	for len(s.buf) < len(p) && s.i < s.n {
-		var src [4]byte
-		binary.BigEndian.PutUint32(src[:], 0x64400000+uint32(s.i))
-		s.buf = fmt.Appendf(s.buf, "%6d: %08X:0050 %08X:%04X 03 00000000:00000000 01:00000000 00000000     0        0 0 2 0000000000000000\n",
-			s.i, hostWord([4]byte{10, 0, 0, 1}), hostWord(src), 1024+s.i%60000)
-		s.i++
-	}
-	if len(s.buf) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, s.buf)
-	s.buf = s.buf[:copy(s.buf, s.buf[n:])]
-	return n, nil
-}
-
-// hostWord is an IPv4 address as /proc/net/tcp prints it on a
-// little-endian host.
-func hostWord(a [4]byte) uint32 { return binary.LittleEndian.Uint32(a[:]) }
 
 // TestMillionSpoofedSources samples a table of 1,000,000 half-open entries
 // from as many distinct (spoofed) sources: parsing, analysis, the
@@ -71,10 +43,10 @@ max_entries = %d
 	// phase, from the heap the phase starts with: the parse (which holds
 	// the Conns, 72 bytes each), Analyze on the parsed sample, Classify,
 	// and the compilation with the spoof filter.
-	stopAll := heapPeak()
+	stopAll := memtest.HeapPeak()
 	began := time.Now()
-	stop := heapPeak()
-	conns, st, err := detect.ParseProcNet(&spoofLines{n: n}, nil)
+	stop := memtest.HeapPeak()
+	conns, st, err := detect.ParseProcNet(synflood.SpoofedProcNet(n), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,17 +59,17 @@ max_entries = %d
 	// Analyze's bound is on what it holds, not on when the collector runs:
 	// a low GOGC during the phase keeps garbage from counting as peak.
 	gc := debug.SetGCPercent(20)
-	stop = heapPeak()
+	stop = memtest.HeapPeak()
 	rep := detect.Analyze(p, samples, p.Guard(nil))
 	analyzePeak := stop()
 	debug.SetGCPercent(gc)
 	if rep.Sources != n {
 		t.Fatalf("Analyze saw %d sources, want %d", rep.Sources, n)
 	}
-	stop = heapPeak()
+	stop = memtest.HeapPeak()
 	class := detect.Classify(p, samples, detect.TcpExt{})
 	classifyPeak := stop()
-	stop = heapPeak()
+	stop = memtest.HeapPeak()
 	rs, omitted, err := rules.Compile(p, rep.Verdicts, p.Guard(nil))
 	if err != nil {
 		t.Fatal(err)

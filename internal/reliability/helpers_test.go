@@ -8,8 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"runtime/metrics"
 	"strings"
 	"sync"
 	"testing"
@@ -166,43 +164,6 @@ func elemAddr(t testing.TB, e json.RawMessage) netip.Addr {
 		t.Fatalf("unexpected nft -j element %s", e)
 	}
 	return netip.MustParseAddr(o.Elem.Val)
-}
-
-// heapPeak samples the live heap every few milliseconds until stop is
-// called, which returns the peak growth over the heap at the start, in bytes.
-func heapPeak() (stop func() uint64) {
-	runtime.GC()
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	read := func() uint64 {
-		metrics.Read(sample)
-		return sample[0].Value.Uint64()
-	}
-	base := read()
-	var peak uint64
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			peak = max(peak, read())
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return func() uint64 {
-		close(done)
-		<-finished
-		peak = max(peak, read())
-		if peak < base {
-			return 0
-		}
-		return peak - base
-	}
 }
 
 // mib renders bytes as MiB.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/detect"
+	"github.com/synban/synban/internal/memtest"
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/policy"
 )
@@ -104,7 +105,7 @@ func TestHostileProcNet(t *testing.T) {
 		{"table-shaped noise", "0123456789ABCDEF:    \n"},
 		{"one 200 MB line", "0123456789ABCDEF: "},
 	} {
-		stop := heapPeak()
+		stop := memtest.HeapPeak()
 		began := time.Now()
 		conns, st, err := detect.ParseProcNet(&garbage{left: size, alphabet: g.alphabet, rng: rand.New(rand.NewPCG(1, uint64(len(g.name))))}, nil)
 		took := time.Since(began)
@@ -203,7 +204,7 @@ func TestHostilePolicy(t *testing.T) {
 	for _, h := range hostilePolicies() {
 		t.Run(strings.ReplaceAll(h.name, " ", "_"), func(t *testing.T) {
 			knownBug(t, h)
-			stop := heapPeak()
+			stop := memtest.HeapPeak()
 			began := time.Now()
 			p, err := policy.Parse("hostile.toml", []byte(h.text))
 			if h.name == "over 1 MiB" {
