@@ -39,7 +39,7 @@ func TestPlanSaysWhichBackend(t *testing.T) {
 			ns := netnstest.New(t, "planb")
 			dir := filepath.Join(t.TempDir(), "state")
 			args := append([]string{"--state-dir", dir}, tc.args...)
-			before := kernelSnapshot(t, ns)
+			before := ns.KernelState()
 			code, out, errs := runIn(t, ns, append([]string{"plan"}, args...)...)
 			if code != exitOK || !strings.Contains(out, tc.header) || !strings.Contains(out, tc.text) {
 				t.Fatalf("plan %v: exit %d, want a header %q and %q in:\n%s%s", tc.args, code, tc.header, tc.text, out, errs)
@@ -50,7 +50,7 @@ func TestPlanSaysWhichBackend(t *testing.T) {
 				p.Format != templates.FormatFor(tc.backend) || !strings.Contains(p.Ruleset, tc.text) {
 				t.Fatalf("plan --json %v: exit %d: %+v\n%s", tc.args, code, p, errs)
 			}
-			if after := kernelSnapshot(t, ns); after != before {
+			if after := ns.KernelState(); after != before {
 				t.Fatalf("plan changed the kernel:\nbefore:\n%s\nafter:\n%s", before, after)
 			}
 			// run, with the same flags, chooses what plan said.

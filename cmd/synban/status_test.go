@@ -16,29 +16,6 @@ import (
 	"github.com/synban/synban/state"
 )
 
-// kernelSnapshot is everything a backend could create or change in ns: the
-// nftables ruleset, iptables and ip6tables, the ipsets (with their
-// counters' bytes left as they are: nothing sends traffic) and every
-// routing table. iptables-save's time-stamp comments are left out.
-func kernelSnapshot(t *testing.T, ns *netnstest.NS) string {
-	t.Helper()
-	var b strings.Builder
-	for _, argv := range [][]string{
-		{"nft", "list", "ruleset"}, {"iptables-save"}, {"ip6tables-save"}, {"ipset", "list"},
-		{"ip", "-4", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
-	} {
-		out := ns.MustRun(argv...)
-		var keep []string
-		for _, l := range strings.Split(out, "\n") {
-			if !strings.HasPrefix(l, "# ") {
-				keep = append(keep, l)
-			}
-		}
-		b.WriteString(strings.Join(argv, " ") + ":\n" + strings.Join(keep, "\n") + "\n")
-	}
-	return b.String()
-}
-
 // ticking matches the times left that nft and ipset print, which count
 // down between two listings without anything changing.
 var ticking = regexp.MustCompile(`(?m)(expires |^[0-9a-f.:/]+ timeout )[0-9hms.]+`)
@@ -126,12 +103,12 @@ func TestStatusWritesNothing(t *testing.T) {
 
 			// A fresh host: nothing created, and status says the structure
 			// is missing (nftables, iptables) with no bans stored.
-			k0 := kernelSnapshot(t, ns)
+			k0 := ns.KernelState()
 			out, st := status()
 			if _, err := os.Lstat(dir); !os.IsNotExist(err) {
 				t.Fatalf("status created the state directory %s (%v)", dir, err)
 			}
-			if k := kernelSnapshot(t, ns); k != k0 {
+			if k := ns.KernelState(); k != k0 {
 				t.Fatalf("status on a fresh host changed the kernel:\nbefore:\n%s\nafter:\n%s", k0, k)
 			}
 			if backend != "route" && (len(st.Missing) == 0 || !strings.Contains(out, "missing; no bans stored; the next run creates it")) {
@@ -165,12 +142,12 @@ func TestStatusWritesNothing(t *testing.T) {
 				}
 				ns.MustRun("ip", "route", "add", "prohibit", "192.0.2.200/32", "proto", "211")
 			}
-			d1, k1 := dirSnapshot(t, dir), kernelSnapshot(t, ns)
+			d1, k1 := dirSnapshot(t, dir), ns.KernelState()
 			out, st = status()
 			if d := dirSnapshot(t, dir); d != d1 {
 				t.Errorf("status changed the state directory:\nbefore:\n%s\nafter:\n%s", d1, d)
 			}
-			if k := kernelSnapshot(t, ns); timeoutsLeft(k) != timeoutsLeft(k1) {
+			if k := ns.KernelState(); timeoutsLeft(k) != timeoutsLeft(k1) {
 				t.Errorf("status changed the kernel:\nbefore:\n%s\nafter:\n%s", k1, k)
 			}
 			wantBans := 2
@@ -215,7 +192,7 @@ func TestStatusWritesNothing(t *testing.T) {
 				ns.MustRun("ip", "-4", "route", "flush", "proto", "211")
 				ns.MustRun("ip", "-6", "route", "flush", "proto", "211")
 			}
-			d2, k2 := dirSnapshot(t, dir), kernelSnapshot(t, ns)
+			d2, k2 := dirSnapshot(t, dir), ns.KernelState()
 			out, st = status()
 			want := map[string]string{
 				"nftables": "nftables: table inet synban missing; 2 bans stored; the next run restores them",
@@ -231,7 +208,7 @@ func TestStatusWritesNothing(t *testing.T) {
 			if d := dirSnapshot(t, dir); d != d2 {
 				t.Errorf("status changed the state directory:\nbefore:\n%s\nafter:\n%s", d2, d)
 			}
-			if k := kernelSnapshot(t, ns); k != k2 {
+			if k := ns.KernelState(); k != k2 {
 				t.Errorf("status changed the kernel after the flush:\nbefore:\n%s\nafter:\n%s", k2, k)
 			}
 

@@ -198,3 +198,26 @@ func (l *LogBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// KernelState is everything a firewall backend could create or change in
+// ns, as text: the nftables ruleset, iptables and ip6tables, the ipsets and
+// every routing table (iptables-save's time-stamp comments left out). Tests
+// compare it before and after a command that must change nothing.
+func (n *NS) KernelState() string {
+	n.t.Helper()
+	var b strings.Builder
+	for _, argv := range [][]string{
+		{"nft", "list", "ruleset"}, {"iptables-save"}, {"ip6tables-save"}, {"ipset", "list"},
+		{"ip", "-4", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
+	} {
+		out := n.MustRun(argv...)
+		var keep []string
+		for _, l := range strings.Split(out, "\n") {
+			if !strings.HasPrefix(l, "# ") {
+				keep = append(keep, l)
+			}
+		}
+		b.WriteString(strings.Join(argv, " ") + ":\n" + strings.Join(keep, "\n") + "\n")
+	}
+	return b.String()
+}

@@ -125,28 +125,6 @@ func TestNamed(t *testing.T) {
 	}
 }
 
-// kernelDump is everything a backend could create in ns: the nftables
-// ruleset, iptables and ip6tables, the ipsets and every routing table.
-func kernelDump(t *testing.T, ns *netnstest.NS) string {
-	t.Helper()
-	var b strings.Builder
-	for _, argv := range [][]string{
-		{"nft", "list", "ruleset"}, {"iptables-save"}, {"ip6tables-save"}, {"ipset", "list"},
-		{"ip", "-4", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
-	} {
-		out := ns.MustRun(argv...)
-		// iptables-save stamps the time it ran.
-		var keep []string
-		for _, l := range strings.Split(out, "\n") {
-			if !strings.HasPrefix(l, "# ") {
-				keep = append(keep, l)
-			}
-		}
-		b.WriteString(strings.Join(argv, " ") + ":\n" + strings.Join(keep, "\n") + "\n")
-	}
-	return b.String()
-}
-
 // TestReadOnlyCreatesNothing: every backend opened read-only (as synban
 // status opens it), probed, listed, counted and inspected in a fresh
 // namespace creates nothing, needs no state store, says what is missing,
@@ -155,7 +133,7 @@ func TestReadOnlyCreatesNothing(t *testing.T) {
 	netnstest.RequireCommand(t, "iptables-save")
 	netnstest.RequireCommand(t, "ipset")
 	ns := netnstest.New(t, "robk")
-	before := kernelDump(t, ns)
+	before := ns.KernelState()
 	for _, tc := range []struct {
 		name    string
 		missing []string
@@ -196,7 +174,7 @@ func TestReadOnlyCreatesNothing(t *testing.T) {
 			if ch, err := Choose(ctx(t), tc.name, Options{NetNS: ns.Path()}); err != nil || ch.Assumed {
 				t.Errorf("Choose(%s) as root = %+v, %v; want a probed choice", tc.name, ch, err)
 			}
-			if after := kernelDump(t, ns); after != before {
+			if after := ns.KernelState(); after != before {
 				t.Errorf("read-only %s changed the kernel:\nbefore:\n%s\nafter:\n%s", ch.Name, before, after)
 			}
 		})
