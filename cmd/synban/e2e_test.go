@@ -55,23 +55,7 @@ func newLabWith(t *testing.T, policyText string, victimSysctls map[string]string
 	if err := os.WriteFile(l.policy, []byte(policyText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := l.victim.Command(t.Context(), "env", "SYNBAN_TEST_ROLE=listen", self, "0.0.0.0:80")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	buf := make([]byte, 10)
-	if _, err := out.Read(buf); err != nil {
-		t.Fatalf("listener did not start: %v", err)
-	}
+	listenIn(t, l.victim, "0.0.0.0:80")
 	return l
 }
 
@@ -276,5 +260,28 @@ func TestEndToEndBelowThreshold(t *testing.T) {
 	}
 	if st := l.status("nftables"); len(st.Bans) != 0 {
 		t.Fatalf("a flood below the threshold was banned: %+v", st.Bans)
+	}
+}
+
+// listenIn starts this test binary's listener on addr in ns (the role
+// SYNBAN_TEST_ROLE=listen of TestMain) and waits until it accepts.
+func listenIn(t *testing.T, ns *netnstest.NS, addr string) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := ns.Command(t.Context(), "env", "SYNBAN_TEST_ROLE=listen", self, addr)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	buf := make([]byte, 10)
+	if _, err := out.Read(buf); err != nil {
+		t.Fatalf("listener did not start: %v", err)
 	}
 }

@@ -75,28 +75,6 @@ func rxPackets(t *testing.T, ns *netnstest.NS, ifc string) uint64 {
 	return links[0].Stats64.RX.Packets
 }
 
-// listenIn starts the test listener on port 80 in ns.
-func listenIn(t *testing.T, ns *netnstest.NS) {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := ns.Command(t.Context(), "env", "SYNBAN_TEST_ROLE=listen", self, "[::]:80")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	buf := make([]byte, 10)
-	if _, err := out.Read(buf); err != nil {
-		t.Fatalf("listener did not start: %v", err)
-	}
-}
-
 // TestFleetTwoHosts: host A is flooded and pushes its ban to a real LAPI in
 // the same run; host B, which never sees the flood, pulls it and drops the
 // attacker while a legitimate client connects. Then IPv6 and Range
@@ -131,8 +109,8 @@ func TestFleetTwoHosts(t *testing.T) {
 	hostB.MustRun("ip", "route", "add", "default", "via", cli)
 	// Only on A's link does the attacker keep half-open entries alive.
 	attacker.MustRun("nft", "add table inet att; add chain inet att in { type filter hook input priority 0; }; add rule inet att in iifname "+attToA+" tcp flags & (syn | ack) == syn | ack drop")
-	listenIn(t, hostA)
-	listenIn(t, hostB)
+	listenIn(t, hostA, "[::]:80")
+	listenIn(t, hostB, "[::]:80")
 
 	dial := func(ns *netnstest.NS, addr string) error {
 		self, _ := os.Executable()

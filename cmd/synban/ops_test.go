@@ -40,15 +40,7 @@ func runIn(t *testing.T, ns *netnstest.NS, args ...string) (int, string, string)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, out.String(), errb.String()
-	case errors.As(err, &ee) && ee.ExitCode() >= 0:
-		return ee.ExitCode(), out.String(), errb.String()
-	}
-	t.Fatalf("synban %v: %v: %s", args, err, errb.String())
-	return 0, "", ""
+	return exitOf(t, args, err, out.String(), errb.String())
 }
 
 func writePolicy(t *testing.T, text string) string {
@@ -563,4 +555,19 @@ func TestRenderBadInput(t *testing.T) {
 			t.Errorf("synban %q: exit %d, want %d with %q:\n%s%s", tc.args, code, exitUsage, tc.want, out, stderr)
 		}
 	}
+}
+
+// exitOf turns what running synban args returned into its exit code and
+// output; a run that did not exit on its own fails the test.
+func exitOf(t *testing.T, args []string, err error, out, errOut string) (int, string, string) {
+	t.Helper()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, out, errOut
+	case errors.As(err, &ee) && ee.ExitCode() >= 0:
+		return ee.ExitCode(), out, errOut
+	}
+	t.Fatalf("synban %v: %v: %s", args, err, errOut)
+	return 0, "", ""
 }

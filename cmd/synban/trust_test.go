@@ -46,15 +46,7 @@ func runChild(t *testing.T, d time.Duration, bin string, cred *syscall.Credentia
 	if ctx.Err() != nil {
 		t.Fatalf("synban %v did not exit within %s (%v): %s", args, d, err, errb.String())
 	}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, out.String(), errb.String()
-	case errors.As(err, &ee) && ee.ExitCode() >= 0:
-		return ee.ExitCode(), out.String(), errb.String()
-	}
-	t.Fatalf("synban %v: %v: %s", args, err, errb.String())
-	return 0, "", ""
+	return exitOf(t, args, err, out.String(), errb.String())
 }
 
 // mkdirMode makes dir with exactly mode (raw bits: 0o1777 is sticky).
