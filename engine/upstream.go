@@ -27,6 +27,7 @@ import (
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/metrics"
 	"github.com/synban/synban/policy"
+	"github.com/synban/synban/state"
 	"github.com/synban/synban/upstream"
 )
 
@@ -380,4 +381,32 @@ func upstreamMetrics(r *UpstreamReport) *metrics.Upstream {
 // an error wrapping os.ErrNotExist means no speaker is running.
 func (e *Engine) UpstreamStatus(_ context.Context) (upstream.StatusReport, error) {
 	return upstream.ReadStatus(e.opts.StateDir)
+}
+
+// RunUpstream is `synban upstream`: it holds the BGP sessions to the
+// policy's neighbors and keeps the announcements equal to the hand-off
+// file in the state directory (upstream.Speaker.Run) until ctx ends, then
+// withdraws everything and closes the sessions. The policy must enable
+// [upstream]; a refused secret file or state directory is bad input.
+func (e *Engine) RunUpstream(ctx context.Context, p *policy.Policy) error {
+	if !p.Upstream.Enabled {
+		return BadInput("%s: upstream.enabled is false: the speaker has nothing to do", p.Source)
+	}
+	cfg, err := e.UpstreamConfig(p)
+	if err != nil {
+		return err
+	}
+	store, err := state.Open(e.opts.StateDir)
+	if err != nil {
+		return err
+	}
+	s, err := upstream.NewSpeaker(cfg, e.log)
+	if err != nil {
+		return &InputError{err}
+	}
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	e.log.Info("upstream speaker running", "state_dir", store.Dir(), "neighbors", len(cfg.Neighbors))
+	return s.Run(ctx, store.Dir())
 }
