@@ -315,7 +315,7 @@ func TestUpstreamEndToEnd(t *testing.T) {
 
 	// A spoofed flood: random sources, never per-source rules; one
 	// rate-limit rule for the victim's port replaces the discard rule.
-	wait = l.flood("hping3", "-q", "-S", "-p", "80", "-d", "1200", "-i", "u100", "-c", "60000", "--rand-source", upVictim4)
+	wait = l.flood("hping3", "-q", "-S", "-p", "80", "-d", "1200", "-i", "u100", "-c", "50000", "--rand-source", upVictim4)
 	netnstest.Eventually(t, 10*time.Second, func() bool { return l.halfOpen("") >= 300 },
 		"the spoofed flood left fewer than 300 half-open entries")
 	out, _ := l.run("run", "--backend", "nftables", "--json")
@@ -335,7 +335,7 @@ func TestUpstreamEndToEnd(t *testing.T) {
 	// gone (else the window would still see a spoofed flood).
 	netnstest.Eventually(t, 15*time.Second, func() bool { return l.halfOpen("") == 0 },
 		"the spoofed flood's half-open entries never expired")
-	wait = l.flood("ping", "-6", "-q", "-s", "1200", "-i", "0.0005", "-c", "10000", "-w", "6", upVictim6)
+	wait = l.flood("ping", "-6", "-q", "-s", "1200", "-i", "0.0005", "-c", "8000", "-w", "4", upVictim6)
 	l.synConnect6(300, 8*time.Second)
 	netnstest.Eventually(t, 10*time.Second, func() bool { return l.halfOpen(upAttacker6) >= 150 },
 		"the IPv6 SYNs left fewer than 150 half-open entries")
@@ -356,5 +356,84 @@ func TestUpstreamEndToEnd(t *testing.T) {
 	}
 	if out, _ := l.run("status", "--backend", "nftables"); !strings.Contains(out, "speaker is not running") {
 		t.Errorf("status after the speaker stopped:\n%s", out)
+	}
+}
+
+// upstreamPolicyText is an enabled [upstream] measuring lo, with extra
+// neighbor keys.
+func upstreamPolicyText(neighborExtra string) string {
+	return `
+[upstream]
+enabled = true
+local_asn = 64512
+router_id = "192.0.2.10"
+own_prefixes = ["192.0.2.0/24"]
+interfaces = ["lo"]
+uplink_bps = 1000000000
+
+[[upstream.neighbor]]
+address = "192.0.2.1"
+peer_asn = 64500
+families = ["ipv4-flowspec"]
+` + neighborExtra
+}
+
+// TestUpstreamBadInput: `synban upstream` refuses, with exit 2 and before
+// any BGP session, a policy without [upstream], a password file others can
+// read, and a password longer than TCP MD5 allows (upstream.Config's own
+// Validate); check names a bad [upstream] key with its line.
+func TestUpstreamBadInput(t *testing.T) {
+	dir := t.TempDir()
+	long := writeSecret(t, strings.Repeat("x", 81), 0o600)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"upstream", "--state-dir", dir}, "upstream.enabled is false"},
+		{[]string{"upstream", "--state-dir", dir, "-c", writePolicy(t, upstreamPolicyText(fmt.Sprintf("password_file = %q\n", writeSecret(t, "pw", 0o644))))}, "chmod 600"},
+		{[]string{"upstream", "--state-dir", dir, "-c", writePolicy(t, upstreamPolicyText(fmt.Sprintf("password_file = %q\n", long)))}, "longer than 80 bytes"},
+		{[]string{"upstream", "extra"}, "takes no arguments"},
+		{[]string{"check", "-c", writePolicy(t, upstreamPolicyText("port = 0\n"))}, "policy.toml:14: upstream.neighbor[0].port: must be in 1..65535"},
+	} {
+		code, out, stderr := runMain(t, c.args...)
+		if code != exitUsage || !strings.Contains(stderr, c.want) {
+			t.Errorf("synban %v: exit %d, stderr %q (stdout %q), want exit 2 and %q", c.args, code, stderr, out, c.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, upstream.StatusFile)); !os.IsNotExist(err) {
+		t.Errorf("a refused speaker left a status file (%v)", err)
+	}
+}
+
+// TestPlanUpstreamReadOnly: with [upstream] on, `plan` prints the upstream
+// decision after the ruleset (an idle uplink: no announcement), in --json
+// too, and writes no hand-off file; `status` says the speaker is not
+// running.
+func TestPlanUpstreamReadOnly(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ns := netnstest.New(t, "upe-plan")
+	dir := t.TempDir()
+	pol := writePolicy(t, upstreamPolicyText(""))
+	out, _ := runInOK(t, ns, "plan", "-c", pol, "--state-dir", dir, "--backend", "nftables")
+	if !strings.Contains(out, "# upstream (BGP): uplink ") || !strings.Contains(out, "uplink not saturated: local bans only") ||
+		!strings.Contains(out, "# upstream: no announcement") {
+		t.Errorf("plan does not print the upstream decision:\n%s", out)
+	}
+	out, _ = runInOK(t, ns, "plan", "--json", "-c", pol, "--state-dir", dir, "--backend", "nftables")
+	var js struct {
+		Upstream struct {
+			Saturated     bool  `json:"saturated"`
+			CapacityBps   int64 `json:"capacity_bps"`
+			Announcements []any `json:"announcements"`
+		} `json:"upstream"`
+	}
+	if err := json.Unmarshal([]byte(out), &js); err != nil || js.Upstream.Saturated || js.Upstream.CapacityBps != 1e9 || js.Upstream.Announcements == nil {
+		t.Errorf("plan --json upstream %+v (%v):\n%s", js.Upstream, err, out)
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Errorf("plan wrote into the state directory: %v %v", entries, err)
+	}
+	if out, _ := runInOK(t, ns, "status", "-c", pol, "--state-dir", dir, "--backend", "nftables"); !strings.Contains(out, "upstream: the speaker is not running") {
+		t.Errorf("status without a speaker:\n%s", out)
 	}
 }
