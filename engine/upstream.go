@@ -21,11 +21,15 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/metrics"
+	"github.com/synban/synban/internal/trust"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/state"
 	"github.com/synban/synban/upstream"
@@ -383,6 +387,30 @@ func (e *Engine) UpstreamStatus(_ context.Context) (upstream.StatusReport, error
 	return upstream.ReadStatus(e.opts.StateDir)
 }
 
+// SpeakerLockName is the file in the state directory that one `synban
+// upstream` holds locked while it runs: a second speaker on the same hand-off
+// file would announce the same routes and overwrite the first one's status.
+const SpeakerLockName = "upstream.lock"
+
+// lockSpeaker takes the speaker's lock (flock on DIR/upstream.lock, released
+// by the kernel when the process dies); a held lock is an error wrapping
+// ErrLocked.
+func lockSpeaker(dir string) (func(), error) {
+	path := filepath.Join(dir, SpeakerLockName)
+	f, err := trust.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("lock %s: another synban upstream runs on this state directory: %w", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
 // RunUpstream is `synban upstream`: it holds the BGP sessions to the
 // policy's neighbors and keeps the announcements equal to the hand-off
 // file in the state directory (upstream.Speaker.Run) until ctx ends, then
@@ -400,6 +428,11 @@ func (e *Engine) RunUpstream(ctx context.Context, p *policy.Policy) error {
 	if err != nil {
 		return err
 	}
+	release, err := lockSpeaker(store.Dir())
+	if err != nil {
+		return err
+	}
+	defer release()
 	s, err := upstream.NewSpeaker(cfg, e.log)
 	if err != nil {
 		return &InputError{err}

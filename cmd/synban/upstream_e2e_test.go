@@ -166,7 +166,8 @@ func (l *upLab) run(args ...string) (string, string) {
 }
 
 // flood runs argv in A in the background, bounded by its own count and a
-// timeout; the returned function waits for it.
+// timeout; the returned function stops it (once the phase has seen what it
+// needed) and waits for it.
 func (l *upLab) flood(argv ...string) func() {
 	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -175,7 +176,9 @@ func (l *upLab) flood(argv ...string) func() {
 		cancel()
 		l.t.Fatalf("flood %v: %v", argv, err)
 	}
-	return func() { _ = cmd.Wait(); cancel() }
+	stop := func() { cancel(); _ = cmd.Wait() }
+	l.t.Cleanup(stop)
+	return stop
 }
 
 // halfOpen counts the victim's SYN_RECV entries whose peer starts with src.
@@ -272,7 +275,8 @@ func (l *upLab) synConnect6(n int, d time.Duration) {
 // replaces it with exactly one rate-limit rule for the victim's port. An
 // IPv6 SYN flood (non-blocking connects from A, hping3 having no IPv6) with
 // the uplink filled by IPv6 echo requests gives the IPv6 FlowSpec rule.
-// SIGTERM stops the speaker with exit 0 and the router withdraws all.
+// SIGTERM stops the speaker with exit 0 and the router withdraws all. A
+// second speaker on the same state directory exits 3.
 func TestUpstreamEndToEnd(t *testing.T) {
 	l := newUpLab(t)
 	l.startSpeaker()
@@ -280,9 +284,14 @@ func TestUpstreamEndToEnd(t *testing.T) {
 		st, err := l.router.NeighborState(upVictim4)
 		return err == nil && st == "established"
 	}, "the router's session to synban upstream never came up")
+	// One speaker per state directory: a second one exits 3 at once.
+	if code, _, stderr := runIn(t, l.v, "upstream", "-c", l.policy, "--state-dir", l.stateDir); code != exitLocked ||
+		!strings.Contains(stderr, "another synban upstream runs on this state directory") {
+		t.Fatalf("a second synban upstream: exit %d: %s", code, stderr)
+	}
 
 	// A real flood: 1200-byte SYNs at 10k/s for 6 s, shaped to 10 Mbit/s.
-	wait := l.flood("hping3", "-q", "-S", "-p", "80", "-d", "1200", "-i", "u100", "-c", "60000", upVictim4)
+	stop := l.flood("hping3", "-q", "-S", "-p", "80", "-d", "1200", "-i", "u100", "-c", "60000", upVictim4)
 	netnstest.Eventually(t, 10*time.Second, func() bool { return l.halfOpen(upAttacker4) >= 150 },
 		"the flood left fewer than 150 half-open entries in the victim")
 	plan, _ := l.run("plan")
@@ -303,7 +312,7 @@ func TestUpstreamEndToEnd(t *testing.T) {
 		return flowRule(rs, 0, "destination: "+upVictim4+"/32", "source: "+upAttacker4+"/32", "80")
 	}, "the attacker's discard rule")
 	t.Logf("real flood: the router holds the attacker's rule %s after synban run returned", time.Since(ran).Round(time.Millisecond))
-	wait()
+	stop()
 	if len(l.rib("ipv4-unicast")) != 0 {
 		t.Errorf("RTBH announced without allow_rtbh: %+v", l.rib("ipv4-unicast"))
 	}
@@ -315,7 +324,7 @@ func TestUpstreamEndToEnd(t *testing.T) {
 
 	// A spoofed flood: random sources, never per-source rules; one
 	// rate-limit rule for the victim's port replaces the discard rule.
-	wait = l.flood("hping3", "-q", "-S", "-p", "80", "-d", "1200", "-i", "u100", "-c", "50000", "--rand-source", upVictim4)
+	stop = l.flood("hping3", "-q", "-S", "-p", "80", "-d", "1200", "-i", "u100", "-c", "50000", "--rand-source", upVictim4)
 	netnstest.Eventually(t, 10*time.Second, func() bool { return l.halfOpen("") >= 300 },
 		"the spoofed flood left fewer than 300 half-open entries")
 	out, _ := l.run("run", "--backend", "nftables", "--json")
@@ -328,14 +337,14 @@ func TestUpstreamEndToEnd(t *testing.T) {
 		return flowRule(rs, 12500, "destination: "+upVictim4+"/32", "80") && !strings.Contains(rs[0].Key, "source")
 	}, "exactly one rate-limit rule")
 	t.Logf("spoofed flood: one rate-limit rule %s after synban run returned", time.Since(ran).Round(time.Millisecond))
-	wait()
+	stop()
 
 	// IPv6: 300 half-open entries from A's IPv6 address while 1200-byte
 	// echo requests fill the uplink, once the spoofed flood's entries are
 	// gone (else the window would still see a spoofed flood).
 	netnstest.Eventually(t, 15*time.Second, func() bool { return l.halfOpen("") == 0 },
 		"the spoofed flood's half-open entries never expired")
-	wait = l.flood("ping", "-6", "-q", "-s", "1200", "-i", "0.0005", "-c", "8000", "-w", "4", upVictim6)
+	stop = l.flood("ping", "-6", "-q", "-s", "1200", "-i", "0.0005", "-c", "12000", "-w", "6", upVictim6)
 	l.synConnect6(300, 8*time.Second)
 	netnstest.Eventually(t, 10*time.Second, func() bool { return l.halfOpen(upAttacker6) >= 150 },
 		"the IPv6 SYNs left fewer than 150 half-open entries")
@@ -345,7 +354,7 @@ func TestUpstreamEndToEnd(t *testing.T) {
 		return flowRule(rs, 0, "destination: "+upVictim6+"/128", "source: "+upAttacker6+"/128", "80")
 	}, "the IPv6 attacker's discard rule")
 	t.Logf("IPv6 flood: the router holds the rule %s after synban run returned", time.Since(ran).Round(time.Millisecond))
-	wait()
+	stop()
 
 	// SIGTERM: exit 0, everything withdrawn.
 	if code := l.stopSpeaker(); code != 0 {
