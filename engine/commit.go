@@ -30,6 +30,9 @@ type Outcome struct {
 	SysctlChanges int
 	// Fleet is the exchange with the CrowdSec LAPI; nil without [crowdsec].
 	Fleet *FleetReport
+	// Upstream is what the run handed the upstream speaker; nil without
+	// [upstream].
+	Upstream *UpstreamReport
 }
 
 // Run is one unattended cycle: lock, decide, commit (see commit). When it
@@ -109,6 +112,9 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	for _, c := range res.Changed {
 		e.log.Info("changed", "backend", choice.Name, "object", c)
 	}
+	// The local bans are in place: the upstream speaker gets the run's
+	// decision at once, before the store and the LAPI are written.
+	out.Upstream = e.handOffUpstream(d)
 	if err := fl.withdraw(ctx, b); err != nil {
 		return nil, err
 	}
@@ -309,6 +315,7 @@ func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend
 		Start: start, Elapsed: time.Since(start), Backend: out.Choice.Name,
 		Samples: len(d.Samples), Sources: d.Report.Sources, Verdicts: len(d.Report.Verdicts),
 		Added: out.Result.Added, Expired: out.Expired, SysctlChanges: out.SysctlChanges, CrowdSec: fleetMetrics(out.Fleet),
+		Upstream: upstreamMetrics(out.Upstream),
 		Flood: metrics.FloodClass{Kind: c.Kind, Kinds: detect.FloodKinds(), HalfOpenEntries: c.HalfOpenEntries,
 			HalfOpenSources: c.HalfOpenSources, CookiesSent: c.CookiesSent, CookiesRecv: c.CookiesRecv},
 	}

@@ -46,6 +46,9 @@ type Decision struct {
 	// recorded them after the last full reconcile. Ruleset then holds the
 	// structure only (no bans; the kernel holds them) and is not applied.
 	Unchanged bool
+	// Upstream is the decision for the upstream routers; nil when
+	// [upstream] is off.
+	Upstream *UpstreamPlan
 }
 
 // Guard builds the never-ban guard from the policy and the host's
@@ -141,6 +144,7 @@ func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.G
 	}
 	d := &Decision{Policy: p, Guard: g, Sampler: strings.Join(w.Samplers, "+"), SamplerWhy: w.Why, Samples: samples,
 		Counters: w.Result.Delta, Class: class, Report: rep, StateLoaded: st != nil, Refreshed: refreshed}
+	d.Upstream = e.planUpstream(p, g, w, d, now)
 	if keep != nil && st != nil && len(rep.Verdicts) == 0 {
 		// Nothing decided: the structure alone says whether the kernel
 		// still holds what the last full run left (see Decision.Unchanged).

@@ -104,6 +104,7 @@ func (e *Engine) unchanged(ctx context.Context, p *policy.Policy, d *Decision, c
 		st = nil // changed on disk: metrics read it again
 	}
 	e.logDecision(d)
+	out.Upstream = e.handOffUpstream(d)
 	e.writeMetrics(ctx, out, b, store, st, start)
 	e.log.Info("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
 		"verdicts", 0, "unchanged", true, "restored", d.Restored, "expired", out.Expired, "spared", len(d.Report.Spared),

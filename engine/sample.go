@@ -23,6 +23,9 @@ type Window struct {
 	Samplers []string
 	Why      string
 	Result   detect.WindowResult
+	// Uplink is the [upstream] interfaces' counters at the window's start
+	// and end (live windows with [upstream] enabled only).
+	Uplink uplinkWindow
 }
 
 // Sample takes the policy's window of samples. With source "auto" the socket
@@ -66,10 +69,12 @@ func (e *Engine) sampleLive(ctx context.Context, p *policy.Policy) (*Window, err
 		w.Samplers = append(w.Samplers, s.Name())
 	}
 	e.log.Debug("samplers chosen", "samplers", w.Samplers, "why", why)
+	uplinkStart := sampleUplink(p, time.Now())
 	w.Result, err = detect.Window(ctx, samplers, p.Sample.Count, p.Sample.Interval.Duration, detect.NetstatCounters(""))
 	if err != nil {
 		return nil, fmt.Errorf("sampling window (%s): %w", strings.Join(w.Samplers, "+"), err)
 	}
+	w.Uplink = uplinkStart.end(p, time.Now())
 	return w, nil
 }
 

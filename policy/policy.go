@@ -33,6 +33,7 @@ type Policy struct {
 	Sysctl    Sysctl    `toml:"sysctl"`
 	Metrics   Metrics   `toml:"metrics"`
 	CrowdSec  CrowdSec  `toml:"crowdsec"`
+	Upstream  Upstream  `toml:"upstream"`
 }
 
 // Sample configures the sampling window of one run.

@@ -50,6 +50,10 @@ func TestDefault(t *testing.T) {
 		Route:    Route{Type: "prohibit", Protocol: 211},
 		IPTables: IPTables{Chain: "SYNBAN"},
 		CrowdSec: CrowdSec{Push: true, Pull: true, MaxPulled: 50000, Timeout: dur(t, "30s")},
+		Upstream: Upstream{SaturationRatio: 0.8, RealAction: "discard", SpoofedAction: "rate-limit",
+			FlowSpecRateBytes: 125000, MaxFlowSpecRules: 20, MaxChangesPerMinute: 60,
+			RTBHNextHopV4: "192.0.2.1", RTBHNextHopV6: "100::1",
+			MinHold: dur(t, "2m"), WithdrawAfterQuiet: dur(t, "10m"), MaxAge: dur(t, "5m")},
 	}
 	got := Default()
 	if !reflect.DeepEqual(got, want) {
@@ -119,8 +123,10 @@ func TestDefaultAndExampleCoverSchema(t *testing.T) {
 			t.Errorf("example.toml does not show key %s", k)
 		}
 		// The default rules need no ports or ban_for; [sysctl] manages no
-		// setting by default, so default.toml shows them in comments.
-		optional := k == "rule.ports" || k == "rule.ban_for" || strings.HasPrefix(k, "sysctl.") && k != "sysctl.apply"
+		// setting by default and [upstream] has no neighbor, so default.toml
+		// shows them in comments.
+		optional := k == "rule.ports" || k == "rule.ban_for" || strings.HasPrefix(k, "sysctl.") && k != "sysctl.apply" ||
+			strings.HasPrefix(k, "upstream.neighbor.")
 		if !def[k] && !optional {
 			t.Errorf("default.toml does not document key %s", k)
 		}
@@ -190,6 +196,16 @@ func TestExampleDecodes(t *testing.T) {
 			PasswordFile: "/etc/synban/crowdsec-password", BouncerKeyFile: "/etc/synban/crowdsec-bouncer-key",
 			Push: true, Pull: true, PullOrigins: []string{"crowdsec", "cscli", "synban"},
 			MaxPulled: 50000, Timeout: Duration{30 * time.Second}},
+		Upstream: Upstream{LocalASN: 64512, RouterID: "203.0.113.10",
+			OwnPrefixes: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8:10::/48")},
+			Interfaces:  []string{"eth0"}, UplinkBps: 1000000000, SaturationRatio: 0.8,
+			RealAction: "discard", SpoofedAction: "rate-limit", FlowSpecRateBytes: 125000,
+			MaxFlowSpecRules: 20, MaxChangesPerMinute: 60, AllowRTBH: true, RTBHCommunities: []string{"64500:666"},
+			RTBHNextHopV4: "192.0.2.1", RTBHNextHopV6: "100::1",
+			MinHold: dur(t, "2m"), WithdrawAfterQuiet: dur(t, "10m"), MaxAge: dur(t, "5m"),
+			Neighbors: []UpstreamNeighbor{{Address: "203.0.113.1", PeerASN: 64500,
+				Families:     []string{"ipv4-flowspec", "ipv6-flowspec", "ipv4-unicast", "ipv6-unicast"},
+				PasswordFile: "/etc/synban/bgp-password", Port: 179}}},
 	}
 	got, err := Parse(path, mustRead(t, path))
 	if err != nil {

@@ -24,6 +24,10 @@ var arrayLimits = map[string]int{
 	"nftables.ingress_devices":           maxDevices,
 	"crowdsec.pull_origins":              maxCrowdSecFilters,
 	"crowdsec.pull_scenarios_containing": maxCrowdSecFilters,
+	"upstream.interfaces":                maxDevices,
+	"upstream.rtbh_communities":          maxRTBHCommunities,
+	"upstream.neighbor":                  maxNeighbors,
+	"upstream.neighbor.families":         maxFamilies,
 }
 
 var (
@@ -84,6 +88,8 @@ func (d *decoder) fieldOf(path string, v reflect.Value) field {
 		return d.str(v.Addr().Convert(reflect.TypeFor[*string]()).Interface().(*string))
 	case t.Kind() == reflect.Int:
 		return d.integer(v.Addr().Interface().(*int))
+	case t.Kind() == reflect.Int64:
+		return d.integer64(v.Addr().Interface().(*int64))
 	case t.Kind() == reflect.Float64:
 		return d.float(v.Addr().Interface().(*float64))
 	case t.Kind() == reflect.Bool:

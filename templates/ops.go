@@ -107,12 +107,15 @@ var systemdUnits = []struct{ name, tmpl string }{
 	{"synban.service", "systemd-service.tmpl"},
 	{"synban.timer", "systemd-timer.tmpl"},
 	{"synban-watch.service", "systemd-watch.tmpl"},
+	{"synban-upstream.service", "systemd-upstream.tmpl"},
 }
 
 // SystemdUnits renders synban's systemd units: synban.service (one run,
 // Type=oneshot, exit code 3 counted as success) started by synban.timer
-// every u.Every, and synban-watch.service, the long-running alternative
-// (synban watch), which conflicts with both.
+// every u.Every, synban-watch.service, the long-running alternative
+// (synban watch), which conflicts with both, and synban-upstream.service,
+// the upstream BGP speaker (synban upstream) that either hands its
+// announcements to.
 func SystemdUnits(u Unattended) ([]Unit, error) {
 	d, err := u.data()
 	if err != nil {

@@ -91,13 +91,14 @@ func TestSystemdUnits(t *testing.T) {
 			t.Errorf("%s has an unfilled field:\n%s", u.Name, u.Text)
 		}
 	}
-	if strings.Join(names, " ") != "synban.service synban.timer synban-watch.service" {
+	if strings.Join(names, " ") != "synban.service synban.timer synban-watch.service synban-upstream.service" {
 		t.Fatalf("units %v", names)
 	}
 	for i, want := range []string{
 		"ExecStart=/usr/local/bin/synban run -c /etc/synban/policy.toml --log-level info\n",
 		"OnUnitActiveSec=90s\n",
 		"ExecStart=/usr/local/bin/synban watch --every 10s -c /etc/synban/policy.toml --log-level info\n",
+		"ExecStart=/usr/local/bin/synban upstream -c /etc/synban/policy.toml --log-level info\n",
 	} {
 		if !strings.Contains(units[i].Text, want) {
 			t.Errorf("%s lacks %q:\n%s", units[i].Name, want, units[i].Text)

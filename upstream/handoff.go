@@ -36,6 +36,9 @@ type Desired struct {
 	Written time.Time   `json:"written"`
 	Entries []Entry     `json:"entries"`
 	State   DecideState `json:"state"`
+	// Uplink holds the uplink's counters at the end of the writing run's
+	// window: the next run measures the rate since then.
+	Uplink []LinkSample `json:"uplink,omitempty"`
 }
 
 // Confirm builds the hand-off content for a run at now that wants anns:

@@ -10,10 +10,12 @@ import (
 
 // LinkSample is one reading of an interface's counters.
 type LinkSample struct {
-	At                 time.Time
-	RxBytes, RxPackets uint64
-	TxBytes, TxPackets uint64
-	Interface          string
+	At        time.Time `json:"at"`
+	RxBytes   uint64    `json:"rx_bytes"`
+	RxPackets uint64    `json:"rx_packets"`
+	TxBytes   uint64    `json:"tx_bytes"`
+	TxPackets uint64    `json:"tx_packets"`
+	Interface string    `json:"interface"`
 }
 
 // LinkRate is the rate between two samples.

@@ -101,6 +101,7 @@ func commands() []*command {
 		{name: "ban", args: "ADDR|PREFIX", summary: "ban an address or prefix, or a list of them with --from-file FILE (--for DURATION)", setup: flagsBan, run: cmdBan},
 		{name: "unban", args: "ADDR|PREFIX...", summary: "remove bans", setup: flagsLocked, run: cmdUnban},
 		{name: "flush", summary: "remove everything synban created, nothing else", setup: flagsLocked, run: cmdFlush},
+		{name: "upstream", summary: "run the upstream BGP speaker ([upstream]): announce what runs decide, withdraw everything on SIGTERM", setup: flagsCommon, run: cmdUpstream},
 		{name: "watch", summary: "run the run cycle every --every (default 10s) until SIGTERM", setup: flagsWatch, run: cmdWatch},
 		{name: "render", args: "KIND", summary: "print a file to install, from the policy (KIND: " + renderKindNames() + ")", setup: flagsRender, run: cmdRender},
 		{name: "version", summary: "print the version", setup: func(*flag.FlagSet, *options) {}, run: cmdVersion},

@@ -124,6 +124,9 @@ func (a *app) printPlan(d *engine.Decision, o *options, choice backends.Choice) 
 	if o.json {
 		js := planJSON(d, format, script.String())
 		js["backend"], js["backend_why"], js["backend_assumed"] = choice.Name, choice.Why, choice.Assumed
+		if d.Upstream != nil {
+			js["upstream"] = upstreamPlanJSON(d.Upstream)
+		}
 		return writeJSON(a.stdout, js)
 	}
 	if o.format == "" {
@@ -133,8 +136,13 @@ func (a *app) printPlan(d *engine.Decision, o *options, choice backends.Choice) 
 			Class: d.Class, Report: d.Report, Omitted: d.Omitted, Restored: d.Restored, Listed: engine.MaxListed,
 		})
 	}
-	_, err := io.WriteString(a.stdout, script.String())
-	return err
+	if _, err := io.WriteString(a.stdout, script.String()); err != nil {
+		return err
+	}
+	if o.format == "" {
+		writeUpstreamPlan(a.stdout, d.Upstream)
+	}
+	return nil
 }
 
 type verdictJSON struct {

@@ -32,6 +32,10 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 		return err
 	}
 	choice := st.Choice
+	up, err := upstreamStatus(ctx, a, o, p)
+	if err != nil {
+		return err
+	}
 	if o.json {
 		type banJSON struct {
 			Prefix  string  `json:"prefix"`
@@ -47,9 +51,13 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 		for _, pfx := range st.Absent {
 			absent = append(absent, pfx.String())
 		}
-		return writeJSON(a.stdout, map[string]any{"backend": choice.Name, "backend_why": choice.Why, "bans": out, "counters": st.Counters,
+		js := map[string]any{"backend": choice.Name, "backend_why": choice.Why, "bans": out, "counters": st.Counters,
 			"missing": append([]string{}, st.Missing...), "stored_bans": st.Stored, "stored_missing": absent,
-			"state_loaded": st.StateLoaded, "notes": append([]string{}, st.Notes...)})
+			"state_loaded": st.StateLoaded, "notes": append([]string{}, st.Notes...)}
+		if up != nil || p.Upstream.Enabled {
+			js["upstream"] = map[string]any{"running": speakerAlive(up, time.Now()), "status": up}
+		}
+		return writeJSON(a.stdout, js)
 	}
 	fmt.Fprintf(a.stdout, "backend: %s (%s)\n", choice.Name, choice.Why)
 	for _, n := range st.Notes {
@@ -65,6 +73,7 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 		}
 		tw.Flush()
 	}
+	writeUpstreamStatus(a.stdout, p, up, time.Now())
 	return nil
 }
 

@@ -439,7 +439,7 @@ func TestRenderSystemdVerifies(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("render systemd: exit %d: %s%s", code, out, stderr)
 	}
-	units := []string{"synban.service", "synban.timer", "synban-watch.service"}
+	units := []string{"synban.service", "synban.timer", "synban-watch.service", "synban-upstream.service"}
 	var paths []string
 	for _, u := range units {
 		paths = append(paths, filepath.Join(dir, u))
@@ -466,6 +466,9 @@ func TestRenderSystemdVerifies(t *testing.T) {
 		"synban.service":       "ExecStart=" + self + " run -c " + absPol + " --state-dir /var/lib/synban-test --log-level info\n",
 		"synban.timer":         "OnUnitActiveSec=120s\n",
 		"synban-watch.service": "ExecStart=" + self + " watch --every 15s -c " + absPol + " --state-dir /var/lib/synban-test --log-level info\n",
+		// The speaker is a long-running service restarted on failure, not
+		// a timer's run.
+		"synban-upstream.service": "ExecStart=" + self + " upstream -c " + absPol + " --state-dir /var/lib/synban-test --log-level info\n",
 	} {
 		if !strings.Contains(text[unit], want) {
 			t.Errorf("%s lacks %q:\n%s", unit, want, text[unit])
@@ -475,6 +478,9 @@ func TestRenderSystemdVerifies(t *testing.T) {
 	// every RestartSec forever.
 	if !strings.Contains(text["synban-watch.service"], "\nRestartPreventExitStatus=2\n") {
 		t.Errorf("synban-watch.service restarts on exit 2 (bad policy):\n%s", text["synban-watch.service"])
+	}
+	if !strings.Contains(text["synban-upstream.service"], "\nRestart=on-failure\n") || strings.Contains(text["synban-upstream.service"], "Timer") {
+		t.Errorf("synban-upstream.service is not a service restarted on failure:\n%s", text["synban-upstream.service"])
 	}
 	if !strings.Contains(text["synban.service"], "SuccessExitStatus=3") {
 		t.Errorf("synban.service does not treat exit 3 (lock held) as success:\n%s", text["synban.service"])
@@ -489,9 +495,9 @@ func TestRenderSystemdVerifies(t *testing.T) {
 		t.Fatalf("systemd-analyze verify accepted a unit running a missing program:\n%s", out)
 	}
 
-	// Without --output-dir the three units are printed.
+	// Without --output-dir the four units are printed.
 	code, out, _ = runMain(t, "render", "systemd", "--binary", self)
-	if code != exitOK || strings.Count(out, "[Unit]") != 3 {
+	if code != exitOK || strings.Count(out, "[Unit]") != 4 {
 		t.Fatalf("render systemd to stdout: exit %d:\n%s", code, out)
 	}
 }

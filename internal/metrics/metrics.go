@@ -42,6 +42,12 @@ const (
 	CrowdSecUp     = "synban_crowdsec_up"
 	CrowdSecPulled = "synban_crowdsec_pulled_bans"
 	CrowdSecPushed = "synban_crowdsec_pushed_bans"
+
+	UpstreamUp            = "synban_upstream_up"
+	UpstreamAnnouncements = "synban_upstream_announcements"
+	UpstreamRefused       = "synban_upstream_refused"
+	UpstreamEstablished   = "synban_upstream_neighbors_established"
+	UpstreamUplinkBps     = "synban_upstream_uplink_bps"
 )
 
 // Ban is one active ban, as counted in synban_bans.
@@ -103,6 +109,25 @@ type Run struct {
 	// CrowdSec is the run's exchange with a CrowdSec LAPI; nil when the
 	// policy has none.
 	CrowdSec *CrowdSec
+	// Upstream is what the run decided for the upstream routers; nil when
+	// the policy's [upstream] is off.
+	Upstream *Upstream
+}
+
+// Upstream is what a run decided for the upstream routers over BGP.
+type Upstream struct {
+	// Up is false when measuring the uplink or handing the decision to
+	// the speaker failed this run.
+	Up bool
+	// Announcements counts the announcements handed to the speaker, by
+	// kind (flowspec, rtbh; every kind present, 0 included).
+	Announcements map[string]int
+	// Refused counts the announcements the safety checks refused.
+	Refused int
+	// Established counts the speaker's established BGP sessions.
+	Established int
+	// UplinkBps is the uplink's measured inbound rate in bits per second.
+	UplinkBps float64
 }
 
 // CrowdSec is what a run exchanged with a CrowdSec LAPI.
@@ -202,6 +227,22 @@ func Registry(r Run, lastSuccess time.Time) (*prometheus.Registry, error) {
 			gauge(CrowdSecUp, "1 if every call of the last run to the CrowdSec LAPI succeeded, else 0.", up),
 			gauge(CrowdSecPulled, "Bans pulled from the CrowdSec LAPI enforced after the last run.", float64(cs.Pulled)),
 			gauge(CrowdSecPushed, "Bans pushed to the CrowdSec LAPI in the last run.", float64(cs.Pushed)))
+	}
+	if up := r.Upstream; up != nil {
+		ok := 0.0
+		if up.Up {
+			ok = 1
+		}
+		anns := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: UpstreamAnnouncements,
+			Help: "Announcements the last run handed the upstream BGP speaker, by kind (flowspec, rtbh)."}, []string{"kind"})
+		for k, n := range up.Announcements {
+			anns.WithLabelValues(k).Set(float64(n))
+		}
+		errs = append(errs, reg.Register(anns),
+			gauge(UpstreamUp, "1 if the last run measured the uplink and handed its decision to the upstream speaker, else 0.", ok),
+			gauge(UpstreamRefused, "Upstream announcements the last run's safety checks refused.", float64(up.Refused)),
+			gauge(UpstreamEstablished, "BGP sessions of the upstream speaker established, as its status file said at the last run.", float64(up.Established)),
+			gauge(UpstreamUplinkBps, "The uplink's inbound rate in bits per second measured by the last run.", up.UplinkBps))
 	}
 	for _, col := range []prometheus.Collector{flood, bans, packets, bytes} {
 		errs = append(errs, reg.Register(col))
