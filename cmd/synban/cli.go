@@ -104,6 +104,7 @@ func commands() []*command {
 		{name: "watch", summary: "run the run cycle every --every (default 10s) until SIGTERM", setup: flagsWatch, run: cmdWatch},
 		{name: "render", args: "KIND", summary: "print a file to install, from the policy (KIND: " + renderKindNames() + ")", setup: flagsRender, run: cmdRender},
 		{name: "version", summary: "print the version", setup: func(*flag.FlagSet, *options) {}, run: cmdVersion},
+		{name: "explain", args: "ADDR|PREFIX", summary: "tell why an address or prefix is or is not banned, with the numbers (writes nothing)", setup: flagsExplain, run: cmdExplain},
 	}
 }
 
