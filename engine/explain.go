@@ -243,11 +243,14 @@ func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.
 		}
 	}
 	if x.Offence == nil {
-		// Spared, unless a verdict stands: a spared prefix leaves the
-		// addresses inside it to be judged on their own. The most specific
-		// spared subject holding it speaks for it.
+		// Spared, unless a verdict stands. A prefix the guard spares leaves
+		// the addresses inside it to be judged on their own, so it speaks
+		// only for itself; a prefix the spoof filter spares had folded its
+		// addresses, so it speaks for them too. The most specific wins.
 		for i := range pre.Spared {
-			if s := &pre.Spared[i]; holds(s.Verdict.Subject, subject) && (x.Spared == nil || s.Verdict.Subject.Bits() > x.Spared.Verdict.Subject.Bits()) {
+			s := &pre.Spared[i]
+			applies := s.Verdict.Subject == subject || (!s.By.Prefix.IsValid() && holds(s.Verdict.Subject, subject))
+			if applies && (x.Spared == nil || s.Verdict.Subject.Bits() > x.Spared.Verdict.Subject.Bits()) {
 				x.Spared = s
 			}
 		}

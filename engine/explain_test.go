@@ -109,6 +109,16 @@ func TestExplainOutcomes(t *testing.T) {
 		t.Fatalf("below: %+v", x)
 	}
 	hasLine(t, x, "rule syn-flood", "peak 7 syn_recv below threshold 50", "only 0 of 3 samples")
+
+	// Inside the /24 the guard spares (it holds the gateway), a quiet
+	// address is below threshold, not spared: the spared prefix speaks
+	// only for itself.
+	quiet := append(halfOpen("10.9.0.2", 120), halfOpen("10.9.0.254", 90)...)
+	quiet = append(quiet, halfOpen("10.9.0.40", 7)...)
+	x = explainOf(t, p, g, window(t, p, quiet), nil, "10.9.0.40/32")
+	if x.Outcome != ExplainBelow || x.Spared != nil || x.Prefix == nil || !x.Prefix.Crossed || x.Prefix.Guard == nil {
+		t.Fatalf("quiet address in a spared prefix: %+v", x)
+	}
 	hasLine(t, x, "verdict: below threshold")
 
 	x = explainOf(t, p, g, w, nil, "192.0.2.99/32")
