@@ -105,6 +105,8 @@ func commands() []*command {
 		{name: "render", args: "KIND", summary: "print a file to install, from the policy (KIND: " + renderKindNames() + ")", setup: flagsRender, run: cmdRender},
 		{name: "version", summary: "print the version", setup: func(*flag.FlagSet, *options) {}, run: cmdVersion},
 		{name: "explain", args: "ADDR|PREFIX", summary: "tell why an address or prefix is or is not banned, with the numbers (writes nothing)", setup: flagsExplain, run: cmdExplain},
+		{name: "completion", args: "SHELL", summary: "print the shell completion script for SHELL: bash, zsh or fish", setup: flagsNone, run: cmdCompletion},
+		{name: "man", summary: "print the manual page in roff (synban man | man -l -)", setup: flagsNone, run: cmdMan},
 	}
 }
 
