@@ -146,25 +146,60 @@ func (e *Engine) Explain(ctx context.Context, p *policy.Policy, subject netip.Pr
 	if err != nil {
 		return nil, err
 	}
-	k := kernelView{}
+	k := kernelView{err: "not read: --from replays a captured table"}
 	if e.opts.From == "" {
-		k = e.readKernel(ctx, p, st)
-	} else {
-		k.err = "not read: --from replays a captured table"
+		var kerr error
+		if k, kerr = e.readKernel(ctx, p, st); kerr != nil {
+			k = kernelView{choice: k.choice, err: kerr.Error()}
+		}
 	}
 	return e.explainWindow(ctx, p, g, w, st, now, subject, k)
 }
 
 // kernelView is what Explain read of the backend.
 type kernelView struct {
-	choice backends.Choice
-	bans   []rules.ActiveBan
-	drops  *dropReader
-	err    string
+	backend rules.Backend
+	choice  backends.Choice
+	bans    []rules.ActiveBan
+	drops   *dropReader
+	err     string
+}
+
+// KernelBans is what the kernel holds of synban's, read read-only: the
+// bans with their time left, each ban element's drop counter (Drops; a ban
+// missing from it has none), and the rules' drop counters.
+type KernelBans struct {
+	Choice   backends.Choice
+	Bans     []rules.ActiveBan
+	Drops    map[netip.Prefix]uint64
+	Counters []rules.Counter
+}
+
+// KernelBans reads the backend as explain does (opened read-only; nothing
+// created, expired or removed), for views such as `synban top`.
+func (e *Engine) KernelBans(ctx context.Context, p *policy.Policy) (*KernelBans, error) {
+	st, err := readState(e.opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("read state store: %w", err)
+	}
+	k, err := e.readKernel(ctx, p, st)
+	if err != nil {
+		return nil, err
+	}
+	out := &KernelBans{Choice: k.choice, Bans: k.bans, Drops: map[netip.Prefix]uint64{}}
+	if k.drops != nil {
+		if out.Drops, err = k.drops.read(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if out.Counters, err = k.backend.Counters(ctx); err != nil {
+		return nil, fmt.Errorf("read counters with %s: %w", k.choice.Name, err)
+	}
+	return out, nil
 }
 
 // readKernel opens the backend read-only and lists its bans.
-func (e *Engine) readKernel(ctx context.Context, p *policy.Policy, st *state.State) kernelView {
+func (e *Engine) readKernel(ctx context.Context, p *policy.Policy, st *state.State) (kernelView, error) {
 	var k kernelView
 	var store *state.Store
 	if st != nil {
@@ -172,27 +207,24 @@ func (e *Engine) readKernel(ctx context.Context, p *policy.Policy, st *state.Sta
 		// reads its reasons and times from it.
 		s, err := state.Open(e.opts.StateDir)
 		if err != nil {
-			k.err = fmt.Sprintf("open state store: %v", err)
-			return k
+			return k, fmt.Errorf("open state store: %w", err)
 		}
 		store = s
 	}
 	bo := e.backendOptions(p, store)
 	bo.ReadOnly = true
 	b, choice, err := backends.Open(ctx, e.BackendName(p), bo)
-	k.choice = choice
+	k.choice, k.backend = choice, b
 	if err != nil {
-		k.err = fmt.Sprintf("choose a firewall backend: %v", err)
-		return k
+		return k, fmt.Errorf("choose a firewall backend: %w", err)
 	}
 	if k.bans, err = b.Bans(ctx); err != nil {
-		k.err = fmt.Sprintf("list bans with %s: %v", choice.Name, err)
-		return k
+		return k, fmt.Errorf("list bans with %s: %w", choice.Name, err)
 	}
 	if dc, ok := b.(rules.DropCounter); ok {
 		k.drops = &dropReader{dc: dc}
 	}
-	return k
+	return k, nil
 }
 
 // explainWindow is Explain on a window already taken.
