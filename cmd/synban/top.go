@@ -55,11 +55,11 @@ type topRow struct {
 	Verdict string `json:"verdict"`
 	Why     string `json:"why"`
 	// Banned is set while a ban in the kernel holds the subject: BanLeft
-	// seconds left (0: no expiry), Drops its element's drop counter (-1:
+	// seconds left (0: no expiry), Drops its element's drop counter (nil:
 	// the element keeps none).
 	Banned  bool    `json:"banned"`
 	BanLeft float64 `json:"ban_left_seconds"`
-	Drops   int64   `json:"drops"`
+	Drops   *uint64 `json:"drops"`
 }
 
 // topSnapshot is one refresh of top.
@@ -116,14 +116,14 @@ func takeTop(ctx context.Context, e *engine.Engine, p *policy.Policy, replay boo
 			continue
 		}
 		subject := netip.PrefixFrom(addr, addr.BitLen())
-		row := topRow{Subject: subject.Addr().String(), SynRecv: r.SynRecv, Established: r.Established, Total: r.Total, Sources: 1, Drops: -1}
+		row := topRow{Subject: subject.Addr().String(), SynRecv: r.SynRecv, Established: r.Established, Total: r.Total, Sources: 1}
 		if v, ok := verdict[subject]; ok {
 			row.Verdict, row.Why = v.Verdict, v.Why
 		}
 		if pfx, ok := aggregationPrefix(p, addr); ok {
 			a := prefixes[pfx]
 			if a == nil {
-				a = &agg{row: topRow{Subject: pfx.String(), Prefix: true, Drops: -1}}
+				a = &agg{row: topRow{Subject: pfx.String(), Prefix: true}}
 				prefixes[pfx] = a
 			}
 			a.row.SynRecv += r.SynRecv
@@ -176,7 +176,7 @@ func takeTop(ctx context.Context, e *engine.Engine, p *policy.Policy, replay boo
 			if b.Prefix.Bits() <= subject.Bits() && b.Prefix.Contains(subject.Addr()) {
 				r.Banned, r.BanLeft = true, b.Expires.Seconds()
 				if n, ok := kb.Drops[b.Prefix]; ok {
-					r.Drops = int64(n)
+					r.Drops = &n
 				}
 				break
 			}
@@ -218,7 +218,10 @@ func sortedRows(rows []topRow, by, filter string, nSources, nPrefixes int) []top
 		case "total":
 			return int64(r.Total)
 		case "drops":
-			return r.Drops
+			if r.Drops == nil {
+				return -1
+			}
+			return int64(*r.Drops)
 		}
 		return int64(r.SynRecv)
 	}
@@ -289,8 +292,8 @@ func writeTop(w io.Writer, s *topSnapshot, vo viewOptions, rows []topRow, nPrefi
 					ban = (time.Duration(r.BanLeft) * time.Second).String()
 				}
 			}
-			if r.Drops >= 0 {
-				drops = fmt.Sprint(r.Drops)
+			if r.Drops != nil {
+				drops = fmt.Sprint(*r.Drops)
 			}
 			fmt.Fprintf(w, "%-*s %9d %11d %7d %5d  %-32s %9s %9s\n", width, r.Subject, r.SynRecv, r.Established, r.Total, r.Sources, verdict, ban, drops)
 		}

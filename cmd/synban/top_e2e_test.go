@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -179,6 +180,24 @@ func TestTopOnceAndBadInput(t *testing.T) {
 	if rows := topScreenRows(out.String(), "SOURCE"); code != exitOK || len(rows) != 1 || strings.Join(rows[0][5:], " ") != "ban: syn-flood - -" {
 		t.Fatalf("top --once --filter: exit %d rows %q:\n%s", code, rows, out.String())
 	}
+	out.Reset()
+	code = Main(context.Background(), []string{"top", "--json", "--from", from, "--state-dir", t.TempDir(), "--top", "1"}, &out, &errb)
+	var js struct {
+		Rows []struct {
+			Subject string  `json:"subject"`
+			Prefix  bool    `json:"prefix"`
+			SynRecv int     `json:"syn_recv"`
+			Verdict string  `json:"verdict"`
+			Drops   *uint64 `json:"drops"`
+		} `json:"rows"`
+		RuleDrops []string `json:"rule_drops"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &js); code != exitOK || err != nil || len(js.Rows) != 2 || js.RuleDrops == nil ||
+		!js.Rows[0].Prefix || js.Rows[0].Subject != "2001:db8:bad:1::/64" || js.Rows[0].Verdict != "spared" ||
+		js.Rows[1].Subject != "2001:db8:66::6" || js.Rows[1].SynRecv != 75 || js.Rows[1].Verdict != "ban" || js.Rows[1].Drops != nil {
+		t.Fatalf("top --json --top 1: exit %d, %v: %+v\n%s", code, err, js, out.String())
+	}
+
 	// Without --once, top needs a terminal: here standard input is /dev/null.
 	self, err := os.Executable()
 	if err != nil {
