@@ -394,29 +394,6 @@ func seenAny(s []SeenCount) bool {
 	return slices.ContainsFunc(s, func(c SeenCount) bool { return c.SynRecv+c.Established+c.Other > 0 })
 }
 
-// counts reports whether rule r counts connection c, as detect.Analyze does:
-// its state (syn_recv includes NEW_SYN_RECV; any is every state but LISTEN)
-// and, when it lists ports, the local port.
-func counts(r *policy.Rule, c *detect.Conn) bool {
-	switch r.State {
-	case policy.StateSynRecv:
-		if c.State != detect.SynRecv && c.State != detect.NewSynRecv {
-			return false
-		}
-	case policy.StateEstablished:
-		if c.State != detect.Established {
-			return false
-		}
-	case policy.StateAny:
-		if c.State == detect.Listen || c.State < detect.Established || c.State > detect.NewSynRecv {
-			return false
-		}
-	default:
-		return false
-	}
-	return len(r.Ports) == 0 || slices.Contains(r.Ports, c.Local.Port())
-}
-
 // judge counts every rule over subject in each sample and checks it against
 // thr(rule), with at least minSources addresses, in at least minHits samples.
 func judge(p *policy.Policy, samples []detect.Sample, subject netip.Prefix, thr func(*policy.Rule) int, minSources, minHits int) []RuleCheck {
@@ -429,7 +406,7 @@ func judge(p *policy.Policy, samples []detect.Sample, subject netip.Prefix, thr 
 			srcs := map[netip.Addr]bool{}
 			for ci := range s.Conns {
 				c := &s.Conns[ci]
-				if a := c.Remote.Addr().Unmap(); subject.Contains(a) && counts(r, c) {
+				if a := c.Remote.Addr().Unmap(); subject.Contains(a) && detect.Counts(r, c) {
 					rc.Counts[si]++
 					srcs[a] = true
 				}
