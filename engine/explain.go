@@ -235,12 +235,10 @@ func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.
 		Backend: k.choice, BackendErr: k.err}
 	x.Seen = seen(samples, subject)
 	single := subject.Bits() == subject.Addr().BitLen()
-	aggBits, aggThr := aggregation(p, subject.Addr())
 	if single {
 		x.Rules = judge(p, samples, subject, func(r *policy.Rule) int { return r.Threshold }, 1, x.MinHits)
 	}
-	if aggBits > 0 && subject.Bits() >= aggBits {
-		pfx := netip.PrefixFrom(subject.Addr(), aggBits).Masked()
+	if pfx, aggThr, ok := Aggregation(p, subject.Addr()); ok && subject.Bits() >= pfx.Bits() {
 		pc := &PrefixCheck{Prefix: pfx, Threshold: aggThr,
 			Rules: judge(p, samples, pfx, func(*policy.Rule) int { return aggThr }, 2, x.MinHits)}
 		pc.Crossed = slices.ContainsFunc(pc.Rules, func(r RuleCheck) bool { return r.Crossed })
@@ -347,22 +345,22 @@ func holds(a, b netip.Prefix) bool {
 	return a.IsValid() && b.IsValid() && a.Addr().Is4() == b.Addr().Is4() && a.Bits() <= b.Bits() && a.Contains(b.Addr())
 }
 
-// aggregation returns the prefix length and threshold addr's family is
-// aggregated by, 0 and 0 when it is not.
-func aggregation(p *policy.Policy, addr netip.Addr) (bits, thr int) {
+// Aggregation returns the prefix holding addr that the policy aggregates
+// sources by, and that prefix's threshold, as detect.Analyze aggregates
+// (ok false when addr's family is not aggregated).
+func Aggregation(p *policy.Policy, addr netip.Addr) (pfx netip.Prefix, thr int, ok bool) {
 	if !p.Prefix.Enabled {
-		return 0, 0
+		return netip.Prefix{}, 0, false
 	}
+	bits, thr := p.Prefix.IPv6Length, p.Prefix.IPv6Threshold
 	if addr.Is4() {
-		if p.Prefix.IPv4Length > 0 && p.Prefix.IPv4Threshold > 0 {
-			return p.Prefix.IPv4Length, p.Prefix.IPv4Threshold
-		}
-		return 0, 0
+		bits, thr = p.Prefix.IPv4Length, p.Prefix.IPv4Threshold
 	}
-	if p.Prefix.IPv6Length > 0 && p.Prefix.IPv6Threshold > 0 {
-		return p.Prefix.IPv6Length, p.Prefix.IPv6Threshold
+	if bits <= 0 || bits > addr.BitLen() || thr <= 0 {
+		return netip.Prefix{}, 0, false
 	}
-	return 0, 0
+	pfx, err := addr.Prefix(bits)
+	return pfx, thr, err == nil
 }
 
 // seen counts, per sample, the subject's entries by state and sources.

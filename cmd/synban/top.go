@@ -120,7 +120,7 @@ func takeTop(ctx context.Context, e *engine.Engine, p *policy.Policy, replay boo
 		if v, ok := verdict[subject]; ok {
 			row.Verdict, row.Why = v.Verdict, v.Why
 		}
-		if pfx, ok := aggregationPrefix(p, addr); ok {
+		if pfx, _, ok := engine.Aggregation(p, addr); ok {
 			a := prefixes[pfx]
 			if a == nil {
 				a = &agg{row: topRow{Subject: pfx.String(), Prefix: true}}
@@ -183,22 +183,6 @@ func takeTop(ctx context.Context, e *engine.Engine, p *policy.Policy, replay boo
 		}
 	}
 	return s, nil
-}
-
-// aggregationPrefix is the prefix addr's family is aggregated by, if any.
-func aggregationPrefix(p *policy.Policy, addr netip.Addr) (netip.Prefix, bool) {
-	if !p.Prefix.Enabled {
-		return netip.Prefix{}, false
-	}
-	bits := p.Prefix.IPv6Length
-	if addr.Is4() {
-		bits = p.Prefix.IPv4Length
-	}
-	if bits <= 0 {
-		return netip.Prefix{}, false
-	}
-	pfx, err := addr.Prefix(bits)
-	return pfx, err == nil
 }
 
 // sortedRows returns the rows passing the filter, in the order asked, most
