@@ -67,15 +67,15 @@ func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 	banned := make(map[netip.Prefix]*candidate)
 	var keptPfx []*candidate
 	var buf []byte
-	spare := func(c *candidate, why string) {
+	spare := func(c *candidate, by policy.Protected) {
 		buf = c.appendReason(buf[:0])
 		c.v.Reason = string(buf)
-		rep.Spared = append(rep.Spared, Spared{Verdict: c.v, Why: why})
+		rep.Spared = append(rep.Spared, Spared{Verdict: c.v, Why: by.Reason(), By: by})
 	}
 	for i := range pfxCands {
 		c := &pfxCands[i]
-		if why, ok := g.Protects(c.v.Subject); ok {
-			spare(c, why)
+		if by, ok := g.Match(c.v.Subject); ok {
+			spare(c, by)
 			continue
 		}
 		banned[c.v.Subject] = c
@@ -117,8 +117,8 @@ func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 			if _, ok := banned[a.prefixOf(o.ip())]; ok {
 				continue
 			}
-			if why, ok := g.Protects(c.v.Subject); ok {
-				spare(&c, why)
+			if by, ok := g.Match(c.v.Subject); ok {
+				spare(&c, by)
 				continue
 			}
 			buf = c.appendReason(buf[:0])

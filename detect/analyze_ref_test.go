@@ -41,14 +41,14 @@ func refAnalyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 	// addresses inside it.
 	banned := make(map[netip.Prefix]*refCandidate)
 	var kept []*refCandidate
-	spare := func(c *refCandidate, why string) {
+	spare := func(c *refCandidate, by policy.Protected) {
 		c.v.Reason = c.reason()
-		rep.Spared = append(rep.Spared, Spared{Verdict: c.v, Why: why})
+		rep.Spared = append(rep.Spared, Spared{Verdict: c.v, Why: by.Reason(), By: by})
 	}
 	for i := range pfxCands {
 		c := &pfxCands[i]
-		if why, ok := g.Protects(c.v.Subject); ok {
-			spare(c, why)
+		if by, ok := g.Match(c.v.Subject); ok {
+			spare(c, by)
 			continue
 		}
 		banned[c.v.Subject] = c
@@ -60,8 +60,8 @@ func refAnalyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 			pc.folded++
 			continue
 		}
-		if why, ok := g.Protects(c.v.Subject); ok {
-			spare(c, why)
+		if by, ok := g.Match(c.v.Subject); ok {
+			spare(c, by)
 			continue
 		}
 		kept = append(kept, c)

@@ -38,6 +38,10 @@ type Spared struct {
 	Verdict Verdict
 	// Why names the protected prefix and why it is protected.
 	Why string
+	// By is the guard's entry that protects the subject (its prefix and the
+	// kind of protection: "default gateway", "allow list", ...); zero when
+	// the offender was spared for another reason (a spoofed flood).
+	By policy.Protected
 }
 
 // Report is the outcome of Analyze.

@@ -30,18 +30,31 @@ func (g *Guard) Add(p netip.Prefix, why string) {
 
 // Protects reports whether banning p would touch a protected address: p
 // contains a protected prefix or is contained in one. The returned string
-// names the protected prefix and why it is protected.
+// names the protected prefix and why it is protected (Protected.Reason of
+// Match's entry).
 func (g *Guard) Protects(p netip.Prefix) (string, bool) {
-	if g == nil {
+	m, ok := g.Match(p)
+	if !ok {
 		return "", false
+	}
+	return m.Reason(), true
+}
+
+// Match returns the first protected entry (in the order added) that banning
+// p would touch, with the prefix it protects and why, so that callers
+// which need the kind of protection ("default gateway", "SSH client
+// running synban", "allow list") rather than a sentence can have it.
+func (g *Guard) Match(p netip.Prefix) (Protected, bool) {
+	if g == nil {
+		return Protected{}, false
 	}
 	p = Canonical(p)
 	for _, e := range g.entries {
 		if e.prefix.Overlaps(p) {
-			return fmt.Sprintf("%s is protected (%s)", e.prefix, e.why), true
+			return Protected{Prefix: e.prefix, Why: e.why}, true
 		}
 	}
-	return "", false
+	return Protected{}, false
 }
 
 // Prefixes returns the protected prefixes in the order they were added.
@@ -89,6 +102,12 @@ func ComparePrefixes(a, b netip.Prefix) int {
 type Protected struct {
 	Prefix netip.Prefix
 	Why    string
+}
+
+// Reason is the guard's sentence for p: "10.0.0.1/32 is protected (default
+// gateway)".
+func (p Protected) Reason() string {
+	return fmt.Sprintf("%s is protected (%s)", p.Prefix, p.Why)
 }
 
 // Guard returns a new guard protecting, in this order: the policy's allow

@@ -71,6 +71,8 @@ type options struct {
 	// render's flags: the synban program the units run, where to write them,
 	// and cron's user field.
 	binary, outputDir, cronUser, watchEvery string
+	// view holds top's flags and sample's --top.
+	view viewOptions
 }
 
 // app carries what a command writes to; there is no global state.
@@ -105,6 +107,10 @@ func commands() []*command {
 		{name: "watch", summary: "run the run cycle every --every (default 10s) until SIGTERM", setup: flagsWatch, run: cmdWatch},
 		{name: "render", args: "KIND", summary: "print a file to install, from the policy (KIND: " + renderKindNames() + ")", setup: flagsRender, run: cmdRender},
 		{name: "version", summary: "print the version", setup: func(*flag.FlagSet, *options) {}, run: cmdVersion},
+		{name: "explain", args: "ADDR|PREFIX", summary: "tell why an address or prefix is or is not banned, with the numbers (writes nothing)", setup: flagsExplain, run: cmdExplain},
+		{name: "completion", args: "SHELL", summary: "print the shell completion script for SHELL: bash, zsh or fish", setup: flagsNone, run: cmdCompletion},
+		{name: "top", summary: "a live view of sources and prefixes, verdicts, bans and drops (q quits; --once for scripts; writes nothing)", setup: flagsTop, run: cmdTop},
+		{name: "man", summary: "print the manual page in roff (synban man | man -l -)", setup: flagsNone, run: cmdMan},
 	}
 }
 
@@ -142,6 +148,7 @@ func flagsFrom(fs *flag.FlagSet, o *options) {
 func flagsSample(fs *flag.FlagSet, o *options) {
 	flagsCommon(fs, o)
 	flagsFrom(fs, o)
+	fs.IntVar(&o.view.top, "top", 0, "print only the N sources with the most entries (0: all)")
 }
 
 func flagsRun(fs *flag.FlagSet, o *options) {

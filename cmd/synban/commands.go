@@ -212,13 +212,19 @@ func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
 		return err
 	}
 	samples, rows, c, class := w.Result.Samples, w.Rows, w.Result.Delta, w.Class
+	shown := rows // --top N: the first N, PerSource sorts them most first
+	if o.view.top < 0 {
+		return badInput("--top %d: want 0 or more sources", o.view.top)
+	} else if o.view.top > 0 && len(rows) > o.view.top {
+		shown = rows[:o.view.top]
+	}
 	counters := map[string]int64{"SyncookiesSent": c.SyncookiesSent, "SyncookiesRecv": c.SyncookiesRecv,
 		"SyncookiesFailed": c.SyncookiesFailed, "ListenOverflows": c.ListenOverflows, "ListenDrops": c.ListenDrops,
 		"TCPReqQFullDrop": c.TCPReqQFullDrop, "TCPReqQFullDoCookies": c.TCPReqQFullDoCookies}
 	if o.json {
 		return writeJSON(a.stdout, map[string]any{"samplers": w.Samplers, "why": w.Why, "samples": len(samples),
 			"window_seconds": w.Result.Elapsed.Seconds(), "counters_delta": counters,
-			"classification": classJSON(class), "sources": rows})
+			"classification": classJSON(class), "sources": shown})
 	}
 	fmt.Fprintf(a.stdout, "# samplers %s (%s); %d sample(s) over %s; %d sources\n",
 		strings.Join(w.Samplers, "+"), w.Why, len(samples), w.Result.Elapsed.Round(time.Millisecond), len(rows))
@@ -227,7 +233,7 @@ func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
 	fmt.Fprintf(a.stdout, "# flood: %s — %s\n", class.Kind, class.Why)
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "SOURCE\tSYN_RECV\tESTABLISHED\tOTHER\tTOTAL\t")
-	for _, r := range rows {
+	for _, r := range shown {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", r.Source, r.SynRecv, r.Established, r.Other, r.Total)
 	}
 	return tw.Flush()

@@ -107,7 +107,18 @@ func Open(ctx context.Context, name string, o Options) (rules.Backend, Choice, e
 	if err != nil || !o.ReadOnly {
 		return b, ch, err
 	}
+	if dc, ok := b.(rules.DropCounter); ok {
+		// Reading the per-ban drop counters changes nothing (explain).
+		return readOnlyCounting{readOnly{b}, dc}, ch, nil
+	}
 	return readOnly{b}, ch, nil
+}
+
+// readOnlyCounting is readOnly for a backend that keeps per-ban drop
+// counters: it reads them too.
+type readOnlyCounting struct {
+	readOnly
+	rules.DropCounter
 }
 
 // Choose says which backend Open would return for name and o, probing as
