@@ -255,3 +255,10 @@ func sortedPrefixes[V any](m map[netip.Prefix]V) []netip.Prefix {
 	slices.SortFunc(out, policy.ComparePrefixes)
 	return out
 }
+
+// SortVerdicts sorts vs worst first (highest Count/Threshold), as Analyze
+// does, and returns it.
+func SortVerdicts(vs []Verdict) []Verdict {
+	slices.SortFunc(vs, compareVerdicts)
+	return vs
+}
