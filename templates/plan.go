@@ -181,6 +181,6 @@ func WriteSensorTable(w io.Writer, prefix string, ev detect.SensorEvidence, list
 	}
 	_ = tw.Flush()
 	for _, line := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
-		fmt.Fprintf(w, "%s%s\n", prefix, line)
+		fmt.Fprintf(w, "%s%s\n", prefix, strings.TrimRight(line, " "))
 	}
 }

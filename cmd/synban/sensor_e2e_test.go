@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -177,6 +179,28 @@ hooks = ["prerouting", "input"]
 		"half-open entries of the attacker stay")
 	if hot := l.hotElements(); len(hot) != 1 || hot[0] != attackerAddr {
 		t.Fatalf("sensor holds %v, want the attacker %s", hot, attackerAddr)
+	}
+	// plan and sample show the sensor's table beside the socket table, and
+	// write nothing (the stored counters stay the first run's).
+	stored := l.victim.MustRun("cat", filepath.Join(l.stateDir, "counters.json"))
+	plan, err := l.synban("plan", "--backend", "nftables")
+	if err != nil {
+		t.Fatalf("plan: %v\n%s", err, plan)
+	}
+	if !strings.Contains(plan, "# sensor inet synban hot_v4, hot_v6: 1 source(s) over the SYN meter") ||
+		!regexp.MustCompile(`(?m)^#\s+`+regexp.QuoteMeta(attackerAddr)+`/32\s+\d+`).MatchString(plan) ||
+		!strings.Contains(plan, "#   ban "+attackerAddr+"/32") {
+		t.Errorf("plan lacks the sensor table or the ban:\n%s", plan)
+	}
+	sample, err := l.synban("sample")
+	if err != nil {
+		t.Fatalf("sample: %v\n%s", err, sample)
+	}
+	if !strings.Contains(sample, "SENSOR SOURCE") || !strings.Contains(sample, attackerAddr+"/32") {
+		t.Errorf("sample lacks the sensor table:\n%s", sample)
+	}
+	if now := l.victim.MustRun("cat", filepath.Join(l.stateDir, "counters.json")); now != stored {
+		t.Errorf("plan or sample rewrote the stored counters")
 	}
 	r := l.runSensor("nftables")
 	st := l.status("nftables")
