@@ -88,8 +88,11 @@ const MinSensorSpan = time.Second
 
 // NewSensorEvidence compares the readings at the window's start and end,
 // and the previous run's end reading (prev, zero At when there is none),
-// into per-source deltas and rates. A counter that went down was re-created
-// (its element expired and came back): its delta is its new value.
+// into per-source deltas and rates. A counter that went down counts
+// nothing: the iptables counting bucket refills a token a minute, and an
+// element that expired and came back cannot be told from that; the sensor
+// never invents SYNs (a source that came back shows in the window, or in
+// the next run). A source absent from a reading counts from zero.
 func NewSensorEvidence(p *policy.Policy, start, end, prev SensorReading) SensorEvidence {
 	ev := SensorEvidence{Available: true, Counted: end.Counted}
 	if !start.At.IsZero() {
@@ -107,10 +110,14 @@ func NewSensorEvidence(p *policy.Policy, start, end, prev SensorReading) SensorE
 	}
 	s, e, pv := key(start.Counts), key(end.Counts), key(prev.Counts)
 	delta := func(from map[netip.Prefix]uint64, k netip.Prefix, now uint64) uint64 {
-		if was, ok := from[k]; ok && was <= now {
+		was, ok := from[k]
+		switch {
+		case !ok:
+			return now
+		case was <= now:
 			return now - was
 		}
-		return now
+		return 0
 	}
 	for k, n := range e {
 		r := SensorRow{Subject: k, Packets: n, Rate: -1}

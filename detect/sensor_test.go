@@ -54,7 +54,7 @@ func TestNewSensorEvidenceDeltasAndRates(t *testing.T) {
 	start := reading(t0.Add(60*time.Second), map[string]uint64{"198.51.100.7": 7000, "198.51.100.8": 50, "2001:db8:5::": 0})
 	end := reading(t0.Add(62*time.Second), map[string]uint64{
 		"198.51.100.7":  7010, // 6010 since the previous run, 10 in the window
-		"198.51.100.8":  450,  // re-created since: 450 since; 400 in the window
+		"198.51.100.8":  450,  // went down since: nothing since; 400 in the window
 		"2001:db8:5::":  400,  // the /64 key, read as an address
 		"198.51.100.10": 62,   // new since the previous run
 	})
@@ -64,7 +64,7 @@ func TestNewSensorEvidenceDeltasAndRates(t *testing.T) {
 	}
 	want := map[netip.Prefix]SensorRow{
 		pfx("198.51.100.7"):    {InWindow: 10, SinceLast: 6010, Rate: 6010.0 / 62},
-		pfx("198.51.100.8"):    {InWindow: 400, SinceLast: 450, Rate: 200},
+		pfx("198.51.100.8"):    {InWindow: 400, SinceLast: 0, Rate: 200},
 		pfx("2001:db8:5::/64"): {InWindow: 400, SinceLast: 400, Rate: 200},
 		pfx("198.51.100.10"):   {InWindow: 62, SinceLast: 62, Rate: 31},
 	}
