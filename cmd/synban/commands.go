@@ -196,7 +196,7 @@ func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
 	if err := noArgs("sample", args); err != nil {
 		return err
 	}
-	p, err := loadPolicy(o)
+	p, err := loadPolicyFor(o)
 	if err != nil {
 		return err
 	}
