@@ -78,7 +78,7 @@ func (sr *sensorRun) read(ctx context.Context) detect.SensorReading {
 	return out
 }
 
-// sample takes the window (Engine.Sample) between two sensor readings, and
+// sampleSensed takes the window (Engine.Sample) between two sensor readings, and
 // reads the interface counters after it.
 func (e *Engine) sampleSensed(ctx context.Context, p *policy.Policy, sr *sensorRun) (*Window, error) {
 	if sr == nil {
