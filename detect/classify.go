@@ -3,6 +3,7 @@ package detect
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/synban/synban/policy"
 )
@@ -20,15 +21,22 @@ const (
 	// single source crossing a rule but their prefix crossing the prefix
 	// threshold; banning the prefix works.
 	KindPrefix = "prefix"
+	// KindCookieStorm: SYN cookies went out in numbers while nothing could
+	// attribute them: no half-open entry (cookies keep none), no sensor.
+	// See ClassifyEvidence.
+	KindCookieStorm = "cookie_storm"
 )
 
 // FloodKinds lists every kind a Classification may report, in a fixed order
 // (metrics label values, documentation).
-func FloodKinds() []string { return []string{KindNone, KindReal, KindPrefix, KindSpoofed} }
+func FloodKinds() []string {
+	return []string{KindNone, KindReal, KindPrefix, KindSpoofed, KindCookieStorm}
+}
 
 // Classification tells a flood from real hosts from a spoofed SYN flood.
 type Classification struct {
-	// Kind is one of FloodKinds: KindNone, KindReal, KindPrefix or KindSpoofed.
+	// Kind is one of FloodKinds: KindNone, KindReal, KindPrefix, KindSpoofed
+	// or KindCookieStorm.
 	Kind string
 	// HalfOpenSources is the number of distinct sources holding a half-open
 	// (SYN_RECV) entry, in the sample with the most half-open entries.
@@ -55,6 +63,21 @@ type Classification struct {
 	Advice []string
 	// Sysctls are the kernel settings the advice recommends.
 	Sysctls []Sysctl
+	// Evidence lists, one fact an entry, what ClassifyEvidence weighed
+	// beyond the window's samples: the counters since the previous run,
+	// the firewall sensor's sources.
+	Evidence []string
+	// CountersSince is how far back the TcpExt deltas above reach: the
+	// window, or the time since the previous run when its counters were
+	// stored (ClassifyEvidence).
+	CountersSince time.Duration
+	// SensorSources is how many sources the firewall's sensor saw over the
+	// SYN meter.
+	SensorSources int
+
+	// byCookies marks a real flood told by returned SYN cookies alone, no
+	// source crossing a rule.
+	byCookies bool
 }
 
 // Sysctl is a kernel setting recommended against a flood.
@@ -119,7 +142,7 @@ func Classify(p *policy.Policy, samples []Sample, delta TcpExt) Classification {
 		}
 	}
 
-	spread := c.HalfOpenSources >= sp.MinSources && sp.MinSources > 0 && c.SmallSources*10 >= c.HalfOpenSources*9
+	spread := c.spread(sp)
 	cookies := sp.MinSources > 0 && c.CookiesSent >= int64(sp.MinSources) &&
 		float64(c.CookiesRecv) < sp.CookieRatio*float64(c.CookiesSent)
 	switch {
@@ -138,7 +161,7 @@ func Classify(p *policy.Policy, samples []Sample, delta TcpExt) Classification {
 		c.Kind = KindPrefix
 		c.Why = prefixed
 	case sp.MinSources > 0 && c.CookiesSent >= int64(sp.MinSources):
-		c.Kind = KindReal
+		c.Kind, c.byCookies = KindReal, true
 		c.Why = fmt.Sprintf("%d SYN cookies sent and %d returned: the peers complete handshakes", c.CookiesSent, c.CookiesRecv)
 	default:
 		c.Why = "no source crosses a rule and no SYN cookie storm"
@@ -150,10 +173,19 @@ func Classify(p *policy.Policy, samples []Sample, delta TcpExt) Classification {
 	return c
 }
 
+// spread reports whether the half-open entries are spread over many
+// sources holding few each: the sign of forged addresses.
+func (c Classification) spread(sp policy.Spoof) bool {
+	return c.HalfOpenSources >= sp.MinSources && sp.MinSources > 0 && c.SmallSources*10 >= c.HalfOpenSources*9
+}
+
 // ruleCrossed names the first rule some source crosses in conns, with that
 // source's full count, or returns "".
 func ruleCrossed(p *policy.Policy, conns []Conn) string {
 	for _, r := range p.Rules {
+		if r.State == policy.StateSynRate {
+			continue // counts the sensor, not connections (ClassifyEvidence)
+		}
 		mask := StateMask(statesOf(r.State))
 		per := make(map[netip.Addr]int)
 		for _, cn := range conns {
@@ -187,6 +219,9 @@ func prefixCrossed(p *policy.Policy, conns []Conn) string {
 		return ""
 	}
 	for _, r := range p.Rules {
+		if r.State == policy.StateSynRate {
+			continue
+		}
 		mask := StateMask(statesOf(r.State))
 		per := make(map[netip.Prefix]int)
 		sources := make(map[netip.Prefix]map[netip.Addr]bool)

@@ -84,6 +84,8 @@ func StatesFor(p *policy.Policy) []TCPState {
 			out = append(out, SynRecv)
 		case policy.StateEstablished:
 			out = append(out, Established)
+		case policy.StateSynRate:
+			// Counts the firewall's sensor, no socket.
 		default:
 			return nil
 		}

@@ -78,10 +78,12 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 		// the generation shortcut cannot see them, so reconcile in full.
 		keep = nil
 	}
-	d, err := e.decideWith(ctx, p, fl.decideState(st), now, drops, keep)
+	d, err := e.decideWith(ctx, p, fl.decideState(st), now, drops, keep, e.newSensorRun(p, b, store.Dir()))
 	if err != nil {
 		return nil, err
 	}
+	// The next run's baseline, whatever this one goes on to apply.
+	e.saveCounters(store.Dir(), d)
 	if err := fl.join(d, st, now, pulled); err != nil { // pulled bans join before the apply
 		return nil, err
 	}

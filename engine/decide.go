@@ -41,6 +41,11 @@ type Decision struct {
 	// Structure is a hash of the ruleset without its bans (see
 	// structureHash): what the state store's Applied record compares.
 	Structure string
+	// Sensor is the firewall sensor's evidence (empty when the backend has
+	// no sensor, the meter is off, or the table was replayed).
+	Sensor detect.SensorEvidence
+	// stored are the counters this run leaves for the next (nil: none).
+	stored *state.Counters
 	// Unchanged is set when the run found nothing to do: no verdict, and
 	// the backend's generation and the structure as the state store
 	// recorded them after the last full reconcile. Ruleset then holds the
@@ -95,7 +100,7 @@ func (e *Engine) Plan(ctx context.Context, p *policy.Policy, now time.Time) (*De
 // st may be nil (no state store available: plan on a fresh host). Without
 // drop counters, evidence against a subject whose ban holds is stale.
 func (e *Engine) Decide(ctx context.Context, p *policy.Policy, st *state.State, now time.Time) (*Decision, error) {
-	return e.decideWith(ctx, p, st, now, nil, nil)
+	return e.decideWith(ctx, p, st, now, nil, nil, e.newSensorRun(p, e.sensorFor(ctx, p), e.opts.StateDir))
 }
 
 // decideWith is Decide with the backend's per-ban drop counters (nil when
@@ -104,23 +109,28 @@ func (e *Engine) Decide(ctx context.Context, p *policy.Policy, st *state.State, 
 // whether the kernel is still as the last run left it with this structure
 // hash; when it says yes the stored bans are not compiled again and the
 // decision is Unchanged.
-func (e *Engine) decideWith(ctx context.Context, p *policy.Policy, st *state.State, now time.Time, drops *dropReader, keep func(structure string) bool) (*Decision, error) {
+//
+// sr, when not nil, adds the firewall sensor's readings around the window
+// and the previous run's stored counters (see sensorRun).
+func (e *Engine) decideWith(ctx context.Context, p *policy.Policy, st *state.State, now time.Time, drops *dropReader, keep func(structure string) bool, sr *sensorRun) (*Decision, error) {
 	g, err := e.Guard(p)
 	if err != nil {
 		return nil, err
 	}
-	w, err := e.Sample(ctx, p)
+	w, err := e.sampleSensed(ctx, p, sr)
 	if err != nil {
 		return nil, err
 	}
-	return e.decideWindow(ctx, p, g, w, st, now, drops, keep)
+	return e.decideWindow(ctx, p, g, w, st, now, drops, keep, sr)
 }
 
 // decideWindow decides on a window already taken.
-func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.Guard, w *Window, st *state.State, now time.Time, drops *dropReader, keep func(string) bool) (*Decision, error) {
+func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.Guard, w *Window, st *state.State, now time.Time, drops *dropReader, keep func(string) bool, sr *sensorRun) (*Decision, error) {
 	samples := w.Result.Samples
 	rep := detect.Analyze(p, samples, g)
-	class := detect.Classify(p, samples, w.Result.Delta)
+	sensor := sr.evidence(p)
+	rep = addSensorVerdicts(p, rep, sensor, g)
+	class := detect.ClassifyEvidence(p, samples, sr.classifyEvidence(w, sensor, rep.Verdicts))
 	if class.Kind == detect.KindSpoofed {
 		// Banning forged sources is pointless and fills the ban set: keep only
 		// the real offenders; the SYN meter stays on.
@@ -143,7 +153,8 @@ func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.G
 		}
 	}
 	d := &Decision{Policy: p, Guard: g, Sampler: strings.Join(w.Samplers, "+"), SamplerWhy: w.Why, Samples: samples,
-		Counters: w.Result.Delta, Class: class, Report: rep, StateLoaded: st != nil, Refreshed: refreshed}
+		Counters: w.Result.Delta, Class: class, Report: rep, StateLoaded: st != nil, Refreshed: refreshed,
+		Sensor: sensor, stored: sr.counters(w)}
 	d.Upstream = e.planUpstream(p, g, w, d, now)
 	if keep != nil && st != nil && len(rep.Verdicts) == 0 {
 		// Nothing decided: the structure alone says whether the kernel

@@ -256,7 +256,7 @@ func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.
 
 	// The decision as the run makes it: the same analysis, spoof filter,
 	// escalation (with the kernel's drop counters) and compiler.
-	d, err := e.decideWindow(ctx, p, g, w, st, now, k.drops, nil)
+	d, err := e.decideWindow(ctx, p, g, w, st, now, k.drops, nil, nil)
 	if err != nil {
 		return nil, err
 	}

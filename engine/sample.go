@@ -183,16 +183,25 @@ type Sources struct {
 	*Window
 	Rows  []SourceRow
 	Class detect.Classification
+	// Sensor is the firewall sensor's table beside the socket table.
+	Sensor detect.SensorEvidence
 }
 
-// SampleSources takes a window (Sample) and tabulates and classifies it.
+// SampleSources takes a window (Sample) between two readings of the
+// firewall's sensor, when the backend a run would use has one, and
+// tabulates and classifies it with the previous run's stored counters. It
+// writes nothing.
 func (e *Engine) SampleSources(ctx context.Context, p *policy.Policy) (*Sources, error) {
-	w, err := e.Sample(ctx, p)
+	sr := e.newSensorRun(p, e.sensorFor(ctx, p), e.opts.StateDir)
+	w, err := e.sampleSensed(ctx, p, sr)
 	if err != nil {
 		return nil, err
 	}
 	samples := w.Result.Samples
-	return &Sources{Window: w, Rows: PerSource(samples), Class: detect.Classify(p, samples, w.Result.Delta)}, nil
+	sensor := sr.evidence(p)
+	verdicts, _ := detect.SensorVerdicts(p, sensor, nil)
+	class := detect.ClassifyEvidence(p, samples, sr.classifyEvidence(w, sensor, verdicts))
+	return &Sources{Window: w, Rows: PerSource(samples), Class: class, Sensor: sensor}, nil
 }
 
 // PerSource counts, per remote address, the peak over the window of each

@@ -57,6 +57,10 @@ const (
 	StateSynRecv     State = "syn_recv"
 	StateEstablished State = "established"
 	StateAny         State = "any" // every non-listening state
+	// StateSynRate counts no connection: its threshold is SYNs per second
+	// over the SYN meter, per source, as the firewall's sensor records them
+	// (see rules.Sensor). It needs the meter on; the meter's ports apply.
+	StateSynRate State = "syn_rate"
 )
 
 // Rule is one detection rule: a source holding more than Threshold
@@ -67,7 +71,8 @@ type Rule struct {
 	Name string `toml:"name" policy:"required"`
 	// State is the TCP state counted.
 	State State `toml:"state" policy:"required"`
-	// Threshold is the per-source count at or above which a source offends (>0).
+	// Threshold is the per-source count at or above which a source offends
+	// (>0); for state syn_rate, SYNs per second over the meter.
 	Threshold int `toml:"threshold" policy:"required"`
 	// Ports restricts counting to these local ports; empty means all.
 	Ports []uint16 `toml:"ports"`

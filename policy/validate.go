@@ -55,7 +55,7 @@ const (
 var (
 	backends      = []string{"auto", "nftables", "iptables", "route"}
 	sampleSources = []string{"auto", "sockdiag", "procfs", "conntrack"}
-	states        = []string{string(StateSynRecv), string(StateEstablished), string(StateAny)}
+	states        = []string{string(StateSynRecv), string(StateEstablished), string(StateAny), string(StateSynRate)}
 	families      = []string{"inet"}
 	nftModes      = []string{"table", "sets"}
 	setsFamilies  = []string{"inet", "ip", "ip6"}
@@ -253,6 +253,14 @@ func (d *decoder) validate(p *Policy) {
 			}
 		}
 		d.oneOf(k+".state", string(r.State), states)
+		if r.State == StateSynRate {
+			if !p.Meter.Enabled {
+				d.errorf(k+".state", "syn_rate counts the SYNs the meter finds over its limit: it needs [meter] enabled = true")
+			}
+			if len(r.Ports) > 0 {
+				d.errorf(k+".ports", "a syn_rate rule counts the meter's SYNs; the meter's ports ([meter] ports) choose the ports, give none here")
+			}
+		}
 		d.positive(k+".threshold", r.Threshold)
 		d.portList(k+".ports", r.Ports)
 		if r.BanFor.Duration < 0 || r.BanFor.Duration == 0 && d.pos.has(k+".ban_for") {

@@ -53,6 +53,48 @@ type DropCounter interface {
 	BanDrops(ctx context.Context) (map[netip.Prefix]uint64, error)
 }
 
+// Sensor is implemented by backends whose SYN meter also records, per
+// source, the SYNs it finds over the limit: nftables (the hot sets, a
+// counter per element, updated only on the meter's over-limit path) and
+// iptables (the hashlimit table the kernel publishes per source). It sees
+// what the socket table cannot: SYNs answered with cookies (no half-open
+// entry) and SYNs the meter dropped before they reached a socket.
+type Sensor interface {
+	// SensorRead returns the sensor's table now. A backend whose meter is
+	// off, or whose sensor sets are missing, returns an empty reading
+	// without error.
+	SensorRead(ctx context.Context) (SensorReading, error)
+}
+
+// SensorReading is one reading of a backend's sensor.
+type SensorReading struct {
+	// Table names what was read ("inet synban hot_v4, hot_v6",
+	// "/proc/net/ipt_hashlimit/synban_syn4"), for reports.
+	Table string
+	// Counted says Sources carry packet counts (Packets). Without counts
+	// (iptables' hashlimit) a source is listed while the meter holds it
+	// over the limit, and Over says so.
+	Counted bool
+	// Sources are the sources the meter has found over its limit, keyed
+	// like the meter (an address; an IPv6 prefix when the meter keys IPv6
+	// sources on one), in canonical form.
+	Sources []SensorSource
+}
+
+// SensorSource is one source in a sensor reading.
+type SensorSource struct {
+	Prefix netip.Prefix
+	// Packets is the SYNs over the meter counted since the source entered
+	// the table (Counted readings).
+	Packets uint64
+	// Over is set when the source's meter bucket is empty now: its last
+	// SYN was over the limit (uncounted readings).
+	Over bool
+	// Expires is how long the source's entry lives without another SYN over
+	// the meter.
+	Expires time.Duration
+}
+
 // Generationer is implemented by backends whose kernel state carries a
 // generation id that every committed change moves, whoever makes it
 // (nftables: NFT_MSG_GETGEN). The engine records the generation after a

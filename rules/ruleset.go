@@ -95,7 +95,17 @@ const (
 	SetMeter6  = "meter_v6"
 	SetConn4   = "connlimit_v4"
 	SetConn6   = "connlimit_v6"
+	// SetHot4 and SetHot6 are the sensor's sets: every source whose SYNs
+	// exceed the meter, keyed like the meter, with a packet counter of the
+	// SYNs over the limit (see Sensor).
+	SetHot4 = "hot_v4"
+	SetHot6 = "hot_v6"
 )
+
+// SensorTimeout is how long a source stays in the sensor's sets after its
+// last SYN over the meter: long enough that a run every few minutes reads
+// its count again and knows its rate since the previous run.
+const SensorTimeout = 10 * time.Minute
 
 // AllowOverlap returns the first prefix of rs.Allow that overlaps p (same
 // family), and whether there is one. It is the one test of a ban against

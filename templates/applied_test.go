@@ -381,6 +381,8 @@ func ruleText(exprs []expr.Any, ports []uint16, sets map[string]*nftables.Set) (
 					return "", fmt.Errorf("connlimit %+v", x)
 				}
 				stmt = fmt.Sprintf("ct count over %d", x.Count)
+			case *expr.Counter:
+				stmt = "counter"
 			default:
 				return "", fmt.Errorf("dynset statement %T", x)
 			}

@@ -3,6 +3,9 @@ package templates
 import (
 	"fmt"
 	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/policy"
@@ -82,6 +85,8 @@ type PlanSummary struct {
 	// Listed is how many spared and left-out entries are printed one by
 	// one before only their number is.
 	Listed int
+	// Sensor is the firewall sensor's table (see detect.SensorEvidence).
+	Sensor detect.SensorEvidence
 }
 
 // WritePlanSummary writes s as '#' comment lines, so that the dry run stays
@@ -107,9 +112,13 @@ func WritePlanSummary(w io.Writer, s PlanSummary) {
 	fmt.Fprintf(w, "# TcpExt over the window: SyncookiesSent %d, SyncookiesRecv %d, ListenOverflows %d, TCPReqQFullDrop %d\n",
 		s.Counters.SyncookiesSent, s.Counters.SyncookiesRecv, s.Counters.ListenOverflows, s.Counters.TCPReqQFullDrop)
 	fmt.Fprintf(w, "# flood: %s — %s\n", c.Kind, c.Why)
+	for _, ev := range c.Evidence {
+		fmt.Fprintf(w, "#   evidence: %s\n", ev)
+	}
 	for _, adv := range c.Advice {
 		fmt.Fprintf(w, "#   advice: %s\n", adv)
 	}
+	WriteSensorTable(w, "# ", s.Sensor, s.Listed)
 	fmt.Fprintf(w, "# verdicts: %d to ban, %d spared, %d left out\n", len(r.Verdicts), len(r.Spared), len(s.Omitted))
 	for _, v := range r.Verdicts {
 		fmt.Fprintf(w, "#   ban %-20s for %-8s %s\n", v.Subject, v.BanFor, v.Reason)
@@ -132,4 +141,46 @@ func WritePlanSummary(w io.Writer, s PlanSummary) {
 		fmt.Fprintf(w, "# %d active ban(s) carried over from the state store\n", s.Restored)
 	}
 	fmt.Fprintln(w, "#")
+}
+
+// WriteSensorTable writes the firewall sensor's table, each line starting
+// with prefix ("# " in a dry run): where it was read, then per source (at
+// most listed rows, highest rate first) the SYNs over the meter counted,
+// in the window, since the previous run, and the rate. Nothing when no
+// sensor was read.
+func WriteSensorTable(w io.Writer, prefix string, ev detect.SensorEvidence, listed int) {
+	if !ev.Available {
+		return
+	}
+	if ev.Err != "" {
+		fmt.Fprintf(w, "%ssensor: unreadable (%s)\n", prefix, ev.Err)
+		return
+	}
+	since := "no previous run"
+	if ev.Since > 0 {
+		since = "previous run " + ev.Since.Round(time.Second).String() + " ago"
+	}
+	fmt.Fprintf(w, "%ssensor %s: %d source(s) over the SYN meter; window %s, %s\n",
+		prefix, ev.Table, len(ev.Rows), ev.Window.Round(time.Millisecond), since)
+	if len(ev.Rows) == 0 {
+		return
+	}
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "SENSOR SOURCE\tOVER_METER\tIN_WINDOW\tSINCE_LAST\tSYN/S\t")
+	for i, r := range ev.Rows {
+		if i == listed && listed > 0 {
+			fmt.Fprintf(tw, "... and %d more\t\t\t\t\t\n", len(ev.Rows)-listed)
+			break
+		}
+		rate := "-"
+		if r.Rate >= 0 {
+			rate = fmt.Sprintf("%.0f", r.Rate)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t\n", r.Subject, r.Packets, r.InWindow, r.SinceLast, rate)
+	}
+	_ = tw.Flush()
+	for _, line := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
+		fmt.Fprintf(w, "%s%s\n", prefix, strings.TrimRight(line, " "))
+	}
 }

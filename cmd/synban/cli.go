@@ -145,8 +145,10 @@ func flagsFrom(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.from, "from", "", "replay a captured table: a directory holding net/tcp and net/tcp6 in /proc format (dry runs only)")
 }
 
+// flagsSample: sample reads the sensor of the backend a run would use, so
+// it takes --backend too.
 func flagsSample(fs *flag.FlagSet, o *options) {
-	flagsCommon(fs, o)
+	flagsBackend(fs, o)
 	flagsFrom(fs, o)
 	fs.IntVar(&o.view.top, "top", 0, "print only the N sources with the most entries (0: all)")
 }

@@ -134,6 +134,7 @@ func (a *app) printPlan(d *engine.Decision, o *options, choice backends.Choice) 
 			Source: d.Policy.Source, Backend: choice.Name, Why: choice.Why, Assumed: choice.Assumed,
 			Sampler: d.Sampler, SamplerWhy: d.SamplerWhy, Samples: d.Samples, Counters: d.Counters,
 			Class: d.Class, Report: d.Report, Omitted: d.Omitted, Restored: d.Restored, Listed: engine.MaxListed,
+			Sensor: d.Sensor,
 		})
 	}
 	if _, err := io.WriteString(a.stdout, script.String()); err != nil {
@@ -188,7 +189,7 @@ func planJSON(d *engine.Decision, format, script string) map[string]any {
 		"policy": d.Policy.Source, "sampler": d.Sampler, "sampler_why": d.SamplerWhy,
 		"samples": d.Report.Samples, "sources": d.Report.Sources, "malformed": d.Report.Malformed,
 		"verdicts": verdicts, "spared": sp, "omitted": om, "bans": bans, "restored": d.Restored,
-		"format": format, "ruleset": script, "classification": classJSON(d.Class),
+		"format": format, "ruleset": script, "classification": classJSON(d.Class), "sensor": d.Sensor,
 	}
 }
 
@@ -203,7 +204,7 @@ func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
 	if err := noArgs("sample", args); err != nil {
 		return err
 	}
-	p, err := loadPolicy(o)
+	p, err := loadPolicyFor(o)
 	if err != nil {
 		return err
 	}
@@ -224,19 +225,27 @@ func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
 	if o.json {
 		return writeJSON(a.stdout, map[string]any{"samplers": w.Samplers, "why": w.Why, "samples": len(samples),
 			"window_seconds": w.Result.Elapsed.Seconds(), "counters_delta": counters,
-			"classification": classJSON(class), "sources": shown})
+			"classification": classJSON(class), "sources": shown, "sensor": w.Sensor})
 	}
 	fmt.Fprintf(a.stdout, "# samplers %s (%s); %d sample(s) over %s; %d sources\n",
 		strings.Join(w.Samplers, "+"), w.Why, len(samples), w.Result.Elapsed.Round(time.Millisecond), len(rows))
 	fmt.Fprintf(a.stdout, "# TcpExt over the window: SyncookiesSent %d, SyncookiesRecv %d, SyncookiesFailed %d, ListenOverflows %d, ListenDrops %d, TCPReqQFullDrop %d\n",
 		c.SyncookiesSent, c.SyncookiesRecv, c.SyncookiesFailed, c.ListenOverflows, c.ListenDrops, c.TCPReqQFullDrop)
 	fmt.Fprintf(a.stdout, "# flood: %s — %s\n", class.Kind, class.Why)
+	for _, ev := range class.Evidence {
+		fmt.Fprintf(a.stdout, "#   evidence: %s\n", ev)
+	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "SOURCE\tSYN_RECV\tESTABLISHED\tOTHER\tTOTAL\t")
 	for _, r := range shown {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", r.Source, r.SynRecv, r.Established, r.Other, r.Total)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// The sensor's table beside the socket table.
+	templates.WriteSensorTable(a.stdout, "", w.Sensor, 0)
+	return nil
 }
 
 // parseSubject parses a ban or unban argument: an address or a prefix.
@@ -260,7 +269,8 @@ func checkBackendFlag(b string) error {
 func classJSON(c detect.Classification) map[string]any {
 	return map[string]any{"kind": c.Kind, "why": c.Why, "half_open_sources": c.HalfOpenSources,
 		"half_open_entries": c.HalfOpenEntries, "cookies_sent": c.CookiesSent, "cookies_recv": c.CookiesRecv,
-		"advice": c.Advice}
+		"advice": c.Advice, "evidence": c.Evidence, "counters_since_seconds": c.CountersSince.Seconds(),
+		"sensor_sources": c.SensorSources}
 }
 
 // loadPolicyFor checks the --backend flag, then loads the policy: the

@@ -285,3 +285,12 @@ func (r readOnly) Paths() (string, string) {
 	}
 	return "", ""
 }
+
+// SensorRead reads the wrapped backend's sensor; a backend without one
+// (routes) answers rules.ErrNotSupported.
+func (r readOnly) SensorRead(ctx context.Context) (rules.SensorReading, error) {
+	if s, ok := r.Backend.(rules.Sensor); ok {
+		return s.SensorRead(ctx)
+	}
+	return rules.SensorReading{}, fmt.Errorf("%s sensor: %w", r.Name(), rules.ErrNotSupported)
+}

@@ -185,6 +185,55 @@ func MeterName(m *rules.Meter, v6 bool) string {
 	return "synban" + fam + "-" + hex.EncodeToString(sum[:4])[:7]
 }
 
+// The iptables sensor. hashlimit publishes, per source, its token bucket
+// (/proc/net/ipt_hashlimit/NAME), not a packet count; a bucket that
+// refills at one token a minute from a burst of SensorBurst is a counter:
+// every packet takes one token, so the tokens missing are the packets
+// seen (less one a minute). The sensor's rule puts such a bucket behind a
+// twin of the meter (same configuration, its own table): the twin sees
+// the same SYNs as the meter and so finds the same ones over the limit,
+// and only those reach the counting bucket. The rule has no target: it
+// counts and lets the packet go on to the meter's rule, which drops it.
+const (
+	// SensorBurst is the most SYNs over the meter the sensor counts per
+	// source before its bucket is empty (hashlimit's largest burst).
+	SensorBurst = 10000
+	// SensorRefill is the counting bucket's rate: the slowest hashlimit
+	// allows with that burst, one token a minute.
+	SensorRefill = "1/min"
+)
+
+// SensorName is the hashlimit table of one family's sensor (its counting
+// buckets): "synhot4-" or "synhot6-" and the meter's digest.
+func SensorName(m *rules.Meter, v6 bool) string { return "synhot" + MeterName(m, v6)[len("synban"):] }
+
+// sensorTwinName is the table of the sensor's twin of the meter.
+func sensorTwinName(m *rules.Meter, v6 bool) string {
+	return "synbaw" + MeterName(m, v6)[len("synban"):]
+}
+
+// sensorConfig is the counting hashlimit of the sensor's rule, in the
+// order `iptables -S` prints it: keyed like the meter, as many entries,
+// kept rules.SensorTimeout after a source's last SYN over the meter.
+func sensorConfig(m *rules.Meter, v6 bool) []string {
+	args := []string{
+		"--hashlimit-upto", SensorRefill,
+		"--hashlimit-burst", strconv.Itoa(SensorBurst),
+		"--hashlimit-mode", "srcip",
+		"--hashlimit-name", SensorName(m, v6),
+	}
+	if m.Size > 0 {
+		args = append(args, "--hashlimit-htable-max", strconv.Itoa(m.Size))
+	}
+	args = append(args, "--hashlimit-htable-expire", strconv.FormatInt(rules.SensorTimeout.Milliseconds(), 10))
+	if v6 {
+		if l := m.IPv6Length; l > 0 && l < 128 {
+			args = append(args, "--hashlimit-srcmask", strconv.Itoa(l))
+		}
+	}
+	return args
+}
+
 // meterConfig is the hashlimit part of a meter rule, without its name, in
 // the order `iptables -S` prints it.
 func meterConfig(m *rules.Meter, v6 bool) []string {
@@ -251,8 +300,18 @@ func ChainRules(rs *rules.Ruleset, v6 bool) [][]string {
 	if m := rs.Meter; m != nil {
 		cfg := meterConfig(m, v6)
 		cfg[slices.Index(cfg, "NAME")] = MeterName(m, v6)
+		twin := meterConfig(m, v6)
+		twin[slices.Index(twin, "NAME")] = sensorTwinName(m, v6)
+		hot := sensorConfig(m, v6)
 		for _, match := range synMatch(m.Ports) {
+			// The sensor first: a rule without a target that counts, per
+			// source, the SYNs its twin meter finds over the limit.
 			r := append(slices.Clone(match), "-m", "hashlimit")
+			r = append(r, twin...)
+			r = append(r, "-m", "hashlimit")
+			r = append(r, hot...)
+			out = append(out, append(r, "-m", "comment", "--comment", "hot_"+fam))
+			r = append(slices.Clone(match), "-m", "hashlimit")
 			r = append(r, cfg...)
 			r = append(r, "-m", "comment", "--comment", "meter_"+fam, "-j", "DROP")
 			out = append(out, r)

@@ -31,18 +31,26 @@ func TestChainRulesOrderAndFamilies(t *testing.T) {
 				comments = append(comments, r[i+1])
 			}
 		}
-		want := []string{"ban_" + fam, "ban_net_" + fam, "meter_" + fam, "connlimit_" + fam}
+		want := []string{"ban_" + fam, "ban_net_" + fam, "hot_" + fam, "meter_" + fam, "connlimit_" + fam}
 		if !slices.Equal(comments, want) {
 			t.Errorf("%s comments %v, want %v", fam, comments, want)
 		}
 		if first := strings.Join(got[0], " "); !strings.Contains(first, "synban-allow-"+fam) || !strings.HasSuffix(first, "-j RETURN") {
 			t.Errorf("%s first rule %q is not the allow list", fam, first)
 		}
-		meter := strings.Join(got[3], " ")
+		// The sensor's rule: the meter's twin, then the counting bucket,
+		// and no target (it counts; the meter's rule drops).
+		hot := strings.Join(got[3], " ")
+		if !strings.Contains(hot, "--hashlimit-above 20/sec --hashlimit-burst 40 --hashlimit-mode srcip --hashlimit-name synbaw") ||
+			!strings.Contains(hot, "--hashlimit-upto 1/min --hashlimit-burst 10000 --hashlimit-mode srcip --hashlimit-name synhot") ||
+			strings.Contains(hot, " -j ") || strings.Count(hot, "--hashlimit-srcmask 64") != map[bool]int{false: 0, true: 2}[v6] {
+			t.Errorf("%s sensor rule %q", fam, hot)
+		}
+		meter := strings.Join(got[4], " ")
 		if strings.Contains(meter, "--hashlimit-srcmask 64") != v6 {
 			t.Errorf("%s meter srcmask wrong: %s", fam, meter)
 		}
-		conn := strings.Join(got[4], " ")
+		conn := strings.Join(got[5], " ")
 		mask := map[bool]string{false: "--connlimit-mask 32", true: "--connlimit-mask 128"}[v6]
 		if !strings.Contains(conn, mask) || !strings.Contains(conn, "--dport 443") || !strings.Contains(conn, "--connlimit-above 7") {
 			t.Errorf("%s connlimit rule %q", fam, conn)

@@ -192,8 +192,8 @@ func TestDiff(t *testing.T) {
 				if ops[0] != "add table" {
 					t.Errorf("first op %q", ops[0])
 				}
-				if n, _ := count(p, OpAddSet, ""); n != 10 {
-					t.Errorf("%d sets created, want 10: %v", n, ops)
+				if n, _ := count(p, OpAddSet, ""); n != 12 { // with the sensor's hot_v4, hot_v6
+					t.Errorf("%d sets created, want 12: %v", n, ops)
 				}
 				if n, _ := count(p, OpAddChain, ""); n != 2 {
 					t.Errorf("%d chains created, want 2", n)

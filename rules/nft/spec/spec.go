@@ -96,6 +96,9 @@ const (
 	KindBan
 	KindMeter
 	KindConn
+	// KindHot is the sensor's set: the sources over the meter, each with
+	// a counter of its SYNs over the limit.
+	KindHot
 )
 
 // SetSpec is one named set synban's table should have, with the elements
@@ -306,6 +309,8 @@ func sets(rs *rules.Ruleset, fam nftables.TableFamily) []SetSpec {
 	if m := rs.Meter; m != nil {
 		add(v4, SetSpec{Name: rules.SetMeter4, Kind: KindMeter, Dynamic: true, Timeout: true, Size: uint32(m.Size), DefTimeout: m.Timeout})
 		add(v6, SetSpec{Name: rules.SetMeter6, Kind: KindMeter, V6: true, Dynamic: true, Timeout: true, Size: uint32(m.Size), DefTimeout: m.Timeout})
+		add(v4, SetSpec{Name: rules.SetHot4, Kind: KindHot, Dynamic: true, Timeout: true, Size: uint32(m.Size), DefTimeout: rules.SensorTimeout})
+		add(v6, SetSpec{Name: rules.SetHot6, Kind: KindHot, V6: true, Dynamic: true, Timeout: true, Size: uint32(m.Size), DefTimeout: rules.SensorTimeout})
 	}
 	if cl := rs.ConnLimit; cl != nil {
 		add(v4, SetSpec{Name: rules.SetConn4, Kind: KindConn, Dynamic: true, Size: uint32(cl.Size)})
@@ -419,27 +424,34 @@ func chainRules(rs *rules.Ruleset, fam nftables.TableFamily, bc rules.BaseChain)
 		out = append(out, ban(rules.SetBan6, true), ban(rules.SetBanNet6, true))
 	}
 	if m := rs.Meter; m != nil && bc.Meter {
-		meter := func(set string, is6 bool) RuleSpec {
+		// The meter's rule is also the sensor: on the over-limit path only,
+		// the source (keyed like the meter) is counted in the hot set.
+		meter := func(set, hot string, is6 bool) RuleSpec {
 			r := RuleSpec{Comment: set}
 			var ports frag
 			// `tcp flags` implies the protocol match: nft prints none.
 			ports, r.Ports, r.PortLookup = tcpPorts(m.Ports, true)
-			key := saddr(inet, is6)
-			if is6 && m.IPv6Length > 0 && m.IPv6Length < 128 {
-				key = seq(key, v6Mask(m.IPv6Length))
+			key := func() frag {
+				k := saddr(inet, is6)
+				if is6 && m.IPv6Length > 0 && m.IPv6Length < 128 {
+					k = seq(k, v6Mask(m.IPv6Length))
+				}
+				return k
 			}
 			limit := frag{
 				text:  fmt.Sprintf("limit rate over %d/second burst %d packets", m.Rate, m.Burst),
 				exprs: []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(m.Rate), Unit: expr.LimitTimeSecond, Burst: uint32(m.Burst), Over: true}},
 			}
-			r.body = seq(ports, synOnly(), dynset(unix.NFT_DYNSET_OP_UPDATE, set, key, limit), counterDrop())
+			count := frag{text: "counter", exprs: []expr.Any{&expr.Counter{}}}
+			r.body = seq(ports, synOnly(), dynset(unix.NFT_DYNSET_OP_UPDATE, set, key(), limit),
+				dynset(unix.NFT_DYNSET_OP_UPDATE, hot, hotKey(key(), inet), count), counterDrop())
 			return r
 		}
 		if v4 {
-			out = append(out, meter(rules.SetMeter4, false))
+			out = append(out, meter(rules.SetMeter4, rules.SetHot4, false))
 		}
 		if v6 {
-			out = append(out, meter(rules.SetMeter6, true))
+			out = append(out, meter(rules.SetMeter6, rules.SetHot6, true))
 		}
 	}
 	if cl := rs.ConnLimit; cl != nil && bc.ConnLimit {
@@ -487,6 +499,16 @@ func saddr(inet, v6 bool) frag {
 		f.exprs = append(f.exprs, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4})
 	}
 	return f
+}
+
+// hotKey is the sensor's key: the meter's key, loaded again (its text is
+// the same). In an inet table the family check already passed, so only the
+// address load (and mask) is repeated, as nft compiles it.
+func hotKey(k frag, inet bool) frag {
+	if inet {
+		k.exprs = k.exprs[2:]
+	}
+	return k
 }
 
 // lookup is `@set`: register 1 is in the named set.
