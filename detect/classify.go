@@ -311,9 +311,20 @@ func FilterSpoofed(rep Report, c Classification) Report {
 		return rep
 	}
 	f := &forgedList{class: &c, samples: max(rep.Samples, 1)}
+	// Counted first, so that both lists are made at their final size: a
+	// million forged verdicts must not be copied as the lists grow.
+	forged := 0
+	for i := range rep.Verdicts {
+		if f.forged(&rep.Verdicts[i]) {
+			forged++
+		}
+	}
 	out := rep
-	out.Verdicts = make([]Verdict, 0, len(rep.Verdicts))
-	out.Spared = append([]Spared(nil), rep.Spared...)
+	out.Verdicts = make([]Verdict, 0, len(rep.Verdicts)-forged)
+	out.Spared = nil
+	if n := len(rep.Spared) + forged; n > 0 {
+		out.Spared = append(make([]Spared, 0, n), rep.Spared...)
+	}
 	for _, v := range rep.Verdicts {
 		if f.forged(&v) {
 			out.Spared = append(out.Spared, Spared{Verdict: v, Why: f.why(&v)})
