@@ -24,6 +24,7 @@ const (
 // Columns of the detection table, in order.
 const (
 	colFloor = iota
+	colFloorBoth
 	colSS
 	colNetstat
 	colLibSockDiag
@@ -37,6 +38,7 @@ const (
 
 var detectColNames = [numDetectCols]string{
 	"`ss -tan state syn-recv > /dev/null` (kernel dump, floor)",
+	"`ss -tan state syn-recv state established > /dev/null` (kernel dump of the default policy's two states: the fair floor)",
 	"`ss -tan state syn-recv | awk | sort | uniq -c`",
 	"`netstat -ant | grep | awk | sort | uniq -c`",
 	"synban library: sock_diag sample + Analyze (default policy: SYN_RECV and ESTABLISHED)",
@@ -113,6 +115,8 @@ func (b *bench) detection(ctx context.Context) error {
 				switch c {
 				case colFloor:
 					d, err = timeCmd(ctx, l.victim, "ss", "-tan", "state", "syn-recv")
+				case colFloorBoth:
+					d, err = timeCmd(ctx, l.victim, "ss", "-tan", "state", "syn-recv", "state", "established")
 				case colSS:
 					d, n, err = timePipeline(ctx, l.victim, ssPipeline)
 				case colNetstat:

@@ -8,6 +8,9 @@
 //     filled with half-open and established connections;
 //   - applying bans: rules/nft Apply versus `nft -f` of the same ruleset
 //     rendered by templates.NFT versus one `nft add element` per address;
+//   - the decision on a spoofed flood of N sources (generated, in-process):
+//     the peak heap of analysis, classification, spoof filter and compile,
+//     with 1 and 16 rules;
 //   - synban's run cycle: the first run restoring N bans from its state
 //     store, and the steady-state run after it with nothing to change, with
 //     wall time and allocations (the engine in-process) and peak memory (the
@@ -44,6 +47,7 @@ import (
 type config struct {
 	sizes       []int
 	bans        []int
+	pipeline    []int
 	runs        int
 	loopMax     int
 	loopRuns    int
@@ -53,6 +57,7 @@ type config struct {
 	skipDetect  bool
 	skipApply   bool
 	skipSteady  bool
+	skipPipe    bool
 	rev         string
 	commandLine string
 }
@@ -91,6 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	sizes := fs.String("sizes", "10000,100000", "half-open entries in the victim's table for the detection benchmarks, comma-separated")
 	bans := fs.String("bans", "1000,10000,100000", "ban counts for the apply and steady-state benchmarks, comma-separated")
+	pipeline := fs.String("pipeline", "1000000", "spoofed sources in the generated tables of the in-process decision benchmarks (peak heap, 1 vs 16 rules), comma-separated")
 	cfg := &config{}
 	fs.IntVar(&cfg.runs, "runs", 5, "repetitions of each measurement (the median is reported)")
 	fs.IntVar(&cfg.loopMax, "loop-max", 10000, "largest ban count measured with one `nft add element` process per address; larger counts are extrapolated")
@@ -102,6 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.skipDetect, "skip-detect", false, "skip the detection benchmarks")
 	fs.BoolVar(&cfg.skipApply, "skip-apply", false, "skip the ban apply benchmarks")
 	fs.BoolVar(&cfg.skipSteady, "skip-steady", false, "skip the synban run (first and steady-state) benchmarks")
+	fs.BoolVar(&cfg.skipPipe, "skip-pipeline", false, "skip the spoofed-flood decision benchmarks (peak heap, 1 vs 16 rules)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -112,6 +119,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if cfg.bans, err = parseSizes(*bans); err != nil {
 		fmt.Fprintln(stderr, "bench: -bans:", err)
+		return 2
+	}
+	if cfg.pipeline, err = parseSizes(*pipeline); err != nil {
+		fmt.Fprintln(stderr, "bench: -pipeline:", err)
 		return 2
 	}
 	if cfg.runs < 1 || cfg.loopRuns < 1 || cfg.estRatio < 0 {
@@ -164,9 +175,10 @@ type bench struct {
 	// env describes the machine and tools.
 	env []string
 
-	detect []detectRow
-	apply  []applyRow
-	steady []steadyRow
+	detect   []detectRow
+	apply    []applyRow
+	steady   []steadyRow
+	pipeline []pipelineRow
 }
 
 func (b *bench) run(ctx context.Context) error {
@@ -201,6 +213,11 @@ func (b *bench) run(ctx context.Context) error {
 	if !b.cfg.skipSteady {
 		if err := b.steadyState(ctx); err != nil {
 			return fmt.Errorf("steady state: %w", err)
+		}
+	}
+	if !b.cfg.skipPipe {
+		if err := b.spoofedPipeline(); err != nil {
+			return fmt.Errorf("spoofed-flood pipeline: %w", err)
 		}
 	}
 	b.took = time.Since(b.began)

@@ -41,7 +41,7 @@ func (b *bench) markdown() string {
 			p("---:|---:|")
 		}
 		p("\n")
-		order := []int{colFloor, colLibSockDiag, colLibAnalyze, colLibSynRecv, colLibProcFS, colEngSample, colEngPlan, colSS, colNetstat}
+		order := []int{colFloor, colFloorBoth, colLibSockDiag, colLibAnalyze, colLibSynRecv, colLibProcFS, colEngSample, colEngPlan, colSS, colNetstat}
 		for _, c := range order {
 			p("| %s |", strings.ReplaceAll(detectColNames[c], "|", "\\|"))
 			for _, r := range b.detect {
@@ -58,6 +58,15 @@ func (b *bench) markdown() string {
 				r.halfOpen, r.sources[colSS], r.sources[colNetstat], r.sources[colLibSockDiag], r.verdicts, r.after)
 		}
 		p(".\n")
+		p("\nThe fair floor: synban's library detection with the default policy reads the same two states as " +
+			"`ss -tan state syn-recv state established`; its time over that dump's: ")
+		for i, r := range b.detect {
+			if i > 0 {
+				p("; ")
+			}
+			p("%s at %d half-open + %d established", ratio(r.cols[colLibSockDiag], r.cols[colFloorBoth]), r.halfOpen, r.established)
+		}
+		p(" (goal: at most 1.1×).\n")
 	}
 
 	if len(b.apply) > 0 {
@@ -106,12 +115,16 @@ func (b *bench) markdown() string {
 		}
 	}
 
+	if len(b.pipeline) > 0 {
+		b.pipelineMarkdown(p)
+	}
+
 	p("\n## Reproduce\n\n")
 	p("As root on Linux with nftables (`nft`), iproute2 (`ip`, `ss`, `tc`), procps (`sysctl`) and, for the netstat column, net-tools " +
 		"(`apt-get install nftables iproute2 procps net-tools`; without netstat that column says n/a):\n\n")
 	p("```sh\n%s\n```\n\n", b.cfg.commandLine)
-	p("Flags: `-sizes` (half-open entries, comma-separated), `-established` (established connections per half-open entry), `-bans` (ban counts), " +
-		"`-runs`, `-loop-max` and `-loop-runs` (the per-process loop), `-skip-detect`, `-skip-apply`, `-skip-steady`, `-synban BINARY`, `-out FILE`. " +
+	p("Flags: `-sizes` (half-open entries, comma-separated), `-established` (established connections per half-open entry), `-bans` (ban counts), `-pipeline` (spoofed sources of the decision benchmarks), " +
+		"`-runs`, `-loop-max` and `-loop-runs` (the per-process loop), `-skip-detect`, `-skip-apply`, `-skip-steady`, `-skip-pipeline`, `-synban BINARY`, `-out FILE`. " +
 		"The harness builds its namespaces with `ip netns add` under names starting `sbbench-`, sends traffic only between them, and deletes them on exit, on error and on Ctrl-C; " +
 		"it changes nothing in the root namespace.\n")
 	return w.String()

@@ -50,14 +50,70 @@ func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 	if p == nil {
 		return rep
 	}
+	a := newAnalysis(p, len(samples), sizeHint(samples), false, true)
+	a.count(samples)
+	return a.report(rep, g, nil)
+}
+
+// MaxForgedListed is how many offenders Detect lists in Report.Spared as
+// forged (those of a spoofed flood that FilterSpoofed would move there):
+// the worst ones; the others are only counted, in Report.SparedUnlisted.
+// A flood of fewer forged offenders is reported exactly as Analyze,
+// Classify and FilterSpoofed report it.
+const MaxForgedListed = 65536
+
+// Detect analyses the window and classifies its flood in one pass over the
+// samples: it returns what Analyze, Classify and, for a spoofed flood,
+// FilterSpoofed return, without holding what they would throw away.
+// Spoofed-ness is decided from the aggregate counts before any verdict is
+// built, so the verdicts FilterSpoofed would drop as forged are never made:
+// the worst MaxForgedListed of them are listed in Report.Spared (with the
+// reason FilterSpoofed gives) and the rest only counted in
+// Report.SparedUnlisted. A million forged sources thus cost their counters,
+// not a million verdicts. p must not be nil.
+func Detect(p *policy.Policy, samples []Sample, g *policy.Guard, delta TcpExt) (Report, Classification) {
+	return detect(p, samples, g, delta, MaxForgedListed)
+}
+
+// detect is Detect listing at most listMax forged offenders.
+func detect(p *policy.Policy, samples []Sample, g *policy.Guard, delta TcpExt, listMax int) (Report, Classification) {
+	rep := Report{Samples: len(samples)}
+	for _, s := range samples {
+		rep.Malformed += s.Malformed
+	}
+	a := newAnalysis(p, len(samples), sizeHint(samples), true, true)
+	a.count(samples)
+	class := a.classification(p, delta)
+	var spoof *forgedList
+	if class.Kind == KindSpoofed {
+		spoof = &forgedList{class: &class, samples: max(len(samples), 1), max: listMax}
+	}
+	return a.report(rep, g, spoof), class
+}
+
+// sizeHint is the expected number of distinct sources in samples.
+func sizeHint(samples []Sample) int {
 	hint := 0
 	for _, s := range samples {
 		hint = max(hint, len(s.Conns))
 	}
-	a := newAnalysis(p, len(samples), hint/2)
+	return hint / 2
+}
+
+// count reads the samples.
+func (a *analysis) count(samples []Sample) {
 	for si := range samples {
 		a.addSample(int32(si+1), samples[si].Conns)
+		if a.cls != nil {
+			a.cls.endSample(a, si)
+		}
 	}
+}
+
+// report builds the Report from the counts, judging the offenders against
+// the guard g and, when spoof is not nil (a spoofed flood), setting aside
+// the ones FilterSpoofed would spare as forged.
+func (a *analysis) report(rep Report, g *policy.Guard, spoof *forgedList) Report {
 	rep.Sources = len(a.addrIdx4) + len(a.addrIdx6)
 	a.release()
 
@@ -96,12 +152,16 @@ func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 			pc.folded++
 			continue
 		}
-		if _, ok := g.Protects(c.v.Subject); !ok {
+		if _, ok := g.Protects(c.v.Subject); !ok && !spoof.forged(&c.v) {
 			keptAddrs++
 		}
 	}
 	verdicts := make([]Verdict, 0, len(keptPfx)+keptAddrs)
 	for _, pc := range keptPfx {
+		if spoof.forged(&pc.v) {
+			buf = spoof.add(pc, buf)
+			continue
+		}
 		buf = pc.appendReason(buf[:0])
 		pc.v.Reason = string(buf)
 		verdicts = append(verdicts, pc.v)
@@ -121,6 +181,10 @@ func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 				spare(&c, by)
 				continue
 			}
+			if spoof.forged(&c.v) {
+				buf = spoof.add(&c, buf)
+				continue
+			}
 			buf = c.appendReason(buf[:0])
 			c.v.Reason = string(buf)
 			verdicts = append(verdicts, c.v)
@@ -130,7 +194,99 @@ func Analyze(p *policy.Policy, samples []Sample, g *policy.Guard) Report {
 	slices.SortFunc(verdicts, compareVerdicts)
 	slices.SortFunc(rep.Spared, func(x, y Spared) int { return compareVerdicts(x.Verdict, y.Verdict) })
 	rep.Verdicts = verdicts
+	if spoof != nil {
+		// As FilterSpoofed: the forged after the guard's, worst first.
+		listed := spoof.heap
+		slices.SortFunc(listed, func(x, y Spared) int { return compareVerdicts(x.Verdict, y.Verdict) })
+		rep.Spared = append(rep.Spared, listed...)
+		rep.SparedUnlisted = spoof.total - len(listed)
+	}
 	return rep
+}
+
+// forgedList collects, for a spoofed flood, the offenders FilterSpoofed
+// would spare as forged: the worst max of them in a heap whose root is the
+// least bad, and the count of all.
+type forgedList struct {
+	class   *Classification
+	samples int // samples in the window, at least 1
+	max     int
+	heap    []Spared
+	total   int
+	whys    map[int]string // single-address reasons by count
+}
+
+// forged reports whether FilterSpoofed would spare v (never, for a nil
+// list: the flood is not spoofed).
+func (f *forgedList) forged(v *Verdict) bool {
+	if f == nil || v.State != policy.StateSynRecv {
+		return false
+	}
+	if v.Subject.Bits() == v.Subject.Addr().BitLen() {
+		return v.Count <= f.class.MaxPerSource*f.samples
+	}
+	return v.Sources > 0 && v.Count <= f.class.MaxPerSource*v.Sources
+}
+
+// add counts the forged candidate c and keeps it when it is among the
+// worst max so far; buf is scratch for its reason, returned for reuse.
+func (f *forgedList) add(c *candidate, buf []byte) []byte {
+	f.total++
+	h := f.heap
+	if len(h) == f.max && (f.max == 0 || compareVerdicts(c.v, h[0].Verdict) >= 0) {
+		return buf
+	}
+	buf = c.appendReason(buf[:0])
+	s := Spared{Verdict: c.v, Why: f.why(&c.v)}
+	s.Verdict.Reason = string(buf)
+	if len(h) < f.max {
+		// Sift up.
+		h = append(h, s)
+		for i := len(h) - 1; i > 0; {
+			parent := (i - 1) / 2
+			if compareVerdicts(h[parent].Verdict, h[i].Verdict) >= 0 {
+				break
+			}
+			h[parent], h[i] = h[i], h[parent]
+			i = parent
+		}
+		f.heap = h
+		return buf
+	}
+	// Replace the root (the least bad kept) and sift down.
+	h[0] = s
+	for i := 0; ; {
+		worst, l, r := i, 2*i+1, 2*i+2
+		if l < len(h) && compareVerdicts(h[l].Verdict, h[worst].Verdict) > 0 {
+			worst = l
+		}
+		if r < len(h) && compareVerdicts(h[r].Verdict, h[worst].Verdict) > 0 {
+			worst = r
+		}
+		if worst == i {
+			break
+		}
+		h[i], h[worst] = h[worst], h[i]
+		i = worst
+	}
+	return buf
+}
+
+// why is FilterSpoofed's reason for sparing v; the reasons of single
+// addresses, which depend on the count alone, are made once per count.
+func (f *forgedList) why(v *Verdict) string {
+	if v.Subject.Bits() != v.Subject.Addr().BitLen() {
+		return spoofedPrefixWhy(v)
+	}
+	if w, ok := f.whys[v.Count]; ok {
+		return w
+	}
+	if f.whys == nil {
+		f.whys = make(map[int]string)
+	}
+	w := spoofedAddrWhy(v, f.class.MaxPerSource, f.samples)
+	f.whys[v.Count] = w
+	return w
 }
 
 // compareVerdicts orders worst (highest Count/Threshold) first, then by
@@ -158,6 +314,9 @@ type counterClass struct {
 	// window has several samples: a record then keeps the count of every
 	// sample that reached minThr, from which each rule's hits are counted.
 	hist bool
+	// pseudo marks the class no rule counts: the half-open entries the
+	// classification counts (minThr is then math.MaxInt32).
+	pseudo bool
 }
 
 func (k *counterClass) matches(c *Conn) bool {
@@ -328,6 +487,11 @@ type analysis struct {
 	pfxInfo chunked[pfxInfo]
 	pfxRecs chunked[pfxRecord]
 
+	// records is unset when only classifying: no record is kept.
+	records bool
+	// cls gathers what the classification needs; nil when not classifying.
+	cls *classStats
+
 	// Per-sample scratch.
 	order      []int32 // connection indexes grouped by address
 	touched    []int32 // addresses seen in the sample
@@ -339,9 +503,11 @@ type analysis struct {
 }
 
 // newAnalysis prepares counters for p over samples; sizeHint is the
-// expected number of distinct sources.
-func newAnalysis(p *policy.Policy, samples, sizeHint int) *analysis {
+// expected number of distinct sources. classify adds what the
+// classification counts; records unset keeps no record (only classifying).
+func newAnalysis(p *policy.Policy, samples, sizeHint int, classify, records bool) *analysis {
 	a := &analysis{
+		records:  records,
 		samples:  samples,
 		minHits:  max(p.Sample.MinHits, 1),
 		addrIdx4: make(map[uint32]int32, sizeHint),
@@ -384,6 +550,19 @@ func newAnalysis(p *policy.Policy, samples, sizeHint int) *analysis {
 			cl.minThr = min(cl.minThr, spec.thr)
 		}
 		a.rules = append(a.rules, spec)
+	}
+	if classify {
+		// The half-open entries on every port, counted per source for the
+		// spoofed-flood signs: a rule's counter when one counts the same.
+		halfOpen := stateMask(policy.StateSynRecv)
+		key := fmt.Sprint(halfOpen, []uint16(nil))
+		k, ok := byKey[key]
+		if !ok {
+			k = int32(len(a.classes))
+			a.classes = append(a.classes, counterClass{states: halfOpen, minThr: math.MaxInt32, pseudo: true})
+			multi = append(multi, false)
+		}
+		a.cls = newClassStats(p, a, k)
 	}
 	for k := range a.classes {
 		cl := &a.classes[k]
@@ -616,7 +795,16 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 				n := a.cur[k]
 				a.cur[k] = 0
 				if n >= a.classes[k].minThr {
-					a.observe(i, first.Remote.Addr().Unmap(), k, n)
+					addr := first.Remote.Addr().Unmap()
+					if a.records {
+						a.observe(i, addr, k, n)
+					}
+					if a.cls != nil {
+						a.cls.source(a, k, n, addr)
+					}
+				}
+				if a.cls != nil && k == a.cls.halfK {
+					a.cls.halfOpen(n)
 				}
 				if pi >= 0 {
 					if a.psrc[k] == 0 {
@@ -633,8 +821,11 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 			for _, k := range a.pK {
 				sum, src := a.psum[k], a.psrc[k]
 				a.psum[k], a.psrc[k] = 0, 0
-				if src >= 2 && sum >= thr { // one source is that address, not a prefix
+				if src >= 2 && sum >= thr && a.records && !a.classes[k].pseudo { // one source is that address, not a prefix
 					a.observePrefix(pi, k, sum, src)
+				}
+				if a.cls != nil {
+					a.cls.prefix(a, pi, k, sum, src)
 				}
 			}
 			a.pK = a.pK[:0]

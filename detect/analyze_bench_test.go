@@ -110,29 +110,70 @@ func BenchmarkAnalyzeClassifySpoofed(b *testing.B) {
 	}
 }
 
-// BenchmarkSpoofedPipeline is the whole detection path over a generated
-// /proc/net/tcp text of 1,000,000 lines: ParseProcNet, Analyze, Classify.
-func BenchmarkSpoofedPipeline(b *testing.B) {
+// BenchmarkDetectSpoofed runs Detect, as a run does, over one parsed
+// sample of spoofConns with 1, 16 and 256 rules, at a first-rule threshold
+// of 50 (no source offends) and 1 (every source offends, and the spoof
+// filter drops them all: only the worst MaxForgedListed are listed).
+func BenchmarkDetectSpoofed(b *testing.B) {
+	samples := []Sample{{Conns: spoofConns(spoofSources)}}
 	for _, thr := range []int{50, 1} {
-		b.Run(fmt.Sprintf("threshold-%d", thr), func(b *testing.B) {
-			p := spoofPolicy(1, thr)
-			var peak uint64
-			b.ReportAllocs()
-			for b.Loop() {
-				stop := memtest.HeapPeak()
-				conns, st, err := ParseProcNet(synflood.SpoofedProcNet(spoofSources), nil)
-				if err != nil || st.Conns != spoofSources {
-					b.Fatalf("parsed %d entries (%d malformed): %v", st.Conns, st.Malformed, err)
+		for _, rules := range []int{1, 16, 256} {
+			b.Run(fmt.Sprintf("threshold-%d/rules-%d", thr, rules), func(b *testing.B) {
+				p := spoofPolicy(rules, thr)
+				listed := 0
+				if thr == 1 {
+					listed = MaxForgedListed
 				}
-				samples := []Sample{{Source: "procfs", Conns: conns}}
-				rep := Analyze(p, samples, nil)
-				class := Classify(p, samples, TcpExt{})
-				peak = max(peak, stop())
-				if rep.Sources != spoofSources || class.Kind != KindSpoofed {
-					b.Fatalf("%d sources, kind %q", rep.Sources, class.Kind)
+				var peak uint64
+				b.ReportAllocs()
+				for b.Loop() {
+					stop := memtest.HeapPeak()
+					rep, class := Detect(p, samples, nil, TcpExt{})
+					peak = max(peak, stop())
+					if rep.Sources != spoofSources || class.Kind != KindSpoofed || len(rep.Verdicts) != 0 ||
+						len(rep.Spared) != listed || rep.SparedCount() != listed/MaxForgedListed*spoofSources {
+						b.Fatalf("%d sources, kind %q, %d verdicts, %d spared of %d", rep.Sources, class.Kind, len(rep.Verdicts), len(rep.Spared), rep.SparedCount())
+					}
 				}
-			}
-			b.ReportMetric(float64(peak)/(1<<20), "peak-MiB")
-		})
+				b.ReportMetric(float64(peak)/(1<<20), "peak-MiB")
+			})
+		}
+	}
+}
+
+// BenchmarkSpoofedPipeline is the whole detection path over a generated
+// /proc/net/tcp text of 1,000,000 lines: ParseProcNet, then Analyze and
+// Classify ("separate", the public functions one after the other) or Detect
+// (as a run does).
+func BenchmarkSpoofedPipeline(b *testing.B) {
+	for _, way := range []string{"separate", "detect"} {
+		for _, thr := range []int{50, 1} {
+			b.Run(fmt.Sprintf("%s/threshold-%d", way, thr), func(b *testing.B) {
+				p := spoofPolicy(1, thr)
+				var peak uint64
+				b.ReportAllocs()
+				for b.Loop() {
+					stop := memtest.HeapPeak()
+					conns, st, err := ParseProcNet(synflood.SpoofedProcNet(spoofSources), nil)
+					if err != nil || st.Conns != spoofSources {
+						b.Fatalf("parsed %d entries (%d malformed): %v", st.Conns, st.Malformed, err)
+					}
+					samples := []Sample{{Source: "procfs", Conns: conns}}
+					var rep Report
+					var class Classification
+					if way == "detect" {
+						rep, class = Detect(p, samples, nil, TcpExt{})
+					} else {
+						rep = Analyze(p, samples, nil)
+						class = Classify(p, samples, TcpExt{})
+					}
+					peak = max(peak, stop())
+					if rep.Sources != spoofSources || class.Kind != KindSpoofed {
+						b.Fatalf("%d sources, kind %q", rep.Sources, class.Kind)
+					}
+				}
+				b.ReportMetric(float64(peak)/(1<<20), "peak-MiB")
+			})
+		}
 	}
 }

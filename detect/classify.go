@@ -106,41 +106,157 @@ type Sysctl struct {
 // Otherwise the flood is real when some source crosses one of the policy's
 // rules in some sample, or at least MinSources cookies were sent and enough
 // came back. Anything else is KindNone.
+//
+// Entries whose remote address is unset or unspecified are nobody's: they
+// count for no source, as in Analyze. The counting is Analyze's: memory
+// linear in the distinct sources, whatever the number of rules.
 func Classify(p *policy.Policy, samples []Sample, delta TcpExt) Classification {
+	a := newAnalysis(p, len(samples), sizeHint(samples), true, false)
+	a.count(samples)
+	return a.classification(p, delta)
+}
+
+// classStats is what the classification gathers while the analysis counts.
+type classStats struct {
+	halfK   int32     // the class counting half-open entries on every port
+	maxPer  int       // spoof.max_per_source
+	byClass [][]int32 // the rules of each class, in policy order
+	pfxThr  [2]int    // prefix thresholds for IPv4 and IPv6
+
+	// The current sample: half-open entries, sources holding them, those
+	// of them at most maxPer, and per rule the worst source and prefix
+	// crossing it (n 0: none).
+	entries, sources, small int
+	rule                    []sourceBest
+	pfx                     []prefixBest
+
+	// The window: the sample with the most half-open entries, and the
+	// first crossing of a rule and of a prefix threshold.
+	hoEntries, hoSources, hoSmall int
+	crossed, prefixed             string
+}
+
+type sourceBest struct {
+	n    int32
+	addr netip.Addr
+}
+
+type prefixBest struct {
+	n, src int32
+	pfx    netip.Prefix
+}
+
+func newClassStats(p *policy.Policy, a *analysis, halfK int32) *classStats {
+	cs := &classStats{
+		halfK:   halfK,
+		maxPer:  p.Spoof.MaxPerSource,
+		byClass: make([][]int32, len(a.classes)+1),
+		rule:    make([]sourceBest, len(a.rules)),
+		pfx:     make([]prefixBest, len(a.rules)),
+		pfxThr:  [2]int{p.Prefix.IPv4Threshold, p.Prefix.IPv6Threshold},
+	}
+	for r := range a.rules {
+		k := a.rules[r].class
+		cs.byClass[k] = append(cs.byClass[k], int32(r))
+	}
+	return cs
+}
+
+// halfOpen counts a source holding n half-open entries in the sample.
+func (cs *classStats) halfOpen(n int32) {
+	cs.entries += int(n)
+	cs.sources++
+	if int(n) <= cs.maxPer {
+		cs.small++
+	}
+}
+
+// source notes that addr holds n connections counted by class k, n at
+// least the class's lowest threshold: the worst source crossing each rule.
+func (cs *classStats) source(a *analysis, k, n int32, addr netip.Addr) {
+	if cs.crossed != "" {
+		return
+	}
+	for _, r := range cs.byClass[k] {
+		if int(n) < a.rules[r].rule.Threshold {
+			continue
+		}
+		if b := &cs.rule[r]; b.n == 0 || n > b.n || (n == b.n && addr.Less(b.addr)) {
+			b.n, b.addr = n, addr
+		}
+	}
+}
+
+// prefix notes that prefix pi sums sum connections from src sources in
+// class k: the worst prefix crossing its family's threshold, per rule.
+func (cs *classStats) prefix(a *analysis, pi, k, sum, src int32) {
+	if cs.prefixed != "" || len(cs.byClass[k]) == 0 {
+		return
+	}
+	pfx := a.pfxInfo.at(pi).pfx
+	thr := cs.pfxThr[1]
+	if pfx.Addr().Is4() {
+		thr = cs.pfxThr[0]
+	}
+	if thr <= 0 || int(sum) < thr {
+		return
+	}
+	for _, r := range cs.byClass[k] {
+		if b := &cs.pfx[r]; b.n == 0 || sum > b.n || (sum == b.n && pfx.Addr().Less(b.pfx.Addr())) {
+			b.n, b.src, b.pfx = sum, src, pfx
+		}
+	}
+}
+
+// endSample closes sample number si (from 0).
+func (cs *classStats) endSample(a *analysis, si int) {
+	if cs.entries > cs.hoEntries || si == 0 {
+		cs.hoEntries, cs.hoSources, cs.hoSmall = cs.entries, cs.sources, cs.small
+	}
+	cs.entries, cs.sources, cs.small = 0, 0, 0
+	if cs.crossed == "" {
+		for r := range cs.rule {
+			if b := cs.rule[r]; b.n > 0 {
+				rule := a.rules[r].rule
+				cs.crossed = fmt.Sprintf("%s holds %d connections in state %s, crossing rule %q (threshold %d)", b.addr, b.n, rule.State, rule.Name, rule.Threshold)
+				break
+			}
+		}
+		clear(cs.rule)
+	}
+	if cs.prefixed == "" {
+		for r := range cs.pfx {
+			if b := cs.pfx[r]; b.n > 0 {
+				rule := a.rules[r].rule
+				thr := cs.pfxThr[1]
+				if b.pfx.Addr().Is4() {
+					thr = cs.pfxThr[0]
+				}
+				cs.prefixed = fmt.Sprintf("%s holds %d connections in state %s from %d sources, crossing the prefix threshold %d (rule %q)",
+					b.pfx, b.n, rule.State, b.src, thr, rule.Name)
+				break
+			}
+		}
+		clear(cs.pfx)
+	}
+}
+
+// classification decides the kind from the counts gathered.
+func (a *analysis) classification(p *policy.Policy, delta TcpExt) Classification {
 	sp := p.Spoof
+	cs := a.cls
 	c := Classification{
 		Kind:            KindNone,
+		HalfOpenSources: cs.hoSources,
+		HalfOpenEntries: cs.hoEntries,
+		SmallSources:    cs.hoSmall,
 		MaxPerSource:    sp.MaxPerSource,
 		CookiesSent:     delta.SyncookiesSent,
 		CookiesRecv:     delta.SyncookiesRecv,
 		ReqQFullDrop:    delta.TCPReqQFullDrop,
 		ListenOverflows: delta.ListenOverflows,
 	}
-	crossed, prefixed := "", ""
-	for i := range samples {
-		per := make(map[netip.Addr]int)
-		entries := 0
-		for _, cn := range samples[i].Conns {
-			if cn.State == SynRecv || cn.State == NewSynRecv {
-				per[cn.Remote.Addr()]++
-				entries++
-			}
-		}
-		if entries > c.HalfOpenEntries || i == 0 {
-			c.HalfOpenEntries, c.HalfOpenSources, c.SmallSources = entries, len(per), 0
-			for _, n := range per {
-				if n <= sp.MaxPerSource {
-					c.SmallSources++
-				}
-			}
-		}
-		if crossed == "" {
-			crossed = ruleCrossed(p, samples[i].Conns)
-		}
-		if prefixed == "" {
-			prefixed = prefixCrossed(p, samples[i].Conns)
-		}
-	}
+	crossed, prefixed := cs.crossed, cs.prefixed
 
 	spread := c.spread(sp)
 	cookies := sp.MinSources > 0 && c.CookiesSent >= int64(sp.MinSources) &&
@@ -177,115 +293,6 @@ func Classify(p *policy.Policy, samples []Sample, delta TcpExt) Classification {
 // sources holding few each: the sign of forged addresses.
 func (c Classification) spread(sp policy.Spoof) bool {
 	return c.HalfOpenSources >= sp.MinSources && sp.MinSources > 0 && c.SmallSources*10 >= c.HalfOpenSources*9
-}
-
-// ruleCrossed names the first rule some source crosses in conns, with that
-// source's full count, or returns "".
-func ruleCrossed(p *policy.Policy, conns []Conn) string {
-	for _, r := range p.Rules {
-		if r.State == policy.StateSynRate {
-			continue // counts the sensor, not connections (ClassifyEvidence)
-		}
-		mask := StateMask(statesOf(r.State))
-		per := make(map[netip.Addr]int)
-		for _, cn := range conns {
-			if cn.State >= 32 || mask&(1<<cn.State) == 0 {
-				continue
-			}
-			if len(r.Ports) > 0 && !containsPort(r.Ports, cn.Local.Port()) {
-				continue
-			}
-			per[cn.Remote.Addr()]++
-		}
-		var worst netip.Addr
-		for a, n := range per {
-			if n >= r.Threshold && (!worst.IsValid() || n > per[worst] || (n == per[worst] && a.Less(worst))) {
-				worst = a
-			}
-		}
-		if worst.IsValid() {
-			return fmt.Sprintf("%s holds %d connections in state %s, crossing rule %q (threshold %d)", worst, per[worst], r.State, r.Name, r.Threshold)
-		}
-	}
-	return ""
-}
-
-// prefixCrossed is ruleCrossed for prefix aggregation (when
-// p.Prefix.Enabled): it names the worst prefix whose sources together hold,
-// in some rule's state and ports, at least the prefix threshold of their
-// family.
-func prefixCrossed(p *policy.Policy, conns []Conn) string {
-	if !p.Prefix.Enabled {
-		return ""
-	}
-	for _, r := range p.Rules {
-		if r.State == policy.StateSynRate {
-			continue
-		}
-		mask := StateMask(statesOf(r.State))
-		per := make(map[netip.Prefix]int)
-		sources := make(map[netip.Prefix]map[netip.Addr]bool)
-		for _, cn := range conns {
-			if cn.State >= 32 || mask&(1<<cn.State) == 0 {
-				continue
-			}
-			if len(r.Ports) > 0 && !containsPort(r.Ports, cn.Local.Port()) {
-				continue
-			}
-			a := cn.Remote.Addr().Unmap()
-			bits := p.Prefix.IPv6Length
-			if a.Is4() {
-				bits = p.Prefix.IPv4Length
-			}
-			pf, err := a.Prefix(bits)
-			if err != nil {
-				continue
-			}
-			per[pf]++
-			if sources[pf] == nil {
-				sources[pf] = make(map[netip.Addr]bool)
-			}
-			sources[pf][a] = true
-		}
-		var worst netip.Prefix
-		for pf, n := range per {
-			thr := p.Prefix.IPv6Threshold
-			if pf.Addr().Is4() {
-				thr = p.Prefix.IPv4Threshold
-			}
-			if thr > 0 && n >= thr && (!worst.IsValid() || n > per[worst] || (n == per[worst] && pf.Addr().Less(worst.Addr()))) {
-				worst = pf
-			}
-		}
-		if worst.IsValid() {
-			thr := p.Prefix.IPv6Threshold
-			if worst.Addr().Is4() {
-				thr = p.Prefix.IPv4Threshold
-			}
-			return fmt.Sprintf("%s holds %d connections in state %s from %d sources, crossing the prefix threshold %d (rule %q)",
-				worst, per[worst], r.State, len(sources[worst]), thr, r.Name)
-		}
-	}
-	return ""
-}
-
-func statesOf(s policy.State) []TCPState {
-	switch s {
-	case policy.StateSynRecv:
-		return []TCPState{SynRecv}
-	case policy.StateEstablished:
-		return []TCPState{Established}
-	}
-	return nil // any
-}
-
-func containsPort(ports []uint16, port uint16) bool {
-	for _, p := range ports {
-		if p == port {
-			return true
-		}
-	}
-	return false
 }
 
 // advise fills Advice and Sysctls for the kind.
@@ -332,32 +339,39 @@ func FilterSpoofed(rep Report, c Classification) Report {
 	if c.Kind != KindSpoofed {
 		return rep
 	}
-	samples := rep.Samples
-	if samples < 1 {
-		samples = 1
-	}
-	limit := c.MaxPerSource * samples
-	out := rep
-	out.Verdicts = make([]Verdict, 0, len(rep.Verdicts))
-	out.Spared = append([]Spared(nil), rep.Spared...)
-	for _, v := range rep.Verdicts {
-		if v.State != policy.StateSynRecv {
-			out.Verdicts = append(out.Verdicts, v)
-			continue
+	f := &forgedList{class: &c, samples: max(rep.Samples, 1)}
+	// Counted first, so that both lists are made at their final size: a
+	// million forged verdicts must not be copied as the lists grow.
+	forged := 0
+	for i := range rep.Verdicts {
+		if f.forged(&rep.Verdicts[i]) {
+			forged++
 		}
-		single := v.Subject.Bits() == v.Subject.Addr().BitLen()
-		switch {
-		case single && v.Count <= limit:
-			out.Spared = append(out.Spared, Spared{Verdict: v,
-				Why: fmt.Sprintf("spoofed flood: %d half-open entries (at most %d per source over %d samples) look forged; not banned", v.Count, c.MaxPerSource, samples)})
-		case !single && v.Sources > 0 && v.Count <= c.MaxPerSource*v.Sources:
-			out.Spared = append(out.Spared, Spared{Verdict: v,
-				Why: fmt.Sprintf("spoofed flood: %d half-open entries from %d sources (not dense) look forged; not banned", v.Count, v.Sources)})
-		default:
+	}
+	out := rep
+	out.Verdicts = make([]Verdict, 0, len(rep.Verdicts)-forged)
+	out.Spared = nil
+	if n := len(rep.Spared) + forged; n > 0 {
+		out.Spared = append(make([]Spared, 0, n), rep.Spared...)
+	}
+	for _, v := range rep.Verdicts {
+		if f.forged(&v) {
+			out.Spared = append(out.Spared, Spared{Verdict: v, Why: f.why(&v)})
+		} else {
 			out.Verdicts = append(out.Verdicts, v)
 		}
 	}
 	return out
+}
+
+// spoofedAddrWhy is why a spoofed flood's filter spares the address verdict v.
+func spoofedAddrWhy(v *Verdict, maxPer, samples int) string {
+	return fmt.Sprintf("spoofed flood: %d half-open entries (at most %d per source over %d samples) look forged; not banned", v.Count, maxPer, samples)
+}
+
+// spoofedPrefixWhy is why a spoofed flood's filter spares the prefix verdict v.
+func spoofedPrefixWhy(v *Verdict) string {
+	return fmt.Sprintf("spoofed flood: %d half-open entries from %d sources (not dense) look forged; not banned", v.Count, v.Sources)
 }
 
 // SpoofSysctls returns the kernel settings synban itself sets against the

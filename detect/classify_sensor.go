@@ -49,12 +49,29 @@ type Evidence struct {
 //
 // Every step it takes is listed in Evidence.
 func ClassifyEvidence(p *policy.Policy, samples []Sample, ev Evidence) Classification {
-	delta := ev.Window
-	since := ev.SinceLast != nil && ev.SinceFor > 0 && ev.SinceFor <= MaxCountersAge
-	if since {
-		delta = *ev.SinceLast
+	return RefineClassification(p, Classify(p, samples, ev.Delta()), ev)
+}
+
+// Delta is the TcpExt change a classification weighs: since the previous
+// run when one was stored and is recent enough, else over the window.
+func (ev Evidence) Delta() TcpExt {
+	if ev.since() {
+		return *ev.SinceLast
 	}
-	c := Classify(p, samples, delta)
+	return ev.Window
+}
+
+func (ev Evidence) since() bool {
+	return ev.SinceLast != nil && ev.SinceFor > 0 && ev.SinceFor <= MaxCountersAge
+}
+
+// RefineClassification is the evidence step of ClassifyEvidence, on a
+// classification already made from the samples with ev.Delta() (Detect's
+// or Classify's): the engine classifies in Detect's single counting pass
+// and refines that, so the samples are counted once.
+func RefineClassification(p *policy.Policy, c Classification, ev Evidence) Classification {
+	delta := ev.Delta()
+	since := ev.since()
 	if since {
 		c.CountersSince = ev.SinceFor
 		c.Evidence = append(c.Evidence, fmt.Sprintf("TcpExt since the previous run %s ago: %d SYN cookies sent, %d returned, %d listen overflows (window alone: %d sent, %d returned)",

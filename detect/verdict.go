@@ -56,4 +56,12 @@ type Report struct {
 	Samples int
 	// Malformed counts unparseable input over all samples.
 	Malformed int
+	// SparedUnlisted counts spared offenders left out of Spared: Detect
+	// lists at most MaxForgedListed forged offenders of a spoofed flood (the
+	// worst) and counts the rest here. Analyze and FilterSpoofed list every
+	// one and leave it as it was (0).
+	SparedUnlisted int
 }
+
+// SparedCount is the number of spared offenders, listed in Spared or not.
+func (r *Report) SparedCount() int { return len(r.Spared) + r.SparedUnlisted }

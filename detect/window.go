@@ -103,20 +103,35 @@ func sampleRound(ctx context.Context, samplers []Sampler) (Sample, error) {
 	return MergeSamples(parts...), nil
 }
 
-// connKey identifies a flow by its two endpoints.
+// connKey identifies a flow by its two endpoints: addresses as 16 bytes
+// (IPv4 as IPv4-mapped) and ports.
 type connKey struct {
 	local, remote [18]byte
 }
 
-func keyOf(c Conn) connKey {
-	var k connKey
+// connKey4 identifies a flow between IPv4 endpoints (or their IPv4-mapped
+// forms, which connKey does not tell apart from them either) in 12 bytes:
+// a third of connKey, so a million flows hash faster and hold less.
+type connKey4 [12]byte
+
+// keyOf returns c's key: a connKey4 when both ends are IPv4, else a connKey.
+func keyOf(c *Conn) (k4 connKey4, k connKey, is4 bool) {
+	l, r := c.Local.Addr().Unmap(), c.Remote.Addr().Unmap()
+	if l.Is4() && r.Is4() {
+		a, b := l.As4(), r.As4()
+		copy(k4[0:4], a[:])
+		k4[4], k4[5] = byte(c.Local.Port()>>8), byte(c.Local.Port())
+		copy(k4[6:10], b[:])
+		k4[10], k4[11] = byte(c.Remote.Port()>>8), byte(c.Remote.Port())
+		return k4, k, true
+	}
 	a := c.Local.Addr().As16()
 	copy(k.local[:], a[:])
 	k.local[16], k.local[17] = byte(c.Local.Port()>>8), byte(c.Local.Port())
 	a = c.Remote.Addr().As16()
 	copy(k.remote[:], a[:])
 	k.remote[16], k.remote[17] = byte(c.Remote.Port()>>8), byte(c.Remote.Port())
-	return k
+	return k4, k, false
 }
 
 // MergeSamples merges readings of the same moment by different samplers
@@ -130,12 +145,15 @@ func MergeSamples(parts ...Sample) Sample {
 	}
 	var out Sample
 	var names []string
-	total := 0
+	// The readings are of one table: most flows are in the largest, and
+	// the merge holds about as many.
+	most := 0
 	for _, p := range parts {
-		total += len(p.Conns)
+		most = max(most, len(p.Conns))
 	}
-	out.Conns = make([]Conn, 0, total)
-	seen := make(map[connKey]struct{}, total)
+	out.Conns = make([]Conn, 0, most)
+	seen4 := make(map[connKey4]struct{}, most)
+	var seen map[connKey]struct{}
 	for _, p := range parts {
 		names = append(names, p.Source)
 		if out.Time.IsZero() || (!p.Time.IsZero() && p.Time.Before(out.Time)) {
@@ -150,13 +168,24 @@ func MergeSamples(parts ...Sample) Sample {
 		if p.Counters != nil {
 			out.Counters = p.Counters
 		}
-		for _, c := range p.Conns {
-			k := keyOf(c)
-			if _, dup := seen[k]; dup {
-				continue
+		for ci := range p.Conns {
+			c := &p.Conns[ci]
+			k4, k, is4 := keyOf(c)
+			if is4 {
+				if _, dup := seen4[k4]; dup {
+					continue
+				}
+				seen4[k4] = struct{}{}
+			} else {
+				if seen == nil {
+					seen = make(map[connKey]struct{})
+				}
+				if _, dup := seen[k]; dup {
+					continue
+				}
+				seen[k] = struct{}{}
 			}
-			seen[k] = struct{}{}
-			out.Conns = append(out.Conns, c)
+			out.Conns = append(out.Conns, *c)
 		}
 	}
 	out.Source = strings.Join(names, "+")

@@ -151,7 +151,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	// One summary line per run (shown from --log-level info up).
 	e.log.Info("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
 		"verdicts", len(d.Report.Verdicts), "added", res.Added, "refreshed", res.Refreshed,
-		"restored", d.Restored, "expired", out.Expired, "spared", len(d.Report.Spared),
+		"restored", d.Restored, "expired", out.Expired, "spared", d.Report.SparedCount(),
 		"omitted", len(d.Omitted), "duration", time.Since(start).Round(time.Millisecond))
 	return out, nil
 }
@@ -165,7 +165,7 @@ func (e *Engine) logDecision(d *Decision) {
 	}
 	for i, s := range d.Report.Spared {
 		if i == MaxListed {
-			e.log.Warn("more offenders spared", "count", len(d.Report.Spared)-MaxListed)
+			e.log.Warn("more offenders spared", "count", d.Report.SparedCount()-MaxListed)
 			break
 		}
 		e.log.Warn("offender spared", "subject", s.Verdict.Subject, "why", s.Why)

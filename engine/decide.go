@@ -127,14 +127,23 @@ func (e *Engine) decideWith(ctx context.Context, p *policy.Policy, st *state.Sta
 // decideWindow decides on a window already taken.
 func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.Guard, w *Window, st *state.State, now time.Time, drops *dropReader, keep func(string) bool, sr *sensorRun) (*Decision, error) {
 	samples := w.Result.Samples
-	rep := detect.Analyze(p, samples, g)
+	// Analysis, classification and, for a spoofed flood, the spoof filter
+	// in one pass: banning forged sources is pointless and fills the ban
+	// set, so only the real offenders become verdicts (the forged ones are
+	// never built, only the worst listed as spared); the SYN meter stays on.
+	// The firewall's sensor and the counters stored by the previous run
+	// then refine it (detect.RefineClassification).
 	sensor := sr.evidence(p)
+	ev := sr.classifyEvidence(w, sensor, nil)
+	rep, class := detect.Detect(p, samples, g, ev.Delta())
+	filtered := class.Kind == detect.KindSpoofed
 	rep = addSensorVerdicts(p, rep, sensor, g)
-	class := detect.ClassifyEvidence(p, samples, sr.classifyEvidence(w, sensor, rep.Verdicts))
-	if class.Kind == detect.KindSpoofed {
-		// Banning forged sources is pointless and fills the ban set: keep only
-		// the real offenders; the SYN meter stays on.
+	ev.Verdicts = rep.Verdicts
+	class = detect.RefineClassification(p, class, ev)
+	if class.Kind == detect.KindSpoofed && !filtered {
 		rep = detect.FilterSpoofed(rep, class)
+	}
+	if class.Kind == detect.KindSpoofed {
 		e.log.Warn("spoofed SYN flood", "half_open_sources", class.HalfOpenSources, "half_open_entries", class.HalfOpenEntries,
 			"cookies_sent", class.CookiesSent, "cookies_recv", class.CookiesRecv, "why", class.Why)
 		for _, adv := range class.Advice {

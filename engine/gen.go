@@ -107,7 +107,7 @@ func (e *Engine) unchanged(ctx context.Context, p *policy.Policy, d *Decision, c
 	out.Upstream = e.handOffUpstream(d)
 	e.writeMetrics(ctx, out, b, store, st, start)
 	e.log.Info("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
-		"verdicts", 0, "unchanged", true, "restored", d.Restored, "expired", out.Expired, "spared", len(d.Report.Spared),
+		"verdicts", 0, "unchanged", true, "restored", d.Restored, "expired", out.Expired, "spared", d.Report.SparedCount(),
 		"duration", time.Since(start).Round(time.Millisecond))
 	return out, nil
 }

@@ -55,6 +55,34 @@ type candidate struct {
 	prio int // index of the worst verdict it stands for; lower is worse
 	idx  int // index of the verdict it came from
 	dead bool
+	// capped records that the timeout was cut to ban.max_duration; the
+	// reason (BanReason of the verdict, with CappedNote when capped) is
+	// made only for a ban that is kept, or when a merge rewrites it
+	// (reasoned).
+	capped, reasoned bool
+}
+
+// reason returns the candidate's ban reason, made from verdicts[c.idx]
+// unless a merge already set it.
+func (c *candidate) reason(verdicts []detect.Verdict) string {
+	if c.reasoned {
+		return c.ban.Reason
+	}
+	return withCapNote(BanReason(verdicts[c.idx]), c.capped)
+}
+
+// Kinds of omission, recorded compactly while compiling.
+const (
+	omitText    = iota // why is texts[arg]
+	omitMapped         // an IPv4-mapped subject shorter than /96; Prefix is the subject
+	omitCovered        // covered by the ban of candidate arg
+	omitOver           // over max_entries
+)
+
+// omitRec is an omission before it is made an Omission: verdict idx.
+type omitRec struct {
+	idx, arg int32
+	kind     uint8
 }
 
 // Compile turns a policy and the verdicts of one run into the desired
@@ -115,31 +143,36 @@ func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Rul
 		rs.Allow = NormalizePrefixes(g.Prefixes())
 	}
 
-	var omitted Omitted
-	omit := func(i int, pfx netip.Prefix, why string) {
-		omitted = append(omitted, Omission{Verdict: verdicts[i], Index: i, Prefix: pfx, Why: why})
+	// Omissions are recorded compactly and made Omissions once, at the
+	// end, in input order: a million verdicts over max_entries then cost
+	// one Omitted of the final size, not a growing copy of each.
+	var recs []omitRec
+	var texts []string
+	omitWhy := func(i int, why string) {
+		recs = append(recs, omitRec{idx: int32(i), kind: omitText, arg: int32(len(texts))})
+		texts = append(texts, why)
 	}
 
 	// Guard, canonical form, and merging of verdicts for the same prefix.
-	cands := make([]*candidate, 0, len(verdicts))
-	byPrefix := make(map[netip.Prefix]*candidate, len(verdicts))
+	cands := make([]candidate, 0, len(verdicts))
+	byPrefix := make(map[netip.Prefix]int32, len(verdicts))
 	for i, v := range verdicts {
 		pfx := policy.Canonical(v.Subject)
 		if !pfx.IsValid() {
-			omit(i, pfx, "invalid subject")
+			omitWhy(i, "invalid subject")
 			continue
 		}
 		if v.Subject.Addr().Is4In6() && v.Subject.Bits() < 96 {
 			// Canonical would widen it to 0.0.0.0/0.
-			omit(i, v.Subject, "invalid subject: IPv4-mapped prefix shorter than /96")
+			recs = append(recs, omitRec{idx: int32(i), kind: omitMapped})
 			continue
 		}
 		if why, ok := g.Protects(pfx); ok {
-			omit(i, pfx, "protected: "+why)
+			omitWhy(i, "protected: "+why)
 			continue
 		}
 		if why, ok := TooBroad(p, pfx); ok && (pfx.Bits() == 0 || !v.Forced) {
-			omit(i, pfx, why)
+			omitWhy(i, why)
 			continue
 		}
 		timeout := v.BanFor
@@ -147,79 +180,111 @@ func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Rul
 			timeout = p.Ban.Duration.Duration
 		}
 		timeout, capped := capTimeout(p, timeout)
-		if c, ok := byPrefix[pfx]; ok {
+		if ci, ok := byPrefix[pfx]; ok {
 			// The same subject again: typically a ban restored from the
 			// state store that was also decided again in this run. Not an
 			// omission: the subject is banned, for the longer time.
-			if timeout > c.ban.Timeout {
+			if c := &cands[ci]; timeout > c.ban.Timeout {
 				c.ban.Timeout = timeout
-				c.ban.Reason = withCapNote(strings.TrimSuffix(c.ban.Reason, CappedNote), capped)
+				c.ban.Reason = withCapNote(strings.TrimSuffix(c.reason(verdicts), CappedNote), capped)
+				c.reasoned = true
 			}
 			continue
 		}
-		c := &candidate{
-			ban:  Ban{Prefix: pfx, Timeout: timeout, Reason: withCapNote(BanReason(v), capped)},
-			prio: i,
-			idx:  i,
-		}
-		byPrefix[pfx] = c
-		cands = append(cands, c)
+		byPrefix[pfx] = int32(len(cands))
+		cands = append(cands, candidate{ban: Ban{Prefix: pfx, Timeout: timeout}, prio: i, idx: i, capped: capped})
 	}
 
 	// Covering: a ban inside another banned prefix is dropped; the covering
 	// ban keeps the longest timeout and the worst priority of those it covers.
 	// Shortest prefixes are visited first, so the outermost cover wins.
 	lengths := [2][]int{} // distinct prefix lengths present, per family (0 = IPv4)
-	for _, c := range cands {
-		f := famIndex(c.ban.Prefix)
-		if !slices.Contains(lengths[f], c.ban.Prefix.Bits()) {
-			lengths[f] = append(lengths[f], c.ban.Prefix.Bits())
+	for i := range cands {
+		b := &cands[i].ban
+		f := famIndex(b.Prefix)
+		if !slices.Contains(lengths[f], b.Prefix.Bits()) {
+			lengths[f] = append(lengths[f], b.Prefix.Bits())
 		}
 	}
 	slices.Sort(lengths[0])
 	slices.Sort(lengths[1])
-	byBits := slices.Clone(cands)
-	slices.SortStableFunc(byBits, func(a, b *candidate) int {
-		return cmp.Compare(a.ban.Prefix.Bits(), b.ban.Prefix.Bits())
-	})
-	for _, c := range byBits {
-		pfx := c.ban.Prefix
-		for _, bits := range lengths[famIndex(pfx)] {
-			if bits >= pfx.Bits() {
+	if len(lengths[0]) > 1 || len(lengths[1]) > 1 {
+		byBits := make([]int32, len(cands))
+		for i := range byBits {
+			byBits[i] = int32(i)
+		}
+		slices.SortStableFunc(byBits, func(a, b int32) int {
+			return cmp.Compare(cands[a].ban.Prefix.Bits(), cands[b].ban.Prefix.Bits())
+		})
+		for _, ci := range byBits {
+			c := &cands[ci]
+			pfx := c.ban.Prefix
+			for _, bits := range lengths[famIndex(pfx)] {
+				if bits >= pfx.Bits() {
+					break
+				}
+				coverIdx, ok := byPrefix[netip.PrefixFrom(pfx.Addr(), bits).Masked()]
+				if !ok || cands[coverIdx].dead {
+					continue
+				}
+				cover := &cands[coverIdx]
+				cover.ban.Timeout = max(cover.ban.Timeout, c.ban.Timeout)
+				cover.prio = min(cover.prio, c.prio)
+				c.dead = true
+				recs = append(recs, omitRec{idx: int32(c.idx), kind: omitCovered, arg: coverIdx})
 				break
 			}
-			cover, ok := byPrefix[netip.PrefixFrom(pfx.Addr(), bits).Masked()]
-			if !ok || cover.dead {
-				continue
-			}
-			cover.ban.Timeout = max(cover.ban.Timeout, c.ban.Timeout)
-			cover.prio = min(cover.prio, c.prio)
-			c.dead = true
-			omit(c.idx, pfx, "covered by "+cover.ban.Prefix.String())
-			break
 		}
 	}
+	byPrefix = nil
 
 	// max_entries per family, worst first.
-	live := make([]*candidate, 0, len(cands))
-	for _, c := range cands {
-		if !c.dead {
-			live = append(live, c)
+	live := make([]int32, 0, len(cands))
+	for i := range cands {
+		if !cands[i].dead {
+			live = append(live, int32(i))
 		}
 	}
-	slices.SortStableFunc(live, func(a, b *candidate) int { return cmp.Compare(a.prio, b.prio) })
+	slices.SortStableFunc(live, func(a, b int32) int { return cmp.Compare(cands[a].prio, cands[b].prio) })
 	var perFamily [2]int
-	for _, c := range live {
+	if len(live) > 0 {
+		rs.Bans = make([]Ban, 0, min(len(live), 2*rs.MaxEntries))
+	}
+	for _, ci := range live {
+		c := &cands[ci]
 		f := famIndex(c.ban.Prefix)
 		if perFamily[f] >= rs.MaxEntries {
-			omit(c.idx, c.ban.Prefix, fmt.Sprintf("over max_entries %d", rs.MaxEntries))
+			recs = append(recs, omitRec{idx: int32(c.idx), kind: omitOver})
 			continue
 		}
 		perFamily[f]++
-		rs.Bans = append(rs.Bans, c.ban)
+		b := c.ban
+		b.Reason = c.reason(verdicts)
+		rs.Bans = append(rs.Bans, b)
 	}
 	slices.SortFunc(rs.Bans, func(a, b Ban) int { return ComparePrefixes(a.Prefix, b.Prefix) })
-	slices.SortFunc(omitted, func(a, b Omission) int { return cmp.Compare(a.Index, b.Index) })
+
+	var omitted Omitted
+	if len(recs) > 0 {
+		slices.SortFunc(recs, func(a, b omitRec) int { return cmp.Compare(a.idx, b.idx) })
+		over := fmt.Sprintf("over max_entries %d", rs.MaxEntries)
+		omitted = make(Omitted, len(recs))
+		for i, r := range recs {
+			v := &verdicts[r.idx]
+			o := &omitted[i]
+			o.Verdict, o.Index, o.Prefix = *v, int(r.idx), policy.Canonical(v.Subject)
+			switch r.kind {
+			case omitText:
+				o.Why = texts[r.arg]
+			case omitMapped:
+				o.Prefix, o.Why = v.Subject, "invalid subject: IPv4-mapped prefix shorter than /96"
+			case omitCovered:
+				o.Why = "covered by " + cands[r.arg].ban.Prefix.String()
+			case omitOver:
+				o.Why = over
+			}
+		}
+	}
 	if err := rs.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("compile ruleset: %w", err)
 	}

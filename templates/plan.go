@@ -119,13 +119,13 @@ func WritePlanSummary(w io.Writer, s PlanSummary) {
 		fmt.Fprintf(w, "#   advice: %s\n", adv)
 	}
 	WriteSensorTable(w, "# ", s.Sensor, s.Listed)
-	fmt.Fprintf(w, "# verdicts: %d to ban, %d spared, %d left out\n", len(r.Verdicts), len(r.Spared), len(s.Omitted))
+	fmt.Fprintf(w, "# verdicts: %d to ban, %d spared, %d left out\n", len(r.Verdicts), r.SparedCount(), len(s.Omitted))
 	for _, v := range r.Verdicts {
 		fmt.Fprintf(w, "#   ban %-20s for %-8s %s\n", v.Subject, v.BanFor, v.Reason)
 	}
 	for i, sp := range r.Spared {
 		if i == s.Listed {
-			fmt.Fprintf(w, "#   ... and %d more spared\n", len(r.Spared)-s.Listed)
+			fmt.Fprintf(w, "#   ... and %d more spared\n", r.SparedCount()-s.Listed)
 			break
 		}
 		fmt.Fprintf(w, "#   spare %-18s %s: %s\n", sp.Verdict.Subject, sp.Why, sp.Verdict.Reason)
