@@ -58,7 +58,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	if err != nil {
 		return nil, err
 	}
-	store, st, b, choice, release, err := e.lockAndOpen(ctx, p)
+	store, head, b, choice, release, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -69,24 +69,41 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	}
 	gen := e.generation(ctx, b, choice.Name)
 	pulled := fl.pull(ctx)
-	keep := gen.keep(st)
+	keep := gen.keep(head)
 	if fl.pulling() {
 		// The fleet's decisions change without a verdict of this host's:
 		// the generation shortcut cannot see them, so reconcile in full.
 		keep = nil
 	}
-	d, err := e.decideWith(ctx, p, fl.decideState(st), now, drops, keep)
+	// The full reconcile needs every stored ban; the shortcut only the
+	// metadata and the bans it asks about (see stored), so the store is
+	// loaded whole only when the decision needs it.
+	var st *state.State
+	src := &stored{store: store}
+	if keep == nil {
+		if st, err = store.Load(); err != nil {
+			return nil, fmt.Errorf("load state: %w", err)
+		}
+		src = storedOf(fl.decideState(st))
+	}
+	d, err := e.decideWith(ctx, p, src, now, drops, keep)
 	if err != nil {
 		return nil, err
+	}
+	if d.Unchanged {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("before applying: %w", err)
+		}
+		return e.unchanged(context.WithoutCancel(ctx), p, d, choice, b, store, head, now, start)
+	}
+	if st == nil {
+		st = src.st // loaded by the decision to restore the stored bans
 	}
 	if err := fl.join(d, st, now, pulled); err != nil { // pulled bans join before the apply
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("before applying: %w", err)
-	}
-	if d.Unchanged {
-		return e.unchanged(context.WithoutCancel(ctx), p, d, choice, b, store, st, now, start)
 	}
 	// From here on the cycle completes even when a signal comes.
 	ctx = context.WithoutCancel(ctx)
