@@ -130,7 +130,14 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 		return nil, err
 	}
 	counts := dropBaseline(drops, d)
-	if err := store.Update(func(s *state.State) error {
+	// The run loaded the store under the lock it still holds: without a
+	// fleet (whose markPulled compares with the store as loaded) the
+	// update works on that copy instead of reading the store again.
+	update := store.Update
+	if fl == nil && st != nil {
+		update = func(fn func(*state.State) error) error { return store.UpdateLoaded(st, fn) }
+	}
+	if err := update(func(s *state.State) error {
 		out.Expired = e.expire(s, now)
 		recordBans(s, d, choice.Name, now, counts)
 		fl.markPulled(s, st, d, now)

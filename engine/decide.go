@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -234,7 +235,11 @@ func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.G
 		}
 		restore := storedVerdicts(all, now)
 		restored = len(restore)
-		verdicts = append(append([]detect.Verdict(nil), verdicts...), restore...)
+		if len(verdicts) == 0 {
+			verdicts = restore
+		} else {
+			verdicts = append(append(make([]detect.Verdict, 0, len(verdicts)+len(restore)), verdicts...), restore...)
+		}
 	}
 	rs, omitted, err := rules.Compile(p, verdicts, g)
 	if err != nil {
@@ -313,8 +318,12 @@ func (d *dropReader) read(ctx context.Context) (map[netip.Prefix]uint64, error) 
 // of two bans of one subject, drops what a prefix covers, and enforces the
 // guard and max_entries on them like on any verdict.
 func storedVerdicts(st *state.State, now time.Time) []detect.Verdict {
-	var out []detect.Verdict
-	for _, b := range st.Active(now) {
+	out := make([]detect.Verdict, 0, len(st.Bans))
+	for i := range st.Bans {
+		b := &st.Bans[i]
+		if b.Expired(now) {
+			continue
+		}
 		left := b.Until.Sub(now).Truncate(time.Second)
 		if left < time.Second {
 			continue
@@ -324,6 +333,11 @@ func storedVerdicts(st *state.State, now time.Time) []detect.Verdict {
 			reason = "restored from state"
 		}
 		out = append(out, detect.Verdict{Subject: b.Prefix, BanFor: left, Reason: reason, Rule: "", Sources: 1, Forced: b.Forced})
+	}
+	// In prefix order, as the store loads them (st.Active's order).
+	cmp := func(a, b detect.Verdict) int { return policy.ComparePrefixes(a.Subject, b.Subject) }
+	if !slices.IsSortedFunc(out, cmp) {
+		slices.SortFunc(out, cmp)
 	}
 	return out
 }

@@ -28,14 +28,16 @@ const (
 
 // prefixKey encodes a canonical prefix as a key that sorts as
 // policy.ComparePrefixes does: family (4 before 6), address, length.
-func prefixKey(p netip.Prefix) []byte {
+func prefixKey(p netip.Prefix) []byte { return appendPrefixKey(make([]byte, 0, 18), p) }
+
+// appendPrefixKey appends p's key to k.
+func appendPrefixKey(k []byte, p netip.Prefix) []byte {
 	a := p.Addr()
 	if a.Is4() {
 		b := a.As4()
-		return []byte{4, b[0], b[1], b[2], b[3], byte(p.Bits())}
+		return append(k, 4, b[0], b[1], b[2], b[3], byte(p.Bits()))
 	}
 	b := a.As16()
-	k := make([]byte, 0, 18)
 	k = append(k, 6)
 	k = append(k, b[:]...)
 	return append(k, byte(p.Bits()))
@@ -93,7 +95,11 @@ func appendTime(buf []byte, t time.Time) []byte {
 
 // encodeBan encodes b without its prefix (the key holds it).
 func encodeBan(b *Ban) []byte {
-	buf := make([]byte, 0, 48+len(b.Reason)+len(b.Rule)+len(b.Backend)+len(b.Origin))
+	return appendBan(make([]byte, 0, 48+len(b.Reason)+len(b.Rule)+len(b.Backend)+len(b.Origin)), b)
+}
+
+// appendBan appends b's encoding to buf.
+func appendBan(buf []byte, b *Ban) []byte {
 	var flags byte
 	if b.Forced {
 		flags |= flagForced
@@ -123,7 +129,13 @@ func encodeBan(b *Ban) []byte {
 type reader struct {
 	b   []byte
 	err error
+	// strs, when not nil, interns the strings decoded: 100,000 bans
+	// loaded share a handful of reasons, rules and backends.
+	strs map[string]string
 }
+
+// maxInterned bounds an interning map (reasons that name counts vary).
+const maxInterned = 4096
 
 func (r *reader) fail(what string) {
 	if r.err == nil {
@@ -192,11 +204,18 @@ func (r *reader) string(what string) string {
 		r.fail("truncated " + what)
 		return ""
 	}
-	s := string(r.b[:n])
+	raw := r.b[:n]
 	r.b = r.b[n:]
+	if s, ok := r.strs[string(raw)]; ok {
+		return s
+	}
+	s := string(raw)
 	if !utf8.ValidString(s) {
 		r.fail(what + " is not UTF-8")
 		return ""
+	}
+	if r.strs != nil && len(r.strs) < maxInterned {
+		r.strs[s] = s
 	}
 	return s
 }
@@ -212,12 +231,17 @@ func (r *reader) end() error {
 // the store holds them. It is exported for the fuzz target: any bytes
 // either decode to a ban with a valid canonical prefix or return an error.
 func DecodeBan(key, val []byte) (Ban, error) {
+	return decodeBan(key, val, nil)
+}
+
+// decodeBan is DecodeBan interning its strings in strs (nil: none).
+func decodeBan(key, val []byte, strs map[string]string) (Ban, error) {
 	p, err := decodePrefixKey(key)
 	if err != nil {
 		return Ban{}, err
 	}
 	b := Ban{Prefix: p}
-	r := reader{b: val}
+	r := reader{b: val, strs: strs}
 	if v := r.byte("format"); r.err == nil && v != codecVersion {
 		return Ban{}, fmt.Errorf("ban %s: format %d, this synban reads format %d", p, v, codecVersion)
 	}

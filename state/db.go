@@ -64,10 +64,9 @@ func (s *Store) openDB(readOnly bool) (*bolt.DB, error) {
 		ReadOnly: readOnly,
 		Timeout:  openTimeout,
 		OpenFile: trust.OpenFile,
-		// The freelist is rebuilt on open instead of written on every
-		// commit: less to write per run, and nothing to trust on disk.
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
+		// The freelist is written with every commit (bbolt's default): a
+		// store without it is walked whole on every open to rebuild it.
+		FreelistType: bolt.FreelistMapType,
 	})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
@@ -118,6 +117,24 @@ func checkVersion(tx *bolt.Tx) error {
 // then it renames state.json out of the way.
 func (s *Store) prepare(db *bolt.DB, legacy *State) error {
 	path := s.Path()
+	if legacy == nil {
+		// An existing store needs no write transaction (each commit is
+		// two fsyncs): only a new one does.
+		ready := false
+		err := db.View(func(btx *bolt.Tx) error {
+			if err := checkVersion(btx); err != nil {
+				return err
+			}
+			ready = btx.Bucket(bucketMeta) != nil && btx.Bucket(bucketBans) != nil && btx.Bucket(bucketExpiry) != nil && btx.Bucket(bucketHistory) != nil
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("state database %s: %w", path, err)
+		}
+		if ready {
+			return nil
+		}
+	}
 	imported := false
 	err := db.Update(func(btx *bolt.Tx) error {
 		if err := checkVersion(btx); err != nil {
@@ -409,8 +426,9 @@ func (t *Tx) ForEachBan(fn func(Ban) error) error {
 	if t.empty() {
 		return nil
 	}
+	strs := make(map[string]string)
 	return t.bans.ForEach(func(k, v []byte) error {
-		b, err := DecodeBan(k, v)
+		b, err := decodeBan(k, v, strs)
 		if err != nil {
 			return err
 		}
@@ -445,6 +463,58 @@ func (t *Tx) Upsert(b Ban) error {
 		b = old
 	}
 	return t.Put(b)
+}
+
+// saveBans makes the stored bans exactly bans (sorted by prefix, canonical;
+// of two of one prefix the later wins), writing only those whose stored
+// bytes differ: one walk of the bans bucket alongside the list, then the
+// writes (a bucket is not written while a cursor walks it).
+func (t *Tx) saveBans(bans []Ban) error {
+	var put []int
+	var gone []netip.Prefix
+	drop := func(k []byte) error {
+		p, err := decodePrefixKey(k)
+		gone = append(gone, p)
+		return err
+	}
+	c := t.bans.Cursor()
+	k, v := c.First()
+	var buf, key []byte
+	for j := range bans {
+		b := &bans[j]
+		key = appendPrefixKey(key[:0], b.Prefix)
+		for k != nil && bytes.Compare(k, key) < 0 {
+			if err := drop(k); err != nil {
+				return err
+			}
+			k, v = c.Next()
+		}
+		if k != nil && bytes.Equal(k, key) {
+			buf = appendBan(buf[:0], b)
+			same := bytes.Equal(v, buf) && (j+1 == len(bans) || bans[j+1].Prefix != b.Prefix)
+			k, v = c.Next()
+			if same {
+				continue
+			}
+		}
+		put = append(put, j)
+	}
+	for ; k != nil; k, _ = c.Next() {
+		if err := drop(k); err != nil {
+			return err
+		}
+	}
+	for _, p := range gone {
+		if _, err := t.Remove(p); err != nil {
+			return err
+		}
+	}
+	for _, j := range put {
+		if err := t.Put(bans[j]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RemoveAll removes every ban (the history stays).

@@ -458,57 +458,65 @@ func (s *Store) Update(fn func(*State) error) error {
 		if err != nil {
 			return err
 		}
-		oldBans := make(map[netip.Prefix]Ban, len(st.Bans))
-		for _, b := range st.Bans {
-			oldBans[b.Prefix] = b
+		return t.change(st, fn)
+	})
+}
+
+// UpdateLoaded is Update on st, the state as Load returned it while the
+// caller has held the lock since (so nobody else changed the store): it
+// does not read the store again. fn modifies st in place, and what it
+// changed is written in one transaction; when fn fails st may be modified
+// and nothing is written.
+func (s *Store) UpdateLoaded(st *State, fn func(*State) error) error {
+	return s.Edit(func(t *Tx) error { return t.change(st, fn) })
+}
+
+// change runs fn on st, which holds what the store holds, and writes what
+// fn changed.
+func (t *Tx) change(st *State, fn func(*State) error) error {
+	cmpBan := func(a, b Ban) int { return policy.ComparePrefixes(a.Prefix, b.Prefix) }
+	oldHist := make(map[netip.Prefix]Record, len(st.History))
+	for _, r := range st.History {
+		oldHist[r.Prefix] = r
+	}
+	var oldApplied *Applied
+	if st.Applied != nil {
+		a := *st.Applied
+		oldApplied = &a
+	}
+	if err := fn(st); err != nil {
+		return err
+	}
+	for i := range st.Bans {
+		st.Bans[i].Prefix = policy.Canonical(st.Bans[i].Prefix)
+	}
+	if !slices.IsSortedFunc(st.Bans, cmpBan) {
+		slices.SortStableFunc(st.Bans, cmpBan) // stable: of two bans of one prefix, the later wins
+	}
+	if err := t.saveBans(st.Bans); err != nil {
+		return err
+	}
+	for i := range st.History {
+		r := &st.History[i]
+		r.Prefix = policy.Canonical(r.Prefix)
+		old, ok := oldHist[r.Prefix]
+		delete(oldHist, r.Prefix)
+		if ok && recordEqual(&old, r) {
+			continue
 		}
-		oldHist := make(map[netip.Prefix]Record, len(st.History))
-		for _, r := range st.History {
-			oldHist[r.Prefix] = r
-		}
-		oldApplied := st.Applied
-		if err := fn(st); err != nil {
+		if err := t.PutRecord(*r); err != nil {
 			return err
 		}
-		for i := range st.Bans {
-			b := &st.Bans[i]
-			b.Prefix = policy.Canonical(b.Prefix)
-			old, ok := oldBans[b.Prefix]
-			delete(oldBans, b.Prefix)
-			if ok && banEqual(&old, b) {
-				continue
-			}
-			if err := t.Put(*b); err != nil {
-				return err
-			}
+	}
+	for p := range oldHist {
+		if err := t.removeRecord(p); err != nil {
+			return err
 		}
-		for p := range oldBans {
-			if _, err := t.Remove(p); err != nil {
-				return err
-			}
-		}
-		for i := range st.History {
-			r := &st.History[i]
-			r.Prefix = policy.Canonical(r.Prefix)
-			old, ok := oldHist[r.Prefix]
-			delete(oldHist, r.Prefix)
-			if ok && recordEqual(&old, r) {
-				continue
-			}
-			if err := t.PutRecord(*r); err != nil {
-				return err
-			}
-		}
-		for p := range oldHist {
-			if err := t.removeRecord(p); err != nil {
-				return err
-			}
-		}
-		if oldApplied == nil && st.Applied == nil || oldApplied != nil && st.Applied != nil && *oldApplied == *st.Applied {
-			return nil
-		}
-		return t.SetApplied(st.Applied)
-	})
+	}
+	if oldApplied == nil && st.Applied == nil || oldApplied != nil && st.Applied != nil && *oldApplied == *st.Applied {
+		return nil
+	}
+	return t.SetApplied(st.Applied)
 }
 
 // readRegular reads path, which must be a regular file and not a symbolic
@@ -597,13 +605,16 @@ func (b Ban) Expired(now time.Time) bool {
 
 // Active returns the bans that have not ended at now, sorted by prefix.
 func (st *State) Active(now time.Time) []Ban {
-	var out []Ban
+	out := make([]Ban, 0, len(st.Bans))
 	for _, b := range st.Bans {
 		if !b.Expired(now) {
 			out = append(out, b)
 		}
 	}
-	slices.SortFunc(out, func(a, b Ban) int { return policy.ComparePrefixes(a.Prefix, b.Prefix) })
+	cmp := func(a, b Ban) int { return policy.ComparePrefixes(a.Prefix, b.Prefix) }
+	if !slices.IsSortedFunc(out, cmp) { // as loaded, they are
+		slices.SortFunc(out, cmp)
+	}
 	return out
 }
 
