@@ -44,6 +44,16 @@ var errNoDB = errors.New("no database file")
 // trust.OpenFile: never through a symbolic link, only when regular.
 func (s *Store) openDB(readOnly bool) (*bolt.DB, error) {
 	path := s.Path()
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		// A link, FIFO or directory planted as the database: the same
+		// refusal as for any file of the store, never followed.
+		f, err := trust.OpenRegular(path, false)
+		if err == nil {
+			f.Close()
+			err = fmt.Errorf("%s changed while being opened", path)
+		}
+		return nil, fmt.Errorf("open state database %s: %w", path, err)
+	}
 	if readOnly {
 		// Missing, or created and never initialised (a run killed at
 		// once): nothing stored. A link or FIFO is refused by the open.
