@@ -163,7 +163,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	fl.push(ctx, d)
 	out.Fleet = fl.report()
 	e.logDecision(d)
-	e.writeMetrics(ctx, out, b, store, nil, start)
+	e.writeMetrics(ctx, out, b, store, start)
 	// One summary line per run (shown from --log-level info up).
 	e.log.Info("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
 		"verdicts", len(d.Report.Verdicts), "added", res.Added, "refreshed", res.Refreshed,
@@ -322,7 +322,7 @@ func applySpoofSysctls(netns string, p *policy.Policy, c detect.Classification) 
 // names one: the decision, the active bans from the state store and the
 // backend's drop counters. A metrics failure is logged, not returned: the
 // bans are in place.
-func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend, store *state.Store, st *state.State, start time.Time) {
+func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend, store *state.Store, start time.Time) {
 	d := out.Decision
 	path := d.Policy.Metrics.Textfile
 	if path == "" {
@@ -336,27 +336,37 @@ func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend
 		Flood: metrics.FloodClass{Kind: c.Kind, Kinds: detect.FloodKinds(), HalfOpenEntries: c.HalfOpenEntries,
 			HalfOpenSources: c.HalfOpenSources, CookiesSent: c.CookiesSent, CookiesRecv: c.CookiesRecv},
 	}
-	var err error
-	if st == nil {
-		st, err = store.Load()
-	}
-	if err != nil {
-		e.log.Warn("metrics: cannot read the active bans", "err", err)
-	} else {
-		for _, ban := range st.Active(time.Now()) {
-			reason := ban.Rule
-			if reason == "" && ban.Reason == "manual ban" {
-				reason = "manual"
+	// The store's tally counts the bans by group without reading them;
+	// those that ended by now (still stored) are taken off through the
+	// expiry index.
+	at := time.Now()
+	err := store.View(func(t *state.Tx) error {
+		tally, err := t.Tally()
+		if err != nil {
+			return err
+		}
+		if err := t.Expiring(at.Add(1), func(b state.Ban) error {
+			if b.Expired(at) {
+				tally[b.Group()]--
 			}
-			if ban.Origin != "" {
-				reason = ban.Origin
+			return nil
+		}); err != nil {
+			return err
+		}
+		for g, n := range tally {
+			if n <= 0 {
+				continue
 			}
-			backend := ban.Backend
+			backend := g.Backend
 			if backend == "" {
 				backend = out.Choice.Name
 			}
-			m.Bans = append(m.Bans, metrics.Ban{Backend: backend, Reason: reason})
+			m.Bans = append(m.Bans, metrics.Ban{Backend: backend, Reason: g.Reason, Count: n})
 		}
+		return nil
+	})
+	if err != nil {
+		e.log.Warn("metrics: cannot read the active bans", "err", err)
 	}
 	if cs, err := b.Counters(ctx); err != nil {
 		e.log.Warn("metrics: cannot read the drop counters", "backend", out.Choice.Name, "err", err)

@@ -122,7 +122,7 @@ func (e *Engine) unchanged(ctx context.Context, p *policy.Policy, d *Decision, c
 		}
 	}
 	e.logDecision(d)
-	e.writeMetrics(ctx, out, b, store, nil, start)
+	e.writeMetrics(ctx, out, b, store, start)
 	e.log.Info("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
 		"verdicts", 0, "unchanged", true, "restored", d.Restored, "expired", out.Expired, "spared", len(d.Report.Spared),
 		"duration", time.Since(start).Round(time.Millisecond))

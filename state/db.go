@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -23,6 +24,7 @@ var (
 	bucketBans    = []byte("bans")
 	bucketExpiry  = []byte("expiry")
 	bucketHistory = []byte("history")
+	bucketTally   = []byte("tally")
 
 	keyVersion  = []byte("version")
 	keyCount    = []byte("bans")
@@ -135,7 +137,8 @@ func (s *Store) prepare(db *bolt.DB, legacy *State) error {
 			if err := checkVersion(btx); err != nil {
 				return err
 			}
-			ready = btx.Bucket(bucketMeta) != nil && btx.Bucket(bucketBans) != nil && btx.Bucket(bucketExpiry) != nil && btx.Bucket(bucketHistory) != nil
+			ready = btx.Bucket(bucketMeta) != nil && btx.Bucket(bucketBans) != nil && btx.Bucket(bucketExpiry) != nil &&
+				btx.Bucket(bucketHistory) != nil && btx.Bucket(bucketTally) != nil
 			return nil
 		})
 		if err != nil {
@@ -150,9 +153,22 @@ func (s *Store) prepare(db *bolt.DB, legacy *State) error {
 		if err := checkVersion(btx); err != nil {
 			return err
 		}
-		for _, b := range [][]byte{bucketMeta, bucketBans, bucketExpiry, bucketHistory} {
+		rebuild := btx.Bucket(bucketTally) == nil
+		for _, b := range [][]byte{bucketMeta, bucketBans, bucketExpiry, bucketHistory, bucketTally} {
 			if _, err := btx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		if rebuild {
+			// A store without the tally gets it from its bans, once.
+			tx := newTx(btx)
+			tx.tally = map[string]int{}
+			if err := tx.ForEachBan(func(b Ban) error { tx.tally[tallyKey(&b)]++; return nil }); err != nil {
+				return err
+			}
+			tx.tallyDirty = true
+			if err := tx.flush(); err != nil {
+				return err
 			}
 		}
 		m := btx.Bucket(bucketMeta)
@@ -226,16 +242,89 @@ func (s *Store) readLegacy() (*State, error) {
 // Its methods read and write single bans; none reads every ban unless its
 // name says so (ForEachBan, ForEachRecord).
 type Tx struct {
-	tx                    *bolt.Tx
-	meta, bans, exp, hist *bolt.Bucket
-	count                 int
-	countRead, countDirty bool
-	path                  string
+	tx                            *bolt.Tx
+	meta, bans, exp, hist, tallyB *bolt.Bucket
+	count                         int
+	countRead, countDirty         bool
+	// tally is the tally bucket in memory once read (see Tally).
+	tally      map[string]int
+	tallyDirty bool
+	path       string
 }
 
 func newTx(btx *bolt.Tx) *Tx {
 	return &Tx{tx: btx, meta: btx.Bucket(bucketMeta), bans: btx.Bucket(bucketBans),
-		exp: btx.Bucket(bucketExpiry), hist: btx.Bucket(bucketHistory)}
+		exp: btx.Bucket(bucketExpiry), hist: btx.Bucket(bucketHistory), tallyB: btx.Bucket(bucketTally)}
+}
+
+// Group is a group of bans as the metrics count them (see Ban.Group).
+type Group struct {
+	// Backend is the bans' Backend ("" when they name none).
+	Backend string
+	// Reason is what Ban.Group says.
+	Reason string
+}
+
+// Group is what the metrics count b under: its rule, "manual" for a manual
+// ban without one, the origin of a pulled ban, or "" when none is known.
+func (b *Ban) Group() Group {
+	reason := b.Rule
+	if reason == "" && b.Reason == "manual ban" {
+		reason = "manual"
+	}
+	if b.Origin != "" {
+		reason = b.Origin
+	}
+	return Group{Backend: b.Backend, Reason: reason}
+}
+
+// tallyKey is b's key in the tally bucket: backend, NUL, reason.
+func tallyKey(b *Ban) string {
+	g := b.Group()
+	return g.Backend + "\x00" + g.Reason
+}
+
+// readTally loads the tally bucket into t.tally.
+func (t *Tx) readTally() error {
+	if t.tally != nil {
+		return nil
+	}
+	t.tally = map[string]int{}
+	if t.empty() || t.tallyB == nil {
+		return nil
+	}
+	return t.tallyB.ForEach(func(k, v []byte) error {
+		n, m := binary.Uvarint(v)
+		if m != len(v) || n > 1<<40 || bytes.Count(k, []byte{0}) != 1 {
+			return fmt.Errorf("corrupt tally entry %q", k)
+		}
+		t.tally[string(k)] = int(n)
+		return nil
+	})
+}
+
+// Tally counts the stored bans by group (Ban.Group), from the tally the
+// store keeps in step with every ban written: it reads no ban.
+func (t *Tx) Tally() (map[Group]int, error) {
+	if err := t.readTally(); err != nil {
+		return nil, err
+	}
+	out := make(map[Group]int, len(t.tally))
+	for k, n := range t.tally {
+		backend, reason, _ := strings.Cut(k, "\x00")
+		out[Group{Backend: backend, Reason: reason}] = n
+	}
+	return out, nil
+}
+
+// countIn moves b in or out (delta) of the tally.
+func (t *Tx) countIn(b *Ban, delta int) error {
+	if err := t.readTally(); err != nil {
+		return err
+	}
+	t.tally[tallyKey(b)] += delta
+	t.tallyDirty = true
+	return nil
 }
 
 // empty reports whether the database has no buckets yet (created read-only
@@ -326,9 +415,15 @@ func (t *Tx) Put(b Ban) error {
 		if err := t.exp.Delete(expiryKey(ob.Until, k)); err != nil {
 			return err
 		}
+		if err := t.countIn(&ob, -1); err != nil {
+			return err
+		}
 	} else {
 		t.count++
 		t.countDirty = true
+	}
+	if err := t.countIn(&b, 1); err != nil {
+		return err
 	}
 	if err := t.bans.Put(k, encodeBan(&b)); err != nil {
 		return fmt.Errorf("store ban %s: %w", b.Prefix, err)
@@ -355,6 +450,9 @@ func (t *Tx) Remove(p netip.Prefix) (bool, error) {
 		return false, err
 	}
 	if err := t.exp.Delete(expiryKey(ob.Until, k)); err != nil {
+		return false, err
+	}
+	if err := t.countIn(&ob, -1); err != nil {
 		return false, err
 	}
 	if err := t.bans.Delete(k); err != nil {
@@ -529,26 +627,45 @@ func (t *Tx) saveBans(bans []Ban) error {
 
 // RemoveAll removes every ban (the history stays).
 func (t *Tx) RemoveAll() error {
-	for _, name := range [][]byte{bucketBans, bucketExpiry} {
+	for _, b := range []**bolt.Bucket{&t.bans, &t.exp, &t.tallyB} {
+		name := bucketBans
+		switch b {
+		case &t.exp:
+			name = bucketExpiry
+		case &t.tallyB:
+			name = bucketTally
+		}
 		if err := t.tx.DeleteBucket(name); err != nil {
 			return err
 		}
-		b, err := t.tx.CreateBucket(name)
+		nb, err := t.tx.CreateBucket(name)
 		if err != nil {
 			return err
 		}
-		if bytes.Equal(name, bucketBans) {
-			t.bans = b
-		} else {
-			t.exp = b
-		}
+		*b = nb
 	}
 	t.count, t.countRead, t.countDirty = 0, true, true
+	t.tally, t.tallyDirty = map[string]int{}, true
 	return nil
 }
 
-// flush writes the ban count when it changed.
+// flush writes the ban count and the tally when they changed.
 func (t *Tx) flush() error {
+	if t.tallyDirty {
+		t.tallyDirty = false
+		for k, n := range t.tally {
+			var err error
+			if n <= 0 {
+				err = t.tallyB.Delete([]byte(k))
+				delete(t.tally, k)
+			} else {
+				err = t.tallyB.Put([]byte(k), binary.AppendUvarint(nil, uint64(n)))
+			}
+			if err != nil {
+				return fmt.Errorf("write the ban tally: %w", err)
+			}
+		}
+	}
 	if !t.countDirty {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -58,8 +59,9 @@ func seqOf(st *State) (int, error) {
 	return seq, nil
 }
 
-// consistent checks that the store's metadata and expiry index agree with
-// the n bans it holds: the count, and one index entry per ban.
+// consistent checks that the store's metadata, expiry index and tally
+// agree with the n bans it holds: the count, one index entry per ban, and
+// the tally of every ban's group.
 func consistent(s *Store, n int) error {
 	return s.View(func(t *Tx) error {
 		c, err := t.Bans()
@@ -75,6 +77,17 @@ func consistent(s *Store, n int) error {
 		}
 		if indexed != n {
 			return fmt.Errorf("the expiry index holds %d bans, the store %d", indexed, n)
+		}
+		want := map[Group]int{}
+		if err := t.ForEachBan(func(b Ban) error { want[b.Group()]++; return nil }); err != nil {
+			return err
+		}
+		got, err := t.Tally()
+		if err != nil {
+			return err
+		}
+		if !maps.Equal(got, want) {
+			return fmt.Errorf("the tally is %v, the bans' groups %v", got, want)
 		}
 		return nil
 	})

@@ -142,7 +142,8 @@ func TestCorruptDatabase(t *testing.T) {
 
 // TestExpiryIndex: Expiring yields the bans that never end and then those
 // ending before the time given, in order of their end, and no other;
-// Expire removes exactly the ended ones and keeps the count.
+// Expire removes exactly the ended ones and keeps the count; RemoveAll
+// leaves an empty store.
 func TestExpiryIndex(t *testing.T) {
 	s := mustOpen(t)
 	t0 := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
@@ -190,6 +191,12 @@ func TestExpiryIndex(t *testing.T) {
 	}
 	if err := consistent(s, 97); err != nil {
 		t.Fatal(err)
+	}
+	if err := s.Edit(func(tx *Tx) error { return tx.RemoveAll() }); err != nil {
+		t.Fatal(err)
+	}
+	if err := consistent(s, 0); err != nil {
+		t.Fatalf("after RemoveAll: %v", err)
 	}
 }
 
