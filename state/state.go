@@ -304,9 +304,8 @@ func (s *Store) detach() error {
 
 // View runs fn in a read transaction. Without the lock it opens the
 // database read-only (bolt.Options.ReadOnly) and creates nothing: a
-// missing database reads as an empty store, a state.json not yet migrated
-// as its content (through a transaction on a database in memory of it is
-// not possible, so View then fails: use Load).
+// missing database reads as an empty store. A state.json not yet migrated
+// has no database to read: View then fails, and Load reads the document.
 func (s *Store) View(fn func(*Tx) error) error {
 	s.mu.Lock()
 	db := s.db
