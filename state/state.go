@@ -75,9 +75,10 @@ const (
 // state.json through; leftovers of a killed run are removed by Lock.
 const tmpPrefix = "." + LegacyFileName + ".tmp-"
 
-// State is the stored document.
+// State is the store's content loaded whole (Load), and the JSON document
+// of earlier synbans (state.json) that a store imports.
 type State struct {
-	// Version is the document version (Version).
+	// Version is the store version (Version).
 	Version int `json:"version"`
 	// Bans are the bans synban applied and has not yet expired or removed,
 	// one per prefix.
