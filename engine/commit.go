@@ -61,7 +61,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	if err != nil {
 		return nil, err
 	}
-	store, st, b, choice, release, err := e.lockAndOpen(ctx, p)
+	store, head, b, choice, release, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -72,26 +72,43 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	}
 	gen := e.generation(ctx, b, choice.Name)
 	pulled := fl.pull(ctx)
-	keep := gen.keep(st)
+	keep := gen.keep(head)
 	if fl.pulling() {
 		// The fleet's decisions change without a verdict of this host's:
 		// the generation shortcut cannot see them, so reconcile in full.
 		keep = nil
 	}
-	d, err := e.decideWith(ctx, p, fl.decideState(st), now, drops, keep, e.newSensorRun(p, b, store.Dir()))
+	// The full reconcile needs every stored ban; the shortcut only the
+	// metadata and the bans it asks about (see stored), so the store is
+	// loaded whole only when the decision needs it.
+	var st *state.State
+	src := &stored{store: store}
+	if keep == nil {
+		if st, err = store.Load(); err != nil {
+			return nil, fmt.Errorf("load state: %w", err)
+		}
+		src = storedOf(fl.decideState(st))
+	}
+	d, err := e.decideWith(ctx, p, src, now, drops, keep, e.newSensorRun(p, b, store.Dir()))
 	if err != nil {
 		return nil, err
 	}
 	// The next run's baseline, whatever this one goes on to apply.
 	e.saveCounters(store.Dir(), d)
+	if d.Unchanged {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("before applying: %w", err)
+		}
+		return e.unchanged(context.WithoutCancel(ctx), p, d, choice, b, store, head, now, start)
+	}
+	if st == nil {
+		st = src.st // loaded by the decision to restore the stored bans
+	}
 	if err := fl.join(d, st, now, pulled); err != nil { // pulled bans join before the apply
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("before applying: %w", err)
-	}
-	if d.Unchanged {
-		return e.unchanged(context.WithoutCancel(ctx), p, d, choice, b, store, st, now, start)
 	}
 	// From here on the cycle completes even when a signal comes.
 	ctx = context.WithoutCancel(ctx)
@@ -121,7 +138,14 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 		return nil, err
 	}
 	counts := dropBaseline(drops, d)
-	if err := store.Update(func(s *state.State) error {
+	// The run loaded the store under the lock it still holds: without a
+	// fleet (whose markPulled compares with the store as loaded) the
+	// update works on that copy instead of reading the store again.
+	update := store.Update
+	if fl == nil && st != nil {
+		update = func(fn func(*state.State) error) error { return store.UpdateLoaded(st, fn) }
+	}
+	if err := update(func(s *state.State) error {
 		out.Expired = e.expire(s, now)
 		recordBans(s, d, choice.Name, now, counts)
 		fl.markPulled(s, st, d, now)
@@ -147,7 +171,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	fl.push(ctx, d)
 	out.Fleet = fl.report()
 	e.logDecision(d)
-	e.writeMetrics(ctx, out, b, store, nil, start)
+	e.writeMetrics(ctx, out, b, store, start)
 	// One summary line per run (shown from --log-level info up).
 	e.log.Info("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
 		"verdicts", len(d.Report.Verdicts), "added", res.Added, "refreshed", res.Refreshed,
@@ -306,7 +330,7 @@ func applySpoofSysctls(netns string, p *policy.Policy, c detect.Classification) 
 // names one: the decision, the active bans from the state store and the
 // backend's drop counters. A metrics failure is logged, not returned: the
 // bans are in place.
-func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend, store *state.Store, st *state.State, start time.Time) {
+func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend, store *state.Store, start time.Time) {
 	d := out.Decision
 	path := d.Policy.Metrics.Textfile
 	if path == "" {
@@ -321,27 +345,37 @@ func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend
 		Flood: metrics.FloodClass{Kind: c.Kind, Kinds: detect.FloodKinds(), HalfOpenEntries: c.HalfOpenEntries,
 			HalfOpenSources: c.HalfOpenSources, CookiesSent: c.CookiesSent, CookiesRecv: c.CookiesRecv},
 	}
-	var err error
-	if st == nil {
-		st, err = store.Load()
-	}
-	if err != nil {
-		e.log.Warn("metrics: cannot read the active bans", "err", err)
-	} else {
-		for _, ban := range st.Active(time.Now()) {
-			reason := ban.Rule
-			if reason == "" && ban.Reason == "manual ban" {
-				reason = "manual"
+	// The store's tally counts the bans by group without reading them;
+	// those that ended by now (still stored) are taken off through the
+	// expiry index.
+	at := time.Now()
+	err := store.View(func(t *state.Tx) error {
+		tally, err := t.Tally()
+		if err != nil {
+			return err
+		}
+		if err := t.Expiring(at.Add(1), func(b state.Ban) error {
+			if b.Expired(at) {
+				tally[b.Group()]--
 			}
-			if ban.Origin != "" {
-				reason = ban.Origin
+			return nil
+		}); err != nil {
+			return err
+		}
+		for g, n := range tally {
+			if n <= 0 {
+				continue
 			}
-			backend := ban.Backend
+			backend := g.Backend
 			if backend == "" {
 				backend = out.Choice.Name
 			}
-			m.Bans = append(m.Bans, metrics.Ban{Backend: backend, Reason: reason})
+			m.Bans = append(m.Bans, metrics.Ban{Backend: backend, Reason: g.Reason, Count: n})
 		}
+		return nil
+	})
+	if err != nil {
+		e.log.Warn("metrics: cannot read the active bans", "err", err)
 	}
 	if cs, err := b.Counters(ctx); err != nil {
 		e.log.Warn("metrics: cannot read the drop counters", "backend", out.Choice.Name, "err", err)

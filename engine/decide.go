@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,7 +101,76 @@ func (e *Engine) Plan(ctx context.Context, p *policy.Policy, now time.Time) (*De
 // st may be nil (no state store available: plan on a fresh host). Without
 // drop counters, evidence against a subject whose ban holds is stale.
 func (e *Engine) Decide(ctx context.Context, p *policy.Policy, st *state.State, now time.Time) (*Decision, error) {
-	return e.decideWith(ctx, p, st, now, nil, nil, e.newSensorRun(p, e.sensorFor(ctx, p), e.opts.StateDir))
+	return e.decideWith(ctx, p, storedOf(st), now, nil, nil, e.newSensorRun(p, e.sensorFor(ctx, p), e.opts.StateDir))
+}
+
+// stored is the state store as a decision reads it: a state loaded whole,
+// or the store itself, read ban by ban (escalation's lookups) and loaded
+// whole only when the decision restores the stored bans. The generation
+// shortcut's steady run thus reads no more than the bans it asks about.
+type stored struct {
+	st    *state.State // loaded whole; nil until needed when store is set
+	store *state.Store
+	err   error // the first lookup error (a lookup cannot return it)
+}
+
+// storedOf wraps a loaded state; nil for none.
+func storedOf(st *state.State) *stored {
+	if st == nil {
+		return nil
+	}
+	return &stored{st: st}
+}
+
+// find returns the ban of exactly p.
+func (s *stored) find(p netip.Prefix) (state.Ban, bool) {
+	if s.st != nil {
+		return s.st.Find(p)
+	}
+	var b state.Ban
+	var ok bool
+	s.fail(s.store.View(func(t *state.Tx) error {
+		var err error
+		b, ok, err = t.Find(p)
+		return err
+	}))
+	return b, ok
+}
+
+// last returns the history record of p.
+func (s *stored) last(p netip.Prefix) (state.Record, bool) {
+	if s.st != nil {
+		return s.st.Last(p)
+	}
+	var r state.Record
+	var ok bool
+	s.fail(s.store.View(func(t *state.Tx) error {
+		var err error
+		r, ok, err = t.Last(p)
+		return err
+	}))
+	return r, ok
+}
+
+func (s *stored) fail(err error) {
+	if err != nil && s.err == nil {
+		s.err = fmt.Errorf("read state: %w", err)
+	}
+}
+
+// all returns the whole state, loading it the first time.
+func (s *stored) all() (*state.State, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	if s.st == nil {
+		st, err := s.store.Load()
+		if err != nil {
+			return nil, fmt.Errorf("load state: %w", err)
+		}
+		s.st = st
+	}
+	return s.st, nil
 }
 
 // decideWith is Decide with the backend's per-ban drop counters (nil when
@@ -112,7 +182,7 @@ func (e *Engine) Decide(ctx context.Context, p *policy.Policy, st *state.State, 
 //
 // sr, when not nil, adds the firewall sensor's readings around the window
 // and the previous run's stored counters (see sensorRun).
-func (e *Engine) decideWith(ctx context.Context, p *policy.Policy, st *state.State, now time.Time, drops *dropReader, keep func(structure string) bool, sr *sensorRun) (*Decision, error) {
+func (e *Engine) decideWith(ctx context.Context, p *policy.Policy, st *stored, now time.Time, drops *dropReader, keep func(structure string) bool, sr *sensorRun) (*Decision, error) {
 	g, err := e.Guard(p)
 	if err != nil {
 		return nil, err
@@ -125,7 +195,7 @@ func (e *Engine) decideWith(ctx context.Context, p *policy.Policy, st *state.Sta
 }
 
 // decideWindow decides on a window already taken.
-func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.Guard, w *Window, st *state.State, now time.Time, drops *dropReader, keep func(string) bool, sr *sensorRun) (*Decision, error) {
+func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.Guard, w *Window, st *stored, now time.Time, drops *dropReader, keep func(string) bool, sr *sensorRun) (*Decision, error) {
 	samples := w.Result.Samples
 	// Analysis, classification and, for a spoofed flood, the spoof filter
 	// in one pass: banning forged sources is pointless and fills the ban
@@ -153,6 +223,9 @@ func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.G
 	var refreshed map[netip.Prefix]bool
 	if st != nil {
 		esc := detect.Escalate(p, rep.Verdicts, now, standing(ctx, st, now, drops))
+		if st.err != nil {
+			return nil, st.err
+		}
 		if drops != nil && drops.err != nil {
 			e.log.Warn("drop counters unreadable; offenders still banned count as answered", "err", drops.err)
 		}
@@ -180,9 +253,17 @@ func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.G
 	verdicts := rep.Verdicts
 	restored := 0
 	if st != nil {
-		restore := storedVerdicts(st, now)
+		all, err := st.all()
+		if err != nil {
+			return nil, err
+		}
+		restore := storedVerdicts(all, now)
 		restored = len(restore)
-		verdicts = append(append([]detect.Verdict(nil), verdicts...), restore...)
+		if len(verdicts) == 0 {
+			verdicts = restore
+		} else {
+			verdicts = append(append(make([]detect.Verdict, 0, len(verdicts)+len(restore)), verdicts...), restore...)
+		}
 	}
 	rs, omitted, err := rules.Compile(p, verdicts, g)
 	if err != nil {
@@ -213,13 +294,13 @@ func structureHash(rs *rules.Ruleset) string {
 // stored ban still holds, and whether that ban's kernel drop counter moved
 // since the count stored by the previous run. When the counters cannot be
 // read, a ban that holds counts as showing nothing new.
-func standing(ctx context.Context, st *state.State, now time.Time, drops *dropReader) func(netip.Prefix) detect.Standing {
+func standing(ctx context.Context, st *stored, now time.Time, drops *dropReader) func(netip.Prefix) detect.Standing {
 	return func(pfx netip.Prefix) detect.Standing {
 		var s detect.Standing
-		if r, ok := st.Last(pfx); ok {
+		if r, ok := st.last(pfx); ok {
 			s.Last, s.HasLast = detect.PastBan{At: r.LastBan, For: r.LastFor}, true
 		}
-		b, ok := st.Find(pfx)
+		b, ok := st.find(pfx)
 		if !ok || b.Expired(now) {
 			return s
 		}
@@ -261,8 +342,12 @@ func (d *dropReader) read(ctx context.Context) (map[netip.Prefix]uint64, error) 
 // of two bans of one subject, drops what a prefix covers, and enforces the
 // guard and max_entries on them like on any verdict.
 func storedVerdicts(st *state.State, now time.Time) []detect.Verdict {
-	var out []detect.Verdict
-	for _, b := range st.Active(now) {
+	out := make([]detect.Verdict, 0, len(st.Bans))
+	for i := range st.Bans {
+		b := &st.Bans[i]
+		if b.Expired(now) {
+			continue
+		}
 		left := b.Until.Sub(now).Truncate(time.Second)
 		if left < time.Second {
 			continue
@@ -272,6 +357,11 @@ func storedVerdicts(st *state.State, now time.Time) []detect.Verdict {
 			reason = "restored from state"
 		}
 		out = append(out, detect.Verdict{Subject: b.Prefix, BanFor: left, Reason: reason, Rule: "", Sources: 1, Forced: b.Forced})
+	}
+	// In prefix order, as the store loads them (st.Active's order).
+	cmp := func(a, b detect.Verdict) int { return policy.ComparePrefixes(a.Subject, b.Subject) }
+	if !slices.IsSortedFunc(out, cmp) {
+		slices.SortFunc(out, cmp)
 	}
 	return out
 }

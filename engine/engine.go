@@ -130,6 +130,7 @@ func (e *Engine) lockedStore(ctx context.Context) (*state.Store, func() error, e
 	if err != nil {
 		return nil, nil, fmt.Errorf("open state store: %w", err)
 	}
+	s.SetLogger(e.log)
 	wait := e.opts.Wait
 	if wait > 0 {
 		var cancel context.CancelFunc
@@ -143,34 +144,44 @@ func (e *Engine) lockedStore(ctx context.Context) (*state.Store, func() error, e
 	return s, release, nil
 }
 
-// lockAndOpen takes the state lock, checks that the state store loads, and
-// opens the backend, for the operations that change bans. A store that
-// cannot be read (corrupt, or a link or FIFO planted as its file) stops the
-// operation before the kernel is touched: a ban applied and then not
-// recorded would never be restored or expired by synban. The caller defers
-// release.
-func (e *Engine) lockAndOpen(ctx context.Context, p *policy.Policy) (*state.Store, *state.State, rules.Backend, backends.Choice, func() error, error) {
+// lockAndOpen takes the state lock, checks that the state store opens and
+// its metadata reads, and opens the backend, for the operations that change
+// bans. A store that cannot be read (corrupt, or a link or FIFO planted as
+// its file) stops the operation before the kernel is touched: a ban applied
+// and then not recorded would never be restored or expired by synban. It
+// reads no ban: the store's metadata (Head) is what a run needs first. The
+// caller defers release.
+func (e *Engine) lockAndOpen(ctx context.Context, p *policy.Policy) (*state.Store, state.Head, rules.Backend, backends.Choice, func() error, error) {
 	store, release, err := e.lockedStore(ctx)
 	if err != nil {
-		return nil, nil, nil, backends.Choice{}, nil, err
+		return nil, state.Head{}, nil, backends.Choice{}, nil, err
 	}
-	st, err := store.Load()
+	head, err := store.Head()
 	if err != nil {
 		release()
-		return nil, nil, nil, backends.Choice{}, nil, fmt.Errorf("load state: %w", err)
+		return nil, state.Head{}, nil, backends.Choice{}, nil, fmt.Errorf("load state: %w", err)
 	}
 	b, choice, err := e.openBackend(ctx, p, store)
 	if err != nil {
 		release()
-		return nil, nil, nil, backends.Choice{}, nil, err
+		return nil, state.Head{}, nil, backends.Choice{}, nil, err
 	}
-	return store, st, b, choice, release, nil
+	return store, head, b, choice, release, nil
 }
 
 // readState loads the state store read-only when it exists; a missing state
 // directory is not an error (a dry run on a fresh host writes nothing).
 func readState(dir string) (*state.State, error) {
-	if _, err := os.Stat(filepath.Join(dir, state.FileName)); errors.Is(err, os.ErrNotExist) {
+	if dir == "" {
+		dir = state.DefaultDir
+	}
+	exists := false
+	for _, name := range []string{state.FileName, state.LegacyFileName} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
+			exists = true
+		}
+	}
+	if !exists {
 		return nil, nil
 	}
 	s, err := state.Open(dir)

@@ -256,7 +256,7 @@ func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.
 
 	// The decision as the run makes it: the same analysis, spoof filter,
 	// escalation (with the kernel's drop counters) and compiler.
-	d, err := e.decideWindow(ctx, p, g, w, st, now, k.drops, nil, nil)
+	d, err := e.decideWindow(ctx, p, g, w, storedOf(st), now, k.drops, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +294,7 @@ func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.
 		}
 	}
 	if st != nil && x.Offence != nil && x.Spared == nil {
-		x.Escalation = detect.OutcomeOf(standing(ctx, st, now, k.drops)(x.Offence.Subject)).String()
+		x.Escalation = detect.OutcomeOf(standing(ctx, storedOf(st), now, k.drops)(x.Offence.Subject)).String()
 	}
 	for i := range d.Ruleset.Bans {
 		if b := &d.Ruleset.Bans[i]; holds(b.Prefix, subject) {

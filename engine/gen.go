@@ -50,15 +50,16 @@ func (e *Engine) generation(ctx context.Context, b rules.Backend, name string) g
 }
 
 // keep returns the test decideWith asks when nothing was decided: does the
-// store's Applied record match this generation and the structure hash?
-// nil when no record or no generation.
-func (g genCheck) keep(st *state.State) func(string) bool {
-	if !g.known || st == nil || st.Applied == nil {
+// store's Applied record match this generation, the structure hash and the
+// number of bans stored? nil when no record or no generation. It reads the
+// store's metadata only (state.Head).
+func (g genCheck) keep(h state.Head) func(string) bool {
+	if !g.known || h.Applied == nil {
 		return nil
 	}
-	a := *st.Applied
+	a := *h.Applied
 	return func(structure string) bool {
-		return structure != "" && a.Backend == g.backend && a.Generation == g.gen && a.Ruleset == structure && a.Bans == len(st.Bans)
+		return structure != "" && a.Backend == g.backend && a.Generation == g.gen && a.Ruleset == structure && a.Bans == h.Bans
 	}
 }
 
@@ -80,46 +81,53 @@ func (g genCheck) applied(b rules.Backend, d *Decision, s *state.State) *state.A
 
 // unchanged completes a run whose decision is Unchanged: kernel settings
 // as in any run, the store's expired bans dropped (the kernel timed them
-// out itself; the store is written only then), metrics, the summary.
+// out itself; the store is written only then), metrics, the summary. It
+// reads the bans that end within a second (and those that never end)
+// through the store's expiry index, not the others: head says how many
+// there are.
 func (e *Engine) unchanged(ctx context.Context, p *policy.Policy, d *Decision, choice backends.Choice, b rules.Backend,
-	store *state.Store, st *state.State, now, start time.Time) (*Outcome, error) {
-	for _, b := range st.Bans {
-		if b.Until.Sub(now) >= time.Second {
-			d.Restored++ // as a full run counts them: see storedVerdicts
-		}
+	store *state.Store, head state.Head, now, start time.Time) (*Outcome, error) {
+	due, expired := 0, 0
+	if err := store.View(func(t *state.Tx) error {
+		return t.Expiring(now.Add(time.Second), func(b state.Ban) error {
+			due++
+			if b.Expired(now) {
+				expired++
+			}
+			return nil
+		})
+	}); err != nil {
+		return nil, fmt.Errorf("read expiring bans: %w", err)
 	}
+	d.Restored = head.Bans - due // as a full run counts them: see storedVerdicts
 	out := &Outcome{Choice: choice, Decision: d}
 	out.SysctlChanges = e.hardenKernel(p)
 	e.spoofSysctls(p, d.Class)
-	if anyExpired(st, now) {
-		if err := store.Update(func(s *state.State) error {
-			out.Expired = e.expire(s, now)
-			if s.Applied != nil {
-				s.Applied.Bans = len(s.Bans) // the kernel timed them out itself
+	if expired > 0 {
+		if err := store.Edit(func(t *state.Tx) error {
+			var err error
+			if out.Expired, err = e.expireTx(t, now); err != nil {
+				return err
 			}
-			return nil
+			a, err := t.Applied()
+			if err != nil || a == nil {
+				return err
+			}
+			if a.Bans, err = t.Bans(); err != nil { // the kernel timed them out itself
+				return err
+			}
+			return t.SetApplied(a)
 		}); err != nil {
 			return nil, fmt.Errorf("record expired bans in %s: %w", store.Path(), err)
 		}
-		st = nil // changed on disk: metrics read it again
 	}
 	e.logDecision(d)
 	out.Upstream = e.handOffUpstream(d)
-	e.writeMetrics(ctx, out, b, store, st, start)
+	e.writeMetrics(ctx, out, b, store, start)
 	e.log.Info("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
 		"verdicts", 0, "unchanged", true, "restored", d.Restored, "expired", out.Expired, "spared", d.Report.SparedCount(),
 		"duration", time.Since(start).Round(time.Millisecond))
 	return out, nil
-}
-
-// anyExpired reports whether a stored ban has expired by now.
-func anyExpired(st *state.State, now time.Time) bool {
-	for _, b := range st.Bans {
-		if b.Expired(now) {
-			return true
-		}
-	}
-	return false
 }
 
 // expire drops the expired bans from s, logs each and returns how many.
@@ -129,4 +137,14 @@ func (e *Engine) expire(s *state.State, now time.Time) int {
 		e.log.Info("ban expired", "subject", x.Prefix, "rule", x.Rule, "lasted", x.Until.Sub(x.Since).Round(time.Second), "reason", x.Reason)
 	}
 	return len(xs)
+}
+
+// expireTx drops the expired bans from the store through its expiry index,
+// logs each and returns how many.
+func (e *Engine) expireTx(t *state.Tx, now time.Time) (int, error) {
+	xs, err := t.Expire(now)
+	for _, x := range xs {
+		e.log.Info("ban expired", "subject", x.Prefix, "rule", x.Rule, "lasted", x.Until.Sub(x.Since).Round(time.Second), "reason", x.Reason)
+	}
+	return len(xs), err
 }

@@ -175,12 +175,13 @@ func (e *Engine) ban(ctx context.Context, p *policy.Policy, reqs []BanRequest, d
 		return nil, "", fmt.Errorf("apply ban with %s: %w", choice.Name, err)
 	}
 	now := time.Now()
-	if err := store.Update(func(s *state.State) error {
+	if err := store.Edit(func(t *state.Tx) error {
 		for _, ban := range rs.Bans {
-			s.Upsert(state.Ban{Prefix: ban.Prefix, Since: now, Until: now.Add(ban.Timeout), Reason: ban.Reason, Rule: "manual", Backend: choice.Name, Forced: forced[ban.Prefix]})
+			if err := t.Upsert(state.Ban{Prefix: ban.Prefix, Since: now, Until: now.Add(ban.Timeout), Reason: ban.Reason, Rule: "manual", Backend: choice.Name, Forced: forced[ban.Prefix]}); err != nil {
+				return err
+			}
 		}
-		s.Applied = nil // the next run reconciles in full
-		return nil
+		return t.SetApplied(nil) // the next run reconciles in full
 	}); err != nil {
 		return nil, "", fmt.Errorf("record ban: %w", err)
 	}
@@ -237,7 +238,7 @@ func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.P
 	if err != nil {
 		return 0, "", err
 	}
-	store, st, b, choice, release, err := e.lockAndOpen(ctx, p)
+	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return 0, "", err
 	}
@@ -246,22 +247,31 @@ func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.P
 	if err != nil {
 		return 0, "", fmt.Errorf("unban with %s: %w", choice.Name, err)
 	}
-	if err := store.Update(func(s *state.State) error {
+	// before holds the bans removed, as they were (the fleet needs their
+	// origin).
+	before := &state.State{}
+	if err := store.Edit(func(t *state.Tx) error {
 		for _, sub := range subjects {
 			// Log what the ban was: its rule and how long it had lasted.
 			attrs := []any{"subject", sub, "backend", choice.Name}
-			if old, ok := s.Find(sub); ok {
+			old, ok, err := t.Find(sub)
+			if err != nil {
+				return err
+			}
+			if ok {
 				attrs = append(attrs, "rule", old.Rule, "lasted", time.Since(old.Since).Round(time.Second), "reason", old.Reason)
+				before.Bans = append(before.Bans, old)
 			}
 			e.log.Info("unban", attrs...)
-			s.Remove(sub)
+			if _, err := t.Remove(sub); err != nil {
+				return err
+			}
 		}
-		s.Applied = nil // the next run reconciles in full
-		return nil
+		return t.SetApplied(nil) // the next run reconciles in full
 	}); err != nil {
 		return 0, "", fmt.Errorf("record unban: %w", err)
 	}
-	fl.unbanFleet(ctx, st, subjects)
+	fl.unbanFleet(ctx, before, subjects)
 	return n, choice.Name, nil
 }
 
@@ -277,9 +287,11 @@ func (e *Engine) Flush(ctx context.Context, p *policy.Policy) (string, error) {
 	if err := b.Flush(ctx); err != nil {
 		return "", fmt.Errorf("flush %s: %w", choice.Name, err)
 	}
-	if err := store.Update(func(s *state.State) error {
-		s.Bans, s.Applied = nil, nil
-		return nil
+	if err := store.Edit(func(t *state.Tx) error {
+		if err := t.RemoveAll(); err != nil {
+			return err
+		}
+		return t.SetApplied(nil)
 	}); err != nil {
 		return "", fmt.Errorf("clear bans in state: %w", err)
 	}

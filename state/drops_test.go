@@ -12,7 +12,7 @@ import (
 // loads; the count round-trips and Upsert keeps it.
 func TestBanDropsCompatible(t *testing.T) {
 	old := `{"version":1,"bans":[{"prefix":"10.0.0.1/32","since":"2026-11-24T12:00:00Z","until":"2026-11-24T12:10:00Z","reason":"flood"}],"history":[]}`
-	st, err := decode([]byte(old))
+	st, err := DecodeLegacy([]byte(old))
 	if err != nil {
 		t.Fatalf("old document without drops: %v", err)
 	}
@@ -34,7 +34,7 @@ func TestBanDropsCompatible(t *testing.T) {
 	if !strings.Contains(string(data), `"drops":42`) {
 		t.Fatalf("encoded state %s lacks drops 42", data)
 	}
-	back, err := decode(data)
+	back, err := DecodeLegacy(data)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,9 @@ const lockPoll = 50 * time.Millisecond
 // run holds it; with wait true it retries until the lock is free or ctx is
 // done (then the error wraps both ErrLocked and ctx's error). The lock is
 // released by calling release, or by the kernel when the process dies. Once
-// locked, leftovers of a save killed mid-write are removed. A DIR/lock that
+// locked, leftovers of an earlier synban's save killed mid-write are
+// removed and the database is opened read-write (created, and a state.json
+// imported, when needed) until release. A DIR/lock that
 // is a symbolic link or not a regular file is refused with a *trust.Error
 // and left alone.
 func (s *Store) Lock(ctx context.Context, wait bool) (release func() error, err error) {
@@ -69,11 +71,17 @@ func (s *Store) Lock(ctx context.Context, wait bool) (release func() error, err 
 		f.Close()
 		return nil, err
 	}
+	if err := s.attach(); err != nil {
+		_ = unix.Flock(fd, unix.LOCK_UN)
+		f.Close()
+		return nil, err
+	}
 	var once sync.Once
 	var relErr error
 	release = func() error {
 		once.Do(func() {
-			if err := unix.Flock(fd, unix.LOCK_UN); err != nil {
+			relErr = s.detach()
+			if err := unix.Flock(fd, unix.LOCK_UN); err != nil && relErr == nil {
 				relErr = fmt.Errorf("unlock %s: %w", path, err)
 			}
 			if err := f.Close(); err != nil && relErr == nil {

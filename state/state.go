@@ -1,19 +1,35 @@
 // Package state is synban's crash-safe embedded store: the active bans (with
-// their expiry and reason) and the ban history that outlive a run, kept as one
-// JSON document under a state directory (default /var/lib/synban).
+// their expiry and reason) and the ban history that outlive a run, kept in
+// a bbolt database (go.etcd.io/bbolt) under a state directory (default
+// /var/lib/synban): DIR/state.db.
 //
-// Every save writes a temporary file in the same directory, fsyncs it, renames
-// it over the document and fsyncs the directory, so a run killed at any moment
-// leaves either the old or the new state, never a mix. An exclusive lock on
-// DIR/lock (flock) serializes overlapping runs.
+// bbolt is chosen for its crash safety: a write transaction is committed
+// by writing its new pages, fsyncing them and then one meta page (of two,
+// alternated, each with a checksum), so a run killed or a host losing
+// power at any moment leaves the database as the last committed
+// transaction left it, never a mix. And it costs what changed: every ban
+// is one key (its canonical prefix) and one value, so a run writes the
+// bans it changed, not the whole store, and reads only what it needs: the
+// metadata (version, ban count, the applied record of the generation
+// shortcut) in their own bucket, the bans that end soon through an index
+// keyed by expiry time, single bans by prefix. Reads of everything stream
+// the database (ForEach). An exclusive lock on DIR/lock (flock) serializes
+// overlapping runs; the lock holder keeps the database open until it
+// releases the lock.
+//
+// A state.json written by an earlier synban (one JSON document) is
+// imported on the first read-write open, in one transaction, then renamed
+// to state.json.migrated (kept, not deleted); a corrupt one is an error
+// naming it, and nothing is changed.
 //
 // Run as root, the store trusts its directory only as sshd's StrictModes
 // would (see internal/trust): the directory may not be a symbolic link, it
 // and the directories above it must be owned by root or the invoking user
 // and not writable by group or others. It is created 0700 and its files
-// 0600; the lock, the document and temporary files are opened with
-// O_NOFOLLOW and only when they are regular files, so a link or FIFO planted
-// in the directory is refused, never followed or waited on.
+// 0600; the lock, the database and state.json are opened with O_NOFOLLOW
+// and only when they are regular files, so a link or FIFO planted in the
+// directory is refused, never followed or waited on. Read-only users
+// (status, plan) open the database read-only and never create it.
 package state
 
 import (
@@ -23,15 +39,16 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/synban/synban/internal/trust"
 	"github.com/synban/synban/policy"
@@ -40,23 +57,28 @@ import (
 // DefaultDir is the state directory used when none is given.
 const DefaultDir = "/var/lib/synban"
 
-// Version is the document version this package writes and reads.
+// Version is the store version this package writes and reads: of the
+// database's layout, and of the legacy JSON document it imports.
 const Version = 1
 
-// FileName and LockName are the names of the state document and the lock
-// file inside the state directory.
+// FileName is the database's name inside the state directory, LockName the
+// lock file's; LegacyFileName is the JSON document of earlier synbans,
+// renamed to MigratedName once imported.
 const (
-	FileName = "state.json"
-	LockName = "lock"
+	FileName       = "state.db"
+	LockName       = "lock"
+	LegacyFileName = "state.json"
+	MigratedName   = "state.json.migrated"
 )
 
-// tmpPrefix starts the names of the temporary files a save writes; leftovers
-// of a killed run are removed by the next Lock.
-const tmpPrefix = "." + FileName + ".tmp-"
+// tmpPrefix starts the names of the temporary files earlier synbans wrote
+// state.json through; leftovers of a killed run are removed by Lock.
+const tmpPrefix = "." + LegacyFileName + ".tmp-"
 
-// State is the stored document.
+// State is the store's content loaded whole (Load), and the JSON document
+// of earlier synbans (state.json) that a store imports.
 type State struct {
-	// Version is the document version (Version).
+	// Version is the store version (Version).
 	Version int `json:"version"`
 	// Bans are the bans synban applied and has not yet expired or removed,
 	// one per prefix.
@@ -158,11 +180,17 @@ var ErrLocked = errors.New("state directory is locked by another run")
 // one process; across processes, hold Lock around Load and Update.
 type Store struct {
 	dir string
-	mu  sync.Mutex // serializes Update within this process
+	log *slog.Logger
+	mu  sync.Mutex // serializes writes within this process, guards db
+	// db is the database, open read-write from Lock to its release: a
+	// run reads its metadata, a few bans and writes what changed without
+	// opening the file again. Without the lock each call opens it.
+	db *bolt.DB
 }
 
 // Open opens the state directory dir (DefaultDir when empty), creating it
-// with mode 0700 when missing. It does not read the document; Load does.
+// with mode 0700 when missing. It does not open the database; Lock, Load,
+// View and Update do.
 //
 // A symbolic link as dir is refused, and so, when running as root, is a
 // directory that it or a directory above it is owned by someone other than
@@ -204,7 +232,16 @@ func Open(dir string) (*Store, error) {
 	if err := trust.CheckDir(abs); err != nil {
 		return nil, fmt.Errorf("open state directory %s: %w", abs, err)
 	}
-	return &Store{dir: abs}, nil
+	return &Store{dir: abs, log: slog.New(slog.DiscardHandler)}, nil
+}
+
+// SetLogger sets where the store logs (the migration of a state.json);
+// nil discards. Call it before the store is used.
+func (s *Store) SetLogger(l *slog.Logger) {
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	s.log = l
 }
 
 // existingAncestor returns the nearest ancestor of the absolute path p that
@@ -222,25 +259,264 @@ func existingAncestor(p string) string {
 // Dir is the state directory's absolute path.
 func (s *Store) Dir() string { return s.dir }
 
-// Path is the state document's path.
+// Path is the state database's path.
 func (s *Store) Path() string { return filepath.Join(s.dir, FileName) }
 
-// Load reads the state. A missing document is an empty state; a document that
-// cannot be decoded is an error naming the file, never an empty state.
+// Exists reports whether the directory holds a store: the database, or a
+// state.json not yet migrated.
+func (s *Store) Exists() bool {
+	for _, name := range []string{FileName, LegacyFileName} {
+		if _, err := os.Lstat(filepath.Join(s.dir, name)); !errors.Is(err, fs.ErrNotExist) {
+			return true
+		}
+	}
+	return false
+}
+
+// attach opens the database read-write for the holder of the lock.
+func (s *Store) attach() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db != nil {
+		return nil
+	}
+	db, err := s.openDB(false)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	return nil
+}
+
+// detach closes the database the lock holder opened.
+func (s *Store) detach() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		return nil
+	}
+	err := s.db.Close()
+	s.db = nil
+	if err != nil {
+		return fmt.Errorf("close state database %s: %w", s.Path(), err)
+	}
+	return nil
+}
+
+// View runs fn in a read transaction. Without the lock it opens the
+// database read-only (bolt.Options.ReadOnly) and creates nothing: a
+// missing database reads as an empty store. A state.json not yet migrated
+// has no database to read: View then fails, and Load reads the document.
+func (s *Store) View(fn func(*Tx) error) error {
+	s.mu.Lock()
+	db := s.db
+	s.mu.Unlock()
+	if db == nil {
+		var err error
+		db, err = s.openDB(true)
+		if errors.Is(err, errNoDB) {
+			if _, err := os.Lstat(filepath.Join(s.dir, LegacyFileName)); err == nil {
+				return fmt.Errorf("state store %s: %s is not migrated yet (the next run does it)", s.dir, LegacyFileName)
+			}
+			return fn(&Tx{path: s.Path()})
+		}
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+	}
+	return guard(s.Path(), func() error {
+		return db.View(func(btx *bolt.Tx) error {
+			t := newTx(btx)
+			t.path = s.Path()
+			return fn(t)
+		})
+	})
+}
+
+// Edit runs fn in one write transaction, committed when fn returns nil.
+// bbolt commits it atomically: after a crash or SIGKILL at any moment the
+// database holds either everything fn wrote or none of it.
+func (s *Store) Edit(fn func(*Tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	db := s.db
+	if db == nil {
+		var err error
+		if db, err = s.openDB(false); err != nil {
+			return err
+		}
+		defer db.Close()
+	}
+	return guard(s.Path(), func() error {
+		return db.Update(func(btx *bolt.Tx) error {
+			t := newTx(btx)
+			t.path = s.Path()
+			if err := fn(t); err != nil {
+				return err
+			}
+			return t.flush()
+		})
+	})
+}
+
+// guard runs fn, turning the panic with which bbolt meets some damaged
+// pages into an error naming the file.
+func guard(path string, fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("state database %s is corrupt (move it away to start with an empty state): %v", path, r)
+		}
+	}()
+	if err := fn(); err != nil {
+		return fmt.Errorf("state database %s: %w", path, err)
+	}
+	return nil
+}
+
+// Head is what the store's metadata says, read without reading the bans.
+type Head struct {
+	// Bans is how many bans the store holds.
+	Bans int
+	// Applied is the applied record; nil when none.
+	Applied *Applied
+}
+
+// Head reads the store's metadata.
+func (s *Store) Head() (Head, error) {
+	var h Head
+	err := s.View(func(t *Tx) error {
+		var err error
+		if h.Bans, err = t.Bans(); err != nil {
+			return err
+		}
+		h.Applied, err = t.Applied()
+		return err
+	})
+	return h, err
+}
+
+// Load reads the whole store, streaming it from the database. A missing
+// store is an empty state; one that cannot be decoded is an error naming
+// the file, never an empty state. Without the lock it writes nothing: a
+// state.json not yet migrated is read as it is.
 func (s *Store) Load() (*State, error) {
-	path := s.Path()
-	data, err := readRegular(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return &State{Version: Version}, nil
+	s.mu.Lock()
+	attached := s.db != nil
+	s.mu.Unlock()
+	if !attached && !fileExists(s.Path()) {
+		st, err := s.readLegacy()
+		if err != nil || st != nil {
+			return st, err
+		}
 	}
+	st := &State{Version: Version}
+	err := s.View(func(t *Tx) error {
+		var err error
+		st, err = t.load()
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("read state file %s: %w", path, err)
-	}
-	st, err := decode(data)
-	if err != nil {
-		return nil, fmt.Errorf("state file %s is corrupt (move it away to start with an empty state): %w", path, err)
+		return nil, err
 	}
 	return st, nil
+}
+
+// fileExists reports whether path exists (as anything, even a link).
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return !errors.Is(err, fs.ErrNotExist)
+}
+
+// load reads every ban and record into a State.
+func (t *Tx) load() (*State, error) {
+	st := &State{Version: Version}
+	n, err := t.Bans()
+	if err != nil {
+		return nil, err
+	}
+	st.Bans = make([]Ban, 0, n)
+	if err := t.ForEachBan(func(b Ban) error { st.Bans = append(st.Bans, b); return nil }); err != nil {
+		return nil, err
+	}
+	if err := t.ForEachRecord(func(r Record) error { st.History = append(st.History, r); return nil }); err != nil {
+		return nil, err
+	}
+	if st.Applied, err = t.Applied(); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// Update loads the state, lets fn modify it, and writes what fn changed
+// (bans, history records, the applied record) in one transaction. When fn
+// returns an error nothing is written and the error is returned. It reads
+// every ban; the per-ban methods of Tx (Edit) read only what they touch.
+func (s *Store) Update(fn func(*State) error) error {
+	return s.Edit(func(t *Tx) error {
+		st, err := t.load()
+		if err != nil {
+			return err
+		}
+		return t.change(st, fn)
+	})
+}
+
+// UpdateLoaded is Update on st, the state as Load returned it while the
+// caller has held the lock since (so nobody else changed the store): it
+// does not read the store again. fn modifies st in place, and what it
+// changed is written in one transaction; when fn fails st may be modified
+// and nothing is written.
+func (s *Store) UpdateLoaded(st *State, fn func(*State) error) error {
+	return s.Edit(func(t *Tx) error { return t.change(st, fn) })
+}
+
+// change runs fn on st, which holds what the store holds, and writes what
+// fn changed.
+func (t *Tx) change(st *State, fn func(*State) error) error {
+	cmpBan := func(a, b Ban) int { return policy.ComparePrefixes(a.Prefix, b.Prefix) }
+	oldHist := make(map[netip.Prefix]Record, len(st.History))
+	for _, r := range st.History {
+		oldHist[r.Prefix] = r
+	}
+	var oldApplied *Applied
+	if st.Applied != nil {
+		a := *st.Applied
+		oldApplied = &a
+	}
+	if err := fn(st); err != nil {
+		return err
+	}
+	for i := range st.Bans {
+		st.Bans[i].Prefix = policy.Canonical(st.Bans[i].Prefix)
+	}
+	if !slices.IsSortedFunc(st.Bans, cmpBan) {
+		slices.SortStableFunc(st.Bans, cmpBan) // stable: of two bans of one prefix, the later wins
+	}
+	if err := t.saveBans(st.Bans); err != nil {
+		return err
+	}
+	for i := range st.History {
+		r := &st.History[i]
+		r.Prefix = policy.Canonical(r.Prefix)
+		old, ok := oldHist[r.Prefix]
+		delete(oldHist, r.Prefix)
+		if ok && recordEqual(&old, r) {
+			continue
+		}
+		if err := t.PutRecord(*r); err != nil {
+			return err
+		}
+	}
+	for p := range oldHist {
+		if err := t.removeRecord(p); err != nil {
+			return err
+		}
+	}
+	if oldApplied == nil && st.Applied == nil || oldApplied != nil && st.Applied != nil && *oldApplied == *st.Applied {
+		return nil
+	}
+	return t.SetApplied(st.Applied)
 }
 
 // readRegular reads path, which must be a regular file and not a symbolic
@@ -254,7 +530,10 @@ func readRegular(path string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
-func decode(data []byte) (*State, error) {
+// DecodeLegacy decodes the JSON document of earlier synbans (state.json,
+// version 1), which a store imports once. It is exported for the fuzz
+// target.
+func DecodeLegacy(data []byte) (*State, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("empty file")
 	}
@@ -283,76 +562,6 @@ func decode(data []byte) (*State, error) {
 	return &st, nil
 }
 
-// Update loads the state, lets fn modify it, and saves the result atomically.
-// When fn returns an error nothing is saved and the error is returned.
-func (s *Store) Update(fn func(*State) error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st, err := s.Load()
-	if err != nil {
-		return err
-	}
-	if err := fn(st); err != nil {
-		return err
-	}
-	return s.save(st)
-}
-
-// save writes st atomically: temp file, fsync, rename, fsync of the directory.
-func (s *Store) save(st *State) error {
-	st.Version = Version
-	st.normalize()
-	data, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode state: %w", err)
-	}
-	data = append(data, '\n')
-	path := s.Path()
-	f, err := s.createTemp()
-	if err != nil {
-		return fmt.Errorf("save state %s: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("save state %s: write %s: %w", path, tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("save state %s: fsync %s: %w", path, tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("save state %s: close %s: %w", path, tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("save state %s: rename: %w", path, err)
-	}
-	ok = true
-	if err := syncDir(s.dir); err != nil {
-		return fmt.Errorf("save state %s: %w", path, err)
-	}
-	return nil
-}
-
-// createTemp creates a new temporary file for a save: O_EXCL and
-// O_NOFOLLOW (never through a planted link), mode 0600.
-func (s *Store) createTemp() (*os.File, error) {
-	for range 100 {
-		name := filepath.Join(s.dir, tmpPrefix+strconv.FormatUint(rand.Uint64(), 36))
-		f, err := trust.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if errors.Is(err, fs.ErrExist) {
-			continue
-		}
-		return f, err
-	}
-	return nil, fmt.Errorf("create a temporary file in %s: too many name collisions", s.dir)
-}
-
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -365,8 +574,9 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// removeTemps deletes temporary files left by a save that was killed. Call it
-// only while holding the lock.
+// removeTemps deletes temporary files left by a save of an earlier synban
+// (which wrote state.json through temporary files) that was killed. Call
+// it only while holding the lock.
 func (s *Store) removeTemps() error {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -395,13 +605,16 @@ func (b Ban) Expired(now time.Time) bool {
 
 // Active returns the bans that have not ended at now, sorted by prefix.
 func (st *State) Active(now time.Time) []Ban {
-	var out []Ban
+	out := make([]Ban, 0, len(st.Bans))
 	for _, b := range st.Bans {
 		if !b.Expired(now) {
 			out = append(out, b)
 		}
 	}
-	slices.SortFunc(out, func(a, b Ban) int { return policy.ComparePrefixes(a.Prefix, b.Prefix) })
+	cmp := func(a, b Ban) int { return policy.ComparePrefixes(a.Prefix, b.Prefix) }
+	if !slices.IsSortedFunc(out, cmp) { // as loaded, they are
+		slices.SortFunc(out, cmp)
+	}
 	return out
 }
 
@@ -429,7 +642,11 @@ func (st *State) Upsert(b Ban) {
 		st.banIdx[b.Prefix] = len(st.Bans) - 1
 		return
 	}
-	old := &st.Bans[i]
+	merge(&st.Bans[i], b)
+}
+
+// merge extends old by b as Upsert does.
+func merge(old *Ban, b Ban) {
 	if old.Since.IsZero() || (!b.Since.IsZero() && b.Since.Before(old.Since)) {
 		old.Since = b.Since
 	}

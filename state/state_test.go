@@ -53,6 +53,9 @@ func TestMissingIsEmpty(t *testing.T) {
 	}
 }
 
+// TestCorruptNamesFile: a state.json that does not decode is an error
+// naming it as corrupt, from Load and from Update, and Update then changes
+// nothing: the file stays, no database is created.
 func TestCorruptNamesFile(t *testing.T) {
 	for name, content := range map[string]string{
 		"truncated": `{"version":1,"bans":[{"prefix":"10.0.0.1/32"`,
@@ -66,22 +69,26 @@ func TestCorruptNamesFile(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := mustOpen(t)
-			if err := os.WriteFile(s.Path(), []byte(content), 0o600); err != nil {
+			legacy := filepath.Join(s.Dir(), LegacyFileName)
+			if err := os.WriteFile(legacy, []byte(content), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			st, err := s.Load()
 			if err == nil {
 				t.Fatalf("corrupt file loaded as %+v", st)
 			}
-			if !strings.Contains(err.Error(), s.Path()) || !strings.Contains(err.Error(), "corrupt") {
-				t.Fatalf("error %q does not name the file %s as corrupt", err, s.Path())
+			if !strings.Contains(err.Error(), legacy) || !strings.Contains(err.Error(), "corrupt") {
+				t.Fatalf("error %q does not name the file %s as corrupt", err, legacy)
 			}
-			if err := s.Update(func(*State) error { return nil }); err == nil {
-				t.Fatal("Update over a corrupt file succeeded (it would wipe it)")
+			if err := s.Update(func(*State) error { return nil }); err == nil || !strings.Contains(err.Error(), legacy) {
+				t.Fatalf("Update over a corrupt file: %v, want an error naming %s", err, legacy)
 			}
-			got, _ := os.ReadFile(s.Path())
+			got, _ := os.ReadFile(legacy)
 			if string(got) != content {
 				t.Fatal("Update changed a corrupt file")
+			}
+			if ents, _ := os.ReadDir(s.Dir()); len(ents) != 1 {
+				t.Fatalf("Update over a corrupt state.json left %v in the state dir, want it alone", ents)
 			}
 		})
 	}

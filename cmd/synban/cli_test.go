@@ -53,7 +53,7 @@ func TestExitCodesForBadInput(t *testing.T) {
 		}
 	}
 	// Bad input never creates the state directory.
-	if _, err := os.Stat(filepath.Join(dir, "state.json")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, "state.db")); !os.IsNotExist(err) {
 		t.Errorf("bad input left a state file behind: %v", err)
 	}
 }

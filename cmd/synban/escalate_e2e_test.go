@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,18 +25,17 @@ escalate_factor = 2.0
 max_duration = "24h"
 `
 
-// stored reads the state file (written atomically by rename, so a watch
-// writing it at the same time is fine) and returns the ban and history
-// record of prefix.
+// stored reads the state store (read-only: a watch writing it at the same
+// time is waited for) and returns the ban and history record of prefix.
 func (l *lab) stored(prefix string) (state.Ban, state.Record) {
 	l.t.Helper()
-	data, err := os.ReadFile(filepath.Join(l.stateDir, state.FileName))
+	s, err := state.Open(l.stateDir)
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	var st state.State
-	if err := json.Unmarshal(data, &st); err != nil {
-		l.t.Fatalf("state file: %v\n%s", err, data)
+	st, err := s.Load()
+	if err != nil {
+		l.t.Fatalf("state store: %v", err)
 	}
 	var b state.Ban
 	var r state.Record
@@ -52,7 +50,7 @@ func (l *lab) stored(prefix string) (state.Ban, state.Record) {
 		}
 	}
 	if !b.Prefix.IsValid() || !r.Prefix.IsValid() {
-		l.t.Fatalf("state holds no ban or no history for %s:\n%s", prefix, data)
+		l.t.Fatalf("state holds no ban or no history for %s: %+v", prefix, st)
 	}
 	return b, r
 }

@@ -227,7 +227,7 @@ func TestPlantedLockSymlink(t *testing.T) {
 }
 
 // TestStateDirTrust: a symlinked state directory and a group-writable one
-// are refused (exit 2); a fresh one is created 0700 with state.json and
+// are refused (exit 2); a fresh one is created 0700 with state.db and
 // lock 0600.
 func TestStateDirTrust(t *testing.T) {
 	netnstest.RequireRoot(t)
@@ -254,7 +254,7 @@ func TestStateDirTrust(t *testing.T) {
 	if code, out, errs := runIn(t, ns, "ban", "192.0.2.9", "--for", "1h", "-c", pol, "--state-dir", fresh); code != exitOK {
 		t.Fatalf("ban with a fresh state dir: exit %d: %s%s", code, out, errs)
 	}
-	for name, want := range map[string]os.FileMode{"": os.ModeDir | 0o700, "state.json": 0o600, "lock": 0o600} {
+	for name, want := range map[string]os.FileMode{"": os.ModeDir | 0o700, "state.db": 0o600, "lock": 0o600} {
 		fi, err := os.Lstat(filepath.Join(fresh, name))
 		if err != nil {
 			t.Fatal(err)

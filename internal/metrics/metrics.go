@@ -57,6 +57,8 @@ type Ban struct {
 	// Reason is the detection rule's name, "manual", the origin of a ban
 	// pulled from CrowdSec ("crowdsec:cscli"), or "restored" when unknown.
 	Reason string
+	// Count is how many bans this is (0 counts as 1).
+	Count int
 }
 
 // FloodClass is a run's flood classification, in plain values.
@@ -207,7 +209,7 @@ func Registry(r Run, lastSuccess time.Time) (*prometheus.Registry, error) {
 		if reason == "" {
 			reason = "restored"
 		}
-		bans.WithLabelValues(b.Backend, reason).Inc()
+		bans.WithLabelValues(b.Backend, reason).Add(float64(max(b.Count, 1)))
 	}
 
 	packets := prometheus.NewCounterVec(prometheus.CounterOpts{Name: DropPackets,

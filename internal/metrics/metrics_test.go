@@ -55,7 +55,7 @@ func TestWriteSuccessThenFailure(t *testing.T) {
 		Start: start, Elapsed: 1500 * time.Millisecond, Backend: "nftables",
 		Samples: 3, Sources: 42, Verdicts: 2, Added: 2, Expired: 1,
 		Flood: FloodClass{Kind: detect.KindReal, Kinds: detect.FloodKinds(), HalfOpenEntries: 180, HalfOpenSources: 2, CookiesSent: 7, CookiesRecv: 5},
-		Bans:  []Ban{{"nftables", "syn-flood"}, {"nftables", "syn-flood"}, {"nftables", "manual"}, {"nftables", ""}},
+		Bans:  []Ban{{"nftables", "syn-flood", 2}, {"nftables", "manual", 0}, {"nftables", "", 1}},
 		Drops: []Counter{{Chain: "input", Rule: "ban_v4", Packets: 1234, Bytes: 74040},
 			{Chain: "input", Rule: "meter_v4", Packets: 9, Bytes: 540}},
 		SysctlChanges: 1,

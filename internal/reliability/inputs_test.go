@@ -299,24 +299,28 @@ func hostileInputs(t *testing.T, good string) []hostileInput {
 		mkfifo(t, filepath.Join(sd, "lock"))
 		return sd
 	})
-	stateCase("state.json links elsewhere", sub("state.json"), func(t *testing.T, dir, sd string) string {
-		writeFile(t, filepath.Join(dir, "victim"), "{}\n", 0o644)
-		_ = os.Remove(filepath.Join(sd, "state.json"))
-		symlink(t, filepath.Join(dir, "victim"), filepath.Join(sd, "state.json"))
-		return sd
-	})
-	stateCase("state.json is a FIFO", sub("state.json"), func(t *testing.T, _, sd string) string {
-		_ = os.Remove(filepath.Join(sd, "state.json"))
-		mkfifo(t, filepath.Join(sd, "state.json"))
-		return sd
-	})
-	stateCase("state.json is a directory", sub("state.json"), func(t *testing.T, _, sd string) string {
-		_ = os.Remove(filepath.Join(sd, "state.json"))
-		if err := os.Mkdir(filepath.Join(sd, "state.json"), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		return sd
-	})
+	// The database, and the state.json of earlier synbans that a run
+	// imports: neither is followed, read as a FIFO or opened as a directory.
+	for _, name := range []string{"state.db", "state.json"} {
+		stateCase(name+" links elsewhere", sub(name), func(t *testing.T, dir, sd string) string {
+			writeFile(t, filepath.Join(dir, "victim"), "{}\n", 0o644)
+			_ = os.Remove(filepath.Join(sd, name))
+			symlink(t, filepath.Join(dir, "victim"), filepath.Join(sd, name))
+			return sd
+		})
+		stateCase(name+" is a FIFO", sub(name), func(t *testing.T, _, sd string) string {
+			_ = os.Remove(filepath.Join(sd, name))
+			mkfifo(t, filepath.Join(sd, name))
+			return sd
+		})
+		stateCase(name+" is a directory", sub(name), func(t *testing.T, _, sd string) string {
+			_ = os.Remove(filepath.Join(sd, name))
+			if err := os.Mkdir(filepath.Join(sd, name), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			return sd
+		})
+	}
 	return out
 }
 
