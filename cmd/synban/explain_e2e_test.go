@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/internal/netnstest"
+	"github.com/synban/synban/state"
 )
 
 // vwLab is a victim with a listener on port 80 and one peer namespace
@@ -239,7 +240,7 @@ func TestExplainEndToEnd(t *testing.T) {
 	sent := l.send(vwAttacker, 40)
 
 	kernel := withoutExpiry(l.victim.KernelState())
-	stateFile := filepath.Join(l.stDir, "state.json")
+	stateFile := filepath.Join(l.stDir, state.FileName)
 	stored, err := os.ReadFile(stateFile)
 	if err != nil {
 		t.Fatal(err)
