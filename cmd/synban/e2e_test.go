@@ -85,8 +85,17 @@ func hping(t *testing.T, ns *netnstest.NS, count int, dst string, extra ...strin
 	t.Helper()
 	argv := append([]string{"timeout", "30", "hping3", "-q", "-S", "-p", "80", "-i", "u500", "-c", strconv.Itoa(count)}, extra...)
 	out, _ := ns.Run(append(argv, dst)...)
-	if !strings.Contains(out, strconv.Itoa(count)+" packets transmitted") {
-		t.Fatalf("hping3 did not send %d packets: %s", count, out)
+	// hping3 -c also stops once it has counted that many replies, and the
+	// victim's retransmitted SYN-ACKs to earlier SYNs count: it may send a
+	// few fewer than asked ("94 packets transmitted, 100 packets
+	// received"). The callers check what the kernel holds, not the count.
+	var sent int
+	if i := strings.Index(out, " packets transmitted"); i > 0 {
+		f := strings.Fields(out[:i])
+		sent, _ = strconv.Atoi(f[len(f)-1])
+	}
+	if sent < count/2 {
+		t.Fatalf("hping3 sent %d of %d packets: %s", sent, count, out)
 	}
 }
 
