@@ -123,6 +123,11 @@ type Explanation struct {
 	Kernel   *rules.ActiveBan
 	Drops    uint64
 	HasDrops bool
+	// Sensor is the firewall sensor's row for the subject (its source key
+	// covers it): the SYNs over the meter; nil when the sensor holds none
+	// or was not read (SensorRead false).
+	Sensor     *detect.SensorRow
+	SensorRead bool
 	// Summary says it in sentences that name the numbers that decided.
 	Summary []string
 }
@@ -142,18 +147,22 @@ func (e *Engine) Explain(ctx context.Context, p *policy.Policy, subject netip.Pr
 	if err != nil {
 		return nil, err
 	}
-	w, err := e.Sample(ctx, p)
-	if err != nil {
-		return nil, err
-	}
 	k := kernelView{err: "not read: --from replays a captured table"}
+	var sr *sensorRun
 	if e.opts.From == "" {
 		var kerr error
 		if k, kerr = e.readKernel(ctx, p, st); kerr != nil {
 			k = kernelView{choice: k.choice, err: kerr.Error()}
 		}
+		// The firewall's sensor, read around the window as a run reads it
+		// (nothing is stored: the counters file is only read).
+		sr = e.newSensorRun(p, k.backend, e.opts.StateDir)
 	}
-	return e.explainWindow(ctx, p, g, w, st, now, subject, k)
+	w, err := e.sampleSensed(ctx, p, sr)
+	if err != nil {
+		return nil, err
+	}
+	return e.explainWindow(ctx, p, g, w, st, now, subject, k, sr)
 }
 
 // kernelView is what Explain read of the backend.
@@ -228,7 +237,7 @@ func (e *Engine) readKernel(ctx context.Context, p *policy.Policy, st *state.Sta
 }
 
 // explainWindow is Explain on a window already taken.
-func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.Guard, w *Window, st *state.State, now time.Time, subject netip.Prefix, k kernelView) (*Explanation, error) {
+func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.Guard, w *Window, st *state.State, now time.Time, subject netip.Prefix, k kernelView, sr *sensorRun) (*Explanation, error) {
 	samples := w.Result.Samples
 	x := &Explanation{Subject: subject, Policy: p.Source, Sampler: strings.Join(w.Samplers, "+"), SamplerWhy: w.Why,
 		Samples: len(samples), MinHits: max(p.Sample.MinHits, 1), StateLoaded: st != nil,
@@ -256,9 +265,16 @@ func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.
 
 	// The decision as the run makes it: the same analysis, spoof filter,
 	// escalation (with the kernel's drop counters) and compiler.
-	d, err := e.decideWindow(ctx, p, g, w, storedOf(st), now, k.drops, nil, nil)
+	d, err := e.decideWindow(ctx, p, g, w, storedOf(st), now, k.drops, nil, sr)
 	if err != nil {
 		return nil, err
+	}
+	x.SensorRead = d.Sensor.Available && d.Sensor.Err == ""
+	for i := range d.Sensor.Rows {
+		if r := &d.Sensor.Rows[i]; r.Subject.Contains(subject.Addr()) && r.Subject.Bits() <= subject.Bits() {
+			x.Sensor = r
+			break
+		}
 	}
 	x.Class = d.Class
 	pre := detect.Analyze(p, samples, g)
@@ -517,6 +533,13 @@ func (x *Explanation) summarize(now time.Time) []string {
 			x.History.LastBan.UTC().Format(time.RFC3339), x.History.LastFor))
 	} else if x.StateLoaded {
 		out = append(out, "history: never banned")
+	}
+	switch {
+	case x.Sensor != nil:
+		out = append(out, fmt.Sprintf("sensor: %s over the SYN meter: %d SYNs in the window, %d since the previous run, %.0f/s",
+			x.Sensor.Subject, x.Sensor.InWindow, x.Sensor.SinceLast, x.Sensor.Rate))
+	case x.SensorRead:
+		out = append(out, "sensor: not over the SYN meter")
 	}
 	switch {
 	case x.BackendErr != "":

@@ -39,7 +39,7 @@ func explainLab(t *testing.T) (*policy.Policy, *policy.Guard, *Window) {
 func explainOf(t *testing.T, p *policy.Policy, g *policy.Guard, w *Window, st *state.State, subject string) *Explanation {
 	t.Helper()
 	e := New(nil, Options{})
-	x, err := e.explainWindow(context.Background(), p, g, w, st, time.Now(), netip.MustParsePrefix(subject), kernelView{err: "not read in this test"})
+	x, err := e.explainWindow(context.Background(), p, g, w, st, time.Now(), netip.MustParsePrefix(subject), kernelView{err: "not read in this test"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

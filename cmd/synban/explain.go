@@ -152,7 +152,12 @@ func explainJSON(x *engine.Explanation, now time.Time) map[string]any {
 		}
 		kernel = map[string]any{"prefix": k.Prefix.String(), "expires_seconds": k.Expires.Seconds(), "reason": k.Reason, "drops": drops}
 	}
+	var sensor any
+	if r := x.Sensor; r != nil {
+		sensor = map[string]any{"subject": r.Subject.String(), "packets": r.Packets, "in_window": r.InWindow, "since_last": r.SinceLast, "rate": r.Rate}
+	}
 	return map[string]any{
+		"sensor": sensor, "sensor_read": x.SensorRead,
 		"subject": x.Subject.String(), "outcome": x.Outcome, "policy": x.Policy, "sampler": x.Sampler, "sampler_why": x.SamplerWhy,
 		"samples": x.Samples, "min_hits": x.MinHits, "seen": seen, "rules": ruleChecksJSON(x.Rules), "prefix": prefix,
 		"guard": guardJSON(x.Guard), "classification": classJSON(x.Class), "offence": verdictOrNil(x.Offence), "spared": spared,

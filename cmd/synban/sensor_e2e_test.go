@@ -222,8 +222,17 @@ func TestSensorMeterDropsEarlyTwoRuns(t *testing.T) {
 			if !strings.Contains(sample, "SENSOR SOURCE") || !strings.Contains(sample, attackerAddr+"/32") {
 				t.Errorf("sample lacks the sensor table:\n%s", sample)
 			}
+			// explain names the sensor's count for the attacker: the only
+			// evidence against it (no half-open entry exists).
+			explain, err := l.synban("explain", "--backend", backend, attackerAddr)
+			if err != nil {
+				t.Fatalf("explain: %v\n%s", err, explain)
+			}
+			if !regexp.MustCompile(`(?m)^sensor: ` + regexp.QuoteMeta(attackerAddr) + `/32 over the SYN meter: \d+ SYNs in the window, [1-9]\d* since the previous run`).MatchString(explain) {
+				t.Errorf("explain lacks the sensor's count for the attacker:\n%s", explain)
+			}
 			if now := l.victim.MustRun("cat", filepath.Join(l.stateDir, "counters.json")); now != stored {
-				t.Errorf("plan or sample rewrote the stored counters")
+				t.Errorf("plan, sample or explain rewrote the stored counters")
 			}
 
 			r := l.runSensor(backend)
