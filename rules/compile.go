@@ -377,6 +377,16 @@ func CommentSafe(s string) string { return SafeText(s, MaxCommentLen) }
 // Leading and trailing spaces are trimmed; a result over max bytes is cut and
 // ends in "...".
 func SafeText(s string, max int) string {
+	if alreadySafe(s, max) {
+		// Most reasons are safe already (Compile's own, restored from the
+		// state store): return them as they are, without a copy.
+		return s
+	}
+	return safeText(s, max)
+}
+
+// safeText is SafeText without the shortcut for text that is safe already.
+func safeText(s string, max int) string {
 	var b strings.Builder
 	space := false
 	for _, r := range s {
@@ -402,6 +412,24 @@ func SafeText(s string, max int) string {
 		out = strings.TrimRight(out[:max-3], " ") + "..."
 	}
 	return out
+}
+
+// alreadySafe reports whether SafeText(s, max) is s itself: printable ASCII
+// without double quotes or backslashes, no leading, trailing or doubled
+// space, at most max bytes.
+func alreadySafe(s string, max int) bool {
+	if len(s) > max {
+		return false
+	}
+	prev := byte(' ') // a leading space is not safe
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == ' ' && prev == ' ' {
+			return false
+		}
+		prev = c
+	}
+	return prev != ' ' || len(s) == 0
 }
 
 // NormalizePrefixes returns ps in canonical form (masked, IPv4-mapped IPv6

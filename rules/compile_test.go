@@ -400,7 +400,39 @@ func FuzzCommentSafe(f *testing.F) {
 		if CommentSafe(out) != out {
 			t.Errorf("CommentSafe not idempotent on %q: %q", out, CommentSafe(out))
 		}
+		if slow := safeText(s, MaxCommentLen); slow != out {
+			t.Errorf("CommentSafe(%q) = %q, without the shortcut %q", s, out, slow)
+		}
 	})
+}
+
+// TestSafeTextShortcut: text returned as it is (already safe) is exactly
+// what the full rewrite makes of it, at and around every boundary of the
+// shortcut: spaces, unsafe bytes, the length limit.
+func TestSafeTextShortcut(t *testing.T) {
+	ins := []string{
+		"", " ", "a", "syn-flood: 120 syn_recv >= 50", "a  b", " a", "a ", "a\tb", `a"b`, `a\b`,
+		"a\x7fb", "caf\u00e9", "~", strings.Repeat("x", MaxCommentLen), strings.Repeat("x", MaxCommentLen+1),
+		strings.Repeat("ab ", 33) + "a", strings.Repeat("x", MaxCommentLen-1) + " ",
+	}
+	shortcuts := 0
+	for _, in := range ins {
+		for _, max := range []int{MaxCommentLen, 5} {
+			got, want := SafeText(in, max), safeText(in, max)
+			if got != want {
+				t.Errorf("SafeText(%q, %d) = %q, without the shortcut %q", in, max, got, want)
+			}
+			if alreadySafe(in, max) {
+				shortcuts++
+				if got != in {
+					t.Errorf("SafeText(%q, %d) = %q: taken as safe, but changed", in, max, got)
+				}
+			}
+		}
+	}
+	if shortcuts == 0 {
+		t.Error("no input took the shortcut")
+	}
 }
 
 func TestCompileDeterministicOrder(t *testing.T) {

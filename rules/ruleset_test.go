@@ -35,6 +35,11 @@ func TestValidate(t *testing.T) {
 		{"invalid ban", "not valid", func(rs *Ruleset) { rs.Bans[0].Prefix = netip.Prefix{} }},
 		{"invalid allow", "not valid", func(rs *Ruleset) { rs.Allow[0] = netip.Prefix{} }},
 		{"duplicate", "listed twice", func(rs *Ruleset) { rs.Bans[1].Prefix = p("198.51.100.0/24") }},
+		{"duplicate out of order", "listed twice", func(rs *Ruleset) { rs.Bans[2].Prefix = p("198.51.100.0/24") }},
+		{"duplicate after an unordered pair", "listed twice", func(rs *Ruleset) {
+			rs.Bans = append([]Ban{rs.Bans[2]}, rs.Bans...) // IPv6 first: out of order
+			rs.Bans = append(rs.Bans, Ban{Prefix: p("203.0.113.7/32")})
+		}},
 		{"negative timeout", "negative timeout", func(rs *Ruleset) { rs.Bans[2].Timeout = -time.Second }},
 	} {
 		rs := good()

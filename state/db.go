@@ -544,6 +544,24 @@ func (t *Tx) ForEachBan(fn func(Ban) error) error {
 	})
 }
 
+// appendBans appends every ban to dst, in prefix order (as ForEachBan
+// calls its function), each decoded in place.
+func (t *Tx) appendBans(dst []Ban) ([]Ban, error) {
+	if t.empty() {
+		return dst, nil
+	}
+	strs := make(map[string]string)
+	err := t.bans.ForEach(func(k, v []byte) error {
+		dst = append(dst, Ban{})
+		if err := decodeBanInto(&dst[len(dst)-1], k, v, strs); err != nil {
+			dst = dst[:len(dst)-1]
+			return err
+		}
+		return nil
+	})
+	return dst, err
+}
+
 // ForEachRecord calls fn for every history record, in prefix order.
 func (t *Tx) ForEachRecord(fn func(Record) error) error {
 	if t.empty() {

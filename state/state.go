@@ -435,8 +435,7 @@ func (t *Tx) load() (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	st.Bans = make([]Ban, 0, n)
-	if err := t.ForEachBan(func(b Ban) error { st.Bans = append(st.Bans, b); return nil }); err != nil {
+	if st.Bans, err = t.appendBans(make([]Ban, 0, n)); err != nil {
 		return nil, err
 	}
 	if err := t.ForEachRecord(func(r Record) error { st.History = append(st.History, r); return nil }); err != nil {

@@ -318,30 +318,47 @@ func (d *differ) newSet(s spec.SetSpec, old []element) {
 	var els []nftables.SetElement
 	switch s.Kind {
 	case spec.KindAllow:
+		els = make([]nftables.SetElement, 0, s.EncodedLen(len(s.Elems)))
 		for _, e := range s.Elems {
-			els = append(els, e.Encode(s)...)
+			els = e.AppendEncode(els, s)
 		}
 	case spec.KindBan:
-		oldBy := map[netip.Prefix]element{}
+		want := d.wantBans(s)
+		// Sized once for the bans and the old elements carried over: a
+		// restore of 100,000 bans otherwise regrows (and copies) this
+		// slice about twenty times.
+		els = make([]nftables.SetElement, 0, s.EncodedLen(len(want)+len(old)))
+		if len(old) == 0 {
+			// A set created afresh (the first run, a restore): every ban
+			// is added, there is nothing to carry over.
+			d.plan.Result.Added += len(want)
+			for _, bn := range want {
+				els = bn.AppendEncode(els, s)
+			}
+			break
+		}
+		oldBy := make(map[netip.Prefix]element, len(old))
 		for _, e := range old {
 			oldBy[e.prefix] = e
 		}
 		var kept []netip.Prefix
-		for _, bn := range d.wantBans(s) {
+		for _, bn := range want {
 			if _, ok := oldBy[bn.Prefix]; ok {
 				d.plan.Result.Refreshed++
 				delete(oldBy, bn.Prefix)
 			} else {
 				d.plan.Result.Added++
 			}
-			kept = append(kept, bn.Prefix)
-			els = append(els, bn.Encode(s)...)
+			if s.Interval {
+				kept = append(kept, bn.Prefix)
+			}
+			els = bn.AppendEncode(els, s)
 		}
 		for _, e := range old {
 			if _, ok := oldBy[e.prefix]; !ok || (s.Interval && overlapsAny(e.prefix, kept)) {
 				continue
 			}
-			els = append(els, spec.Encode(s, e.prefix, e.expires, e.comment)...)
+			els = spec.AppendEncode(els, s, e.prefix, e.expires, e.comment)
 		}
 	}
 	d.elements(OpAddElements, s.Name, els)

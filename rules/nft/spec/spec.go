@@ -249,6 +249,11 @@ func (e Element) Encode(s SetSpec) []nftables.SetElement {
 	return Encode(s, e.Prefix, e.Timeout, e.Comment)
 }
 
+// AppendEncode appends the kernel elements of e in set s to dst.
+func (e Element) AppendEncode(dst []nftables.SetElement, s SetSpec) []nftables.SetElement {
+	return AppendEncode(dst, s, e.Prefix, e.Timeout, e.Comment)
+}
+
 // Elem renders a prefix as an nft set element: a bare address for a single
 // address (/32, /128), otherwise address/length.
 func Elem(p netip.Prefix) string {
@@ -283,6 +288,8 @@ func Families(fam nftables.TableFamily) (v4, v6 bool) {
 func sets(rs *rules.Ruleset, fam nftables.TableFamily) []SetSpec {
 	v4, v6 := Families(fam)
 	var out []SetSpec
+	var setOf []string       // rules.BanSet of each of rs.Bans
+	var count map[string]int // bans per set
 	add := func(ok bool, s SetSpec) {
 		if !ok {
 			return
@@ -293,8 +300,19 @@ func sets(rs *rules.Ruleset, fam nftables.TableFamily) []SetSpec {
 				s.Elems = append(s.Elems, NewElem(p, 0, ""))
 			}
 		case KindBan:
-			for _, b := range rs.BansIn(s.Name) {
-				s.Elems = append(s.Elems, NewElem(b.Prefix, b.Timeout, b.Reason))
+			// The bans go straight into Elems, sized once: rs.BansIn
+			// would copy them first, and grow its copy.
+			if setOf == nil {
+				setOf, count = banSets(rs.Bans)
+			}
+			if count[s.Name] == 0 {
+				break
+			}
+			s.Elems = make([]Element, 0, count[s.Name])
+			for i, b := range rs.Bans {
+				if setOf[i] == s.Name {
+					s.Elems = append(s.Elems, NewElem(b.Prefix, b.Timeout, b.Reason))
+				}
 			}
 		}
 		out = append(out, s)
@@ -317,6 +335,18 @@ func sets(rs *rules.Ruleset, fam nftables.TableFamily) []SetSpec {
 		add(v6, SetSpec{Name: rules.SetConn6, Kind: KindConn, V6: true, Dynamic: true, Size: uint32(cl.Size)})
 	}
 	return out
+}
+
+// banSets returns the ban set of each ban (rules.BanSet) and how many bans
+// each set gets.
+func banSets(bans []rules.Ban) ([]string, map[string]int) {
+	setOf := make([]string, len(bans))
+	count := map[string]int{}
+	for i, b := range bans {
+		setOf[i] = rules.BanSet(b.Prefix)
+		count[setOf[i]]++
+	}
+	return setOf, count
 }
 
 // ChainSpec is one base chain of synban's table with its rules.
@@ -637,21 +667,36 @@ const MaxComment = 127
 // the end (first address after the prefix, flagged as interval end; none
 // when the prefix runs to the last address), as nft sends them.
 func Encode(s SetSpec, pfx netip.Prefix, timeout time.Duration, comment string) []nftables.SetElement {
+	return AppendEncode(nil, s, pfx, timeout, comment)
+}
+
+// AppendEncode appends the kernel elements of pfx in set s (see Encode) to
+// dst and returns the extended slice: a caller encoding many elements
+// sizes dst once (EncodedLen) instead of a slice per element.
+func AppendEncode(dst []nftables.SetElement, s SetSpec, pfx netip.Prefix, timeout time.Duration, comment string) []nftables.SetElement {
 	if len(comment) > MaxComment {
 		comment = comment[:MaxComment]
 	}
 	if timeout > 0 && timeout < time.Millisecond {
 		timeout = time.Millisecond
 	}
-	start := nftables.SetElement{Key: pfx.Masked().Addr().AsSlice(), Timeout: timeout, Comment: comment}
+	dst = append(dst, nftables.SetElement{Key: pfx.Masked().Addr().AsSlice(), Timeout: timeout, Comment: comment})
 	if !s.Interval {
-		return []nftables.SetElement{start}
+		return dst
 	}
-	out := []nftables.SetElement{start}
 	if end := PrefixEnd(pfx); end != nil {
-		out = append(out, nftables.SetElement{Key: end, IntervalEnd: true})
+		dst = append(dst, nftables.SetElement{Key: end, IntervalEnd: true})
 	}
-	return out
+	return dst
+}
+
+// EncodedLen is the most kernel elements n entries of set s encode to:
+// two per entry in an interval set (start and end), else one.
+func (s SetSpec) EncodedLen(n int) int {
+	if s.Interval {
+		return 2 * n
+	}
+	return n
 }
 
 // PrefixEnd is the first address after p, as key bytes; nil when p runs to
