@@ -33,23 +33,7 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 	}
 	choice := st.Choice
 	if o.json {
-		type banJSON struct {
-			Prefix  string  `json:"prefix"`
-			Expires float64 `json:"expires_seconds"`
-			Timeout float64 `json:"timeout_seconds"`
-			Reason  string  `json:"reason"`
-		}
-		out := make([]banJSON, 0, len(st.Bans))
-		for _, bn := range st.Bans {
-			out = append(out, banJSON{bn.Prefix.String(), bn.Expires.Seconds(), bn.Timeout.Seconds(), bn.Reason})
-		}
-		absent := make([]string, 0, len(st.Absent))
-		for _, pfx := range st.Absent {
-			absent = append(absent, pfx.String())
-		}
-		return writeJSON(a.stdout, map[string]any{"backend": choice.Name, "backend_why": choice.Why, "bans": out, "counters": st.Counters,
-			"missing": append([]string{}, st.Missing...), "stored_bans": st.Stored, "stored_missing": absent,
-			"state_loaded": st.StateLoaded, "notes": append([]string{}, st.Notes...)})
+		return writeJSON(a.stdout, statusOf(st))
 	}
 	fmt.Fprintf(a.stdout, "backend: %s (%s)\n", choice.Name, choice.Why)
 	for _, n := range st.Notes {
@@ -117,6 +101,9 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 		if err != nil {
 			return err
 		}
+		if o.json {
+			return writeJSON(a.stdout, banDoc{Backend: bulk.Backend, Requested: secs(d), Bans: bansJSON(bulk.Bans), Covered: bulk.Covered})
+		}
 		note := ""
 		if bulk.Covered > 0 {
 			note = fmt.Sprintf(", %d more inside them", bulk.Covered)
@@ -127,6 +114,9 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 	banned, err := a.engine(o).Ban(ctx, p, subject, d, o.force)
 	if err != nil {
 		return err
+	}
+	if o.json {
+		return writeJSON(a.stdout, banDoc{Backend: banned.Backend, Requested: secs(d), Bans: bansJSON([]rules.Ban{banned.Ban})})
 	}
 	note := ""
 	if banned.Ban.Timeout < d {
@@ -173,6 +163,9 @@ func cmdUnban(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
+	if o.json {
+		return writeJSON(a.stdout, unbanDoc{Backend: backend, Requested: len(subjects), Unbanned: n})
+	}
 	fmt.Fprintf(a.stdout, "unbanned %d of %d (%s)\n", n, len(subjects), backend)
 	return nil
 }
@@ -188,6 +181,9 @@ func cmdFlush(ctx context.Context, a *app, o *options, args []string) error {
 	backend, err := a.engine(o).Flush(ctx, p)
 	if err != nil {
 		return err
+	}
+	if o.json {
+		return writeJSON(a.stdout, flushDoc{Backend: backend})
 	}
 	fmt.Fprintf(a.stdout, "removed everything synban created (%s)\n", backend)
 	return nil
