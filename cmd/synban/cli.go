@@ -187,17 +187,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if args[0] == "help" {
 		return help(stdout, stderr, cmds, args[1:])
 	}
+	// Errors found before the flags are parsed are JSON documents too when
+	// --json is on the command line.
 	wantJSON := jsonAsked(args[1:])
-	// fail reports a failure before the command ran: on stderr, and with
-	// --json as the error document on stdout.
-	fail := func(code int, format string, v ...any) int {
-		msg := fmt.Sprintf(format, v...)
-		fmt.Fprintln(stderr, "synban "+msg)
-		if wantJSON {
-			writeJSONError(stdout, msg, code)
-		}
-		return code
-	}
 	cmd := findCommand(cmds, args[0])
 	if cmd == nil {
 		fmt.Fprintf(stderr, "synban: unknown command %q (see synban --help)\n", args[0])
@@ -222,7 +214,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	level, err := logLevel(o)
 	if err != nil {
-		return fail(exitUsage, "%s: %v", cmd.name, err)
+		fmt.Fprintf(stderr, "synban %s: %v\n", cmd.name, err)
+		if o.json {
+			writeJSONError(stdout, fmt.Sprintf("%s: %v", cmd.name, err), exitUsage)
+		}
+		return exitUsage
 	}
 	hopts := &slog.HandlerOptions{Level: level}
 	if o.logJSON {

@@ -158,6 +158,8 @@ func TestJSONSchemaOffline(t *testing.T) {
 		{"error", exitUsage, []string{"plan", "--format", "pf"}},
 		{"error", exitUsage, []string{"policy", "default", "-c", example}},
 		{"error", exitUsage, []string{"render", "pf"}},
+		{"error", exitUsage, []string{"sample", "--log-level", "loud"}},
+		{"error", exitUsage, []string{"policy"}},
 	} {
 		args := append(tc.args, "--json")
 		code, out, errs := runMain(t, args...)
