@@ -99,14 +99,15 @@ func commands() []*command {
 		{name: "plan", summary: "same as run --dry-run: print the verdicts and the ruleset, apply nothing", setup: flagsPlan, run: cmdPlan},
 		{name: "check", summary: "validate a policy file (--online: also try the CrowdSec LAPI)", setup: flagsCheck, run: cmdCheck},
 		{name: "sample", summary: "print the per-source table of what was sampled", setup: flagsSample, run: cmdSample},
-		{name: "status", summary: "show the backend, active bans with time left, and drop counters", setup: flagsBackend, run: cmdStatus},
+		{name: "status", summary: "show the backend, active bans with time left, and drop counters", setup: flagsStatus, run: cmdStatus},
 		{name: "ban", args: "ADDR|PREFIX", summary: "ban an address or prefix, or a list of them with --from-file FILE (--for DURATION)", setup: flagsBan, run: cmdBan},
 		{name: "unban", args: "ADDR|PREFIX...", summary: "remove bans", setup: flagsLocked, run: cmdUnban},
 		{name: "flush", summary: "remove everything synban created, nothing else", setup: flagsLocked, run: cmdFlush},
-		{name: "upstream", summary: "run the upstream BGP speaker ([upstream]): announce what runs decide, withdraw everything on SIGTERM", setup: flagsCommon, run: cmdUpstream},
+		{name: "upstream", summary: "run the upstream BGP speaker ([upstream]): announce what runs decide, withdraw everything on SIGTERM", setup: flagsUpstream, run: cmdUpstream},
 		{name: "watch", summary: "run the run cycle every --every (default 10s) until SIGTERM", setup: flagsWatch, run: cmdWatch},
 		{name: "render", args: "KIND", summary: "print a file to install, from the policy (KIND: " + renderKindNames() + ")", setup: flagsRender, run: cmdRender},
-		{name: "version", summary: "print the version", setup: func(*flag.FlagSet, *options) {}, run: cmdVersion},
+		{name: "policy", args: "default|show", summary: "print the embedded default policy, or (show) the effective policy of -c FILE with every default filled in", setup: flagsCommon, run: cmdPolicy},
+		{name: "version", summary: "print the version", setup: flagsJSON, run: cmdVersion},
 		{name: "explain", args: "ADDR|PREFIX", summary: "tell why an address or prefix is or is not banned, with the numbers (writes nothing)", setup: flagsExplain, run: cmdExplain},
 		{name: "completion", args: "SHELL", summary: "print the shell completion script for SHELL: bash, zsh or fish", setup: flagsNone, run: cmdCompletion},
 		{name: "top", summary: "a live view of sources and prefixes, verdicts, bans and drops (q quits; --once for scripts; writes nothing)", setup: flagsTop, run: cmdTop},
@@ -114,12 +115,17 @@ func commands() []*command {
 	}
 }
 
+// flagsJSON adds --json, which every command takes.
+func flagsJSON(fs *flag.FlagSet, o *options) {
+	fs.BoolVar(&o.json, "json", false, "print machine-readable JSON (docs/json.md), errors included")
+}
+
+// flagsCommon adds the flags of every command that loads a policy.
 func flagsCommon(fs *flag.FlagSet, o *options) {
+	flagsJSON(fs, o)
 	fs.StringVar(&o.config, "c", "", "policy file (default: the embedded default policy)")
 	fs.StringVar(&o.config, "config", "", "policy file (default: the embedded default policy)")
-	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/synban", "state directory")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: log every step")
-	fs.BoolVar(&o.json, "json", false, "print machine-readable JSON")
 	fs.BoolVar(&o.logJSON, "log-json", false, "write logs as JSON")
 	fs.StringVar(&o.logLevel, "log-level", "", "log level: debug, info, warn (default) or error; -v means debug")
 }
@@ -135,8 +141,26 @@ func flagsBackend(fs *flag.FlagSet, o *options) {
 	fs.BoolVar(&o.noNFT, "disable-nftables", false, "treat nftables as unusable (for hosts where it must not be used)")
 }
 
-func flagsPlan(fs *flag.FlagSet, o *options) {
+// flagsState adds --state-dir, for the commands that read or write the
+// state store (or, render, name it in the units).
+func flagsState(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.stateDir, "state-dir", engine.DefaultStateDir, "state directory")
+}
+
+// flagsUpstream: the speaker reads the hand-off file in the state
+// directory and writes its status there.
+func flagsUpstream(fs *flag.FlagSet, o *options) {
+	flagsCommon(fs, o)
+	flagsState(fs, o)
+}
+
+func flagsStatus(fs *flag.FlagSet, o *options) {
 	flagsBackend(fs, o)
+	flagsState(fs, o)
+}
+
+func flagsPlan(fs *flag.FlagSet, o *options) {
+	flagsStatus(fs, o)
 	flagsFrom(fs, o)
 	fs.StringVar(&o.format, "format", "", "print only the ruleset in this syntax: nft, iptables or route")
 }
@@ -170,31 +194,29 @@ func flagsBan(fs *flag.FlagSet, o *options) {
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a := &app{stdout: stdout, stderr: stderr}
 	cmds := commands()
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout, cmds)
 		if len(args) == 0 {
 			return exitUsage
 		}
 		return exitOK
 	}
-	var cmd *command
-	for _, c := range cmds {
-		if c.name == args[0] {
-			cmd = c
-		}
+	if args[0] == "help" {
+		return help(stdout, stderr, cmds, args[1:])
 	}
+	// Errors found before the flags are parsed are JSON documents too when
+	// --json is on the command line.
+	wantJSON := jsonAsked(args[1:])
+	cmd := findCommand(cmds, args[0])
 	if cmd == nil {
 		fmt.Fprintf(stderr, "synban: unknown command %q (see synban --help)\n", args[0])
+		if wantJSON {
+			writeJSONError(stdout, fmt.Sprintf("unknown command %q (see synban --help)", args[0]), exitUsage)
+		}
 		return exitUsage
 	}
-	fs := flag.NewFlagSet("synban "+cmd.name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	o := &options{}
-	cmd.setup(fs, o)
-	// The flag package calls Usage itself on every parse error, -h included;
-	// the usage is printed once below instead: on stdout for --help, on
-	// stderr after the error message otherwise.
-	fs.Usage = func() {}
+	fs := newFlagSet(cmd, stderr, o)
 	positional, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -202,11 +224,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitOK
 		}
 		commandUsage(stderr, fs, cmd)
+		if wantJSON {
+			writeJSONError(stdout, fmt.Sprintf("%s: %v", cmd.name, err), exitUsage)
+		}
 		return exitUsage
 	}
 	level, err := logLevel(o)
 	if err != nil {
 		fmt.Fprintf(stderr, "synban %s: %v\n", cmd.name, err)
+		if o.json {
+			writeJSONError(stdout, fmt.Sprintf("%s: %v", cmd.name, err), exitUsage)
+		}
 		return exitUsage
 	}
 	hopts := &slog.HandlerOptions{Level: level}
@@ -219,14 +247,22 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	code, msg := exitFor(err), err.Error()
 	if ctx.Err() != nil {
 		// SIGINT or SIGTERM: whatever failed after it failed because of it
 		// (a sampling window, a lock wait cut short). watch returns nil.
 		a.log.Debug("interrupted", "cmd", cmd.name, "err", err)
-		fmt.Fprintf(stderr, "synban %s: interrupted\n", cmd.name)
-		return exitFailure
+		code, msg = exitFailure, "interrupted"
 	}
-	fmt.Fprintf(stderr, "synban %s: %v\n", cmd.name, err)
+	fmt.Fprintf(stderr, "synban %s: %s\n", cmd.name, msg)
+	if o.json && !isReported(err) {
+		writeJSONError(stdout, cmd.name+": "+msg, code)
+	}
+	return code
+}
+
+// exitFor maps a command's error to its exit code.
+func exitFor(err error) int {
 	var ue usageError
 	var pe *policy.Error
 	var te *trust.Error
@@ -238,6 +274,60 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitLocked
 	}
 	return exitFailure
+}
+
+// jsonAsked reports whether --json stands among args (before "--"), for
+// the errors found before the flags are parsed.
+func jsonAsked(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "--json", "-json", "--json=true", "-json=true":
+			return true
+		}
+	}
+	return false
+}
+
+func findCommand(cmds []*command, name string) *command {
+	for _, c := range cmds {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// newFlagSet returns cmd's flag set, filling o.
+func newFlagSet(cmd *command, stderr io.Writer, o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("synban "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cmd.setup(fs, o)
+	// The flag package calls Usage itself on every parse error, -h included;
+	// the usage is printed once instead: on stdout for --help, on stderr
+	// after the error message otherwise.
+	fs.Usage = func() {}
+	return fs
+}
+
+// help is `synban help [COMMAND]`: the overview, or one command's usage.
+func help(stdout, stderr io.Writer, cmds []*command, args []string) int {
+	switch len(args) {
+	case 0:
+		usage(stdout, cmds)
+		return exitOK
+	case 1:
+		cmd := findCommand(cmds, args[0])
+		if cmd == nil {
+			fmt.Fprintf(stderr, "synban help: unknown command %q (see synban --help)\n", args[0])
+			return exitUsage
+		}
+		commandUsage(stdout, newFlagSet(cmd, stderr, &options{}), cmd)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "synban help: takes at most one command, got %q\n", strings.Join(args, " "))
+	return exitUsage
 }
 
 // commandUsage prints one command's usage and flags to w.
@@ -256,13 +346,16 @@ func usage(w io.Writer, cmds []*command) {
 		}
 		fmt.Fprintf(w, "  %-22s %s\n", name, c.summary)
 	}
-	fmt.Fprintf(w, "\nflags come after the command; 'synban COMMAND --help' lists them.\n"+
+	fmt.Fprintf(w, "\nflags come after the command; 'synban help COMMAND' or 'synban COMMAND --help' lists them.\n"+
 		"exit codes: 0 ok, 1 runtime failure, 2 bad input, 3 another run holds the lock\n")
 }
 
-func cmdVersion(_ context.Context, a *app, _ *options, args []string) error {
+func cmdVersion(_ context.Context, a *app, o *options, args []string) error {
 	if len(args) > 0 {
 		return badInput("version takes no arguments, got %q", strings.Join(args, " "))
+	}
+	if o.json {
+		return writeJSON(a.stdout, versionDoc{Version: version})
 	}
 	fmt.Fprintf(a.stdout, "synban %s\n", version)
 	return nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -10,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/synban/synban/detect"
 	"github.com/synban/synban/engine"
 	"github.com/synban/synban/internal/sysctl"
 	"github.com/synban/synban/policy"
@@ -42,14 +40,18 @@ func cmdCheck(ctx context.Context, a *app, o *options, args []string) error {
 		online, onlineErr = a.engine(o).CheckCrowdSec(ctx, p)
 	}
 	if o.json {
-		js := map[string]any{"policy": p.Source, "ok": onlineErr == nil, "sysctl": drift}
-		if o.online {
-			js["online"] = append([]string{}, online...)
+		doc := checkDoc{Policy: p.Source, OK: onlineErr == nil, Rules: len(p.Rules), Backend: p.Backend,
+			Sysctl: sysctlsJSON(drift), Online: nonNil(online)}
+		if onlineErr != nil {
+			doc.Error = &errorJSON{Message: onlineErr.Error(), Kind: kindFailure}
 		}
-		if err := writeJSON(a.stdout, js); err != nil {
+		if err := writeJSON(a.stdout, doc); err != nil {
 			return err
 		}
-		return onlineErr
+		if onlineErr != nil {
+			return reportedError{onlineErr}
+		}
+		return nil
 	}
 	fmt.Fprintf(a.stdout, "%s: ok (%d rules, backend %s, table %s %s)\n", p.Source, len(p.Rules), p.Backend, p.NFTables.Family, p.NFTables.Table)
 	writeDrift(a.stdout, p, drift)
@@ -98,10 +100,11 @@ func (a *app) printRun(o *options, out *engine.Outcome) error {
 		return nil
 	}
 	d, res := out.Decision, out.Result
-	return writeJSON(a.stdout, map[string]any{
-		"backend": out.Choice.Name, "backend_why": out.Choice.Why, "sources": d.Report.Sources,
-		"verdicts": len(d.Report.Verdicts), "added": res.Added, "refreshed": res.Refreshed,
-		"created": res.Created, "restored": d.Restored, "unchanged": d.Unchanged, "expired": out.Expired, "classification": classJSON(d.Class),
+	return writeJSON(a.stdout, runDoc{
+		Backend: out.Choice.Name, BackendWhy: out.Choice.Why, SourceCount: d.Report.Sources,
+		Verdicts: verdictsJSON(d.Report.Verdicts), Added: res.Added, Refreshed: res.Refreshed,
+		Created: res.Created, Restored: d.Restored, Unchanged: d.Unchanged, Expired: out.Expired,
+		SysctlChanges: out.SysctlChanges, Classification: classJSON(d.Class),
 	})
 }
 
@@ -122,12 +125,12 @@ func (a *app) printPlan(d *engine.Decision, o *options, choice backends.Choice) 
 		return err
 	}
 	if o.json {
-		js := planJSON(d, format, script.String())
-		js["backend"], js["backend_why"], js["backend_assumed"] = choice.Name, choice.Why, choice.Assumed
+		doc := planJSON(d, format, script.String())
+		doc.Backend, doc.BackendWhy, doc.BackendAssumed = choice.Name, choice.Why, choice.Assumed
 		if d.Upstream != nil {
-			js["upstream"] = upstreamPlanJSON(d.Upstream)
+			doc.Upstream = upstreamPlanJSON(d.Upstream)
 		}
-		return writeJSON(a.stdout, js)
+		return writeJSON(a.stdout, doc)
 	}
 	if o.format == "" {
 		templates.WritePlanSummary(a.stdout, templates.PlanSummary{
@@ -144,59 +147,6 @@ func (a *app) printPlan(d *engine.Decision, o *options, choice backends.Choice) 
 		writeUpstreamPlan(a.stdout, d.Upstream)
 	}
 	return nil
-}
-
-type verdictJSON struct {
-	Subject   string `json:"subject"`
-	Rule      string `json:"rule,omitempty"`
-	State     string `json:"state,omitempty"`
-	Count     int    `json:"count"`
-	Threshold int    `json:"threshold"`
-	Hits      int    `json:"hits"`
-	Samples   int    `json:"samples"`
-	Sources   int    `json:"sources"`
-	BanFor    string `json:"ban_for"`
-	Reason    string `json:"reason"`
-}
-
-func toJSON(v detect.Verdict) verdictJSON {
-	return verdictJSON{Subject: v.Subject.String(), Rule: v.Rule, State: string(v.State), Count: v.Count,
-		Threshold: v.Threshold, Hits: v.Hits, Samples: v.Samples, Sources: v.Sources, BanFor: v.BanFor.String(), Reason: v.Reason}
-}
-
-func planJSON(d *engine.Decision, format, script string) map[string]any {
-	verdicts := make([]verdictJSON, 0, len(d.Report.Verdicts))
-	for _, v := range d.Report.Verdicts {
-		verdicts = append(verdicts, toJSON(v))
-	}
-	type spared struct {
-		verdictJSON
-		Why string `json:"why"`
-	}
-	sp := make([]spared, 0, len(d.Report.Spared))
-	for _, s := range d.Report.Spared {
-		sp = append(sp, spared{toJSON(s.Verdict), s.Why})
-	}
-	om := make([]map[string]string, 0, len(d.Omitted))
-	for _, o := range d.Omitted {
-		om = append(om, map[string]string{"subject": o.Prefix.String(), "why": o.Why})
-	}
-	bans := make([]map[string]string, 0, len(d.Ruleset.Bans))
-	for _, b := range d.Ruleset.Bans {
-		bans = append(bans, map[string]string{"prefix": b.Prefix.String(), "timeout": b.Timeout.String(), "reason": b.Reason})
-	}
-	return map[string]any{
-		"policy": d.Policy.Source, "sampler": d.Sampler, "sampler_why": d.SamplerWhy,
-		"samples": d.Report.Samples, "sources": d.Report.Sources, "malformed": d.Report.Malformed,
-		"verdicts": verdicts, "spared": sp, "omitted": om, "bans": bans, "restored": d.Restored,
-		"format": format, "ruleset": script, "classification": classJSON(d.Class), "sensor": d.Sensor,
-	}
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // cmdSample prints the per-source table of one sampling window.
@@ -219,13 +169,12 @@ func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
 	} else if o.view.top > 0 && len(rows) > o.view.top {
 		shown = rows[:o.view.top]
 	}
-	counters := map[string]int64{"SyncookiesSent": c.SyncookiesSent, "SyncookiesRecv": c.SyncookiesRecv,
-		"SyncookiesFailed": c.SyncookiesFailed, "ListenOverflows": c.ListenOverflows, "ListenDrops": c.ListenDrops,
-		"TCPReqQFullDrop": c.TCPReqQFullDrop, "TCPReqQFullDoCookies": c.TCPReqQFullDoCookies}
 	if o.json {
-		return writeJSON(a.stdout, map[string]any{"samplers": w.Samplers, "why": w.Why, "samples": len(samples),
-			"window_seconds": w.Result.Elapsed.Seconds(), "counters_delta": counters,
-			"classification": classJSON(class), "sources": shown, "sensor": w.Sensor})
+		return writeJSON(a.stdout, sampleDoc{Samplers: nonNil(w.Samplers), SamplerWhy: w.Why, Samples: len(samples),
+			Window: secs(w.Result.Elapsed), CountersDelta: countersJSON{SyncookiesSent: c.SyncookiesSent,
+				SyncookiesRecv: c.SyncookiesRecv, SyncookiesFailed: c.SyncookiesFailed, ListenOverflows: c.ListenOverflows,
+				ListenDrops: c.ListenDrops, TCPReqQFullDrop: c.TCPReqQFullDrop, TCPReqQFullDoCookies: c.TCPReqQFullDoCookies},
+			Classification: classJSON(class), Sources: nonNil(shown), Sensor: sensorJSON(w.Sensor)})
 	}
 	fmt.Fprintf(a.stdout, "# samplers %s (%s); %d sample(s) over %s; %d sources\n",
 		strings.Join(w.Samplers, "+"), w.Why, len(samples), w.Result.Elapsed.Round(time.Millisecond), len(rows))
@@ -264,13 +213,6 @@ func checkBackendFlag(b string) error {
 		return nil
 	}
 	return badInput("--backend %q: want auto, nftables, iptables or route", b)
-}
-
-func classJSON(c detect.Classification) map[string]any {
-	return map[string]any{"kind": c.Kind, "why": c.Why, "half_open_sources": c.HalfOpenSources,
-		"half_open_entries": c.HalfOpenEntries, "cookies_sent": c.CookiesSent, "cookies_recv": c.CookiesRecv,
-		"advice": c.Advice, "evidence": c.Evidence, "counters_since_seconds": c.CountersSince.Seconds(),
-		"sensor_sources": c.SensorSources}
 }
 
 // loadPolicyFor checks the --backend flag, then loads the policy: the

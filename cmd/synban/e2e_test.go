@@ -66,7 +66,10 @@ func (l *lab) synban(args ...string) (string, error) {
 		l.t.Fatal(err)
 	}
 	argv := append([]string{"env", "SYNBAN_TEST_ROLE=synban", self}, args...)
-	argv = append(argv, "-c", l.policy, "--state-dir", l.stateDir)
+	argv = append(argv, "-c", l.policy)
+	if args[0] != "sample" { // sample never reads the state store
+		argv = append(argv, "--state-dir", l.stateDir)
+	}
 	return l.victim.Run(argv...)
 }
 

@@ -15,6 +15,7 @@ import (
 
 func flagsExplain(fs *flag.FlagSet, o *options) {
 	flagsBackend(fs, o)
+	flagsState(fs, o)
 	flagsFrom(fs, o)
 }
 

@@ -37,27 +37,11 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 		return err
 	}
 	if o.json {
-		type banJSON struct {
-			Prefix  string  `json:"prefix"`
-			Expires float64 `json:"expires_seconds"`
-			Timeout float64 `json:"timeout_seconds"`
-			Reason  string  `json:"reason"`
-		}
-		out := make([]banJSON, 0, len(st.Bans))
-		for _, bn := range st.Bans {
-			out = append(out, banJSON{bn.Prefix.String(), bn.Expires.Seconds(), bn.Timeout.Seconds(), bn.Reason})
-		}
-		absent := make([]string, 0, len(st.Absent))
-		for _, pfx := range st.Absent {
-			absent = append(absent, pfx.String())
-		}
-		js := map[string]any{"backend": choice.Name, "backend_why": choice.Why, "bans": out, "counters": st.Counters,
-			"missing": append([]string{}, st.Missing...), "stored_bans": st.Stored, "stored_missing": absent,
-			"state_loaded": st.StateLoaded, "notes": append([]string{}, st.Notes...)}
+		doc := statusOf(st)
 		if up != nil || p.Upstream.Enabled {
-			js["upstream"] = map[string]any{"running": speakerAlive(up, time.Now()), "status": up}
+			doc.Upstream = map[string]any{"running": speakerAlive(up, time.Now()), "status": up}
 		}
-		return writeJSON(a.stdout, js)
+		return writeJSON(a.stdout, doc)
 	}
 	fmt.Fprintf(a.stdout, "backend: %s (%s)\n", choice.Name, choice.Why)
 	for _, n := range st.Notes {
@@ -126,6 +110,9 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 		if err != nil {
 			return err
 		}
+		if o.json {
+			return writeJSON(a.stdout, banDoc{Backend: bulk.Backend, Requested: secs(d), Bans: bansJSON(bulk.Bans), Covered: bulk.Covered})
+		}
 		note := ""
 		if bulk.Covered > 0 {
 			note = fmt.Sprintf(", %d more inside them", bulk.Covered)
@@ -136,6 +123,9 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 	banned, err := a.engine(o).Ban(ctx, p, subject, d, o.force)
 	if err != nil {
 		return err
+	}
+	if o.json {
+		return writeJSON(a.stdout, banDoc{Backend: banned.Backend, Requested: secs(d), Bans: bansJSON([]rules.Ban{banned.Ban})})
 	}
 	note := ""
 	if banned.Ban.Timeout < d {
@@ -182,6 +172,9 @@ func cmdUnban(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
+	if o.json {
+		return writeJSON(a.stdout, unbanDoc{Backend: backend, Requested: len(subjects), Unbanned: n})
+	}
 	fmt.Fprintf(a.stdout, "unbanned %d of %d (%s)\n", n, len(subjects), backend)
 	return nil
 }
@@ -197,6 +190,9 @@ func cmdFlush(ctx context.Context, a *app, o *options, args []string) error {
 	backend, err := a.engine(o).Flush(ctx, p)
 	if err != nil {
 		return err
+	}
+	if o.json {
+		return writeJSON(a.stdout, flushDoc{Backend: backend})
 	}
 	fmt.Fprintf(a.stdout, "removed everything synban created (%s)\n", backend)
 	return nil

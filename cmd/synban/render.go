@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	"github.com/synban/synban/templates"
@@ -11,7 +12,8 @@ import (
 // renderKinds.
 type renderKind struct {
 	name, summary string
-	run           func(ctx context.Context, a *app, o *options) error
+	// run returns the files to print (Path "") or that it wrote (Path set).
+	run func(ctx context.Context, a *app, o *options) ([]fileJSON, error)
 }
 
 // renderKinds lists the kinds of `synban render`, in usage order.
@@ -37,9 +39,27 @@ func cmdRender(ctx context.Context, a *app, o *options, args []string) error {
 		return badInput("render takes one KIND (%s), got %d arguments", renderKindNames(), len(args))
 	}
 	for _, k := range renderKinds() {
-		if k.name == args[0] {
-			return k.run(ctx, a, o)
+		if k.name != args[0] {
+			continue
 		}
+		files, err := k.run(ctx, a, o)
+		if err != nil {
+			return err
+		}
+		if o.json {
+			return writeJSON(a.stdout, renderDoc{Kind: k.name, Files: nonNil(files)})
+		}
+		for i, f := range files {
+			switch {
+			case f.Path != "":
+				fmt.Fprintf(a.stdout, "wrote %s\n", f.Path)
+			case i > 0:
+				fmt.Fprintf(a.stdout, "\n%s", f.Text)
+			default:
+				fmt.Fprint(a.stdout, f.Text)
+			}
+		}
+		return nil
 	}
 	return badInput("render: unknown KIND %q: want one of %s", args[0], renderKindNames())
 }
@@ -47,10 +67,14 @@ func cmdRender(ctx context.Context, a *app, o *options, args []string) error {
 // renderNFTInclude prints the include file for /etc/nftables.conf: the
 // policy's nftables structure without bans or allow entries, which the
 // next run fills from the state store and the host's addresses.
-func renderNFTInclude(_ context.Context, a *app, o *options) error {
+func renderNFTInclude(_ context.Context, _ *app, o *options) ([]fileJSON, error) {
 	p, err := loadPolicy(o)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return templates.NFTIncludeFor(a.stdout, p)
+	var b strings.Builder
+	if err := templates.NFTIncludeFor(&b, p); err != nil {
+		return nil, err
+	}
+	return []fileJSON{{Name: "synban.nft", Text: b.String()}}, nil
 }

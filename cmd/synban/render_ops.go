@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/synban/synban/engine"
@@ -14,6 +15,7 @@ import (
 
 func flagsRender(fs *flag.FlagSet, o *options) {
 	flagsCommon(fs, o)
+	flagsState(fs, o)
 	fs.StringVar(&o.binary, "binary", "/usr/local/bin/synban", "systemd, cron: the synban program the units run")
 	fs.StringVar(&o.every, "every", "1m", "systemd, cron: time between runs of synban.timer and of cron (cron: whole minutes)")
 	fs.StringVar(&o.watchEvery, "watch-every", defaultEvery.String(), "systemd: synban-watch.service's --every")
@@ -52,47 +54,43 @@ func unattended(o *options) (templates.Unattended, error) {
 	return u, nil
 }
 
-// renderSystemd prints synban.service, synban.timer and
+// renderSystemd returns synban.service, synban.timer and
 // synban-watch.service, or writes them into --output-dir.
-func renderSystemd(_ context.Context, a *app, o *options) error {
+func renderSystemd(_ context.Context, _ *app, o *options) ([]fileJSON, error) {
 	u, err := unattended(o)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	units, err := templates.SystemdUnits(u)
 	if err != nil {
-		return usageError{err}
+		return nil, usageError{err}
 	}
-	if o.outputDir == "" {
-		for i, unit := range units {
-			if i > 0 {
-				fmt.Fprintln(a.stdout)
-			}
-			fmt.Fprint(a.stdout, unit.Text)
-		}
-		return nil
-	}
+	files := make([]fileJSON, 0, len(units))
 	for _, unit := range units {
-		path := filepath.Join(o.outputDir, unit.Name)
-		if err := os.WriteFile(path, []byte(unit.Text), 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", path, err)
+		f := fileJSON{Name: unit.Name, Text: unit.Text}
+		if o.outputDir != "" {
+			f.Path = filepath.Join(o.outputDir, unit.Name)
+			if err := os.WriteFile(f.Path, []byte(unit.Text), 0o644); err != nil {
+				return nil, fmt.Errorf("write %s: %w", f.Path, err)
+			}
 		}
-		fmt.Fprintf(a.stdout, "wrote %s\n", path)
+		files = append(files, f)
 	}
-	return nil
+	return files, nil
 }
 
-// renderCron prints the /etc/cron.d file.
-func renderCron(_ context.Context, a *app, o *options) error {
+// renderCron returns the /etc/cron.d file.
+func renderCron(_ context.Context, _ *app, o *options) ([]fileJSON, error) {
 	if o.outputDir != "" {
-		return badInput("--output-dir is for systemd; redirect cron's output: synban render cron > /etc/cron.d/synban")
+		return nil, badInput("--output-dir is for systemd; redirect cron's output: synban render cron > /etc/cron.d/synban")
 	}
 	u, err := unattended(o)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := templates.Cron(a.stdout, u); err != nil {
-		return usageError{err}
+	var b strings.Builder
+	if err := templates.Cron(&b, u); err != nil {
+		return nil, usageError{err}
 	}
-	return nil
+	return []fileJSON{{Name: "synban", Text: b.String()}}, nil
 }

@@ -66,7 +66,7 @@ func (l *lab) spoofFlood(srcs []netip.Addr, d time.Duration) error {
 }
 
 type runJSON struct {
-	Verdicts       int `json:"verdicts"`
+	Verdicts       []any `json:"verdicts"`
 	Classification struct {
 		Kind        string `json:"kind"`
 		Why         string `json:"why"`

@@ -34,6 +34,7 @@ func topSorts() []string { return []string{"syn_recv", "established", "total", "
 
 func flagsTop(fs *flag.FlagSet, o *options) {
 	flagsBackend(fs, o)
+	flagsState(fs, o)
 	flagsFrom(fs, o)
 	fs.DurationVar(&o.view.every, "every", 2*time.Second, "time between refreshes (at least 100ms)")
 	fs.BoolVar(&o.view.once, "once", false, "print one refresh as plain text (or JSON with --json) and exit, for scripts")

@@ -19,7 +19,7 @@ func flagsWait(fs *flag.FlagSet, o *options) {
 }
 
 func flagsLocked(fs *flag.FlagSet, o *options) {
-	flagsBackend(fs, o)
+	flagsStatus(fs, o)
 	flagsWait(fs, o)
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,7 +29,66 @@ func RequireRoot(t testing.TB) {
 	t.Skip("kernel test needs root (network namespaces, netfilter); run as root to include it")
 }
 
-// RequireCommand skips (or under CI=true fails) when a program is missing.
+// packages maps each program the tests run to the Debian package that
+// installs it; README.md's apt-get line installs them all.
+var packages = map[string]string{
+	"nft":             "nftables",
+	"iptables":        "iptables",
+	"ip6tables":       "iptables",
+	"iptables-save":   "iptables",
+	"ip6tables-save":  "iptables",
+	"iptables-legacy": "iptables",
+	"ipset":           "ipset",
+	"hping3":          "hping3",
+	"conntrack":       "conntrack",
+	"ip":              "iproute2",
+	"ping":            "iputils-ping",
+	"sysctl":          "procps",
+	"systemd-analyze": "systemd",
+	"gobgpd":          "gobgpd",
+	"gobgp":           "gobgpd",
+	"cscli":           "crowdsec",
+	"crowdsec":        "crowdsec",
+	"tmux":            "tmux",
+}
+
+// Package returns the Debian package that installs the program name, and
+// whether the tests know it.
+func Package(name string) (string, bool) {
+	p, ok := packages[name]
+	return p, ok
+}
+
+// Packages returns every Debian package the kernel tests' programs come
+// from, sorted.
+func Packages() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, p := range packages {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// InstallHint is the command that installs the program name:
+// "apt-get install nftables" for "nft".
+func InstallHint(name string) string {
+	if p, ok := packages[name]; ok {
+		return "apt-get install " + p
+	}
+	return "install " + name
+}
+
+// RequireCommand returns the path of the program name. When it is not
+// installed, it skips t with the exact install command as the reason
+// ("test needs nft: apt-get install nftables"), except under CI=true where
+// every kernel test must run: there it fails t. Every test that runs one of
+// the programs of Packages goes through it, directly or through NS.Run,
+// MustRun, Start, KernelState, New and Link.
 func RequireCommand(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
@@ -36,10 +96,21 @@ func RequireCommand(t testing.TB, name string) string {
 		return p
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("test needs %s, which is not installed (CI=true forbids skipping)", name)
+		t.Fatalf("test needs %s, which is not installed (CI=true forbids skipping): %s", name, InstallHint(name))
 	}
-	t.Skipf("test needs %s, which is not installed", name)
+	t.Skipf("test needs %s, which is not installed: %s", name, InstallHint(name))
 	return ""
+}
+
+// requireArgv calls RequireCommand for argv's program when it is one the
+// tests know (a path such as the synban binary is the test's own).
+func (n *NS) requireArgv(argv []string) {
+	n.t.Helper()
+	if len(argv) > 0 {
+		if _, ok := packages[argv[0]]; ok {
+			RequireCommand(n.t, argv[0])
+		}
+	}
 }
 
 // NS is a network namespace made for one test.
@@ -56,6 +127,7 @@ var seq atomic.Uint64
 func New(t testing.TB, prefix string) *NS {
 	t.Helper()
 	RequireRoot(t)
+	RequireCommand(t, "ip")
 	name := fmt.Sprintf("sb-%s-%d-%d", prefix, os.Getpid(), seq.Add(1))
 	if len(name) > 60 {
 		name = name[:60]
@@ -88,8 +160,13 @@ func (n *NS) Command(ctx context.Context, argv ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", args...)
 }
 
-// Run runs argv inside the namespace and returns its combined output.
+// Run runs argv inside the namespace and returns its combined output. A
+// program the tests know (see Packages) that is not installed skips or
+// fails the test as RequireCommand does, so Run must be called from the
+// test's goroutine.
 func (n *NS) Run(argv ...string) (string, error) {
+	n.t.Helper()
+	n.requireArgv(argv)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var buf bytes.Buffer
@@ -116,6 +193,7 @@ func (n *NS) MustRun(argv ...string) string {
 // the test ends.
 func (n *NS) Start(argv ...string) *exec.Cmd {
 	n.t.Helper()
+	n.requireArgv(argv)
 	cmd := n.Command(context.Background(), argv...)
 	if err := cmd.Start(); err != nil {
 		n.t.Fatalf("start %v in %s: %v", argv, n.Name, err)
@@ -139,6 +217,8 @@ func (n *NS) Sysctl(key, value string) {
 // It returns the interface names in a and b.
 func Link(t testing.TB, a, b *NS, addrsA, addrsB []string) (string, string) {
 	t.Helper()
+	RequireCommand(t, "ip")
+	RequireCommand(t, "sysctl")
 	n := seq.Add(1)
 	ifA, ifB := fmt.Sprintf("sba%d", n), fmt.Sprintf("sbb%d", n)
 	if out, err := exec.Command("ip", "link", "add", ifA, "netns", a.Name, "type", "veth", "peer", "name", ifB, "netns", b.Name).CombinedOutput(); err != nil {

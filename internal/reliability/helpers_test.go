@@ -168,3 +168,12 @@ func elemAddr(t testing.TB, e json.RawMessage) netip.Addr {
 
 // mib renders bytes as MiB.
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// withStateDir adds --state-dir dir to args for the commands that take it
+// (check does not: it never reads the state store).
+func withStateDir(args []string, dir string) []string {
+	if args[0] == "check" {
+		return args
+	}
+	return append(args, "--state-dir", dir)
+}

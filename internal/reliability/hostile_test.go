@@ -285,7 +285,7 @@ func TestHostilePolicyCLI(t *testing.T) {
 		path := writePolicy(t, h.text)
 		for _, cmd := range []string{"check", "run"} {
 			began := time.Now()
-			code, _, stderr := runSynban(t, ns, cmd, "-c", path, "--state-dir", dir)
+			code, _, stderr := runSynban(t, ns, withStateDir([]string{cmd, "-c", path}, dir)...)
 			tried++
 			if code != 2 {
 				t.Errorf("%s with %s: exit %d, want 2: %.300s", cmd, h.name, code, stderr)

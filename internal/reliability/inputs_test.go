@@ -56,7 +56,7 @@ func hostileInputs(t *testing.T, good string) []hostileInput {
 		base := filepath.Base(path)
 		for _, cmd := range []string{"check", "run"} {
 			add("policy", cmd+" "+base, at(base), func(_ *testing.T, _, state string) []string {
-				return []string{cmd, "-c", abs, "--state-dir", state}
+				return withStateDir([]string{cmd, "-c", abs}, state)
 			})
 		}
 	}
