@@ -10,7 +10,7 @@ import (
 
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/memtest"
-	"github.com/synban/synban/policy"
+	"github.com/synban/synban/internal/synflood"
 	"github.com/synban/synban/rules"
 )
 
@@ -54,7 +54,7 @@ func (b *bench) spoofedPipeline() error {
 		for _, thr := range pipelineThresholds {
 			for _, nr := range pipelineRules {
 				row := pipelineRow{sources: n, rules: nr, threshold: thr}
-				p := pipelinePolicy(nr, thr)
+				p := synflood.SpoofedPolicy(nr, thr)
 				g := p.Guard(nil)
 				for range b.cfg.runs {
 					var before, after runtime.MemStats
@@ -96,28 +96,6 @@ func spoofedConns(n int) []detect.Conn {
 		out[i] = detect.Conn{Local: local, Remote: netip.AddrPortFrom(netip.AddrFrom4(src), uint16(1024+i%60000)), State: detect.SynRecv}
 	}
 	return out
-}
-
-// pipelinePolicy is the default policy with prefix aggregation off (the
-// generated sources fill whole /24s, which would fold them into prefixes)
-// and n rules: the default SYN rule at threshold thr and n-1 others counting
-// every state on a mix of port sets at thresholds of 2 and up, so that most
-// of them count each spoofed entry but none fires on one.
-func pipelinePolicy(n, thr int) *policy.Policy {
-	p := policy.Default()
-	p.Prefix.Enabled = false
-	p.Rules = []policy.Rule{{Name: "syn-flood", State: policy.StateSynRecv, Threshold: thr}}
-	states := []policy.State{policy.StateSynRecv, policy.StateEstablished, policy.StateAny}
-	ports := [][]uint16{nil, {80}, {443}, {22, 80}}
-	for i := 1; i < n; i++ {
-		p.Rules = append(p.Rules, policy.Rule{
-			Name:      fmt.Sprintf("rule-%d", i),
-			State:     states[i%len(states)],
-			Threshold: 2 + i,
-			Ports:     ports[(i/len(states))%len(ports)],
-		})
-	}
-	return p
 }
 
 // pipelineMarkdown renders the pipeline rows.

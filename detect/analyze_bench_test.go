@@ -8,7 +8,6 @@ import (
 
 	"github.com/synban/synban/internal/memtest"
 	"github.com/synban/synban/internal/synflood"
-	"github.com/synban/synban/policy"
 )
 
 // The spoofed-flood benchmarks: 1,000,000 distinct IPv4 sources, each
@@ -31,29 +30,6 @@ func spoofConns(n int) []Conn {
 	return out
 }
 
-// spoofPolicy returns a policy of n rules: the first counts syn_recv at
-// threshold thr on every port; the others count every state on a mix of
-// port sets (all, 80, 443, 22 and 80) at thresholds of 2 and up, so that
-// most of them match each spoofed entry but none fires on a single one.
-// Prefix aggregation is off, as in internal/reliability's million-source
-// test: the sources fill whole /24s, which would fold them into prefixes.
-func spoofPolicy(n, thr int) *policy.Policy {
-	p := policy.Default()
-	p.Prefix.Enabled = false
-	p.Rules = []policy.Rule{{Name: "syn-flood", State: policy.StateSynRecv, Threshold: thr}}
-	states := []policy.State{policy.StateSynRecv, policy.StateEstablished, policy.StateAny}
-	ports := [][]uint16{nil, {80}, {443}, {22, 80}}
-	for i := 1; i < n; i++ {
-		p.Rules = append(p.Rules, policy.Rule{
-			Name:      fmt.Sprintf("rule-%d", i),
-			State:     states[i%len(states)],
-			Threshold: 2 + i,
-			Ports:     ports[(i/len(states))%len(ports)],
-		})
-	}
-	return p
-}
-
 // BenchmarkAnalyzeSpoofed runs Analyze over one sample of spoofConns with
 // 1, 16 and 256 rules, once with a first-rule threshold of 1 (every source
 // offends: a million verdicts, the worst output) and once with the default
@@ -63,7 +39,7 @@ func BenchmarkAnalyzeSpoofed(b *testing.B) {
 	for _, thr := range []int{50, 1} {
 		for _, rules := range []int{1, 16, 256} {
 			b.Run(fmt.Sprintf("threshold-%d/rules-%d", thr, rules), func(b *testing.B) {
-				p := spoofPolicy(rules, thr)
+				p := synflood.SpoofedPolicy(rules, thr)
 				want := 0
 				if thr == 1 {
 					want = spoofSources
@@ -92,7 +68,7 @@ func BenchmarkAnalyzeClassifySpoofed(b *testing.B) {
 	for _, thr := range []int{50, 1} {
 		for _, rules := range []int{1, 16} {
 			b.Run(fmt.Sprintf("threshold-%d/rules-%d", thr, rules), func(b *testing.B) {
-				p := spoofPolicy(rules, thr)
+				p := synflood.SpoofedPolicy(rules, thr)
 				var peak uint64
 				b.ReportAllocs()
 				for b.Loop() {
@@ -119,7 +95,7 @@ func BenchmarkDetectSpoofed(b *testing.B) {
 	for _, thr := range []int{50, 1} {
 		for _, rules := range []int{1, 16, 256} {
 			b.Run(fmt.Sprintf("threshold-%d/rules-%d", thr, rules), func(b *testing.B) {
-				p := spoofPolicy(rules, thr)
+				p := synflood.SpoofedPolicy(rules, thr)
 				listed := 0
 				if thr == 1 {
 					listed = MaxForgedListed
@@ -149,7 +125,7 @@ func BenchmarkSpoofedPipeline(b *testing.B) {
 	for _, way := range []string{"separate", "detect"} {
 		for _, thr := range []int{50, 1} {
 			b.Run(fmt.Sprintf("%s/threshold-%d", way, thr), func(b *testing.B) {
-				p := spoofPolicy(1, thr)
+				p := synflood.SpoofedPolicy(1, thr)
 				var peak uint64
 				b.ReportAllocs()
 				for b.Loop() {

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/synban/synban/internal/memtest"
+	"github.com/synban/synban/internal/synflood"
 )
 
 // TestDetectSpoofedMemory: Detect on a spoofed flood of 1,000,000 sources
@@ -19,7 +20,7 @@ func TestDetectSpoofedMemory(t *testing.T) {
 	samples := []Sample{{Conns: spoofConns(spoofSources)}}
 	peak := map[int]uint64{}
 	for _, rules := range []int{1, 16} {
-		p := spoofPolicy(rules, 1)
+		p := synflood.SpoofedPolicy(rules, 1)
 		stop := memtest.HeapPeak()
 		rep, class := Detect(p, samples, nil, TcpExt{})
 		peak[rules] = stop()

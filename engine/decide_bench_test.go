@@ -10,7 +10,7 @@ import (
 
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/memtest"
-	"github.com/synban/synban/policy"
+	"github.com/synban/synban/internal/synflood"
 )
 
 // pipelineSources is the size of the spoofed table the whole-pipeline
@@ -46,7 +46,7 @@ func BenchmarkDecideSpoofed(b *testing.B) {
 	for _, thr := range []int{50, 1} {
 		for _, rules := range []int{1, 16} {
 			b.Run(fmt.Sprintf("threshold-%d/rules-%d", thr, rules), func(b *testing.B) {
-				p := spoofedPolicy(rules, thr)
+				p := synflood.SpoofedPolicy(rules, thr)
 				g := p.Guard(nil)
 				var peak uint64
 				b.ReportAllocs()
@@ -65,26 +65,4 @@ func BenchmarkDecideSpoofed(b *testing.B) {
 			})
 		}
 	}
-}
-
-// spoofedPolicy is the default policy with prefix aggregation off (the
-// sources fill whole /24s) and n rules: the SYN rule at threshold thr, and
-// n-1 others counting every state on a mix of port sets at thresholds of 2
-// and up, so that most of them count each spoofed entry but none fires on
-// one.
-func spoofedPolicy(n, thr int) *policy.Policy {
-	p := policy.Default()
-	p.Prefix.Enabled = false
-	p.Rules = []policy.Rule{{Name: "syn-flood", State: policy.StateSynRecv, Threshold: thr}}
-	states := []policy.State{policy.StateSynRecv, policy.StateEstablished, policy.StateAny}
-	ports := [][]uint16{nil, {80}, {443}, {22, 80}}
-	for i := 1; i < n; i++ {
-		p.Rules = append(p.Rules, policy.Rule{
-			Name:      fmt.Sprintf("rule-%d", i),
-			State:     states[i%len(states)],
-			Threshold: 2 + i,
-			Ports:     ports[(i/len(states))%len(ports)],
-		})
-	}
-	return p
 }
