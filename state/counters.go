@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/synban/synban/internal/strictjson"
 	"github.com/synban/synban/internal/trust"
 )
 
@@ -109,14 +110,9 @@ func DecodeCounters(data []byte) (*Counters, error) {
 		// Another synban's document: not ours to judge field by field.
 		return &Counters{Version: v.Version}, nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var c Counters
-	if err := dec.Decode(&c); err != nil {
+	if err := strictjson.Decode(data, &c); err != nil {
 		return nil, err
-	}
-	if dec.More() {
-		return nil, errors.New("trailing data after the JSON document")
 	}
 	if c.At.IsZero() {
 		return nil, errors.New("no time (\"at\")")

@@ -34,7 +34,6 @@ package state
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -50,6 +49,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/synban/synban/internal/strictjson"
 	"github.com/synban/synban/internal/trust"
 	"github.com/synban/synban/policy"
 )
@@ -536,14 +536,9 @@ func DecodeLegacy(data []byte) (*State, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("empty file")
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var st State
-	if err := dec.Decode(&st); err != nil {
+	if err := strictjson.Decode(data, &st); err != nil {
 		return nil, err
-	}
-	if dec.More() {
-		return nil, errors.New("trailing data after the JSON document")
 	}
 	if st.Version != Version {
 		return nil, fmt.Errorf("version %d, this synban reads version %d", st.Version, Version)

@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/synban/synban/internal/strictjson"
 )
 
 // DesiredFile is the hand-off file's name in the state directory.
@@ -178,14 +179,9 @@ func readBounded(path string) ([]byte, error) {
 
 // ParseDesired decodes hand-off content strictly; name is used in errors.
 func ParseDesired(name string, data []byte) (Desired, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var d Desired
-	if err := dec.Decode(&d); err != nil {
-		return Desired{}, fmt.Errorf("%s: %w", name, jsonWhere(data, err))
-	}
-	if dec.More() {
-		return Desired{}, fmt.Errorf("%s: data after the JSON object", name)
+	if err := strictjson.Decode(data, &d); err != nil {
+		return Desired{}, fmt.Errorf("%s: %w", name, err)
 	}
 	if d.Version != desiredVersion {
 		return Desired{}, fmt.Errorf("%s: version %d, want %d", name, d.Version, desiredVersion)
@@ -196,22 +192,4 @@ func ParseDesired(name string, data []byte) (Desired, error) {
 		}
 	}
 	return d, nil
-}
-
-// jsonWhere adds a line number to a JSON syntax or type error.
-func jsonWhere(data []byte, err error) error {
-	var off int64 = -1
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		off = se.Offset
-	case errors.As(err, &te):
-		off = te.Offset
-	}
-	if off < 0 || off > int64(len(data)) {
-		return err
-	}
-	line := 1 + bytes.Count(data[:off], []byte{'\n'})
-	return fmt.Errorf("line %d: %w", line, err)
 }

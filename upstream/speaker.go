@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,8 @@ import (
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/server"
+
+	"github.com/synban/synban/internal/strictjson"
 )
 
 // PollInterval is how often Run looks at the hand-off file; a change is
@@ -387,11 +388,9 @@ func ReadStatus(dir string) (StatusReport, error) {
 	if err != nil {
 		return StatusReport{}, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var r StatusReport
-	if err := dec.Decode(&r); err != nil {
-		return StatusReport{}, fmt.Errorf("%s: %w", path, jsonWhere(data, err))
+	if err := strictjson.Decode(data, &r); err != nil {
+		return StatusReport{}, fmt.Errorf("%s: %w", path, err)
 	}
 	if r.Version != statusVersion {
 		return StatusReport{}, fmt.Errorf("%s: version %d, want %d", path, r.Version, statusVersion)
