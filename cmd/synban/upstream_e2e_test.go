@@ -358,6 +358,24 @@ func TestUpstreamEndToEnd(t *testing.T) {
 	t.Logf("IPv6 flood: the router holds the rule %s after synban run returned", time.Since(ran).Round(time.Millisecond))
 	stop()
 
+	// SIGKILL: no clean stop, but the router's session goes down and it
+	// drops every route learnt on it; a restarted speaker announces again
+	// what the last run handed off (confirmed well within max_age).
+	if err := l.speaker.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.speaker.Wait()
+	killed := time.Now()
+	l.waitRIB(10*time.Second, "ipv6-flowspec", func(rs []gobgptest.Route) bool { return len(rs) == 0 },
+		"nothing once the killed speaker's session is down")
+	t.Logf("SIGKILL: the router withdrew the rules %s after the kill", time.Since(killed).Round(time.Millisecond))
+	l.startSpeaker()
+	restarted := time.Now()
+	l.waitRIB(15*time.Second, "ipv6-flowspec", func(rs []gobgptest.Route) bool {
+		return flowRule(rs, 0, "destination: "+upVictim6+"/128", "source: "+upAttacker6+"/128", "80")
+	}, "the IPv6 attacker's rule again, from the state directory, after a restart")
+	t.Logf("restart: the router holds the rule again %s after the speaker started", time.Since(restarted).Round(time.Millisecond))
+
 	// SIGTERM: exit 0, everything withdrawn.
 	if code := l.stopSpeaker(); code != 0 {
 		t.Fatalf("synban upstream exited %d on SIGTERM:\n%s", code, l.log.String())
