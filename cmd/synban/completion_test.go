@@ -11,27 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/templates"
 )
-
-// requireShell skips when a shell (or groff) is missing, naming the
-// command that installs it; under CI=true it fails instead.
-func requireShell(t *testing.T, name string) string {
-	t.Helper()
-	pkg := map[string]string{"groff": "groff-base"}[name]
-	if pkg == "" {
-		pkg = name
-	}
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("test needs %s, which is not installed (CI=true forbids skipping): apt-get install -y %s", name, pkg)
-	}
-	t.Skipf("test needs %s, which is not installed: apt-get install -y %s", name, pkg)
-	return ""
-}
 
 // script writes synban's completion script for shell into a file.
 func script(t *testing.T, shell string) string {
@@ -76,7 +58,7 @@ func bashComplete(t *testing.T, path string, words ...string) []string {
 // values of --backend and --log-level, render's kinds and completion's
 // shells, and nothing after a flag that takes a free value.
 func TestCompletionBash(t *testing.T) {
-	requireShell(t, "bash")
+	netnstest.RequireCommand(t, "bash")
 	path := script(t, "bash")
 	if out, err := exec.Command("bash", "-n", path).CombinedOutput(); err != nil {
 		t.Fatalf("bash -n: %v: %s", err, out)
@@ -117,7 +99,7 @@ func TestCompletionBash(t *testing.T) {
 // TestCompletionZsh checks the zsh script parses (zsh -n) and, sourced
 // after compinit, registers _synban for synban.
 func TestCompletionZsh(t *testing.T) {
-	requireShell(t, "zsh")
+	netnstest.RequireCommand(t, "zsh")
 	path := script(t, "zsh")
 	if out, err := exec.Command("zsh", "-n", path).CombinedOutput(); err != nil {
 		t.Fatalf("zsh -n: %v: %s", err, out)
@@ -135,7 +117,7 @@ func TestCompletionZsh(t *testing.T) {
 // `synban pl` to plan and run's --backend to its values, with fish's own
 // completion engine (complete -C).
 func TestCompletionFish(t *testing.T) {
-	requireShell(t, "fish")
+	netnstest.RequireCommand(t, "fish")
 	path := script(t, "fish")
 	if out, err := exec.Command("fish", "-n", path).CombinedOutput(); err != nil {
 		t.Fatalf("fish -n: %v: %s", err, out)
@@ -249,7 +231,7 @@ func TestManPage(t *testing.T) {
 			}
 		}
 	}
-	requireShell(t, "groff")
+	netnstest.RequireCommand(t, "groff")
 	cmd := exec.Command("groff", "-man", "-ww", "-z", "-Tutf8")
 	cmd.Stdin = strings.NewReader(page)
 	if msg, err := cmd.CombinedOutput(); err != nil || len(msg) > 0 {

@@ -25,7 +25,7 @@ type tmuxSession struct {
 
 func newTmux(t *testing.T, width, height int, command string) *tmuxSession {
 	t.Helper()
-	requireShell(t, "tmux")
+	netnstest.RequireCommand(t, "tmux")
 	s := &tmuxSession{t: t, socket: fmt.Sprintf("vw-top-%d", os.Getpid()), name: "vw-top"}
 	t.Cleanup(func() { _ = exec.Command("tmux", "-L", s.socket, "kill-server").Run() })
 	s.run("new-session", "-d", "-s", s.name, "-x", fmt.Sprint(width), "-y", fmt.Sprint(height), command)

@@ -50,6 +50,10 @@ var packages = map[string]string{
 	"cscli":           "crowdsec",
 	"crowdsec":        "crowdsec",
 	"tmux":            "tmux",
+	"bash":            "bash",
+	"zsh":             "zsh",
+	"fish":            "fish",
+	"groff":           "groff-base",
 }
 
 // Package returns the Debian package that installs the program name, and
