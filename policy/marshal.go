@@ -125,7 +125,7 @@ func tomlValue(path string, v reflect.Value) (text string, ok bool, err error) {
 		return strconv.Itoa(int(v.Elem().Int())), true, nil
 	case t.Kind() == reflect.String:
 		return tomlString(v.String()), true, nil
-	case t.Kind() == reflect.Int:
+	case t.Kind() == reflect.Int, t.Kind() == reflect.Int64:
 		return strconv.FormatInt(v.Int(), 10), true, nil
 	case t.Kind() == reflect.Float64:
 		f := v.Float()

@@ -53,6 +53,14 @@ pull_scenarios_containing = ["ssh"]
 escalate_factor = 3
 [spoof]
 cookie_ratio = 0.25
+[upstream]
+local_asn = 4200000000
+[[upstream.neighbor]]
+address = "2001:db8::1"
+peer_asn = 4200000001
+families = ["ipv6-flowspec"]
+password_file = "/etc/synban/bgp \"pw\""
+port = 1179
 `))
 	if err != nil {
 		t.Fatalf("odd.toml: %v", err)

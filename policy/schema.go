@@ -147,6 +147,12 @@ func (d *decoder) tables(path, key string, v any, dst reflect.Value) {
 		dst.SetZero()
 		return
 	}
+	if len(tables) == 0 {
+		// An empty array (name = []) holds what an absent one does: nil, so
+		// that Marshal's output of it parses back to the same policy.
+		dst.SetZero()
+		return
+	}
 	out := reflect.MakeSlice(dst.Type(), len(tables), len(tables))
 	et := dst.Type().Elem()
 	for i, m := range tables {

@@ -115,14 +115,22 @@ func commands() []*command {
 	}
 }
 
-// flagsJSON adds --json, which every command takes.
+// flagsJSON adds --json, which every command that prints a document
+// takes (not completion and man, which print a script or roff, nor the
+// upstream daemon).
 func flagsJSON(fs *flag.FlagSet, o *options) {
 	fs.BoolVar(&o.json, "json", false, "print machine-readable JSON (docs/json.md), errors included")
 }
 
-// flagsCommon adds the flags of every command that loads a policy.
+// flagsCommon adds the flags of every command that loads a policy and
+// prints a document.
 func flagsCommon(fs *flag.FlagSet, o *options) {
 	flagsJSON(fs, o)
+	flagsPolicy(fs, o)
+}
+
+// flagsPolicy adds the policy and logging flags.
+func flagsPolicy(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.config, "c", "", "policy file (default: the embedded default policy)")
 	fs.StringVar(&o.config, "config", "", "policy file (default: the embedded default policy)")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: log every step")
@@ -148,9 +156,10 @@ func flagsState(fs *flag.FlagSet, o *options) {
 }
 
 // flagsUpstream: the speaker reads the hand-off file in the state
-// directory and writes its status there.
+// directory and writes its status there. It is a daemon that prints no
+// document, so it takes no --json (its logs: --log-json).
 func flagsUpstream(fs *flag.FlagSet, o *options) {
-	flagsCommon(fs, o)
+	flagsPolicy(fs, o)
 	flagsState(fs, o)
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -146,6 +147,11 @@ func TestJSONSchemaOffline(t *testing.T) {
 		{"plan", exitOK, []string{"plan", "--from", "../../testdata/proc/mixed", "--state-dir", dir}},
 		{"plan", exitOK, []string{"plan", "--from", "../../testdata/proc/mixed", "--state-dir", dir, "--backend", "route"}},
 		{"sample", exitOK, []string{"sample", "--from", "../../testdata/proc/mixed"}},
+		{"explain", exitOK, []string{"explain", "203.0.113.50", "--from", "../../testdata/proc/mixed", "--state-dir", dir}},
+		{"explain", exitOK, []string{"explain", "198.51.100.0/24", "--from", "../../testdata/proc/mixed", "--state-dir", dir}},
+		{"explain", exitOK, []string{"explain", "2001:db8:bad:1::7", "--from", "../../testdata/proc/mixed", "--state-dir", dir}},
+		{"top", exitOK, []string{"top", "--once", "--from", "../../testdata/proc/mixed", "--state-dir", dir}},
+		{"error", exitUsage, []string{"explain", "not-an-address", "--from", "../../testdata/proc/mixed", "--state-dir", dir}},
 		{"render", exitOK, []string{"render", "nft-include"}},
 		{"render", exitOK, []string{"render", "cron"}},
 		{"render", exitOK, []string{"render", "systemd", "--output-dir", units}},
@@ -196,6 +202,7 @@ func TestJSONSchemaKernel(t *testing.T) {
 	// Nothing listens on the namespace's loopback: the login is refused at once.
 	online := writePolicy(t, "[crowdsec]\nenabled = true\nlapi_url = \"http://127.0.0.1:9/\"\npush = false\n"+
 		"bouncer_key_file = \""+key+"\"\ntimeout = \"2s\"\n")
+	upPolicy := writePolicy(t, upstreamPolicyText(""))
 	for _, tc := range []struct {
 		def  string
 		code int
@@ -209,6 +216,9 @@ func TestJSONSchemaKernel(t *testing.T) {
 		{"unban", exitOK, []string{"unban", "192.0.2.7", "192.0.2.8", "--state-dir", dir}},
 		{"error", exitUsage, []string{"ban", "127.0.0.1", "--state-dir", dir}},
 		{"check", exitFailure, []string{"check", "--online", "-c", online}},
+		// [upstream] on: plan and status carry their "upstream" part.
+		{"plan", exitOK, []string{"plan", "-c", upPolicy, "--state-dir", dir, "--backend", "nftables"}},
+		{"status", exitOK, []string{"status", "-c", upPolicy, "--state-dir", dir, "--backend", "nftables"}},
 		{"flush", exitOK, []string{"flush", "--state-dir", dir}},
 	} {
 		args := append(tc.args, "--json")
@@ -218,6 +228,9 @@ func TestJSONSchemaKernel(t *testing.T) {
 			continue
 		}
 		s.validate(args, tc.def, code, out, errs)
+		if slices.Contains(args, upPolicy) && !strings.Contains(out, "\n  \"upstream\": {") {
+			t.Errorf("synban %v: [upstream] is on but the document has no upstream part:\n%s", args, out)
+		}
 	}
 
 	// A run that finds the lock taken: kind "locked", exit 3.
@@ -262,7 +275,8 @@ func TestJSONSchemaKernel(t *testing.T) {
 	s.validate([]string{"watch", "--json"}, "run", exitOK, first+"\n}\n", stderr.String())
 
 	// Every document kind of the schema file was met by one of the tests.
-	offline := map[string]bool{"version": true, "plan": true, "sample": true, "render": true, "policy_default": true, "policy_show": true}
+	offline := map[string]bool{"version": true, "plan": true, "sample": true, "render": true, "policy_default": true, "policy_show": true,
+		"explain": true, "top": true}
 	for def := range s.schemas {
 		if !s.seen[def] && !offline[def] {
 			t.Errorf("$defs/%s is checked against no real output", def)
@@ -270,15 +284,28 @@ func TestJSONSchemaKernel(t *testing.T) {
 	}
 }
 
-// TestJSONCommandsDocumented: every command has a document in the schema
-// file (policy has two) and an example in docs/json.md.
+// TestJSONCommandsDocumented: every command that takes --json has a
+// document in the schema file (policy has two) and an example in
+// docs/json.md; the commands without --json (they print a script, roff,
+// or only logs) are named in docs/json.md as such.
 func TestJSONCommandsDocumented(t *testing.T) {
 	schemas := jsonSchemas(t)
 	md, err := os.ReadFile("../../docs/json.md")
 	if err != nil {
 		t.Fatal(err)
 	}
+	withJSON := 0
 	for _, c := range commands() {
+		if newFlagSet(c, io.Discard, &options{}).Lookup("json") == nil {
+			if _, ok := schemas[c.name]; ok {
+				t.Errorf("command %s takes no --json but %s has $defs/%s", c.name, schemaFile, c.name)
+			}
+			if !strings.Contains(string(md), "`synban "+c.name+"`") {
+				t.Errorf("command %s takes no --json: docs/json.md does not say so (no `synban %s`)", c.name, c.name)
+			}
+			continue
+		}
+		withJSON++
 		defs := []string{c.name}
 		switch c.name {
 		case "policy":
@@ -301,8 +328,8 @@ func TestJSONCommandsDocumented(t *testing.T) {
 	// Every example in docs/json.md is a valid document of some command.
 	all := compileSchemaRoot(t)
 	blocks := strings.Split(string(md), "```json\n")[1:]
-	if len(blocks) < len(commands()) {
-		t.Errorf("docs/json.md has %d JSON examples, fewer than the %d commands", len(blocks), len(commands()))
+	if len(blocks) < withJSON {
+		t.Errorf("docs/json.md has %d JSON examples, fewer than the %d commands with --json", len(blocks), withJSON)
 	}
 	for _, b := range blocks {
 		text, _, _ := strings.Cut(b, "```")

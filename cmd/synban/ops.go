@@ -39,7 +39,7 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 	if o.json {
 		doc := statusOf(st)
 		if up != nil || p.Upstream.Enabled {
-			doc.Upstream = map[string]any{"running": speakerAlive(up, time.Now()), "status": up}
+			doc.Upstream = upstreamStatusJSON(up, time.Now())
 		}
 		return writeJSON(a.stdout, doc)
 	}

@@ -51,6 +51,15 @@ func TestPolicyShowRoundTrip(t *testing.T) {
 				t.Errorf("synban %v lacks %q:\n%s", args, key, shown)
 			}
 		}
+		if filepath.Base(in) == "example.toml" {
+			// The example documents [upstream]: its 64-bit integers and its
+			// [[upstream.neighbor]] are shown too.
+			for _, key := range []string{"\n[upstream]\n", "\nlocal_asn = 64512\n", "\n[[upstream.neighbor]]\n", "\npeer_asn = 64500\n"} {
+				if !strings.Contains(shown, key) {
+					t.Errorf("synban %v lacks %q:\n%s", args, key, shown)
+				}
+			}
+		}
 		file := filepath.Join(dir, "shown"+string(rune('a'+i))+".toml")
 		if err := os.WriteFile(file, []byte(shown), 0o600); err != nil {
 			t.Fatal(err)

@@ -158,16 +158,22 @@ func TestReadmeFlagTable(t *testing.T) {
 
 // expandDocLine turns a documented command line into the argument lists to
 // run: alternatives ("systemd|cron|nft-include") each, placeholders
-// replaced by test files, brackets dropped. ok is false for a line that
-// changes the kernel or runs forever (run without --dry-run, ban, unban,
-// flush, watch): those are only checked for their flags.
+// replaced by test files and addresses of the captured table, brackets
+// dropped. ok is false for a line that changes the kernel or runs until
+// stopped (run without --dry-run, ban, unban, flush, watch, the upstream
+// daemon, top without --once, which needs a terminal): those are only
+// checked for their flags.
 func expandDocLine(l docLine, policyFile, capture, stateDir, outDir string) (runs [][]string, ok bool) {
 	switch l.args[0] {
 	case "run":
 		if !slices.Contains(l.args, "--dry-run") {
 			return nil, false
 		}
-	case "ban", "unban", "flush", "watch":
+	case "top":
+		if !slices.Contains(l.args, "--once") && !slices.Contains(l.args, "[--once]") {
+			return nil, false
+		}
+	case "ban", "unban", "flush", "watch", "upstream":
 		return nil, false
 	}
 	runs = [][]string{nil}
@@ -184,10 +190,20 @@ func expandDocLine(l docLine, policyFile, capture, stateDir, outDir string) (run
 			alts = []string{stateDir}
 		case prev == "--output-dir":
 			alts = []string{outDir}
+		case tok == "N" && prev == "--top":
+			alts = []string{"3"}
 		case tok == "COMMAND":
 			alts = nil
 			for _, c := range commands() {
 				alts = append(alts, c.name)
+			}
+		}
+		for i, a := range alts {
+			switch a {
+			case "ADDR":
+				alts[i] = "203.0.113.50" // an offender of testdata/proc/mixed
+			case "PREFIX":
+				alts[i] = "198.51.100.0/24" // a spared prefix of it
 			}
 		}
 		var next [][]string

@@ -13,7 +13,9 @@ import (
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/engine"
 	"github.com/synban/synban/internal/sysctl"
+	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
+	"github.com/synban/synban/upstream"
 )
 
 // The --json contract (docs/json.md, docs/synban.schema.json): every
@@ -253,7 +255,7 @@ type planDoc struct {
 	Classification classificationJSON `json:"classification"`
 	Sensor         sensorDoc          `json:"sensor"`
 	// Upstream is present when [upstream] is enabled.
-	Upstream any `json:"upstream,omitempty"`
+	Upstream *upstreamPlanDoc `json:"upstream,omitempty"`
 }
 
 func planJSON(d *engine.Decision, format, script string) planDoc {
@@ -370,7 +372,7 @@ type statusDoc struct {
 	StateLoaded   bool          `json:"state_loaded"`
 	Notes         []string      `json:"notes"`
 	// Upstream is present when [upstream] is enabled or its speaker ran.
-	Upstream any `json:"upstream,omitempty"`
+	Upstream *upstreamStatusDoc `json:"upstream,omitempty"`
 }
 
 func statusOf(st *engine.Status) statusDoc {
@@ -433,4 +435,331 @@ type renderDoc struct {
 type policyDoc struct {
 	Policy string `json:"policy"`
 	TOML   string `json:"toml"`
+}
+
+// ruleCheckJSON is one rule judged on one subject over the window
+// (explain): counts and source_counts per sample.
+type ruleCheckJSON struct {
+	Rule         string   `json:"rule"`
+	State        string   `json:"state"`
+	Ports        []uint16 `json:"ports"`
+	Threshold    int      `json:"threshold"`
+	Counts       []int    `json:"counts"`
+	SourceCounts []int    `json:"source_counts"`
+	Peak         int      `json:"peak"`
+	Hits         int      `json:"hits"`
+	Crossed      bool     `json:"crossed"`
+}
+
+func ruleChecksJSON(rs []engine.RuleCheck) []ruleCheckJSON {
+	out := make([]ruleCheckJSON, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, ruleCheckJSON{Rule: r.Rule, State: string(r.State), Ports: nonNil(r.Ports), Threshold: r.Threshold,
+			Counts: nonNil(r.Counts), SourceCounts: nonNil(r.Sources), Peak: r.Peak, Hits: r.Hits, Crossed: r.Crossed})
+	}
+	return out
+}
+
+// guardEntryJSON is the never-ban entry protecting a subject (explain).
+type guardEntryJSON struct {
+	Prefix string `json:"prefix"`
+	Why    string `json:"why"`
+	Reason string `json:"reason"`
+}
+
+func guardJSON(g *policy.Protected) *guardEntryJSON {
+	if g == nil {
+		return nil
+	}
+	return &guardEntryJSON{Prefix: g.Prefix.String(), Why: g.Why, Reason: g.Reason()}
+}
+
+func verdictOrNil(v *detect.Verdict) *verdictJSON {
+	if v == nil {
+		return nil
+	}
+	j := toJSON(*v)
+	return &j
+}
+
+// seenJSON is what one sample saw of explain's subject.
+type seenJSON struct {
+	SynRecv     int `json:"syn_recv"`
+	Established int `json:"established"`
+	Other       int `json:"other"`
+	SourceCount int `json:"source_count"`
+}
+
+// prefixCheckJSON is the aggregation prefix holding explain's subject.
+type prefixCheckJSON struct {
+	Prefix    string          `json:"prefix"`
+	Threshold int             `json:"threshold"`
+	Crossed   bool            `json:"crossed"`
+	Rules     []ruleCheckJSON `json:"rules"`
+	Guard     *guardEntryJSON `json:"guard"`
+}
+
+// explainSparedJSON says why explain's offender is not banned.
+type explainSparedJSON struct {
+	Subject string          `json:"subject"`
+	Why     string          `json:"why"`
+	Guard   *guardEntryJSON `json:"guard"`
+}
+
+// storedBanJSON is the state store's ban (explain): since is RFC 3339,
+// expires_seconds the time left (0 when it never expires: expires false).
+type storedBanJSON struct {
+	Prefix  string  `json:"prefix"`
+	Since   string  `json:"since"`
+	Left    float64 `json:"expires_seconds"`
+	Expires bool    `json:"expires"`
+	Reason  string  `json:"reason"`
+	Rule    string  `json:"rule"`
+	Backend string  `json:"backend"`
+	Forced  bool    `json:"forced"`
+	Origin  string  `json:"origin"`
+}
+
+// historyJSON is the escalation record (explain).
+type historyJSON struct {
+	Bans    int     `json:"bans"`
+	LastBan string  `json:"last_ban"`
+	LastFor float64 `json:"last_for_seconds"`
+}
+
+// kernelBanJSON is the ban in the kernel covering explain's subject: drops
+// is null when its element keeps no counter.
+type kernelBanJSON struct {
+	Prefix  string  `json:"prefix"`
+	Expires float64 `json:"expires_seconds"`
+	Reason  string  `json:"reason"`
+	Drops   *uint64 `json:"drops"`
+}
+
+// explainDoc is `explain --json`: absent parts are null.
+type explainDoc struct {
+	Subject        string             `json:"subject"`
+	Outcome        string             `json:"outcome"`
+	Policy         string             `json:"policy"`
+	Sampler        string             `json:"sampler"`
+	SamplerWhy     string             `json:"sampler_why"`
+	Samples        int                `json:"samples"`
+	MinHits        int                `json:"min_hits"`
+	Seen           []seenJSON         `json:"seen"`
+	Rules          []ruleCheckJSON    `json:"rules"`
+	Prefix         *prefixCheckJSON   `json:"prefix"`
+	Guard          *guardEntryJSON    `json:"guard"`
+	Classification classificationJSON `json:"classification"`
+	Offence        *verdictJSON       `json:"offence"`
+	Spared         *explainSparedJSON `json:"spared"`
+	Inside         []verdictJSON      `json:"inside"`
+	Escalation     string             `json:"escalation"`
+	Decided        *verdictJSON       `json:"decided"`
+	Planned        *banJSON           `json:"planned"`
+	Omitted        *omittedJSON       `json:"omitted"`
+	StateLoaded    bool               `json:"state_loaded"`
+	Stored         *storedBanJSON     `json:"stored"`
+	History        *historyJSON       `json:"history"`
+	Backend        string             `json:"backend"`
+	BackendError   string             `json:"backend_error"`
+	Kernel         *kernelBanJSON     `json:"kernel"`
+	Sensor         *sensorRowJSON     `json:"sensor"`
+	SensorRead     bool               `json:"sensor_read"`
+	Summary        []string           `json:"summary"`
+}
+
+// explainJSON is explain's --json document; now dates the stored ban's
+// time left.
+func explainJSON(x *engine.Explanation, now time.Time) explainDoc {
+	seen := make([]seenJSON, 0, len(x.Seen))
+	for _, s := range x.Seen {
+		seen = append(seen, seenJSON{SynRecv: s.SynRecv, Established: s.Established, Other: s.Other, SourceCount: s.Sources})
+	}
+	doc := explainDoc{
+		Subject: x.Subject.String(), Outcome: x.Outcome, Policy: x.Policy, Sampler: x.Sampler, SamplerWhy: x.SamplerWhy,
+		Samples: x.Samples, MinHits: x.MinHits, Seen: seen, Rules: ruleChecksJSON(x.Rules), Guard: guardJSON(x.Guard),
+		Classification: classJSON(x.Class), Offence: verdictOrNil(x.Offence), Inside: verdictsJSON(x.Inside),
+		Escalation: x.Escalation, Decided: verdictOrNil(x.Decided), StateLoaded: x.StateLoaded,
+		Backend: x.Backend.Name, BackendError: x.BackendErr, SensorRead: x.SensorRead, Summary: nonNil(x.Summary),
+	}
+	if pc := x.Prefix; pc != nil {
+		doc.Prefix = &prefixCheckJSON{Prefix: pc.Prefix.String(), Threshold: pc.Threshold, Crossed: pc.Crossed,
+			Rules: ruleChecksJSON(pc.Rules), Guard: guardJSON(pc.Guard)}
+	}
+	if x.Spared != nil {
+		doc.Spared = &explainSparedJSON{Subject: x.Spared.Verdict.Subject.String(), Why: x.Spared.Why, Guard: guardJSON(guardOf(x.Spared))}
+	}
+	if b := x.Planned; b != nil {
+		doc.Planned = &banJSON{Prefix: b.Prefix.String(), Timeout: secs(b.Timeout), Reason: b.Reason}
+	}
+	if om := x.Omitted; om != nil {
+		doc.Omitted = &omittedJSON{Subject: om.Prefix.String(), Why: om.Why}
+	}
+	if b := x.Stored; b != nil {
+		left := 0.0
+		if !b.Until.IsZero() {
+			left = secs(max(b.Until.Sub(now), 0))
+		}
+		doc.Stored = &storedBanJSON{Prefix: b.Prefix.String(), Since: b.Since.UTC().Format(time.RFC3339), Left: left,
+			Expires: !b.Until.IsZero(), Reason: b.Reason, Rule: b.Rule, Backend: b.Backend, Forced: b.Forced, Origin: b.Origin}
+	}
+	if r := x.History; r != nil {
+		doc.History = &historyJSON{Bans: r.Bans, LastBan: r.LastBan.UTC().Format(time.RFC3339), LastFor: secs(r.LastFor)}
+	}
+	if k := x.Kernel; k != nil {
+		kb := &kernelBanJSON{Prefix: k.Prefix.String(), Expires: secs(k.Expires), Reason: k.Reason}
+		if x.HasDrops {
+			drops := x.Drops
+			kb.Drops = &drops
+		}
+		doc.Kernel = kb
+	}
+	if r := x.Sensor; r != nil {
+		doc.Sensor = &sensorRowJSON{Subject: r.Subject.String(), Packets: r.Packets, InWindow: r.InWindow, SinceLast: r.SinceLast, Rate: r.Rate}
+	}
+	return doc
+}
+
+// topDoc is `top --once --json` (or `top --json`): one refresh.
+type topDoc struct {
+	At             string             `json:"at"`
+	Sampler        string             `json:"sampler"`
+	Samples        int                `json:"samples"`
+	SourceCount    int                `json:"source_count"`
+	Classification classificationJSON `json:"classification"`
+	Backend        string             `json:"backend"`
+	BackendError   string             `json:"backend_error"`
+	RuleDrops      []string           `json:"rule_drops"`
+	Rows           []topRow           `json:"rows"`
+}
+
+func topJSON(s *topSnapshot, rows []topRow) topDoc {
+	return topDoc{At: s.At.UTC().Format(time.RFC3339), Sampler: s.Sampler, Samples: s.Samples, SourceCount: s.Sources,
+		Classification: classJSON(s.Class), Backend: s.Backend, BackendError: s.BackendErr,
+		RuleDrops: nonNil(s.RuleDrops), Rows: nonNil(rows)}
+}
+
+// announcementJSON is one upstream announcement (plan, status): cli is the
+// gobgp command that makes it; source and next_hop are "" when absent,
+// rate_bytes is bytes (not bits) per second.
+type announcementJSON struct {
+	CLI         string   `json:"cli"`
+	Kind        string   `json:"kind"`
+	Family      string   `json:"family"`
+	Destination string   `json:"destination"`
+	Source      string   `json:"source"`
+	Ports       []uint16 `json:"ports"`
+	Action      string   `json:"action"`
+	RateBytes   uint64   `json:"rate_bytes"`
+	Communities []string `json:"communities"`
+	NextHop     string   `json:"next_hop"`
+}
+
+func announcementOf(an upstream.Announcement) announcementJSON {
+	j := announcementJSON{CLI: an.CLI(), Kind: string(an.Kind), Family: an.Family(), Destination: an.Destination.String(),
+		Ports: nonNil(an.Ports), Action: string(an.Action), RateBytes: an.RateBytes, Communities: make([]string, 0, len(an.Communities))}
+	if an.Source.IsValid() {
+		j.Source = an.Source.String()
+	}
+	if an.NextHop.IsValid() {
+		j.NextHop = an.NextHop.String()
+	}
+	for _, c := range an.Communities {
+		j.Communities = append(j.Communities, c.String())
+	}
+	return j
+}
+
+// refusedJSON is an announcement upstream.Check refused, and why.
+type refusedJSON struct {
+	announcementJSON
+	Why string `json:"why"`
+}
+
+// upstreamPlanDoc is plan's "upstream": what a run would hand the speaker
+// (rates in bits per second; error "" when measuring went well).
+type upstreamPlanDoc struct {
+	Reason        string             `json:"reason"`
+	UplinkBps     float64            `json:"uplink_bps"`
+	CapacityBps   float64            `json:"capacity_bps"`
+	Saturated     bool               `json:"saturated"`
+	Announcements []announcementJSON `json:"announcements"`
+	Refused       []refusedJSON      `json:"refused"`
+	Error         string             `json:"error"`
+}
+
+// upstreamPlanJSON is the plan's upstream part in --json; nil without a
+// plan.
+func upstreamPlanJSON(plan *engine.UpstreamPlan) *upstreamPlanDoc {
+	if plan == nil {
+		return nil
+	}
+	doc := &upstreamPlanDoc{Reason: plan.Decision.Reason, UplinkBps: plan.Input.UplinkBps, CapacityBps: plan.Input.CapacityBps,
+		Saturated: plan.Input.Saturated(), Announcements: make([]announcementJSON, 0, len(plan.Announcements)),
+		Refused: make([]refusedJSON, 0, len(plan.Refused))}
+	for _, an := range plan.Announcements {
+		doc.Announcements = append(doc.Announcements, announcementOf(an))
+	}
+	for _, r := range plan.Refused {
+		doc.Refused = append(doc.Refused, refusedJSON{announcementOf(r.Announcement), r.Reason})
+	}
+	if plan.Err != nil {
+		doc.Error = plan.Err.Error()
+	}
+	return doc
+}
+
+// neighborJSON is one BGP session of the speaker (status): advertised
+// counts the routes sent per family.
+type neighborJSON struct {
+	Address    string            `json:"address"`
+	PeerASN    uint32            `json:"peer_asn"`
+	State      string            `json:"state"`
+	Families   []string          `json:"families"`
+	Advertised map[string]uint64 `json:"advertised"`
+}
+
+// liveAnnouncementJSON is an announcement the speaker holds, age_seconds
+// old (as it measured, plus its status file's age).
+type liveAnnouncementJSON struct {
+	announcementJSON
+	Age float64 `json:"age_seconds"`
+}
+
+// speakerJSON is what the speaker last wrote in its status file.
+type speakerJSON struct {
+	PID           int                    `json:"pid"`
+	StatusAge     float64                `json:"status_age_seconds"`
+	Neighbors     []neighborJSON         `json:"neighbors"`
+	Announcements []liveAnnouncementJSON `json:"announcements"`
+	Deferred      int                    `json:"deferred"`
+}
+
+// upstreamStatusDoc is status's "upstream": running is false when no
+// speaker left a status file (speaker null) or its file is stale.
+type upstreamStatusDoc struct {
+	Running bool         `json:"running"`
+	Speaker *speakerJSON `json:"speaker"`
+}
+
+func upstreamStatusJSON(st *upstream.StatusReport, now time.Time) *upstreamStatusDoc {
+	doc := &upstreamStatusDoc{Running: speakerAlive(st, now)}
+	if st == nil {
+		return doc
+	}
+	fileAge := max(now.Sub(st.Written), 0)
+	sp := &speakerJSON{PID: st.PID, StatusAge: secs(fileAge), Deferred: st.Deferred,
+		Neighbors: make([]neighborJSON, 0, len(st.Neighbors)), Announcements: make([]liveAnnouncementJSON, 0, len(st.Announcements))}
+	for _, n := range st.Neighbors {
+		adv := make(map[string]uint64, len(n.Advertised))
+		for k, v := range n.Advertised {
+			adv[k] = v
+		}
+		sp.Neighbors = append(sp.Neighbors, neighborJSON{Address: n.Address, PeerASN: n.PeerASN, State: n.State, Families: nonNil(n.Families), Advertised: adv})
+	}
+	for _, l := range st.Announcements {
+		sp.Announcements = append(sp.Announcements, liveAnnouncementJSON{announcementOf(l.Announcement), secs(l.Age + fileAge)})
+	}
+	doc.Speaker = sp
+	return doc
 }

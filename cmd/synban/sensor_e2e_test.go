@@ -35,7 +35,7 @@ enabled = false
 
 // sensorRunJSON is what the sensor tests read of `run --json`.
 type sensorRunJSON struct {
-	Verdicts       int `json:"verdicts"`
+	Verdicts       []verdictJSON `json:"verdicts"`
 	Classification struct {
 		Kind          string   `json:"kind"`
 		Why           string   `json:"why"`
@@ -141,7 +141,7 @@ func TestSensorCookiesAlwaysRealSource(t *testing.T) {
 count = 3
 interval = "1s"
 `), map[string]string{"net.ipv4.tcp_syncookies": "2"})
-			if r := l.runSensor(backend); r.Verdicts != 0 { // the first run builds the rules: the sensor
+			if r := l.runSensor(backend); len(r.Verdicts) != 0 { // the first run builds the rules: the sensor
 				t.Fatalf("quiet first run: %+v", r)
 			}
 			wait := l.hpingBackground(5000, 1000) // about 5 s at up to 1000 SYNs/s
@@ -190,7 +190,7 @@ func TestSensorMeterDropsEarlyTwoRuns(t *testing.T) {
 			}
 			l := newLab(t, sensorPolicy(extra))
 			l.attacker.MustRun("nft", "delete", "table", "inet", "att") // RSTs back: no half-open entry survives
-			if r := l.runSensor(backend); r.Verdicts != 0 {
+			if r := l.runSensor(backend); len(r.Verdicts) != 0 {
 				t.Fatalf("quiet first run: %+v", r)
 			}
 			if backend == "nftables" {
@@ -281,7 +281,7 @@ interval = "1s"
 [spoof]
 min_sources = 256
 `), "1", true)
-			if r := l.runSensor(backend); r.Verdicts != 0 {
+			if r := l.runSensor(backend); len(r.Verdicts) != 0 {
 				t.Fatalf("quiet first run: %+v", r)
 			}
 			done := make(chan error, 1)

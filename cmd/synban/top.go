@@ -50,7 +50,7 @@ type topRow struct {
 	SynRecv     int    `json:"syn_recv"`
 	Established int    `json:"established"`
 	Total       int    `json:"total"`
-	Sources     int    `json:"sources"`
+	Sources     int    `json:"source_count"`
 	// Verdict is "ban", "spared" or "" (none); Why the rule, the guard's
 	// kind of protection or the prefix that folds it.
 	Verdict string `json:"verdict"`
@@ -321,9 +321,7 @@ func cmdTop(ctx context.Context, a *app, o *options, args []string) error {
 		}
 		rows := sortedRows(s.Rows, vo.sort, vo.filter, vo.top, vo.top)
 		if o.json {
-			return writeJSON(a.stdout, map[string]any{"at": s.At.UTC().Format(time.RFC3339), "sampler": s.Sampler, "samples": s.Samples,
-				"sources": s.Sources, "classification": classJSON(s.Class), "backend": s.Backend, "backend_error": s.BackendErr,
-				"rule_drops": append([]string{}, s.RuleDrops...), "rows": rows})
+			return writeJSON(a.stdout, topJSON(s, rows))
 		}
 		writeTop(a.stdout, s, vo, rows, len(rows), "")
 		return nil

@@ -55,28 +55,6 @@ func writeUpstreamPlan(w io.Writer, plan *engine.UpstreamPlan) {
 	}
 }
 
-// upstreamPlanJSON is the plan's upstream part in --json.
-func upstreamPlanJSON(plan *engine.UpstreamPlan) map[string]any {
-	if plan == nil {
-		return nil
-	}
-	anns := make([]map[string]any, 0, len(plan.Announcements))
-	for _, an := range plan.Announcements {
-		anns = append(anns, map[string]any{"cli": an.CLI(), "announcement": an})
-	}
-	refused := make([]map[string]any, 0, len(plan.Refused))
-	for _, r := range plan.Refused {
-		refused = append(refused, map[string]any{"cli": r.Announcement.CLI(), "reason": r.Reason})
-	}
-	js := map[string]any{"reason": plan.Decision.Reason, "uplink_bps": plan.Input.UplinkBps,
-		"capacity_bps": plan.Input.CapacityBps, "saturated": plan.Input.Saturated(),
-		"announcements": anns, "refused": refused}
-	if plan.Err != nil {
-		js["error"] = plan.Err.Error()
-	}
-	return js
-}
-
 // bps renders a rate in bits per second.
 func bps(v float64) string {
 	switch {

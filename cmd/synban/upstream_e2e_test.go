@@ -321,6 +321,25 @@ func TestUpstreamEndToEnd(t *testing.T) {
 		return strings.Contains(out, "neighbor "+upRouter4) && strings.Contains(out, "established") &&
 			strings.Contains(out, strings.TrimPrefix(strings.TrimSuffix(wantCLI, "\n"), "# "))
 	}, "synban status does not show the session and the live announcement")
+	// status --json carries the running speaker's part, valid against the
+	// schema file, with the same announcement.
+	args := []string{"status", "--backend", "nftables", "--json"}
+	out, errs := l.run(args...)
+	newSchemaCheck(t).validate(args, "status", exitOK, out, errs)
+	var sj struct {
+		Upstream struct {
+			Running bool `json:"running"`
+			Speaker struct {
+				Announcements []struct {
+					CLI string `json:"cli"`
+				} `json:"announcements"`
+			} `json:"speaker"`
+		} `json:"upstream"`
+	}
+	if err := json.Unmarshal([]byte(out), &sj); err != nil || !sj.Upstream.Running || len(sj.Upstream.Speaker.Announcements) != 1 ||
+		"# "+sj.Upstream.Speaker.Announcements[0].CLI+"\n" != wantCLI {
+		t.Errorf("status --json with the speaker running (%v):\n%s", err, out)
+	}
 
 	// A spoofed flood: random sources, never per-source rules; one
 	// rate-limit rule for the victim's port replaces the discard rule.
@@ -329,7 +348,7 @@ func TestUpstreamEndToEnd(t *testing.T) {
 	// SYN-ACKs for a minute): count only the forged sources' entries.
 	netnstest.Eventually(t, 10*time.Second, func() bool { return l.halfOpen("")-l.halfOpen(upAttacker4) >= 300 },
 		"the spoofed flood left fewer than 300 half-open entries from forged sources")
-	out, _ := l.run("run", "--backend", "nftables", "--json")
+	out, _ = l.run("run", "--backend", "nftables", "--json")
 	ran = time.Now()
 	var rj runJSON
 	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &rj); err != nil || rj.Classification.Kind != "spoofed" {
