@@ -45,19 +45,25 @@ import (
 
 // config holds the flags.
 type config struct {
-	sizes       []int
-	bans        []int
-	pipeline    []int
-	runs        int
-	loopMax     int
-	loopRuns    int
-	estRatio    float64
-	out         string
-	synban      string
-	skipDetect  bool
-	skipApply   bool
-	skipSteady  bool
-	skipPipe    bool
+	sizes      []int
+	bans       []int
+	pipeline   []int
+	runs       int
+	loopMax    int
+	loopRuns   int
+	estRatio   float64
+	out        string
+	synban     string
+	skipDetect bool
+	skipApply  bool
+	skipSteady bool
+	skipPipe   bool
+	// drop runs only the drop-cost scenario (bench/drop.go).
+	drop        bool
+	dropSeconds int
+	dropPackets int
+	dropDials   int
+	dropRuns    int
 	rev         string
 	commandLine string
 }
@@ -109,6 +115,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.skipApply, "skip-apply", false, "skip the ban apply benchmarks")
 	fs.BoolVar(&cfg.skipSteady, "skip-steady", false, "skip the synban run (first and steady-state) benchmarks")
 	fs.BoolVar(&cfg.skipPipe, "skip-pipeline", false, "skip the spoofed-flood decision benchmarks (peak heap, 1 vs 16 rules)")
+	fs.BoolVar(&cfg.drop, "drop", false, "run only the drop-cost scenario: ns per dropped SYN on each drop path (with -out, its section of the file is replaced and the rest kept)")
+	fs.IntVar(&cfg.dropSeconds, "drop-seconds", 3, "drop scenario: seconds of flood per path and case")
+	fs.IntVar(&cfg.dropPackets, "drop-packets", 20000000, "drop scenario: packets of flood per path and case, at most")
+	fs.IntVar(&cfg.dropDials, "drop-dials", 300, "drop scenario: client connects per path and case, at most")
+	fs.IntVar(&cfg.dropRuns, "drop-runs", 2, "drop scenario: rounds over every path and case (the median is reported)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -123,6 +134,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if cfg.pipeline, err = parseSizes(*pipeline); err != nil {
 		fmt.Fprintln(stderr, "bench: -pipeline:", err)
+		return 2
+	}
+	if cfg.dropSeconds < 1 || cfg.dropPackets < 1000 || cfg.dropDials < 1 || cfg.dropRuns < 1 {
+		fmt.Fprintln(stderr, "bench: -drop-seconds, -drop-dials and -drop-runs must be >= 1, -drop-packets >= 1000")
 		return 2
 	}
 	if cfg.runs < 1 || cfg.loopRuns < 1 || cfg.estRatio < 0 {
@@ -152,7 +167,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	report := b.markdown()
+	if cfg.drop {
+		report = b.dropMarkdown()
+	}
 	fmt.Fprint(stdout, report)
+	if cfg.drop && cfg.out != "" {
+		old, err := os.ReadFile(cfg.out)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		report = spliceDrop(string(old), report)
+	}
 	if cfg.out != "" {
 		if err := os.WriteFile(cfg.out, []byte(report), 0o644); err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
@@ -179,6 +205,7 @@ type bench struct {
 	apply    []applyRow
 	steady   []steadyRow
 	pipeline []pipelineRow
+	drop     *dropResult
 }
 
 func (b *bench) run(ctx context.Context) error {
@@ -191,7 +218,7 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	b.synban = b.cfg.synban
-	if b.synban == "" {
+	if b.synban == "" && !b.cfg.drop {
 		b.synban = filepath.Join(b.tmp, "synban")
 		b.log.Info("building synban", "out", b.synban)
 		cmd := execCommand(ctx, "go", "build", "-o", b.synban, "./cmd/synban")
@@ -200,6 +227,13 @@ func (b *bench) run(ctx context.Context) error {
 		}
 	}
 	b.env = describeMachine(ctx)
+	if b.cfg.drop {
+		if err := b.dropScenario(ctx); err != nil {
+			return fmt.Errorf("drop: %w", err)
+		}
+		b.took = time.Since(b.began)
+		return nil
+	}
 	if !b.cfg.skipDetect {
 		if err := b.detection(ctx); err != nil {
 			return fmt.Errorf("detection: %w", err)

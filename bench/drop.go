@@ -1,0 +1,735 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/synban/synban/engine"
+	"github.com/synban/synban/internal/nsenter"
+	"github.com/synban/synban/policy"
+	"github.com/synban/synban/state"
+)
+
+// The drop scenario measures what a flood costs the host once synban has
+// decided: an attacker namespace sends TCP SYNs with trafgen (netsniff-ng)
+// over a veth into a victim namespace, which has a listener (SYN cookies
+// on) and conntrack loaded by an ordinary stateful rule in a table of its
+// own, as on a real server. trafgen is pinned to one CPU (floodCPU); a veth
+// hands each packet to the receiving namespace's stack on the sending CPU
+// (netif_rx, then the NET_RX softirq; with an XDP program the veth's NAPI,
+// also a softirq there), so all of the victim's receive work runs in
+// floodCPU's softirq time, while trafgen's own sending is system time. The
+// victim's replies are steered to the other CPU (RPS on the attacker's
+// veth). floodCPU's softirq time from /proc/stat divided by the packets the
+// victim's veth received gives nanoseconds per packet; on a drop path every
+// received flood packet is a dropped one. (Steering the victim's receive
+// work to the other CPU with RPS instead makes trafgen stop: its TX ring
+// frames stay held by the queued packets, and it treats the full ring as
+// fatal.)
+
+// Lab addresses of the drop scenario: attacker link, client link.
+var (
+	dropVictimAddr   = netip.MustParseAddr("10.203.0.1")
+	dropAttackerAddr = netip.MustParseAddr("10.203.0.2")
+	dropVictimCAddr  = netip.MustParseAddr("10.204.0.1")
+	dropClientAddr   = netip.MustParseAddr("10.204.0.2")
+)
+
+const (
+	// floodCPU runs trafgen and, in softirq, the victim's receive work;
+	// replyCPU the attacker's receive work (the victim's SYN-ACKs).
+	floodCPU = 0
+	replyCPU = 1
+	// dropPort is the victim's listening port, flooded and dialled.
+	dropPort = 80
+	// userHZ is the unit of /proc/stat (USER_HZ, 100 on every Linux ABI).
+	userHZ = 100
+)
+
+// Paths of the drop table, in the order printed.
+const (
+	pathNone = iota
+	pathInput
+	pathPrerouting
+	pathIngress
+	pathXDP
+	pathXDPFilter
+	numPaths
+)
+
+var pathNames = [numPaths]string{
+	"no rule (listener, SYN cookies)",
+	"synban `hooks = [\"input\"]` (after conntrack)",
+	"synban `hooks = [\"prerouting\"]` (raw -300, before conntrack)",
+	"synban `hooks = [\"prerouting\", \"ingress\"]`",
+	"synban `[xdp]` native",
+	"`xdp-filter` (xdp-tools) native, `-f ipv4`",
+}
+
+// pathPolicy is the policy text of a synban path; "" for the anchors.
+func pathPolicy(path int, dev string) string {
+	const head = "[ban]\nmax_entries = 262144\n"
+	switch path {
+	case pathInput:
+		return head + "[nftables]\nhooks = [\"input\"]\n"
+	case pathPrerouting:
+		return head + "[nftables]\nhooks = [\"prerouting\"]\n"
+	case pathIngress:
+		return head + fmt.Sprintf("[nftables]\nhooks = [\"prerouting\", \"ingress\"]\ningress_devices = [%q]\n", dev)
+	case pathXDP:
+		return head + fmt.Sprintf("[nftables]\nhooks = [\"prerouting\"]\n[xdp]\nenabled = true\ninterfaces = [%q]\nmode = \"native\"\n", dev)
+	}
+	return ""
+}
+
+// Cases of the drop table.
+const (
+	caseOne = iota
+	caseMany
+	caseSpoofed
+	numCases
+)
+
+var caseNames = [numCases]string{
+	"(a) 1 banned source",
+	"(b) 10,000 banned /32 + 1,000 banned /24, flood spread over them",
+	"(c) random spoofed sources (10.202.0.0/16), nothing banned: the meter only",
+}
+
+// caseBans are the bans of a case: (a) 10.100.0.1; (b) 10.100.0.0 up to
+// 10.100.39.15 as /32s and 10.160.0.0/24 up to 10.163.249.0/24; (c) none.
+func caseBans(c int) []netip.Prefix {
+	switch c {
+	case caseOne:
+		return []netip.Prefix{netip.MustParsePrefix("10.100.0.1/32")}
+	case caseMany:
+		out := make([]netip.Prefix, 0, 11000)
+		for i := range 10000 {
+			out = append(out, netip.PrefixFrom(banAddr(i), 32))
+		}
+		for k := range 1000 {
+			out = append(out, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(160 + k/250), byte(k % 250), 0}), 24))
+		}
+		return out
+	}
+	return nil
+}
+
+// trafgenConf is the trafgen configuration of a case: SYNs to the victim's
+// port, random source ports and sequence numbers, sources drawn as the
+// case says (trafgen cycles through the packets of a configuration).
+func trafgenConf(c int, mac string) string {
+	pkt := func(src string) string {
+		return fmt.Sprintf("{ eth(da=%s, type=0x0800), ipv4(%s, daddr=%s, ttl=64), tcp(sp=drnd(), dp=%d, seq=drnd(), syn) }\n",
+			mac, src, dropVictimAddr, dropPort)
+	}
+	switch c {
+	case caseOne:
+		return pkt("saddr=10.100.0.1")
+	case caseMany:
+		// Banned /32s 10.100.0.0-10.100.38.255 (all inside the 10,000),
+		// and addresses inside the banned /24s 10.160-163.0-249.0/24.
+		return pkt("saddr=10.100.0.0, saddr[2]=drnd(0, 38), saddr[3]=drnd()") +
+			pkt("saddr=10.160.0.0, saddr[1]=drnd(160, 163), saddr[2]=drnd(0, 249), saddr[3]=drnd()")
+	default:
+		return pkt("saddr=10.202.0.0, saddr[2:2]=drnd()")
+	}
+}
+
+// dropCell is one path under one case.
+type dropCell struct {
+	// nsPerPkt holds one figure per round: victim CPU ns per received packet.
+	nsPerPkt []float64
+	// pps holds the received packets per second of each round.
+	pps []float64
+	// connect holds the client's connect times over all rounds; failed
+	// counts dials that did not connect within dialTimeout.
+	connect []time.Duration
+	failed  int
+	// note replaces the figures when the path could not run.
+	note string
+}
+
+// dropResult is the whole drop table.
+type dropResult struct {
+	cells    [numCases][numPaths]*dropCell
+	baseline *dropCell
+	seconds  int
+	dials    int
+}
+
+const (
+	dialTimeout = 3 * time.Second
+	// clientSources is how many addresses the client dials from in turn
+	// (10.204.1.1 upwards): a legitimate client population, each address
+	// well under the SYN meter's rate.
+	clientSources = 32
+)
+
+// dropLab is one attacker, victim and client namespace set.
+type dropLab struct {
+	victim, attacker, client *netns
+	vdev, adev               string
+	mac                      string
+	ln                       net.Listener
+	wg                       sync.WaitGroup
+}
+
+// newDropLab builds the namespaces of one measurement.
+func (b *bench) newDropLab(ctx context.Context, n int) (*dropLab, error) {
+	v, err := b.nss.add(ctx, "dropv")
+	if err != nil {
+		return nil, err
+	}
+	a, err := b.nss.add(ctx, "dropa")
+	if err != nil {
+		return nil, err
+	}
+	c, err := b.nss.add(ctx, "dropc")
+	if err != nil {
+		return nil, err
+	}
+	pid := os.Getpid() % 100000
+	l := &dropLab{victim: v, attacker: a, client: c,
+		vdev: fmt.Sprintf("sbdv%d%d", pid, n), adev: fmt.Sprintf("sbda%d%d", pid, n)}
+	l.vdev, l.adev = l.vdev[:min(len(l.vdev), 15)], l.adev[:min(len(l.adev), 15)]
+	cdev, vcdev := fmt.Sprintf("sbdc%d%d", pid, n), fmt.Sprintf("sbdw%d%d", pid, n)
+	cdev, vcdev = cdev[:min(len(cdev), 15)], vcdev[:min(len(vcdev), 15)]
+	for _, argv := range [][]string{
+		{"ip", "link", "add", l.vdev, "netns", v.name, "type", "veth", "peer", "name", l.adev, "netns", a.name},
+		{"ip", "link", "add", vcdev, "netns", v.name, "type", "veth", "peer", "name", cdev, "netns", c.name},
+	} {
+		if out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, out)
+		}
+	}
+	for _, s := range []struct {
+		ns   *netns
+		argv []string
+	}{
+		{v, []string{"ip", "addr", "add", dropVictimAddr.String() + "/24", "dev", l.vdev}},
+		{v, []string{"ip", "link", "set", l.vdev, "up"}},
+		{v, []string{"ip", "addr", "add", dropVictimCAddr.String() + "/24", "dev", vcdev}},
+		{v, []string{"ip", "link", "set", vcdev, "up"}},
+		// SYN-ACKs to forged sources leave towards the attacker, as they
+		// would leave towards a real uplink.
+		{v, []string{"ip", "route", "add", "default", "via", dropAttackerAddr.String()}},
+		{a, []string{"ip", "addr", "add", dropAttackerAddr.String() + "/24", "dev", l.adev}},
+		{a, []string{"ip", "link", "set", l.adev, "up"}},
+		{c, []string{"ip", "addr", "add", dropClientAddr.String() + "/24", "dev", cdev}},
+		{c, []string{"sh", "-c", fmt.Sprintf("for i in $(seq 1 %d); do ip addr add 10.204.1.$i/32 dev %s; done", clientSources, cdev)}},
+		{v, []string{"ip", "route", "add", "10.204.1.0/24", "via", dropClientAddr.String()}},
+		{c, []string{"ip", "link", "set", cdev, "up"}},
+		// The attacker drops what comes back (SYN-ACKs to forged sources)
+		// before its own conntrack, on its own CPU (RPS below).
+		{a, []string{"nft", "add table ip lab; add chain ip lab pre { type filter hook prerouting priority -300; policy drop; }"}},
+		// An ordinary stateful server rule: conntrack is loaded in the victim.
+		{v, []string{"nft", "add table inet server; add chain inet server in { type filter hook input priority 0; policy accept; }; " +
+			"add rule inet server in ct state established,related accept"}},
+		{v, []string{"sysctl", "-qw", "net.ipv4.tcp_syncookies=1"}},
+	} {
+		if _, err := s.ns.run(ctx, s.argv...); err != nil {
+			return nil, err
+		}
+	}
+	// The attacker's receive work (the victim's SYN-ACKs) goes to the
+	// other CPU.
+	if err := setRPS(ctx, a, l.adev, replyCPU); err != nil {
+		return nil, err
+	}
+	out, err := v.run(ctx, "ip", "-j", "link", "show", "dev", l.vdev)
+	if err != nil {
+		return nil, err
+	}
+	var links []struct {
+		Address string `json:"address"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
+		return nil, fmt.Errorf("victim MAC address from %q: %v", out, err)
+	}
+	l.mac = links[0].Address
+	err = nsenter.Do(v.path(), func() error {
+		var err error
+		l.ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", dropPort))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("victim listener: %w", err)
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			conn, err := l.ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	return l, nil
+}
+
+// close stops the listener.
+func (l *dropLab) close() {
+	if l.ln != nil {
+		l.ln.Close()
+		l.wg.Wait()
+	}
+}
+
+// setRPS steers dev's receive processing in ns to cpu.
+func setRPS(ctx context.Context, ns *netns, dev string, cpu int) error {
+	// `ip netns exec` mounts the namespace's own /sys.
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.name, "sh", "-c",
+		fmt.Sprintf("echo %x > /sys/class/net/%s/queues/rx-0/rps_cpus", 1<<cpu, dev))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("RPS of %s in %s: %w: %s", dev, ns.name, err, out)
+	}
+	return nil
+}
+
+// cpuSoftirqNS is a CPU's softirq time in ns from /proc/stat.
+func cpuSoftirqNS(cpu int) (float64, error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	name := "cpu" + strconv.Itoa(cpu)
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 7 && f[0] == name {
+			v, err := strconv.ParseFloat(f[7], 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/stat %s: %w", name, err)
+			}
+			return v * 1e9 / userHZ, nil
+		}
+	}
+	return 0, fmt.Errorf("/proc/stat has no %s line", name)
+}
+
+// rxPackets is dev's received packet count in ns.
+func rxPackets(ctx context.Context, ns *netns, dev string) (uint64, error) {
+	out, err := ns.run(ctx, "ip", "-j", "-s", "link", "show", "dev", dev)
+	if err != nil {
+		return 0, err
+	}
+	var links []struct {
+		Stats struct {
+			RX struct {
+				Packets uint64 `json:"packets"`
+			} `json:"rx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
+		return 0, fmt.Errorf("statistics of %s from %q: %v", dev, out, err)
+	}
+	return links[0].Stats.RX.Packets, nil
+}
+
+// applyPath puts a path's drop in place in the victim for the case's bans.
+// It returns a note when the path is not available in this build.
+func (b *bench) applyPath(ctx context.Context, l *dropLab, path int, bans []netip.Prefix) (note string, err error) {
+	switch path {
+	case pathNone:
+		return "", nil
+	case pathXDPFilter:
+		if len(bans) > 1 {
+			return "n/a: xdp-filter matches single addresses only (the 1,000 /24s are 256,000 entries)", nil
+		}
+		if _, err := exec.LookPath("xdp-filter"); err != nil {
+			return "n/a: xdp-filter not installed (apt-get install xdp-tools)", nil
+		}
+		// xdp-filter keeps its maps in bpffs: give it one in a private
+		// mount namespace. The program keeps its maps once attached.
+		script := fmt.Sprintf("mount -t bpf bpf /sys/fs/bpf && nsenter --net=%s xdp-filter load %s -m native -f ipv4", l.victim.path(), l.vdev)
+		for _, p := range bans {
+			script += fmt.Sprintf(" && nsenter --net=%s xdp-filter ip %s -m src", l.victim.path(), p.Addr())
+		}
+		if out, err := exec.CommandContext(ctx, "unshare", "-m", "sh", "-c", script).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("xdp-filter: %w: %s", err, out)
+		}
+		return "", nil
+	}
+	p, err := policy.Parse(fmt.Sprintf("drop-%d.toml", path), []byte(pathPolicy(path, l.vdev)))
+	if err != nil {
+		if path == pathXDP {
+			b.log.Info("the policy of this build rejects [xdp]", "err", firstLine(err.Error()))
+			return "not in this build (its policy has no [xdp] section)", nil
+		}
+		return "", err
+	}
+	dir, err := os.MkdirTemp(b.tmp, "drop-state-")
+	if err != nil {
+		return "", err
+	}
+	if err := writeStateBans(dir, bans); err != nil {
+		return "", err
+	}
+	e := engine.New(nil, engine.Options{StateDir: dir})
+	var out *engine.Outcome
+	if _, err := engineIn(l.victim, func() error {
+		var err error
+		out, err = e.Run(ctx, p, time.Now())
+		return err
+	}); err != nil {
+		return "", fmt.Errorf("synban run (%s): %w", pathNames[path], err)
+	}
+	if out.Decision.Restored != len(bans) || out.Result.Added != len(bans) {
+		return "", fmt.Errorf("synban run (%s): restored %d, added %d, want %d", pathNames[path], out.Decision.Restored, out.Result.Added, len(bans))
+	}
+	if path == pathXDP {
+		links, err := l.victim.run(ctx, "ip", "link", "show", "dev", l.vdev)
+		if err != nil {
+			return "", err
+		}
+		if !strings.Contains(links, "xdp") {
+			return "not attached: synban ran but " + l.vdev + " has no XDP program", nil
+		}
+	}
+	return "", nil
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// writeStateBans writes a state store in dir holding bans, active for an hour.
+func writeStateBans(dir string, bans []netip.Prefix) error {
+	st, err := state.Open(dir)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	return st.Update(func(s *state.State) error {
+		s.Bans = make([]state.Ban, len(bans))
+		for i, p := range bans {
+			s.Bans[i] = state.Ban{Prefix: p, Since: now, Until: now.Add(time.Hour),
+				Reason: "syn-flood: 120 syn_recv >= 50", Rule: "syn-flood", Backend: "nftables"}
+		}
+		return nil
+	})
+}
+
+// dial connects from the client namespace to the victim until stop closes
+// or n dials are done, one after the other, and records the connect times.
+func (l *dropLab) dial(n int, stop <-chan struct{}, cell *dropCell) error {
+	return nsenter.Do(l.client.path(), func() error {
+		addr := netip.AddrPortFrom(dropVictimCAddr, dropPort).String()
+		for i := range n {
+			select {
+			case <-stop:
+				return nil
+			default:
+			}
+			start := time.Now()
+			// Each dial from the next of clientSources addresses, so that no
+			// client address goes over the SYN meter's rate.
+			d := net.Dialer{Timeout: dialTimeout, LocalAddr: &net.TCPAddr{IP: net.IPv4(10, 204, 1, byte(1+i%clientSources))}}
+			conn, err := d.Dial("tcp4", addr)
+			took := time.Since(start)
+			if err != nil {
+				cell.failed++
+				continue
+			}
+			conn.Close()
+			cell.connect = append(cell.connect, took)
+			time.Sleep(5 * time.Millisecond)
+		}
+		return nil
+	})
+}
+
+// flood runs trafgen for the case from the attacker for at most seconds and
+// measures the victim CPU's cost per received packet into cell, while the
+// client dials.
+func (b *bench) flood(ctx context.Context, l *dropLab, c int, cell *dropCell) error {
+	conf := filepath.Join(b.tmp, fmt.Sprintf("trafgen-%d.cfg", c))
+	if err := os.WriteFile(conf, []byte(trafgenConf(c, l.mac)), 0o600); err != nil {
+		return err
+	}
+	secs := b.cfg.dropSeconds
+	rx0, err := rxPackets(ctx, l.victim, l.vdev)
+	if err != nil {
+		return err
+	}
+	soft0, err := cpuSoftirqNS(floodCPU)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	stop := make(chan struct{})
+	dialErr := make(chan error, 1)
+	go func() { dialErr <- l.dial(b.cfg.dropDials, stop, cell) }()
+	ferr := b.trafgen(ctx, l, conf, start.Add(time.Duration(secs)*time.Second), rx0)
+	if ferr != nil {
+		close(stop)
+		<-dialErr
+		return ferr
+	}
+	took := time.Since(start)
+	soft1, err := cpuSoftirqNS(floodCPU)
+	if err != nil {
+		return err
+	}
+	close(stop)
+	if err := <-dialErr; err != nil {
+		return err
+	}
+	rx1, err := rxPackets(ctx, l.victim, l.vdev)
+	if err != nil {
+		return err
+	}
+	pkts := float64(rx1 - rx0)
+	if pkts < 1000 {
+		return fmt.Errorf("the victim received %v packets: the flood did not arrive", pkts)
+	}
+	cell.nsPerPkt = append(cell.nsPerPkt, (soft1-soft0)/pkts)
+	cell.pps = append(cell.pps, pkts/took.Seconds())
+	return nil
+}
+
+// trafgen floods from the attacker until deadline or until the victim has
+// received -drop-packets since rx0. trafgen gives up when its TX ring is
+// full of frames the receiving side still holds (veth with an XDP program
+// queues them for its NAPI): it is then started again, within the bounds.
+func (b *bench) trafgen(ctx context.Context, l *dropLab, conf string, deadline time.Time, rx0 uint64) error {
+	for restarts := 0; ; restarts++ {
+		left := time.Until(deadline)
+		rx, err := rxPackets(ctx, l.victim, l.vdev)
+		if err != nil {
+			return err
+		}
+		budget := int64(b.cfg.dropPackets) - int64(rx-rx0)
+		if left < 100*time.Millisecond || budget <= 0 {
+			return nil
+		}
+		if restarts > 50 {
+			return errors.New("trafgen: stopped early more than 50 times")
+		}
+		var out strings.Builder
+		// `ip netns exec`: trafgen reads the device from the namespace's /sys.
+		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", l.attacker.name,
+			"timeout", "-s", "INT", fmt.Sprintf("%.3f", left.Seconds()),
+			"taskset", "-c", strconv.Itoa(floodCPU), "trafgen", "--dev", l.adev, "--conf", conf, "--cpus", "1", "-q",
+			"-n", strconv.FormatInt(budget, 10))
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err = cmd.Run()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			// Sent its whole budget.
+		case errors.As(err, &ee) && ee.ExitCode() == 124:
+			return nil // stopped at the deadline
+		case strings.Contains(out.String(), "Flushing TX_RING failed"):
+			b.log.Debug("trafgen stopped on a full TX ring; starting it again", "left", left)
+		default:
+			return fmt.Errorf("trafgen: %w: %s", err, out.String())
+		}
+	}
+}
+
+// dropScenario measures every path under every case, -drop-runs rounds.
+func (b *bench) dropScenario(ctx context.Context) error {
+	if n := numCPUs(); n < 2 {
+		return fmt.Errorf("the drop scenario pins sender and victim to two CPUs; this machine has %d", n)
+	}
+	if _, err := exec.LookPath("trafgen"); err != nil {
+		return errors.New("the drop scenario needs trafgen (apt-get install netsniff-ng)")
+	}
+	r := &dropResult{seconds: b.cfg.dropSeconds, dials: b.cfg.dropDials, baseline: &dropCell{}}
+	for c := range numCases {
+		for p := range numPaths {
+			r.cells[c][p] = &dropCell{}
+		}
+	}
+	seq := 0
+	// The no-flood baseline of the client's connect time.
+	l, err := b.newDropLab(ctx, seq)
+	if err != nil {
+		return err
+	}
+	err = l.dial(b.cfg.dropDials, nil, r.baseline)
+	l.close()
+	b.delDropLab(l)
+	if err != nil {
+		return err
+	}
+	for round := range b.cfg.dropRuns {
+		for c := range numCases {
+			bans := caseBans(c)
+			for p := range numPaths {
+				cell := r.cells[c][p]
+				if cell.note != "" {
+					continue
+				}
+				seq++
+				l, err := b.newDropLab(ctx, seq)
+				if err != nil {
+					return err
+				}
+				note, err := b.applyPath(ctx, l, p, bans)
+				if err == nil && note == "" {
+					err = b.flood(ctx, l, c, cell)
+				}
+				l.close()
+				b.delDropLab(l)
+				if err != nil {
+					return fmt.Errorf("%s, %s: %w", caseNames[c], pathNames[p], err)
+				}
+				cell.note = note
+				if note == "" {
+					b.log.Info("drop measured", "round", round+1, "case", caseNames[c][:3], "path", pathNames[p],
+						"ns_per_pkt", fmt.Sprintf("%.0f", cell.nsPerPkt[len(cell.nsPerPkt)-1]),
+						"kpps", fmt.Sprintf("%.0f", cell.pps[len(cell.pps)-1]/1000))
+				} else {
+					b.log.Info("drop path skipped", "path", pathNames[p], "why", note)
+				}
+			}
+		}
+	}
+	b.drop = r
+	return nil
+}
+
+// delDropLab deletes the lab's namespaces.
+func (b *bench) delDropLab(l *dropLab) {
+	for _, ns := range []*netns{l.victim, l.attacker, l.client} {
+		if err := b.nss.del(ns); err != nil {
+			b.log.Error("cleanup", "err", err)
+		}
+	}
+}
+
+func numCPUs() int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return 0
+	}
+	return set.Count()
+}
+
+// medianF is the median of xs (0 when empty).
+func medianF(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// quantile is the q-quantile of ds (nearest rank), 0 when empty.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func fmtMs(d time.Duration) string {
+	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+}
+
+func fmtRatio(x, base float64) string {
+	if x == 0 || base == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", x/base)
+}
+
+// dropMarkdown renders the drop section.
+func (b *bench) dropMarkdown() string {
+	r := b.drop
+	if r == nil {
+		return ""
+	}
+	var w strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&w, format, args...) }
+	p("## Drop cost: nanoseconds per dropped SYN\n\n")
+	p("Produced by `%s` on %s (synban %s). ", b.cfg.commandLine, b.began.UTC().Format("2006-01-02 15:04 MST"), b.cfg.rev)
+	for _, e := range b.env {
+		if strings.HasPrefix(e, "CPU") || strings.HasPrefix(e, "Kernel") {
+			p("%s. ", e)
+		}
+	}
+	p("\n\nAn attacker namespace sends TCP SYNs with trafgen (netsniff-ng, pinned to CPU %d, bounded by %d packets and %d s) over a veth into a victim namespace "+
+		"with a listener on port %d (`tcp_syncookies = 1`) and conntrack loaded by one `ct state established,related accept` rule in a table of its own. "+
+		"A veth hands each packet to the receiving stack on the sending CPU, in softirq (netif_rx and NET_RX; with an XDP program the veth's NAPI), "+
+		"so **ns/pkt** is CPU %d's softirq time (`/proc/stat`) divided by the packets the victim's veth received: the victim's whole receive cost, without trafgen's own "+
+		"sending (system time). On the drop paths every received packet is a dropped one. The victim's replies are processed on the other CPU (RPS on the attacker's veth). "+
+		"Each path runs in fresh namespaces; synban's rules come from the engine's run (in-process, inside the victim namespace) "+
+		"restoring the case's bans from its state store with the path's policy. Meanwhile a client namespace dials the listener (up to %d times, one after another 5 ms apart, from %d addresses in turn so that none exceeds the SYN meter; %s timeout). "+
+		"Medians over %d round(s); the machine is shared and /proc/stat's softirq time is sampled at the tick, so read ratios more than absolutes.\n\n",
+		floodCPU, b.cfg.dropPackets, r.seconds, dropPort, floodCPU, r.dials, clientSources, dialTimeout, b.cfg.dropRuns)
+	bl := r.baseline
+	p("Client connect time without a flood: p50 %s, p99 %s (%d dials, %d failed).\n", fmtMs(quantile(bl.connect, .5)), fmtMs(quantile(bl.connect, .99)), len(bl.connect), bl.failed)
+	for c := range numCases {
+		p("\n### %s\n\n", caseNames[c])
+		p("| path | received kpps | ns/pkt | × input | × xdp-filter | connect p50 | connect p99 | p99 × no flood | failed dials |\n")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		in := medianF(r.cells[c][pathInput].nsPerPkt)
+		xf := medianF(r.cells[c][pathXDPFilter].nsPerPkt)
+		base99 := quantile(bl.connect, .99)
+		for path := range numPaths {
+			cell := r.cells[c][path]
+			if cell.note != "" {
+				p("| %s | %s | | | | | | | |\n", pathNames[path], cell.note)
+				continue
+			}
+			ns := medianF(cell.nsPerPkt)
+			p99 := quantile(cell.connect, .99)
+			p("| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %d |\n", pathNames[path], medianF(cell.pps)/1000, ns,
+				fmtRatio(ns, in), fmtRatio(ns, xf), fmtMs(quantile(cell.connect, .5)), fmtMs(p99), fmtRatio(float64(p99), float64(base99)), cell.failed)
+		}
+	}
+	p("\nRegenerate (as root, with nftables, iproute2, netsniff-ng and xdp-tools installed; two CPUs or more):\n\n```sh\n%s\n```\n", b.cfg.commandLine)
+	return w.String()
+}
+
+// Markers around the drop section in BENCHMARKS.md: `-drop -out FILE`
+// replaces what lies between them (or appends the section) and keeps the
+// rest of the file.
+const (
+	dropBegin = "<!-- bench -drop: begin -->"
+	dropEnd   = "<!-- bench -drop: end -->"
+)
+
+// spliceDrop puts section between the markers of file's text.
+func spliceDrop(text, section string) string {
+	block := dropBegin + "\n" + section + dropEnd + "\n"
+	i, j := strings.Index(text, dropBegin), strings.Index(text, dropEnd)
+	if i >= 0 && j > i {
+		return text[:i] + block + strings.TrimPrefix(text[j+len(dropEnd):], "\n")
+	}
+	if text != "" && !strings.HasSuffix(text, "\n") {
+		text += "\n"
+	}
+	if text != "" {
+		text += "\n"
+	}
+	return text + block
+}
