@@ -136,6 +136,7 @@ func parse(name string, data []byte, base *Policy) (*Policy, error) {
 	d := &decoder{file: name, pos: keys.positions()}
 	base.Source = name
 	d.table("", raw, d.fields("", reflect.ValueOf(base).Elem()))
+	d.defaultHooks(base)
 	d.validate(base)
 	if err := d.err(); err != nil {
 		return nil, err

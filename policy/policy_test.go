@@ -44,7 +44,7 @@ func TestDefault(t *testing.T) {
 		Meter: Meter{Enabled: true, Rate: 20, Burst: 40, IdleTimeout: dur(t, "60s"),
 			IPv6Length: 64, Size: 65536},
 		ConnLimit: ConnLimit{Enabled: false, Max: 100},
-		NFTables: NFTables{Mode: "table", SetsFamily: "inet", Table: "synban", Family: "inet", Hooks: []string{"input"}, Priority: -10,
+		NFTables: NFTables{Mode: "table", SetsFamily: "inet", Table: "synban", Family: "inet", Hooks: []string{"prerouting"}, Priority: -10,
 			PreroutingPriority: -300, IngressPriority: -300},
 		Spoof:    Spoof{Enabled: true, MinSources: 256, MaxPerSource: 2, CookieRatio: 0.1},
 		Route:    Route{Type: "prohibit", Protocol: 211},
@@ -65,7 +65,7 @@ func TestDefault(t *testing.T) {
 	// Each call is a fresh copy.
 	got.Rules[0].Threshold = 1
 	got.NFTables.Hooks[0] = "forward"
-	if again := Default(); again.Rules[0].Threshold != 50 || again.NFTables.Hooks[0] != "input" {
+	if again := Default(); again.Rules[0].Threshold != 50 || again.NFTables.Hooks[0] != "prerouting" {
 		t.Errorf("Default() shares state between calls: %+v", again)
 	}
 }

@@ -5,6 +5,17 @@ import (
 	"slices"
 )
 
+// defaultHooks adds "input" to the default hooks when a policy file turns
+// the connection cap on without naming hooks: the default drops before
+// conntrack (prerouting), and the cap counts conntrack entries, which only
+// the input and forward chains see (policy/default.toml says so). A hook
+// list the file gives is kept as written and validated.
+func (d *decoder) defaultHooks(p *Policy) {
+	if p.ConnLimit.Enabled && !d.pos.has("nftables.hooks") && slices.Equal(p.NFTables.Hooks, []string{"prerouting"}) {
+		p.NFTables.Hooks = []string{"prerouting", "input"}
+	}
+}
+
 // validateNFTIntegration checks the [nftables] keys of the integration
 // modes: mode and the sets-mode table, the early hooks and their devices.
 func (d *decoder) validateNFTIntegration(p *Policy) {

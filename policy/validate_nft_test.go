@@ -2,6 +2,7 @@ package policy
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -62,6 +63,28 @@ func TestNFTIntegrationValidateInGo(t *testing.T) {
 	p.NFTables.Hooks = []string{"prerouting", "forward"}
 	if err := p.Validate(); err != nil {
 		t.Errorf("connlimit with forward: %v", err)
+	}
+}
+
+// The default hooks drop before conntrack; a file that turns the connection
+// cap on without naming hooks gets an input chain for it, and one that names
+// only prerouting is told why not.
+func TestConnLimitDefaultHooks(t *testing.T) {
+	p, err := Parse("cl.toml", []byte("[connlimit]\nenabled = true\n"))
+	if err != nil {
+		t.Fatalf("connlimit on with the default hooks: %v", err)
+	}
+	if !slices.Equal(p.NFTables.Hooks, []string{"prerouting", "input"}) {
+		t.Errorf("hooks = %q, want [prerouting input]", p.NFTables.Hooks)
+	}
+	if p, err := Parse("plain.toml", []byte("[meter]\nrate = 30\n")); err != nil {
+		t.Errorf("connlimit off: %v", err)
+	} else if !slices.Equal(p.NFTables.Hooks, []string{"prerouting"}) {
+		t.Errorf("connlimit off: hooks %q, want [prerouting]", p.NFTables.Hooks)
+	}
+	_, err = Parse("clpre.toml", []byte("[connlimit]\nenabled = true\n[nftables]\nhooks = [\"prerouting\"]\n"))
+	if err == nil || !strings.Contains(err.Error(), "connlimit.enabled") {
+		t.Errorf("connlimit with hooks = [prerouting] written: %v, want a connlimit.enabled error", err)
 	}
 }
 
