@@ -55,6 +55,9 @@ type Decision struct {
 	// Upstream is the decision for the upstream routers; nil when
 	// [upstream] is off.
 	Upstream *UpstreamPlan
+	// Moves says which of the kernel's base chains a run would move,
+	// add or remove (rules.ChainMoves); filled by Plan only.
+	Moves []string
 }
 
 // Guard builds the never-ban guard from the policy and the host's
@@ -94,6 +97,7 @@ func (e *Engine) Plan(ctx context.Context, p *policy.Policy, now time.Time) (*De
 		}
 		choice.Why = fmt.Sprintf("%v: run would fail", err)
 	}
+	d.Moves = e.chainMoves(ctx, p, choice, d.Ruleset)
 	return d, choice, nil
 }
 

@@ -87,6 +87,9 @@ type PlanSummary struct {
 	Listed int
 	// Sensor is the firewall sensor's table (see detect.SensorEvidence).
 	Sensor detect.SensorEvidence
+	// Moves are the base chains a run would move, add or remove in the
+	// kernel (rules.ChainMoves), one line each.
+	Moves []string
 }
 
 // WritePlanSummary writes s as '#' comment lines, so that the dry run stays
@@ -105,6 +108,9 @@ func WritePlanSummary(w io.Writer, s PlanSummary) {
 		fmt.Fprintf(w, "# backend run would use: %s (assumed: probing needs root)\n", s.Backend)
 	default:
 		fmt.Fprintf(w, "# backend run would use: %s (%s)\n", s.Backend, s.Why)
+	}
+	for _, m := range s.Moves {
+		fmt.Fprintf(w, "# run would move: %s\n", m)
 	}
 	fmt.Fprintf(w, "# sampler: %s (%s)\n", s.Sampler, s.SamplerWhy)
 	fmt.Fprintf(w, "# window: %d sample(s), %d entries, %d distinct sources, %d malformed\n", r.Samples, conns, r.Sources, r.Malformed)

@@ -137,7 +137,7 @@ func (a *app) printPlan(d *engine.Decision, o *options, choice backends.Choice) 
 			Source: d.Policy.Source, Backend: choice.Name, Why: choice.Why, Assumed: choice.Assumed,
 			Sampler: d.Sampler, SamplerWhy: d.SamplerWhy, Samples: d.Samples, Counters: d.Counters,
 			Class: d.Class, Report: d.Report, Omitted: d.Omitted, Restored: d.Restored, Listed: engine.MaxListed,
-			Sensor: d.Sensor,
+			Sensor: d.Sensor, Moves: d.Moves,
 		})
 	}
 	if _, err := io.WriteString(a.stdout, script.String()); err != nil {

@@ -254,6 +254,8 @@ type planDoc struct {
 	Ruleset        string             `json:"ruleset"`
 	Classification classificationJSON `json:"classification"`
 	Sensor         sensorDoc          `json:"sensor"`
+	// Moves are the kernel's base chains a run would move, add or remove.
+	Moves []string `json:"moves"`
 	// Upstream is present when [upstream] is enabled.
 	Upstream *upstreamPlanDoc `json:"upstream,omitempty"`
 }
@@ -272,7 +274,7 @@ func planJSON(d *engine.Decision, format, script string) planDoc {
 		Samples: d.Report.Samples, SourceCount: d.Report.Sources, Malformed: d.Report.Malformed,
 		Verdicts: verdictsJSON(d.Report.Verdicts), Spared: sp, Omitted: om, Bans: bansJSON(d.Ruleset.Bans),
 		Restored: d.Restored, Format: format, Ruleset: script, Classification: classJSON(d.Class),
-		Sensor: sensorJSON(d.Sensor),
+		Sensor: sensorJSON(d.Sensor), Moves: nonNil(d.Moves),
 	}
 }
 

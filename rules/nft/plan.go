@@ -221,6 +221,13 @@ type chainPlan struct {
 func (d *differ) diffChains(want []spec.ChainSpec, setsChanging bool) []chainPlan {
 	var out []chainPlan
 	seen := map[string]bool{}
+	// moving: the kernel's table has a chain no longer wanted (the policy
+	// changed hooks, e.g. input to prerouting). A wanted chain it lacks is
+	// then a change, made in the same transaction as the removal, not a
+	// restore after an outside flush.
+	moving := slices.ContainsFunc(d.st.chainOrder, func(name string) bool {
+		return !slices.ContainsFunc(want, func(cs spec.ChainSpec) bool { return cs.Name() == name })
+	})
 	for _, cs := range want {
 		h := cs.Name()
 		if seen[h] {
@@ -229,6 +236,9 @@ func (d *differ) diffChains(want []spec.ChainSpec, setsChanging bool) []chainPla
 		seen[h] = true
 		cp := chainPlan{ChainSpec: cs}
 		switch k := d.st.chains[h]; {
+		case k == nil && moving:
+			cp.add, cp.refill = true, true
+			d.changed("chain " + h + " added")
 		case k == nil:
 			cp.add, cp.refill = true, true
 			d.plan.Result.Created = true

@@ -220,6 +220,36 @@ func TestDiff(t *testing.T) {
 			checks: []check{onlyTable},
 		},
 		{
+			// The previous default (input) upgraded to prerouting: the
+			// chains move in the same transaction; no set is touched, no
+			// element sent; a change, not a restore.
+			name: "hooks input to prerouting moves chains, keeps sets",
+			before: func(t *testing.T, rs *rules.Ruleset) *state {
+				old := base(sample...)
+				old.Hooks = []string{rules.HookInput}
+				return applied(t, old)
+			},
+			rs: func() *rules.Ruleset {
+				rs := base(sample...)
+				rs.Hooks, rs.Prerouting, rs.PreroutingPriority = nil, true, -300
+				return rs
+			}(),
+			res: rules.Result{Changed: []string{"chain prerouting added", "chain input removed"}},
+			checks: []check{noElementOps, func(t *testing.T, p *Plan) {
+				for _, k := range []OpKind{OpAddSet, OpDelSet} {
+					if n, _ := count(p, k, ""); n != 0 {
+						t.Errorf("%s: %v", k, opsOf(p))
+					}
+				}
+				if n, _ := count(p, OpDelChain, "input"); n != 1 {
+					t.Errorf("input not deleted: %v", opsOf(p))
+				}
+				if n, _ := count(p, OpAddChain, "prerouting"); n != 1 {
+					t.Errorf("prerouting not added: %v", opsOf(p))
+				}
+			}},
+		},
+		{
 			name:   "same bans again within a second are not refreshed",
 			before: func(t *testing.T, rs *rules.Ruleset) *state { return applied(t, base(sample...)) },
 			rs:     base(backendtest.SampleBans(hour + time.Second)...),
