@@ -156,7 +156,7 @@ func TestExampleLoads(t *testing.T) {
 	if !slices.Equal(p.Allow.Addresses, wantAllow) {
 		t.Errorf("Allow.Addresses = %v, want %v", p.Allow.Addresses, wantAllow)
 	}
-	if !slices.Equal(p.NFTables.Hooks, []string{"input", "forward"}) || p.Sample.Count != 3 || p.Sample.MinHits != 2 {
+	if !slices.Equal(p.NFTables.Hooks, []string{"prerouting", "input", "forward"}) || p.Sample.Count != 3 || p.Sample.MinHits != 2 {
 		t.Errorf("example not decoded as written: %+v", p)
 	}
 }
@@ -186,7 +186,7 @@ func TestExampleDecodes(t *testing.T) {
 			Ports: []uint16{22, 80, 443}, IPv6Length: 64, Size: 65536},
 		ConnLimit: ConnLimit{Enabled: true, Max: 150, Ports: []uint16{80, 443}},
 		NFTables: NFTables{Mode: "table", SetsFamily: "inet", Table: "synban", Family: "inet",
-			Hooks: []string{"input", "forward"}, Priority: -10, PreroutingPriority: -300, IngressPriority: -300},
+			Hooks: []string{"prerouting", "input", "forward"}, Priority: -10, PreroutingPriority: -300, IngressPriority: -300},
 		Spoof:    Spoof{Enabled: true, MinSources: 256, MaxPerSource: 2, CookieRatio: 0.1},
 		Route:    Route{Type: "prohibit", Protocol: 211},
 		IPTables: IPTables{Chain: "SYNBAN"},
