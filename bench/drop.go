@@ -718,6 +718,15 @@ const (
 	dropEnd   = "<!-- bench -drop: end -->"
 )
 
+// dropSection is the drop section between the markers of text, or "".
+func dropSection(text string) string {
+	i, j := strings.Index(text, dropBegin), strings.Index(text, dropEnd)
+	if i < 0 || j < i {
+		return ""
+	}
+	return strings.TrimPrefix(text[i+len(dropBegin):j], "\n")
+}
+
 // spliceDrop puts section between the markers of file's text.
 func spliceDrop(text, section string) string {
 	block := dropBegin + "\n" + section + dropEnd + "\n"

@@ -171,13 +171,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		report = b.dropMarkdown()
 	}
 	fmt.Fprint(stdout, report)
-	if cfg.drop && cfg.out != "" {
+	if cfg.out != "" {
+		// The drop section and the others are produced by separate runs:
+		// each keeps the other's part of the file.
 		old, err := os.ReadFile(cfg.out)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			fmt.Fprintln(stderr, "bench:", err)
 			return 1
 		}
-		report = spliceDrop(string(old), report)
+		if cfg.drop {
+			report = spliceDrop(string(old), report)
+		} else if blk := dropSection(string(old)); blk != "" {
+			report = spliceDrop(report, blk)
+		}
 	}
 	if cfg.out != "" {
 		if err := os.WriteFile(cfg.out, []byte(report), 0o644); err != nil {
