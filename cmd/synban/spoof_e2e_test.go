@@ -110,7 +110,7 @@ func TestSpoofedFloodWithCookies(t *testing.T) {
 	if len(st.Bans) > 3 {
 		t.Fatalf("a spoofed flood filled the ban set with %d entries: %+v", len(st.Bans), st.Bans)
 	}
-	if out := l.victim.MustRun("nft", "list", "chain", "inet", "synban", "input"); !strings.Contains(out, "update @meter_v4") {
+	if out := l.victim.MustRun("nft", "list", "chain", "inet", "synban", "prerouting"); !strings.Contains(out, "update @meter_v4") {
 		t.Fatalf("the SYN meter is not on:\n%s", out)
 	}
 	t.Logf("classification: %s", r.Classification.Why)
