@@ -706,6 +706,17 @@ func (b *bench) dropMarkdown() string {
 				fmtRatio(ns, in), fmtRatio(ns, xf), fmtMs(quantile(cell.connect, .5)), fmtMs(p99), fmtRatio(float64(p99), float64(base99)), cell.failed)
 		}
 	}
+	p("\nThe default path (prerouting, before conntrack) over the input path after conntrack, in ns per dropped packet (the issue's target: at most 0.4×):")
+	var parts []string
+	for c := range caseSpoofed {
+		pre, in := medianF(r.cells[c][pathPrerouting].nsPerPkt), medianF(r.cells[c][pathInput].nsPerPkt)
+		verdict := "met"
+		if pre == 0 || in == 0 || pre/in > 0.4 {
+			verdict = "not met"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", caseNames[c][:3], fmtRatio(pre, in), verdict))
+	}
+	p(" %s.\n", strings.Join(parts, "; "))
 	p("\nRegenerate (as root, with nftables, iproute2, netsniff-ng and xdp-tools installed; two CPUs or more):\n\n```sh\n%s\n```\n", b.cfg.commandLine)
 	return w.String()
 }
