@@ -235,10 +235,13 @@ type NFTables struct {
 	Table string `toml:"table"`
 	// Family is the table family: "inet" (default).
 	Family string `toml:"family"`
-	// Hooks are the hooks synban attaches base chains to: "input" (default),
-	// "forward" (also covers container traffic: Docker's published ports are
-	// forwarded), "prerouting" (at PreroutingPriority, by default before
-	// conntrack; the SYN meter moves there) and "ingress" (one chain per
+	// Hooks are the hooks synban attaches base chains to: "prerouting"
+	// (default: at PreroutingPriority, by default before conntrack, so
+	// dropped packets cost no conntrack entry; it carries the SYN meter and
+	// also sees routed and container traffic), "input" (after conntrack;
+	// with ConnLimit enabled and no hooks in the file, the default is
+	// ["prerouting", "input"]), "forward" (container traffic: Docker's
+	// published ports are forwarded) and "ingress" (one chain per
 	// IngressDevices entry, allow and ban rules only). At least one of
 	// "input", "forward" or "prerouting" is required.
 	Hooks []string `toml:"hooks"`
