@@ -121,13 +121,52 @@ func createMaps(max int) (*maps, error) {
 	return m, nil
 }
 
-// syncEntries adds and refreshes entries first, then removes those not in
-// bans.
+// entryOps are the map operations syncEntries makes, one atomic syscall
+// each; a seam so that their order is tested without a kernel.
+type entryOps interface {
+	// put writes p's value (a new entry, or a refreshed expiry).
+	put(p netip.Prefix, v value) error
+	// del removes p's entry.
+	del(p netip.Prefix) error
+	// packets reads p's counter now (0 when it cannot).
+	packets(p netip.Prefix) uint64
+}
+
+func (m *maps) put(p netip.Prefix, v value) error {
+	mp, k := m.mapFor(p)
+	return mp.Update(k, v, ebpf.UpdateAny)
+}
+
+func (m *maps) del(p netip.Prefix) error {
+	mp, k := m.mapFor(p)
+	if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
+}
+
+func (m *maps) packets(p netip.Prefix) uint64 {
+	mp, k := m.mapFor(p)
+	var v value
+	if mp.Lookup(k, &v) != nil {
+		return 0
+	}
+	return v.Packets
+}
+
+// syncEntries makes the maps hold bans: it adds and refreshes entries
+// first, then removes those not in bans, so a ban in both the old and the
+// new set is never missing, even when the process dies half-way.
 func syncEntries(m *maps, bans []Ban, c clock, res *Result) error {
 	have, err := m.entries(c)
 	if err != nil {
 		return err
 	}
+	return applyEntries(m, have, bans, c, res)
+}
+
+// applyEntries changes the entries have into bans through ops.
+func applyEntries(ops entryOps, have []Entry, bans []Ban, c clock, res *Result) error {
 	cur := make(map[netip.Prefix]Entry, len(have))
 	for _, e := range have {
 		cur[e.Prefix] = e
@@ -136,7 +175,6 @@ func syncEntries(m *maps, bans []Ban, c clock, res *Result) error {
 	for _, b := range bans {
 		want[b.Prefix] = true
 		exp := c.toBoot(b.Expires)
-		mp, k := m.mapFor(b.Prefix)
 		old, found := cur[b.Prefix]
 		if found && abs(int64(c.toBoot(old.Expires))-int64(exp)) < int64(time.Second) {
 			continue // unchanged (Entry.Expires is rounded to the second)
@@ -145,12 +183,9 @@ func syncEntries(m *maps, bans []Ban, c clock, res *Result) error {
 		if found {
 			// Keep the counter; a drop counted between this read and the
 			// write below is lost, which a counter can bear.
-			var prev value
-			if err := mp.Lookup(k, &prev); err == nil {
-				v.Packets = prev.Packets
-			}
+			v.Packets = ops.packets(b.Prefix)
 		}
-		if err := mp.Update(k, v, ebpf.UpdateAny); err != nil {
+		if err := ops.put(b.Prefix, v); err != nil {
 			return fmt.Errorf("xdp: add %s: %w", b.Prefix, err)
 		}
 		if found {
@@ -163,8 +198,7 @@ func syncEntries(m *maps, bans []Ban, c clock, res *Result) error {
 		if want[e.Prefix] {
 			continue
 		}
-		mp, k := m.mapFor(e.Prefix)
-		if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := ops.del(e.Prefix); err != nil {
 			return fmt.Errorf("xdp: remove %s: %w", e.Prefix, err)
 		}
 		res.Removed++

@@ -3,6 +3,8 @@ package xdp
 import (
 	"context"
 	"errors"
+	"fmt"
+	stdmaps "maps"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/synban/synban/internal/netnstest"
@@ -23,10 +26,9 @@ import (
 // victim, a per-source nftables counter at the victim's first netfilter
 // hook, and a bpffs of the test's own.
 type lab struct {
-	att, vic        *netnstest.NS
-	attIf, vicIf    string
-	root            string
-	listener4, lis6 string
+	att, vic     *netnstest.NS
+	attIf, vicIf string
+	root         string
 }
 
 func newLab(t *testing.T) *lab {
@@ -275,5 +277,129 @@ func TestXDPAttachFailure(t *testing.T) {
 	}
 	if out := l.vic.MustRun("ip", "-d", "link", "show", "dev", "lo"); !strings.Contains(out, "xdpgeneric") {
 		t.Errorf("no generic program on lo:\n%s", out)
+	}
+}
+
+// TestXDPRecoversFromKilledRuns: the states a SIGKILL can leave between
+// Sync's steps are each taken up by the next Sync: maps filled and pinned
+// but no program attached (killed before the attach), and one map pinned
+// without the other (killed between the two pins). After each, the
+// attached program uses exactly the pinned maps, and drops.
+func TestXDPRecoversFromKilledRuns(t *testing.T) {
+	l := newLab(t)
+	exp := time.Now().Add(10 * time.Minute)
+	bans := []Ban{{netip.MustParsePrefix("10.77.0.1/32"), exp}}
+	cfg := Config{Interfaces: []string{l.vicIf}, Mode: ModeNative, MaxEntries: 16, Root: l.root}
+
+	// Killed after the maps were pinned, before the attach.
+	noIf := cfg
+	noIf.Interfaces = nil
+	if res, err := l.sync(t, noIf, bans); err != nil || res.Added != 1 || len(res.Attached) != 0 {
+		t.Fatalf("maps only: %+v, %v", res, err)
+	}
+	if out := l.vic.MustRun("ip", "-d", "link", "show", "dev", l.vicIf); strings.Contains(out, "xdp") {
+		t.Fatalf("a program without a run attaching it:\n%s", out)
+	}
+	if res, err := l.sync(t, cfg, bans); err != nil || res.Added+res.Updated+res.Removed != 0 || len(res.Attached) != 1 {
+		t.Fatalf("next run: %+v, %v", res, err)
+	}
+	l.requireProgramUsesPinnedMaps(t)
+	if err := l.dial("10.77.0.1", "10.77.0.2", 300*time.Millisecond); err == nil {
+		t.Fatal("banned source connected")
+	}
+
+	// Killed between the two pins: bans4 alone.
+	if err := nsenter.Do(l.vic.Path(), func() error {
+		if _, err := Flush(l.root); err != nil {
+			return err
+		}
+		d, err := dir(l.root)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+		m, err := createMaps(16)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		return m.v4.Pin(filepath.Join(d, pin4))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := l.sync(t, cfg, bans); err != nil || res.Added != 1 || len(res.Attached) != 1 {
+		t.Fatalf("after a half-pinned run: %+v, %v", res, err)
+	}
+	l.requireProgramUsesPinnedMaps(t)
+	if err := l.dial("10.77.0.1", "10.77.0.2", 300*time.Millisecond); err == nil {
+		t.Fatal("banned source connected")
+	}
+	if n := l.packets(t, "10.77.0.1/32"); n == 0 {
+		t.Error("no drop counted")
+	}
+}
+
+// requireProgramUsesPinnedMaps checks that the program behind each pinned
+// link holds the pinned maps, and no other.
+func (l *lab) requireProgramUsesPinnedMaps(t *testing.T) {
+	t.Helper()
+	if err := nsenter.Do(l.vic.Path(), func() error {
+		d, err := dir(l.root)
+		if err != nil {
+			return err
+		}
+		m, ok, err := openMaps(d)
+		if err != nil || !ok {
+			return fmt.Errorf("pinned maps: %v, %v", ok, err)
+		}
+		defer m.Close()
+		want := map[ebpf.MapID]bool{}
+		for _, x := range []*ebpf.Map{m.v4, m.v6} {
+			info, err := x.Info()
+			if err != nil {
+				return err
+			}
+			id, _ := info.ID()
+			want[id] = true
+		}
+		links, err := pinnedLinks(d)
+		if err != nil {
+			return err
+		}
+		if len(links) == 0 {
+			return errors.New("no pinned link")
+		}
+		for _, pl := range links {
+			if pl.link == nil {
+				return fmt.Errorf("%s: not a link", pl.path)
+			}
+			info, err := pl.link.Info()
+			pl.link.Close()
+			if err != nil {
+				return err
+			}
+			prog, err := ebpf.NewProgramFromID(info.Program)
+			if err != nil {
+				return err
+			}
+			pinfo, err := prog.Info()
+			prog.Close()
+			if err != nil {
+				return err
+			}
+			ids, _ := pinfo.MapIDs()
+			got := map[ebpf.MapID]bool{}
+			for _, id := range ids {
+				got[id] = true
+			}
+			if !stdmaps.Equal(got, want) {
+				return fmt.Errorf("program of %s uses maps %v, the pinned ones are %v", pl.path, ids, want)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
