@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -60,6 +61,10 @@ func (e *Engine) syncXDP(ctx context.Context, p *policy.Policy, b rules.Backend)
 		return warn(err)
 	}
 	res, err := xdp.Sync(xdp.Config{Interfaces: p.XDP.Interfaces, Mode: p.XDP.Mode, MaxEntries: p.Ban.MaxEntries, Root: e.xdpRoot()}, bans)
+	if res != nil && res.Mounted {
+		e.log.Warn("mounted bpffs for the XDP fast path's pins; if synban runs in a mount namespace of its own (ip netns exec makes one), the pins and the program end with it: enter a network namespace with nsenter --net instead",
+			"path", cmp.Or(e.xdpRoot(), xdp.DefaultRoot))
+	}
 	if res != nil {
 		rep.Entries, rep.Added, rep.Updated, rep.Removed = len(bans), res.Added, res.Updated, res.Removed
 		for _, a := range res.Attached {
@@ -83,7 +88,7 @@ func (e *Engine) xdpBans(p *policy.Policy, active []rules.ActiveBan, now time.Ti
 	}
 	out := make([]xdp.Ban, 0, len(active))
 	seen := make(map[netip.Prefix]bool, len(active))
-	n4, n6 := 0, 0
+	n4, n6, over := 0, 0, 0
 	for _, a := range active {
 		pfx := policy.Canonical(a.Prefix).Masked()
 		if seen[pfx] {
@@ -98,6 +103,7 @@ func (e *Engine) xdpBans(p *policy.Policy, active []rules.ActiveBan, now time.Ti
 			n = &n4
 		}
 		if *n >= p.Ban.MaxEntries {
+			over++
 			continue
 		}
 		*n++
@@ -107,6 +113,9 @@ func (e *Engine) xdpBans(p *policy.Policy, active []rules.ActiveBan, now time.Ti
 			b.Expires = now.Add(a.Expires)
 		}
 		out = append(out, b)
+	}
+	if over > 0 {
+		e.log.Warn("more bans than the XDP maps hold (ban.max_entries per family): the rest are enforced by the firewall table only", "left_out", over, "max_entries", p.Ban.MaxEntries)
 	}
 	return out, nil
 }

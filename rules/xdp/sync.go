@@ -48,7 +48,8 @@ func Sync(cfg Config, bans []Ban) (*Result, error) {
 		return nil, fmt.Errorf("xdp: max entries %d", cfg.MaxEntries)
 	}
 	root := rootOf(cfg.Root)
-	if err := ensureBPFFS(root); err != nil {
+	mounted, err := ensureBPFFS(root)
+	if err != nil {
 		return nil, err
 	}
 	d, err := dir(root)
@@ -62,7 +63,7 @@ func Sync(cfg Config, bans []Ban) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{}
+	res := &Result{Mounted: mounted}
 
 	m, ok, err := openMaps(d)
 	if err != nil {

@@ -111,6 +111,10 @@ type Result struct {
 	Added, Updated, Removed int
 	// Attached lists the interfaces the program is on after the run.
 	Attached []Attachment
+	// Mounted is set when Sync mounted bpffs itself: in a mount namespace
+	// of the process's own (`ip netns exec` makes one, with a fresh /sys)
+	// that mount, the pins and so the program end with the process.
+	Mounted bool
 }
 
 // dir is the pin directory of the calling thread's network namespace
@@ -132,18 +136,19 @@ func isBPFFS(path string) bool {
 	return unix.Statfs(path, &fs) == nil && uint32(fs.Type) == bpfFSMagic
 }
 
-// ensureBPFFS mounts bpffs at root if it is not there already.
-func ensureBPFFS(root string) error {
+// ensureBPFFS mounts bpffs at root if it is not there already, and
+// reports whether it did.
+func ensureBPFFS(root string) (bool, error) {
 	if isBPFFS(root) {
-		return nil
+		return false, nil
 	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
-		return fmt.Errorf("xdp: make %s: %w", root, err)
+		return false, fmt.Errorf("xdp: make %s: %w", root, err)
 	}
 	if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("xdp: mount bpffs at %s: %w", root, err)
+		return false, fmt.Errorf("xdp: mount bpffs at %s: %w", root, err)
 	}
-	return nil
+	return true, nil
 }
 
 func rootOf(root string) string {
