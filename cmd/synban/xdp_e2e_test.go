@@ -124,7 +124,8 @@ func (l *xdpLab) pinDir() string {
 // TestXDPFastPathEndToEnd: with [xdp] on, a banned source's SYNs never
 // reach the victim's nftables counters while the client still connects;
 // status, explain and the metrics file show the entry's XDP drops; a run
-// keeps the program; flush leaves no program on the device and no pin.
+// keeps the program, an unban lifts the entry, a run with [xdp] off
+// removes everything; flush leaves no program on the device and no pin.
 func TestXDPFastPathEndToEnd(t *testing.T) {
 	l := newXDPLab(t, func(dev string) string {
 		return fmt.Sprintf("[xdp]\nenabled = true\ninterfaces = [%q]\nmode = \"native\"\n", dev)
@@ -227,6 +228,27 @@ func TestXDPFastPathEndToEnd(t *testing.T) {
 	}
 	if err := l.dial(xdpBanned, 5*time.Second); err != nil {
 		t.Fatalf("the unbanned source cannot connect: %v", err)
+	}
+
+	// A run with [xdp] turned off takes the program and the pins away.
+	pol := string(mustReadFile(t, l.policy))
+	if err := os.WriteFile(l.policy, []byte(strings.Replace(pol, "enabled = true", "enabled = false", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := l.run("run"); code != 0 {
+		t.Fatalf("run with [xdp] off: exit %d: %s", code, errs)
+	}
+	if l.xdpOnDevice() {
+		t.Error("a run with [xdp] off left the program")
+	}
+	if _, err := os.Stat(l.pinDir()); !os.IsNotExist(err) {
+		t.Errorf("a run with [xdp] off left the pins in %s: %v", l.pinDir(), err)
+	}
+	if err := os.WriteFile(l.policy, []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := l.run("ban", xdpBanned); code != 0 || !l.xdpOnDevice() {
+		t.Fatalf("ban with [xdp] on again: exit %d, program %v: %s", code, l.xdpOnDevice(), errs)
 	}
 
 	if code, _, errs := l.run("flush"); code != 0 {
