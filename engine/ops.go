@@ -363,7 +363,8 @@ func (e *Engine) Status(ctx context.Context, p *policy.Policy) (*Status, error) 
 	out.Stored, out.Absent = gap.stored, gap.absent
 	out.Notes = gap.notes(choice.Name, out.Missing, p.Route.Protocol)
 	if out.XDP, err = e.ReadXDP(p); err != nil {
-		return nil, fmt.Errorf("read the XDP fast path: %w", err)
+		// The firewall's part stands; say what could not be read.
+		out.Notes = append(out.Notes, "xdp: cannot read the fast path's maps: "+err.Error())
 	}
 	return out, nil
 }
