@@ -28,16 +28,20 @@
 // key; the program is loaded and attached only where no pinned link is.
 //
 // Chosen over building a new map each run and swapping programs with a
-// link update: per-key updates keep each entry's counter without a copy,
-// cost nothing when nothing changed, and give the guarantees below by
-// ordering alone. A SIGKILL at any point leaves:
+// link update: per-key updates keep each entry's counter without a copy
+// (a swap would lose the drops counted between copy and swap), write
+// nothing when nothing changed (a run still reads both maps, two syscalls
+// per entry), never leave the device without a program for a moment, and
+// give the guarantees below by ordering alone. The price: the maps as a
+// whole may be caught between the old and the new set, never an entry.
+// A SIGKILL at any point leaves:
 //
 //   - every map entry either as it was or as the run wanted it (each
 //     update and delete is one atomic syscall); entries are added and
 //     refreshed before any is removed, so a ban that is in both the old and
-//     the new set is never missing, and a kill between the two phases
-//     leaves only bans that were meant to go, which still stop dropping at
-//     their own expiry;
+//     the new set is never missing; what a kill can leave extra are
+//     entries meant to go (an expired one passes already; a lifted one
+//     drops until the next run or its own expiry);
 //   - never a program attached without its maps: the kernel holds a
 //     loaded program's maps for as long as the program lives, and a new
 //     set of maps is created, filled and pinned before the program that
@@ -45,6 +49,10 @@
 //     after its attach, and a link that was not pinned dies with the
 //     killed process, so the next run attaches again;
 //   - on flush, links detached before the maps' pins are removed.
+//
+// TestXDPSigkillMidSync kills a syncing process at a range of moments and
+// checks each of these; TestApplyEntriesOrder replays every prefix of a
+// sync's operations.
 package xdp
 
 import (
