@@ -33,6 +33,8 @@ type Outcome struct {
 	// Upstream is what the run handed the upstream speaker; nil without
 	// [upstream].
 	Upstream *UpstreamReport
+	// XDP is what the run did with the XDP fast path; nil without [xdp].
+	XDP *XDPReport
 }
 
 // Run is one unattended cycle: lock, decide, commit (see commit). When it
@@ -168,6 +170,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 			return nil, fmt.Errorf("expire %s bans: %w", choice.Name, err)
 		}
 	}
+	out.XDP = e.syncXDP(ctx, p, b) // after the backend: its table is the source of truth
 	fl.push(ctx, d)
 	out.Fleet = fl.report()
 	e.logDecision(d)
@@ -341,7 +344,7 @@ func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend
 		Start: start, Elapsed: time.Since(start), Backend: out.Choice.Name,
 		Samples: len(d.Samples), Sources: d.Report.Sources, Verdicts: len(d.Report.Verdicts),
 		Added: out.Result.Added, Expired: out.Expired, SysctlChanges: out.SysctlChanges, CrowdSec: fleetMetrics(out.Fleet),
-		Upstream: upstreamMetrics(out.Upstream),
+		Upstream: upstreamMetrics(out.Upstream), XDP: e.xdpMetrics(out.XDP),
 		Flood: metrics.FloodClass{Kind: c.Kind, Kinds: detect.FloodKinds(), HalfOpenEntries: c.HalfOpenEntries,
 			HalfOpenSources: c.HalfOpenSources, CookiesSent: c.CookiesSent, CookiesRecv: c.CookiesRecv},
 	}

@@ -55,6 +55,9 @@ type Options struct {
 	SSHConnection string
 	// SysctlRoot is where kernel settings live ("" means /proc/sys).
 	SysctlRoot string
+	// XDPRoot is the bpffs the XDP fast path pins under ("" means
+	// /sys/fs/bpf).
+	XDPRoot string
 }
 
 // Engine runs synban's cycle and its bookkeeping. The zero value is not

@@ -130,6 +130,11 @@ type Explanation struct {
 	SensorRead bool
 	// Summary says it in sentences that name the numbers that decided.
 	Summary []string
+	// XDP is the XDP map entry that matches the subject (the longest
+	// prefix holding it), with its drop counter; nil when none. XDPRead
+	// is set when the fast path's maps were there to read.
+	XDP     *XDPDrop
+	XDPRead bool
 }
 
 // Explain tells the full story of subject (an address or a prefix) from one
@@ -162,7 +167,11 @@ func (e *Engine) Explain(ctx context.Context, p *policy.Policy, subject netip.Pr
 	if err != nil {
 		return nil, err
 	}
-	return e.explainWindow(ctx, p, g, w, st, now, subject, k, sr)
+	x, err := e.explainWindow(ctx, p, g, w, st, now, subject, k, sr)
+	if err == nil && e.opts.From == "" {
+		e.explainXDP(p, x)
+	}
+	return x, err
 }
 
 // kernelView is what Explain read of the backend.

@@ -123,6 +123,7 @@ func (e *Engine) unchanged(ctx context.Context, p *policy.Policy, d *Decision, c
 	}
 	e.logDecision(d)
 	out.Upstream = e.handOffUpstream(d)
+	out.XDP = e.syncXDP(ctx, p, b) // expired keys leave the maps
 	e.writeMetrics(ctx, out, b, store, start)
 	e.log.Info("run done", "backend", choice.Name, "sampler", d.Sampler, "sources", d.Report.Sources, "flood", d.Class.Kind,
 		"verdicts", 0, "unchanged", true, "restored", d.Restored, "expired", out.Expired, "spared", d.Report.SparedCount(),

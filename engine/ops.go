@@ -174,6 +174,7 @@ func (e *Engine) ban(ctx context.Context, p *policy.Policy, reqs []BanRequest, d
 	if _, err := b.Apply(ctx, rs); err != nil {
 		return nil, "", fmt.Errorf("apply ban with %s: %w", choice.Name, err)
 	}
+	e.syncXDP(ctx, p, b)
 	now := time.Now()
 	if err := store.Edit(func(t *state.Tx) error {
 		for _, ban := range rs.Bans {
@@ -247,6 +248,7 @@ func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.P
 	if err != nil {
 		return 0, "", fmt.Errorf("unban with %s: %w", choice.Name, err)
 	}
+	e.syncXDP(ctx, p, b)
 	// before holds the bans removed, as they were (the fleet needs their
 	// origin).
 	before := &state.State{}
@@ -287,6 +289,9 @@ func (e *Engine) Flush(ctx context.Context, p *policy.Policy) (string, error) {
 	if err := b.Flush(ctx); err != nil {
 		return "", fmt.Errorf("flush %s: %w", choice.Name, err)
 	}
+	if err := e.flushXDP(); err != nil {
+		return "", fmt.Errorf("flush the XDP fast path: %w", err)
+	}
 	if err := store.Edit(func(t *state.Tx) error {
 		if err := t.RemoveAll(); err != nil {
 			return err
@@ -314,6 +319,8 @@ type Status struct {
 	Absent []netip.Prefix
 	// Notes say in words what the kernel lacks and what the next run does.
 	Notes []string
+	// XDP is the XDP fast path's pinned state; nil when nothing is pinned.
+	XDP *XDPState
 }
 
 // Status reads the backend's bans and drop counters and says what the
@@ -355,6 +362,10 @@ func (e *Engine) Status(ctx context.Context, p *policy.Policy) (*Status, error) 
 	gap := compareStored(st, out.Bans, time.Now())
 	out.Stored, out.Absent = gap.stored, gap.absent
 	out.Notes = gap.notes(choice.Name, out.Missing, p.Route.Protocol)
+	if out.XDP, err = e.ReadXDP(p); err != nil {
+		// The firewall's part stands; say what could not be read.
+		out.Notes = append(out.Notes, "xdp: cannot read the fast path's maps: "+err.Error())
+	}
 	return out, nil
 }
 

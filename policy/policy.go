@@ -34,6 +34,7 @@ type Policy struct {
 	Metrics   Metrics   `toml:"metrics"`
 	CrowdSec  CrowdSec  `toml:"crowdsec"`
 	Upstream  Upstream  `toml:"upstream"`
+	XDP       XDP       `toml:"xdp"`
 }
 
 // Sample configures the sampling window of one run.

@@ -54,6 +54,7 @@ func TestDefault(t *testing.T) {
 			FlowSpecRateBytes: 125000, MaxFlowSpecRules: 20, MaxChangesPerMinute: 60,
 			RTBHNextHopV4: "192.0.2.1", RTBHNextHopV6: "100::1",
 			MinHold: dur(t, "2m"), WithdrawAfterQuiet: dur(t, "10m"), MaxAge: dur(t, "5m")},
+		XDP: XDP{Mode: "native"},
 	}
 	got := Default()
 	if !reflect.DeepEqual(got, want) {
@@ -206,6 +207,7 @@ func TestExampleDecodes(t *testing.T) {
 			Neighbors: []UpstreamNeighbor{{Address: "203.0.113.1", PeerASN: 64500,
 				Families:     []string{"ipv4-flowspec", "ipv6-flowspec", "ipv4-unicast", "ipv6-unicast"},
 				PasswordFile: "/etc/synban/bgp-password", Port: 179}}},
+		XDP: XDP{Interfaces: []string{"eth0"}, Mode: "native"},
 	}
 	got, err := Parse(path, mustRead(t, path))
 	if err != nil {

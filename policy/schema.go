@@ -28,6 +28,7 @@ var arrayLimits = map[string]int{
 	"upstream.rtbh_communities":          maxRTBHCommunities,
 	"upstream.neighbor":                  maxNeighbors,
 	"upstream.neighbor.families":         maxFamilies,
+	"xdp.interfaces":                     maxXDPInterfaces,
 }
 
 var (

@@ -361,4 +361,5 @@ func (d *decoder) validate(p *Policy) {
 	d.validateOps(p)
 	d.validateCrowdSec(p)
 	d.validateUpstream(p)
+	d.validateXDP(p)
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -57,8 +58,31 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 		}
 		tw.Flush()
 	}
+	writeXDPStatus(a.stdout, st.XDP, time.Now())
 	writeUpstreamStatus(a.stdout, p, up, time.Now())
 	return nil
+}
+
+// writeXDPStatus prints the XDP fast path: where the program is and each
+// entry's drops in the driver.
+func writeXDPStatus(w io.Writer, x *engine.XDPState, now time.Time) {
+	if x == nil {
+		return
+	}
+	on := "attached nowhere"
+	if len(x.Attached) > 0 {
+		on = "on " + strings.Join(x.Attached, ", ") + " (" + x.Mode + ")"
+	}
+	fmt.Fprintf(w, "xdp: %s, %d entries\n", on, len(x.Entries))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, d := range x.Entries {
+		left := "never expires"
+		if !d.Expires.IsZero() {
+			left = max(d.Expires.Sub(now), 0).Round(time.Second).String() + " left"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d packets dropped\n", d.Prefix, left, d.Packets)
+	}
+	tw.Flush()
 }
 
 func writeBans(w io.Writer, bans []rules.ActiveBan) {

@@ -375,6 +375,44 @@ type statusDoc struct {
 	Notes         []string      `json:"notes"`
 	// Upstream is present when [upstream] is enabled or its speaker ran.
 	Upstream *upstreamStatusDoc `json:"upstream,omitempty"`
+	// XDP is present when the XDP fast path has maps pinned.
+	XDP *xdpStatusJSON `json:"xdp,omitempty"`
+}
+
+// xdpEntryJSON is one XDP map entry with its drop counter (status,
+// explain); expires_seconds is null for an entry that never expires.
+type xdpEntryJSON struct {
+	Prefix  string   `json:"prefix"`
+	Packets uint64   `json:"packets"`
+	Expires *float64 `json:"expires_seconds"`
+}
+
+// xdpStatusJSON is status's "xdp": the interfaces the drop program is on,
+// its mode and the map entries.
+type xdpStatusJSON struct {
+	Mode     string         `json:"mode"`
+	Attached []string       `json:"attached"`
+	Entries  []xdpEntryJSON `json:"entries"`
+}
+
+func xdpEntryOf(d engine.XDPDrop, now time.Time) xdpEntryJSON {
+	e := xdpEntryJSON{Prefix: d.Prefix.String(), Packets: d.Packets}
+	if !d.Expires.IsZero() {
+		left := secs(max(d.Expires.Sub(now), 0))
+		e.Expires = &left
+	}
+	return e
+}
+
+func xdpStatusOf(x *engine.XDPState, now time.Time) *xdpStatusJSON {
+	if x == nil {
+		return nil
+	}
+	out := &xdpStatusJSON{Mode: x.Mode, Attached: nonNil(x.Attached), Entries: make([]xdpEntryJSON, 0, len(x.Entries))}
+	for _, d := range x.Entries {
+		out.Entries = append(out.Entries, xdpEntryOf(d, now))
+	}
+	return out
 }
 
 func statusOf(st *engine.Status) statusDoc {
@@ -389,7 +427,7 @@ func statusOf(st *engine.Status) statusDoc {
 	}
 	return statusDoc{Backend: st.Choice.Name, BackendWhy: st.Choice.Why, Bans: bans, Counters: counters,
 		Missing: nonNil(st.Missing), StoredBans: st.Stored, StoredMissing: prefixStrings(st.Absent),
-		StateLoaded: st.StateLoaded, Notes: nonNil(st.Notes)}
+		StateLoaded: st.StateLoaded, Notes: nonNil(st.Notes), XDP: xdpStatusOf(st.XDP, time.Now())}
 }
 
 // banDoc is `ban --json`: the bans applied (timeouts may be shorter than
@@ -568,6 +606,9 @@ type explainDoc struct {
 	Sensor         *sensorRowJSON     `json:"sensor"`
 	SensorRead     bool               `json:"sensor_read"`
 	Summary        []string           `json:"summary"`
+	// XDP is the XDP map entry matching the subject (null: none); present
+	// only when the fast path's maps were read.
+	XDP *xdpEntryJSON `json:"xdp,omitempty"`
 }
 
 // explainJSON is explain's --json document; now dates the stored ban's
@@ -615,6 +656,10 @@ func explainJSON(x *engine.Explanation, now time.Time) explainDoc {
 			kb.Drops = &drops
 		}
 		doc.Kernel = kb
+	}
+	if x.XDP != nil {
+		e := xdpEntryOf(*x.XDP, now)
+		doc.XDP = &e
 	}
 	if r := x.Sensor; r != nil {
 		doc.Sensor = &sensorRowJSON{Subject: r.Subject.String(), Packets: r.Packets, InWindow: r.InWindow, SinceLast: r.SinceLast, Rate: r.Rate}

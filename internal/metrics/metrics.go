@@ -5,9 +5,11 @@
 package metrics
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +50,17 @@ const (
 	UpstreamRefused       = "synban_upstream_refused"
 	UpstreamEstablished   = "synban_upstream_neighbors_established"
 	UpstreamUplinkBps     = "synban_upstream_uplink_bps"
+
+	XDPUp       = "synban_xdp_up"
+	XDPAttached = "synban_xdp_attached"
+	XDPEntries  = "synban_xdp_entries"
+	XDPDropped  = "synban_xdp_dropped_packets_total"
 )
+
+// MaxXDPDrops bounds the entries synban_xdp_dropped_packets_total has a
+// sample for: the busiest ones (a ban set of 65,536 entries would be as
+// many series).
+const MaxXDPDrops = 100
 
 // Ban is one active ban, as counted in synban_bans.
 type Ban struct {
@@ -114,6 +126,28 @@ type Run struct {
 	// Upstream is what the run decided for the upstream routers; nil when
 	// the policy's [upstream] is off.
 	Upstream *Upstream
+	// XDP is the XDP fast path after the run; nil when [xdp] is off.
+	XDP *XDP
+}
+
+// XDP is the XDP fast path's state after a run.
+type XDP struct {
+	// Up is false when the program is not on every interface asked for.
+	Up bool
+	// Attached names the interfaces the program is on.
+	Attached []string
+	// Entries counts the bans in the maps.
+	Entries int
+	// Drops are the entries' drop counters; the MaxXDPDrops busiest get a
+	// sample.
+	Drops []XDPDrop
+}
+
+// XDPDrop is one XDP map entry's drop counter.
+type XDPDrop struct {
+	// Prefix is the banned prefix, e.g. "192.0.2.0/24".
+	Prefix  string
+	Packets uint64
 }
 
 // Upstream is what a run decided for the upstream routers over BGP.
@@ -246,6 +280,9 @@ func Registry(r Run, lastSuccess time.Time) (*prometheus.Registry, error) {
 			gauge(UpstreamEstablished, "BGP sessions of the upstream speaker established, as its status file said at the last run.", float64(up.Established)),
 			gauge(UpstreamUplinkBps, "The uplink's inbound rate in bits per second measured by the last run.", up.UplinkBps))
 	}
+	if x := r.XDP; x != nil {
+		errs = append(errs, registerXDP(reg, x)...)
+	}
 	for _, col := range []prometheus.Collector{flood, bans, packets, bytes} {
 		errs = append(errs, reg.Register(col))
 	}
@@ -253,6 +290,32 @@ func Registry(r Run, lastSuccess time.Time) (*prometheus.Registry, error) {
 		return nil, fmt.Errorf("build metrics: %w", err)
 	}
 	return reg, nil
+}
+
+// registerXDP adds the XDP fast path's metrics to reg.
+func registerXDP(reg *prometheus.Registry, x *XDP) []error {
+	up := 0.0
+	if x.Up {
+		up = 1
+	}
+	upG := prometheus.NewGauge(prometheus.GaugeOpts{Name: XDPUp,
+		Help: "1 if the XDP drop program is on every interface [xdp] names, else 0."})
+	upG.Set(up)
+	entries := prometheus.NewGauge(prometheus.GaugeOpts{Name: XDPEntries, Help: "Bans in the XDP maps after the last run."})
+	entries.Set(float64(x.Entries))
+	attached := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: XDPAttached,
+		Help: "1 for each interface the XDP drop program is on."}, []string{"interface"})
+	for _, ifc := range x.Attached {
+		attached.WithLabelValues(ifc).Set(1)
+	}
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Name: XDPDropped,
+		Help: "Packets the XDP drop program dropped, per ban entry (the busiest entries only)."}, []string{"prefix"})
+	drops := slices.Clone(x.Drops)
+	slices.SortStableFunc(drops, func(a, b XDPDrop) int { return cmp.Compare(b.Packets, a.Packets) })
+	for _, d := range drops[:min(len(drops), MaxXDPDrops)] {
+		dropped.WithLabelValues(d.Prefix).Add(float64(d.Packets))
+	}
+	return []error{reg.Register(upG), reg.Register(entries), reg.Register(attached), reg.Register(dropped)}
 }
 
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
