@@ -15,7 +15,8 @@ import (
 )
 
 // cmdUpstream runs the upstream BGP speaker until SIGTERM or SIGINT (see
-// engine.RunUpstream), then withdraws everything and returns nil.
+// engine.RunUpstream), then withdraws everything (waiting, bounded, until
+// the withdrawals are written to each established session) and returns nil.
 func cmdUpstream(ctx context.Context, a *app, o *options, args []string) error {
 	if err := noArgs("upstream", args); err != nil {
 		return err
@@ -24,11 +25,9 @@ func cmdUpstream(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.engine(o).RunUpstream(ctx, p); err != nil {
-		return err
-	}
-	a.log.Info("upstream speaker stopped: every announcement withdrawn")
-	return nil
+	// The speaker's Stop logs what it withdrew and whether each neighbor
+	// got the withdrawals before the Cease: nothing to add here.
+	return a.engine(o).RunUpstream(ctx, p)
 }
 
 // writeUpstreamPlan prints, after a plan's ruleset, what the run would hand

@@ -406,6 +406,9 @@ func TestUpstreamEndToEnd(t *testing.T) {
 	if code := l.stopSpeaker(); code != 0 {
 		t.Fatalf("synban upstream exited %d on SIGTERM:\n%s", code, l.log.String())
 	}
+	if !strings.Contains(l.log.String(), "every withdrawal written before the Cease") {
+		t.Errorf("synban upstream did not log that its withdrawals were written before the Cease:\n%s", l.log.String())
+	}
 	for _, f := range []string{"ipv4-flowspec", "ipv6-flowspec", "ipv4-unicast", "ipv6-unicast"} {
 		l.waitRIB(5*time.Second, f, func(rs []gobgptest.Route) bool { return len(rs) == 0 }, "nothing")
 	}
