@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -145,7 +146,7 @@ func TestStopWithdrawalBeforeCease(t *testing.T) {
 
 	pcap := filepath.Join(t.TempDir(), "bgp.pcap")
 	dumpLog := &netnstest.LogBuffer{}
-	dump := r.Command(context.Background(), "tcpdump", "-i", rToV, "-n", "--immediate-mode", "-U", "-s", "0", "-w", pcap, "tcp", "port", "179")
+	dump := r.Command(context.Background(), "tcpdump", "-i", rToV, "-n", "--immediate-mode", "-B", "16384", "-U", "-s", "0", "-w", pcap, "tcp", "port", "179")
 	dump.Stdout, dump.Stderr = dumpLog, dumpLog
 	if err := dump.Start(); err != nil {
 		t.Fatal(err)
@@ -193,7 +194,7 @@ func TestStopWithdrawalBeforeCease(t *testing.T) {
 	}
 	streams, err := tcpStreams(data, 179)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v (tcpdump: %s)", err, dumpLog)
 	}
 	sessions, refused := 0, 0
 	for key, payload := range streams {
@@ -339,7 +340,8 @@ func bgpMessages(b []byte) ([]bgpMsg, error) {
 
 // tcpStreams reads a pcap (Ethernet, IPv4) and returns the payload of
 // each TCP direction towards port (the speaker's side of each session),
-// reassembled by sequence number, keyed "src:port>dst:port".
+// reassembled by sequence number, keyed "src:port>dst:port" (with a
+// "#n" suffix for an earlier connection that used the same ports).
 func tcpStreams(data []byte, port uint16) (map[string][]byte, error) {
 	if len(data) < 24 {
 		return nil, errors.New("pcap: no header")
@@ -355,10 +357,14 @@ func tcpStreams(data []byte, port uint16) (map[string][]byte, error) {
 	if lt := bo.Uint32(data[20:]); lt != 1 {
 		return nil, fmt.Errorf("pcap: link type %d, want Ethernet", lt)
 	}
+	type segment struct {
+		off     uint32 // from the first payload byte (ISN+1)
+		payload []byte
+	}
 	type stream struct {
-		next uint32
-		buf  []byte
+		isn  uint32
 		init bool
+		segs []segment
 	}
 	streams := map[string]*stream{}
 	for p := data[24:]; len(p) >= 16; {
@@ -396,27 +402,43 @@ func tcpStreams(data []byte, port uint16) (map[string][]byte, error) {
 			streams[key] = s
 		}
 		if flags&0x02 != 0 { // SYN
-			s.next, s.init = seq+1, true
+			if s.init && s.isn != seq {
+				// The same addresses and ports again: a new connection.
+				// Keep the old one under its own key.
+				streams[fmt.Sprintf("%s#%d", key, len(streams))] = s
+				s = &stream{}
+				streams[key] = s
+			}
+			s.isn, s.init = seq, true
 			continue
 		}
-		if !s.init || len(payload) == 0 {
-			continue
+		if len(payload) > 0 {
+			s.segs = append(s.segs, segment{seq, append([]byte(nil), payload...)})
 		}
-		d := int32(seq - s.next)
-		switch {
-		case d > 0:
-			return nil, fmt.Errorf("%s: %d bytes missing from the capture", key, d)
-		case int(-d) >= len(payload):
-			continue // retransmission
-		}
-		s.buf = append(s.buf, payload[-d:]...)
-		s.next = seq + uint32(len(payload))
 	}
+	// Reassemble each direction by sequence number: the capture may list
+	// segments out of order, and retransmissions twice.
 	out := map[string][]byte{}
 	for k, s := range streams {
-		if len(s.buf) > 0 {
-			out[k] = s.buf
+		if !s.init || len(s.segs) == 0 {
+			continue
 		}
+		for i := range s.segs {
+			s.segs[i].off = s.segs[i].off - s.isn - 1
+		}
+		sort.Slice(s.segs, func(i, j int) bool { return s.segs[i].off < s.segs[j].off })
+		var buf []byte
+		for _, g := range s.segs {
+			end := g.off + uint32(len(g.payload))
+			switch {
+			case g.off > uint32(len(buf)):
+				return nil, fmt.Errorf("%s: bytes %d..%d missing from the capture", k, len(buf), g.off)
+			case end <= uint32(len(buf)):
+				continue // retransmitted
+			}
+			buf = append(buf, g.payload[uint32(len(buf))-g.off:]...)
+		}
+		out[k] = buf
 	}
 	return out, nil
 }
