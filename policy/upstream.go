@@ -57,6 +57,14 @@ type Upstream struct {
 	// does not end the saturation within MinHold, is refused, or would need
 	// more rules than the cap (default false).
 	AllowRTBH bool `toml:"allow_rtbh"`
+	// FlowSpecValidationRoutes sends, with each FlowSpec rule, the unicast
+	// route of its destination (the victim /32 or /128, one of this host's
+	// own addresses) with next hop self, NO_EXPORT, NO_ADVERTISE and a MED
+	// one below the maximum, so that a provider validating FlowSpec (RFC
+	// 8955 section 6) applies the rules (default false). Every neighbor must
+	// then carry each FlowSpec family with its unicast family, over a
+	// session of the same IP version.
+	FlowSpecValidationRoutes bool `toml:"flowspec_validation_routes"`
 	// RTBHCommunities are added to BLACKHOLE (65535:666) and NO_EXPORT on
 	// RTBH routes, "AS:value" (default none).
 	RTBHCommunities []string `toml:"rtbh_communities"`
@@ -147,6 +155,8 @@ func (p *Policy) UpstreamConfig(protected []netip.Prefix, passwords []string) up
 		MaxRules:            u.MaxFlowSpecRules,
 		MaxChangesPerMinute: u.MaxChangesPerMinute,
 		MaxAge:              u.MaxAge.Duration,
+
+		FlowSpecValidationRoutes: u.FlowSpecValidationRoutes,
 	}
 	cfg.RouterID, _ = netip.ParseAddr(u.RouterID)
 	cfg.RTBHNextHop4, _ = netip.ParseAddr(u.RTBHNextHopV4)
@@ -250,12 +260,20 @@ func (d *decoder) validateUpstream(p *Policy) {
 				d.errorf(fk, "duplicate family %q", f)
 			}
 		}
+		if u.FlowSpecValidationRoutes {
+			d.validationFamilies(k, n)
+		}
 		if n.PasswordFile != "" && !filepath.IsAbs(n.PasswordFile) {
 			d.errorf(k+".password_file", "must be an absolute path, got %q", n.PasswordFile)
 		}
 		if n.Port < 0 || n.Port > 65535 || n.Port == 0 && d.pos.has(k+".port") {
 			d.errorf(k+".port", "must be in 1..65535, got %d", n.Port)
 		}
+	}
+	if u.FlowSpecValidationRoutes && len(u.Neighbors) > 0 && !slices.ContainsFunc(u.Neighbors, func(n UpstreamNeighbor) bool {
+		return slices.Contains(n.Families, upstream.FamilyIPv4FlowSpec) || slices.Contains(n.Families, upstream.FamilyIPv6FlowSpec)
+	}) {
+		d.errorf("upstream.flowspec_validation_routes", "no [[upstream.neighbor]] carries ipv4-flowspec or ipv6-flowspec")
 	}
 	if !u.Enabled {
 		return
@@ -291,6 +309,29 @@ func (d *decoder) validateUpstream(p *Policy) {
 			msgs = append(msgs, e.Error())
 		}
 		d.errorf("upstream", "%s", strings.Join(msgs, "; "))
+	}
+}
+
+// validationFamilies checks one neighbor against
+// upstream.flowspec_validation_routes: a validation route goes to every
+// neighbor carrying its unicast family, so each FlowSpec family needs its
+// unicast family (the route must come from the same peer as the rule), a
+// unicast family without its FlowSpec family would receive routes for rules
+// it is not sent, and next hop self needs a session of the route's IP
+// version (synban does not negotiate extended next hops).
+func (d *decoder) validationFamilies(k string, n UpstreamNeighbor) {
+	a, err := netip.ParseAddr(n.Address)
+	for _, p := range [][3]string{{upstream.FamilyIPv4FlowSpec, upstream.FamilyIPv4Unicast, "4"}, {upstream.FamilyIPv6FlowSpec, upstream.FamilyIPv6Unicast, "6"}} {
+		fs, uc, v := p[0], p[1], p[2]
+		hasFS, hasUC := slices.Contains(n.Families, fs), slices.Contains(n.Families, uc)
+		switch {
+		case hasFS && !hasUC:
+			d.errorf(k+".families", "upstream.flowspec_validation_routes needs %q with %q: a rule's unicast route must come from the same peer", uc, fs)
+		case hasUC && !hasFS:
+			d.errorf(k+".families", "upstream.flowspec_validation_routes would send validation routes on %q without %q; give this neighbor both or neither", uc, fs)
+		case hasFS && err == nil && (v == "4") != a.Unmap().Is4():
+			d.errorf(k+".families", "upstream.flowspec_validation_routes sends %q routes with next hop self, which needs an IPv%s session to this neighbor", uc, v)
+		}
 	}
 }
 

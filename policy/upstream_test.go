@@ -57,6 +57,19 @@ func TestPolicyUpstreamValid(t *testing.T) {
 		t.Errorf("RTBH converted to %v %s %s", cfg.RTBHCommunities, cfg.RTBHNextHop4, cfg.RTBHNextHop6)
 	}
 	// A 32-bit AS number fits.
+	// Validation routes with both families of each IP version on a
+	// session of that version.
+	v := strings.Replace(upstreamBase, `families = ["ipv4-flowspec", "ipv6-flowspec"]`, `families = ["ipv4-flowspec", "ipv4-unicast"]`, 1) +
+		"\n[[upstream.neighbor]]\naddress = \"2001:db8::1\"\npeer_asn = 64500\nfamilies = [\"ipv6-flowspec\", \"ipv6-unicast\"]\n"
+	v = strings.Replace(v, "enabled = true", "enabled = true\nflowspec_validation_routes = true", 1)
+	if p, err := Parse("u.toml", []byte(v)); err != nil {
+		t.Errorf("validation routes: %v", err)
+	} else if c := p.UpstreamConfig(nil, nil); !c.FlowSpecValidationRoutes || c.Validate() != nil {
+		t.Errorf("validation routes converted to %+v (%v)", c, c.Validate())
+	}
+	if Default().Upstream.FlowSpecValidationRoutes {
+		t.Error("flowspec_validation_routes is on by default")
+	}
 	if p, err := Parse("u.toml", []byte(strings.Replace(upstreamBase, "64512", "4200000000", 1))); err != nil || p.UpstreamConfig(nil, nil).LocalASN != 4200000000 {
 		t.Errorf("4-byte ASN: %v", err)
 	}
@@ -119,6 +132,13 @@ func TestPolicyUpstreamInvalid(t *testing.T) {
 		{repl("enabled = true", "enabled = true\nmax_age = \"5s\""), 3, "upstream.max_age", "at least 10s"},
 		{repl("enabled = true", "enabled = true\nmax_age = 5"), 3, "upstream.max_age", "duration string"},
 		{repl("enabled = true", "enabled = true\nlocal_as = 1"), 3, "upstream.local_as", "did you mean \"local_asn\""},
+		// flowspec_validation_routes: each FlowSpec family with its unicast
+		// family, on a session of the same IP version.
+		{repl("enabled = true", "enabled = true\nflowspec_validation_routes = true"), 14, "upstream.neighbor[0].families", "needs \"ipv4-unicast\" with \"ipv4-flowspec\""},
+		{repl("enabled = true", "enabled = true\nflowspec_validation_routes = \"yes\""), 3, "upstream.flowspec_validation_routes", "true or false"},
+		{strings.Replace(repl("enabled = true", "enabled = true\nflowspec_validation_routes = true"), "families = [\"ipv4-flowspec\", \"ipv6-flowspec\"]", "families = [\"ipv4-flowspec\", \"ipv4-unicast\", \"ipv6-unicast\"]", 1), 14, "upstream.neighbor[0].families", "without \"ipv6-flowspec\""},
+		{strings.Replace(repl("enabled = true", "enabled = true\nflowspec_validation_routes = true"), "families = [\"ipv4-flowspec\", \"ipv6-flowspec\"]", "families = [\"ipv4-flowspec\", \"ipv4-unicast\", \"ipv6-flowspec\", \"ipv6-unicast\"]", 1), 14, "upstream.neighbor[0].families", "IPv6 session"},
+		{strings.Replace(repl("enabled = true", "enabled = true\nflowspec_validation_routes = true"), "families = [\"ipv4-flowspec\", \"ipv6-flowspec\"]", "families = [\"ipv4-unicast\"]", 1), 14, "upstream.neighbor[0].families", "without \"ipv4-flowspec\""},
 		// Limits and syntax hold with the section off.
 		{"[upstream]\nrouter_id = \"x\"\n", 2, "upstream.router_id", "IPv4"},
 		{"[upstream]\nneighbor = 1\n", 2, "upstream.neighbor", "array of tables"},

@@ -31,7 +31,21 @@ const (
 	// RTBH is remotely triggered black-holing of one victim address: a
 	// unicast /32 or /128 with the BLACKHOLE community.
 	RTBH Kind = "rtbh"
+	// Validation is the unicast route for a FlowSpec rule's destination
+	// (the victim /32 or /128, one of the host's own addresses), sent so
+	// that a router validating FlowSpec (RFC 8955 section 6) accepts the
+	// rule: next hop self, NO_EXPORT and NO_ADVERTISE so that it goes no
+	// further than the receiving router, MED ValidationMED. The speaker
+	// derives it from the FlowSpec rules (upstream.flowspec_validation_routes);
+	// it is never in the hand-off file.
+	Validation Kind = "validation"
 )
+
+// ValidationMED is the MED of a validation route: one below the maximum,
+// so that any other route the receiver has for the same address from this
+// AS is preferred (some implementations treat the maximum itself as
+// unreachable, which would defeat validation).
+const ValidationMED = 0xfffffffe
 
 // Action is what a FlowSpec rule does with matching traffic.
 type Action string
@@ -52,6 +66,9 @@ const (
 	Blackhole = Community(bgp.COMMUNITY_BLACKHOLE)
 	// NoExport is 65535:65281 (RFC 1997).
 	NoExport = Community(bgp.COMMUNITY_NO_EXPORT)
+	// NoAdvertise is 65535:65282 (RFC 1997): the receiver keeps the route
+	// to itself.
+	NoAdvertise = Community(bgp.COMMUNITY_NO_ADVERTISE)
 )
 
 // ParseCommunity parses "AS:value" with both halves 0..65535.
@@ -185,6 +202,9 @@ func (a Announcement) thenText() string {
 		}
 		b.WriteString(c.String())
 	}
+	if a.Kind == Validation {
+		fmt.Fprintf(&b, " med %d", ValidationMED)
+	}
 	return b.String()
 }
 
@@ -291,6 +311,18 @@ func (a Announcement) nlri() (bgp.NLRI, error) {
 	return n, nil
 }
 
+// ValidationRoute is the validation route for a FlowSpec rule's
+// destination d (a /32 or /128): the unspecified next hop, which GoBGP
+// replaces by the session's local address (next hop self), NO_EXPORT and
+// NO_ADVERTISE.
+func ValidationRoute(d netip.Prefix) Announcement {
+	nh := netip.IPv4Unspecified()
+	if d.Addr().Is6() {
+		nh = netip.IPv6Unspecified()
+	}
+	return Announcement{Kind: Validation, Destination: d, Communities: []Community{NoExport, NoAdvertise}, NextHop: nh}
+}
+
 // Path builds the GoBGP path that announces a.
 func (a Announcement) Path() (*apiutil.Path, error) {
 	n, err := a.nlri()
@@ -313,9 +345,9 @@ func (a Announcement) Path() (*apiutil.Path, error) {
 		attrs = append(attrs, mp, bgp.NewPathAttributeExtendedCommunities([]bgp.ExtendedCommunityInterface{
 			bgp.NewTrafficRateExtended(0, rate),
 		}))
-	case RTBH:
+	case RTBH, Validation:
 		if !a.NextHop.IsValid() {
-			return nil, fmt.Errorf("rtbh of %s without a next hop", a.Destination)
+			return nil, fmt.Errorf("%s of %s without a next hop", a.Kind, a.Destination)
 		}
 		if fam == bgp.RF_IPv4_UC {
 			nh, err := bgp.NewPathAttributeNextHop(a.NextHop)
@@ -335,8 +367,11 @@ func (a Announcement) Path() (*apiutil.Path, error) {
 			cs[i] = uint32(c)
 		}
 		attrs = append(attrs, bgp.NewPathAttributeCommunities(cs))
+		if a.Kind == Validation {
+			attrs = append(attrs, bgp.NewPathAttributeMultiExitDisc(ValidationMED))
+		}
 	default:
-		return nil, fmt.Errorf("announcement kind %q: want %q or %q", a.Kind, FlowSpec, RTBH)
+		return nil, fmt.Errorf("announcement kind %q: want %q, %q or %q", a.Kind, FlowSpec, RTBH, Validation)
 	}
 	return &apiutil.Path{Family: fam, Nlri: n, Attrs: attrs}, nil
 }

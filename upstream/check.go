@@ -107,6 +107,16 @@ func unsafe(cfg Config, a Announcement) string {
 		if a.NextHop.Is4() != d.Addr().Is4() {
 			return fmt.Sprintf("RTBH next hop %s is not of the destination's family", a.NextHop)
 		}
+	case Validation:
+		if d.Bits() != d.Addr().BitLen() {
+			return fmt.Sprintf("validation route %s: only an exact /%d (the victim address) is sent", d, d.Addr().BitLen())
+		}
+		if !cfg.FlowSpecValidationRoutes {
+			return "validation route with upstream.flowspec_validation_routes off"
+		}
+		if !a.Equal(ValidationRoute(d)) || a.Source.IsValid() || len(a.Ports) > 0 || a.Action != "" {
+			return "validation route other than next hop self with NO_EXPORT and NO_ADVERTISE"
+		}
 	case FlowSpec:
 		switch a.Action {
 		case Discard:
@@ -153,7 +163,7 @@ func unsafe(cfg Config, a Announcement) string {
 			}
 		}
 	default:
-		return fmt.Sprintf("kind %q: want flowspec or rtbh", a.Kind)
+		return fmt.Sprintf("kind %q: want flowspec, rtbh or validation", a.Kind)
 	}
 	return ""
 }

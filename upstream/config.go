@@ -65,6 +65,14 @@ type Config struct {
 	// this long is withdrawn.
 	MaxAge time.Duration
 
+	// FlowSpecValidationRoutes sends, with each FlowSpec rule, the unicast
+	// route of its destination (ValidationRoute: the victim /32 or /128,
+	// next hop self, NO_EXPORT and NO_ADVERTISE) so that a router
+	// validating FlowSpec (RFC 8955 section 6) applies the rule. Validate
+	// requires every neighbor to carry each FlowSpec family together with
+	// its unicast family, over a session of the same IP version.
+	FlowSpecValidationRoutes bool
+
 	// RTBHCommunities are added to BLACKHOLE and NO_EXPORT on RTBH routes.
 	RTBHCommunities []Community
 	// RTBHNextHop4 and RTBHNextHop6 are the RTBH next hops per family.
@@ -111,6 +119,11 @@ func (c Config) Validate() error {
 			bad("%s: password longer than 80 bytes (TCP MD5 limit)", where)
 		}
 	}
+	if c.FlowSpecValidationRoutes {
+		for _, e := range c.validationErrors() {
+			bad("%s", e)
+		}
+	}
 	if len(c.OwnPrefixes) == 0 {
 		bad("own_prefixes: at least one is needed (the only destinations ever announced)")
 	}
@@ -141,4 +154,40 @@ func (c Config) Validate() error {
 		bad("rtbh_next_hop_v6 %s: not an IPv6 address", c.RTBHNextHop6)
 	}
 	return errors.Join(errs...)
+}
+
+// validationErrors says why FlowSpecValidationRoutes cannot be used with
+// these neighbors. A validation route goes to every neighbor carrying its
+// unicast family, so a neighbor must carry each FlowSpec family with its
+// unicast family (the route must come from the same peer as the rule) and
+// no unicast family without its FlowSpec family (it would get routes for
+// rules it is not sent); the session must be of the route's IP version,
+// since next hop self is the session's local address and synban does not
+// negotiate extended next hops.
+func (c Config) validationErrors() []string {
+	var errs []string
+	anyFlowSpec := false
+	for i, n := range c.Neighbors {
+		where := fmt.Sprintf("neighbor %d (%s)", i+1, n.Address)
+		has := map[string]bool{}
+		for _, f := range n.Families {
+			has[f] = true
+		}
+		for _, p := range [][3]string{{FamilyIPv4FlowSpec, FamilyIPv4Unicast, "4"}, {FamilyIPv6FlowSpec, FamilyIPv6Unicast, "6"}} {
+			fs, uc, v := p[0], p[1], p[2]
+			switch {
+			case has[fs] && !has[uc]:
+				errs = append(errs, fmt.Sprintf("%s: flowspec_validation_routes needs %s with %s: the rule's unicast route must come from the same peer", where, uc, fs))
+			case has[uc] && !has[fs]:
+				errs = append(errs, fmt.Sprintf("%s: flowspec_validation_routes would send it validation routes on %s without %s; give it both or neither", where, uc, fs))
+			case has[fs] && n.Address.IsValid() && (v == "4") != n.Address.Is4():
+				errs = append(errs, fmt.Sprintf("%s: flowspec_validation_routes sends %s routes with next hop self, which needs an IPv%s session (extended next hop is not negotiated)", where, uc, v))
+			}
+			anyFlowSpec = anyFlowSpec || has[fs]
+		}
+	}
+	if !anyFlowSpec && len(c.Neighbors) > 0 {
+		errs = append(errs, "flowspec_validation_routes: no neighbor carries ipv4-flowspec or ipv6-flowspec")
+	}
+	return errs
 }

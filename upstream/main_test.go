@@ -21,6 +21,13 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(cyclesEnv); path != "" {
+		if err := runCycles(path); err != nil {
+			fmt.Fprintln(os.Stderr, "stop cycles child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if path := os.Getenv(childEnv); path != "" {
 		if err := runChild(path, os.Getenv(childDirEnv)); err != nil {
 			fmt.Fprintln(os.Stderr, "speaker child:", err)

@@ -1,11 +1,13 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +17,7 @@ import (
 
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 
 	"github.com/synban/synban/internal/strictjson"
@@ -162,9 +165,16 @@ func (s *Speaker) Reconcile(desired []Entry) (Result, error) {
 			confirmed[k] = e.Confirmed
 		}
 	}
+	want = s.withValidationRoutes(want, confirmed)
 	ok, refused := Check(s.cfg, want)
 	res.Refused = refused
 	s.logRefusals(refused)
+	// Validation routes first: a validating router re-checks a rule when
+	// its unicast route arrives, but a rule that finds the route already
+	// there is applied at once.
+	slices.SortStableFunc(ok, func(a, b Announcement) int {
+		return cmp.Compare(kindOrder(a.Kind), kindOrder(b.Kind))
+	})
 
 	wanted := map[string]bool{}
 	for _, a := range ok {
@@ -240,6 +250,51 @@ func (s *Speaker) Reconcile(desired []Entry) (Result, error) {
 	return res, errors.Join(errs...)
 }
 
+func kindOrder(k Kind) int {
+	if k == Validation {
+		return 0
+	}
+	return 1
+}
+
+// withValidationRoutes adds, when FlowSpecValidationRoutes is on, the
+// validation route of each FlowSpec rule's destination, unless an RTBH
+// route for the same address is wanted (it has the same NLRI, and is itself
+// the unicast route a validating router looks for). The route is as
+// important as the most important rule it validates, and is confirmed with
+// the latest of them.
+func (s *Speaker) withValidationRoutes(want []Announcement, confirmed map[string]time.Time) []Announcement {
+	if !s.cfg.FlowSpecValidationRoutes {
+		return want
+	}
+	rtbh := map[netip.Prefix]bool{}
+	for _, a := range want {
+		if a.Kind == RTBH {
+			rtbh[a.Destination] = true
+		}
+	}
+	idx := map[netip.Prefix]int{}
+	out := want
+	for _, a := range want {
+		d := a.Destination
+		if a.Kind != FlowSpec || rtbh[d] || !d.IsValid() || d.Bits() != d.Addr().BitLen() {
+			continue
+		}
+		i, ok := idx[d]
+		if !ok {
+			i = len(out)
+			idx[d] = i
+			out = append(out, ValidationRoute(d))
+		}
+		out[i].Weight = max(out[i].Weight, a.Weight)
+		vk := out[i].Key()
+		if c := confirmed[a.Key()]; c.After(confirmed[vk]) {
+			confirmed[vk] = c
+		}
+	}
+	return out
+}
+
 func (s *Speaker) logRefusals(refused []Refusal) {
 	now := map[string]string{}
 	for _, r := range refused {
@@ -263,19 +318,172 @@ func (s *Speaker) withdraw(a Announcement) error {
 	return nil
 }
 
-// Stop withdraws every announcement and closes the sessions.
+// DrainTimeout bounds how long Stop waits for its withdrawals to be
+// written to the neighbors before it closes the sessions.
+const DrainTimeout = 5 * time.Second
+
+// drainPoll is how often Stop reads the neighbors' message counters, and
+// drainQuiet how many polls in a row a counter must hold still before the
+// speaker's outgoing queue for that neighbor counts as empty.
+const (
+	drainPoll  = 10 * time.Millisecond
+	drainQuiet = 3
+)
+
+// peerCounters is what Stop reads of one neighbor.
+type peerCounters struct {
+	established bool
+	updates     uint64          // UPDATE messages written to the socket
+	advertised  map[string]bool // families with routes in its adj-rib-out
+}
+
+func (s *Speaker) counters(ctx context.Context) (map[string]peerCounters, error) {
+	m := map[string]peerCounters{}
+	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+		c := peerCounters{
+			established: p.GetState().GetSessionState() == api.PeerState_SESSION_STATE_ESTABLISHED,
+			updates:     p.GetState().GetMessages().GetSent().GetUpdate(),
+			advertised:  map[string]bool{},
+		}
+		for _, af := range p.GetAfiSafis() {
+			if af.GetState().GetAdvertised() > 0 {
+				c.advertised[familyName(af.GetConfig().GetFamily())] = true
+			}
+		}
+		m[p.GetConf().GetNeighborAddress()] = c
+	})
+	return m, err
+}
+
+// settle polls the counters until every established neighbor's UPDATE
+// count has held still for drainQuiet polls and reached want[addr] (when
+// given), or the neighbor is no longer established, or ctx ends. It
+// returns the last counters read.
+func (s *Speaker) settle(ctx context.Context, want map[string]uint64) (map[string]peerCounters, error) {
+	last, err := s.counters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	still := map[string]int{}
+	t := time.NewTicker(drainPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-t.C:
+		}
+		cur, err := s.counters(ctx)
+		if err != nil {
+			return last, err
+		}
+		done := true
+		for addr, c := range cur {
+			if !c.established {
+				continue
+			}
+			if p, ok := last[addr]; ok && p.established && p.updates == c.updates {
+				still[addr]++
+			} else {
+				still[addr] = 0
+			}
+			if still[addr] < drainQuiet || c.updates < want[addr] {
+				done = false
+			}
+		}
+		last = cur
+		if done {
+			return last, nil
+		}
+	}
+}
+
+// Stop withdraws every announcement, waits (at most DrainTimeout, or
+// until ctx ends) until GoBGP has written the withdrawals to each
+// established neighbor, and only then closes the sessions: GoBGP writes
+// the Cease from another goroutine than its UPDATEs and drops what is
+// still queued, so closing at once can put the Cease before a withdrawal.
+//
+// "Written" is read from the neighbor's sent-UPDATE counter, which GoBGP
+// raises after each successful write to the socket: first the counters
+// must hold still (anything queued before has gone), then they must rise by
+// at least one UPDATE per family withdrawn on that session (GoBGP packs
+// a family's withdrawals into one UPDATE, or more) and hold still again.
+// The log says, per neighbor, whether the withdrawals were written, the
+// session was down (its router drops the session's routes), or the wait
+// timed out.
 func (s *Speaker) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.srv == nil {
 		return nil
 	}
+	dctx, cancel := context.WithTimeout(ctx, DrainTimeout)
+	defer cancel()
 	var errs []error
-	for k, l := range s.announced {
-		if err := s.withdraw(l.a); err != nil {
-			errs = append(errs, err)
+	// Let anything already queued (a recent announcement) go first, so
+	// that the counter's rise below is the withdrawals'.
+	before, err := s.settle(dctx, nil)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("wait for queued updates: %w", err))
+	}
+	var paths []*apiutil.Path
+	families := map[string]bool{}
+	for _, l := range s.announced {
+		p, err := l.a.Path()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("withdraw %s: %w", l.a.CLI(), err))
+			continue
 		}
-		delete(s.announced, k)
+		paths = append(paths, p)
+		families[l.a.Family()] = true
+	}
+	withdrawn := 0
+	if len(paths) > 0 {
+		if err := s.srv.DeletePath(apiutil.DeletePathRequest{Paths: paths}); err != nil {
+			errs = append(errs, fmt.Errorf("withdraw %d announcements: %w", len(paths), err))
+		} else {
+			withdrawn = len(paths)
+		}
+	}
+	clear(s.announced)
+	want := map[string]uint64{}
+	for addr, c := range before {
+		n := uint64(0)
+		for f := range families {
+			if c.advertised[f] {
+				n++
+			}
+		}
+		if c.established && n > 0 && withdrawn > 0 {
+			want[addr] = c.updates + n
+		}
+	}
+	after := before
+	if len(want) > 0 {
+		after, err = s.settle(dctx, want)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("wait for withdrawals to be written: %w", err))
+		}
+	}
+	addrs := make([]string, 0, len(want))
+	for a := range want {
+		addrs = append(addrs, a)
+	}
+	slices.Sort(addrs)
+	written := 0
+	for _, addr := range addrs {
+		c := after[addr]
+		switch {
+		case !c.established:
+			s.log.Warn("upstream neighbor went down before the withdrawals were written; it drops the session's routes itself", "neighbor", addr)
+		case c.updates >= want[addr]:
+			written++
+			s.log.Info("upstream withdrawals written", "neighbor", addr, "updates", c.updates-before[addr].updates)
+		default:
+			s.log.Warn("upstream withdrawals not all written before the timeout; the Cease follows", "neighbor", addr,
+				"updates", c.updates-before[addr].updates, "want_at_least", want[addr]-before[addr].updates)
+		}
 	}
 	// StopBgp sends a Cease to every neighbor, which drops whatever a
 	// lost withdrawal would have left.
@@ -283,7 +491,15 @@ func (s *Speaker) Stop(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("stop BGP: %w", err))
 	}
 	s.srv = nil
-	s.log.Info("upstream speaker stopped")
+	switch {
+	case withdrawn == 0:
+		s.log.Info("upstream speaker stopped: nothing was announced")
+	case written == len(want):
+		s.log.Info("upstream speaker stopped: every withdrawal written before the Cease", "withdrawn", withdrawn, "neighbors", written)
+	default:
+		s.log.Warn("upstream speaker stopped: some neighbors got the Cease without every withdrawal (they drop the session's routes unless they keep stale routes)",
+			"withdrawn", withdrawn, "neighbors_written", written, "neighbors", len(want))
+	}
 	return errors.Join(errs...)
 }
 
@@ -293,6 +509,24 @@ type LiveAnnouncement struct {
 	Since        time.Time     `json:"since"`
 	Confirmed    time.Time     `json:"confirmed"`
 	Age          time.Duration `json:"age"`
+	// Neighbors says, per neighbor carrying the announcement's family,
+	// whether it was sent.
+	Neighbors []AnnouncementNeighbor `json:"neighbors"`
+}
+
+// AnnouncementNeighbor is one announcement as one neighbor has it.
+type AnnouncementNeighbor struct {
+	Address string `json:"address"`
+	// SessionUp: the session is established.
+	SessionUp bool `json:"session_up"`
+	// Sent: the route is in the neighbor's adj-rib-out on an established
+	// session whose family was negotiated (GoBGP has written it, or is
+	// writing it).
+	Sent bool `json:"sent"`
+	// Received: the neighbor sent the same route back (a route reflector
+	// or route server that reflects it); most routers do not, so false
+	// says nothing.
+	Received bool `json:"received"`
 }
 
 // NeighborStatus is one session's state.
@@ -349,7 +583,50 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 		return st, fmt.Errorf("list neighbors: %w", err)
 	}
 	slices.SortFunc(st.Neighbors, func(a, b NeighborStatus) int { return strings.Compare(a.Address, b.Address) })
+	s.perNeighbor(st.Announcements, st.Neighbors)
 	return st, nil
+}
+
+// perNeighbor fills each announcement's Neighbors from the neighbors'
+// adj-rib-out and adj-rib-in. A table that cannot be read leaves Sent and
+// Received false.
+func (s *Speaker) perNeighbor(anns []LiveAnnouncement, neighbors []NeighborStatus) {
+	type tkey struct{ addr, family string }
+	out, in := map[tkey]map[string]bool{}, map[tkey]map[string]bool{}
+	read := func(tt api.TableType, addr, family string) map[string]bool {
+		keys := map[string]bool{}
+		af, err := apiFamily(family)
+		if err != nil {
+			return keys
+		}
+		_ = s.srv.ListPath(apiutil.ListPathRequest{TableType: tt, Name: addr, Family: bgp.NewFamily(uint16(af.Afi), uint8(af.Safi))},
+			func(n bgp.NLRI, _ []*apiutil.Path) { keys[n.String()] = true })
+		return keys
+	}
+	for i := range anns {
+		a := anns[i].Announcement
+		n, err := a.nlri()
+		if err != nil {
+			continue
+		}
+		nk, f := n.String(), a.Family()
+		anns[i].Neighbors = []AnnouncementNeighbor{}
+		for _, nb := range neighbors {
+			if !slices.Contains(nb.Families, f) {
+				continue
+			}
+			up := nb.State == "established"
+			an := AnnouncementNeighbor{Address: nb.Address, SessionUp: up}
+			if up {
+				k := tkey{nb.Address, f}
+				if out[k] == nil {
+					out[k], in[k] = read(api.TableType_TABLE_TYPE_ADJ_OUT, nb.Address, f), read(api.TableType_TABLE_TYPE_ADJ_IN, nb.Address, f)
+				}
+				an.Sent, an.Received = out[k][nk], in[k][nk]
+			}
+			anns[i].Neighbors = append(anns[i].Neighbors, an)
+		}
+	}
 }
 
 func sessionState(s api.PeerState_SessionState) string {

@@ -190,6 +190,13 @@ func (r *receiver) holdsExactly(want []Announcement) error {
 			if g.nextHop != a.NextHop {
 				return fmt.Errorf("%s: next hop %s, want %s", a.CLI(), g.nextHop, a.NextHop)
 			}
+		case Validation:
+			if !slices.Equal(g.communities, []Community{NoExport, NoAdvertise}) {
+				return fmt.Errorf("%s: communities %v, want NO_EXPORT and NO_ADVERTISE", a.CLI(), g.communities)
+			}
+			if g.nextHop.IsUnspecified() {
+				return fmt.Errorf("%s: next hop %s, want the session's address (next hop self)", a.CLI(), g.nextHop)
+			}
 		}
 	}
 	return nil
@@ -289,6 +296,11 @@ func TestSpeakerTwoSpeakers(t *testing.T) {
 	wantAdv := map[string]uint64{FamilyIPv4FlowSpec: 2, FamilyIPv6FlowSpec: 1, FamilyIPv4Unicast: 1, FamilyIPv6Unicast: 1}
 	if adv := st.Neighbors[0].Advertised; !maps.Equal(adv, wantAdv) {
 		t.Fatalf("advertised per family %v, want %v", adv, wantAdv)
+	}
+	for _, l := range st.Announcements {
+		if len(l.Neighbors) != 1 || l.Neighbors[0] != (AnnouncementNeighbor{Address: "127.0.0.1", SessionUp: true, Sent: true}) {
+			t.Errorf("%s on the neighbors: %+v, want sent on the established session", l.Announcement.CLI(), l.Neighbors)
+		}
 	}
 
 	res, err = s.Reconcile(nil)
@@ -471,4 +483,107 @@ func TestSpeakerFlowSpecNotTaken(t *testing.T) {
 		return err == nil && len(st.Announcements) == 2 &&
 			maps.Equal(st.Neighbors[0].Advertised, map[string]uint64{FamilyIPv4Unicast: 1})
 	}, "status does not show the FlowSpec rule unadvertised")
+}
+
+// TestSpeakerValidationRoutes: with FlowSpecValidationRoutes, each FlowSpec
+// rule's destination goes out as a unicast route with next hop self,
+// NO_EXPORT and NO_ADVERTISE, once per destination; an RTBH of the same
+// address takes its place and gives it back; withdrawing the rules
+// withdraws it.
+func TestSpeakerValidationRoutes(t *testing.T) {
+	fams := []string{FamilyIPv4FlowSpec, FamilyIPv4Unicast}
+	rcv := newReceiverFamilies(t, fams)
+	cfg := speakerConfig(rcv.port)
+	cfg.Neighbors[0].Families = fams
+	cfg.FlowSpecValidationRoutes = true
+	s := startSpeaker(t, cfg)
+	waitEstablished(t, s)
+
+	v := pfx("203.0.113.10/32")
+	rules := []Announcement{
+		{Kind: FlowSpec, Destination: v, Source: pfx("198.51.100.7/32"), Ports: []uint16{80}, Action: Discard},
+		{Kind: FlowSpec, Destination: v, Source: pfx("198.51.100.8/32"), Ports: []uint16{80}, Action: Discard},
+	}
+	res, err := s.Reconcile(Confirm(time.Now(), rules, DecideState{}).Entries)
+	if err != nil || res.Announced != 3 {
+		t.Fatalf("reconcile: %+v %v", res, err)
+	}
+	rcv.waitFor(5*time.Second, append(slices.Clone(rules), ValidationRoute(v)))
+
+	rtbh := Announcement{Kind: RTBH, Destination: v, Communities: []Community{Blackhole, NoExport}, NextHop: addr("192.0.2.66")}
+	if _, err := s.Reconcile(Confirm(time.Now(), append(slices.Clone(rules), rtbh), DecideState{}).Entries); err != nil {
+		t.Fatal(err)
+	}
+	rcv.waitFor(5*time.Second, append(slices.Clone(rules), rtbh))
+
+	if _, err := s.Reconcile(Confirm(time.Now(), rules, DecideState{}).Entries); err != nil {
+		t.Fatal(err)
+	}
+	rcv.waitFor(5*time.Second, append(slices.Clone(rules), ValidationRoute(v)))
+
+	res, err = s.Reconcile(nil)
+	if err != nil || res.Withdrawn != 3 {
+		t.Fatalf("withdraw: %+v %v", res, err)
+	}
+	rcv.waitFor(5*time.Second, nil)
+}
+
+// TestConfigValidationRoutes: FlowSpecValidationRoutes needs each FlowSpec
+// family with its unicast family, on a session of that IP version.
+func TestConfigValidationRoutes(t *testing.T) {
+	for _, c := range []struct {
+		addr string
+		fams []string
+		want string
+	}{
+		{"203.0.113.1", []string{FamilyIPv4FlowSpec, FamilyIPv4Unicast}, ""},
+		{"2001:db8::1", []string{FamilyIPv6FlowSpec, FamilyIPv6Unicast}, ""},
+		{"203.0.113.1", []string{FamilyIPv4FlowSpec}, "needs ipv4-unicast with ipv4-flowspec"},
+		{"203.0.113.1", []string{FamilyIPv4FlowSpec, FamilyIPv4Unicast, FamilyIPv6Unicast}, "ipv6-unicast without ipv6-flowspec"},
+		{"203.0.113.1", []string{FamilyIPv6FlowSpec, FamilyIPv6Unicast}, "needs an IPv6 session"},
+		{"2001:db8::1", []string{FamilyIPv4FlowSpec, FamilyIPv4Unicast}, "needs an IPv4 session"},
+		{"203.0.113.1", []string{FamilyIPv4Unicast}, "no neighbor carries"},
+	} {
+		cfg := testConfig()
+		cfg.FlowSpecValidationRoutes = true
+		cfg.Neighbors = []Neighbor{{Address: addr(c.addr), PeerASN: 64500, Families: c.fams}}
+		err := cfg.Validate()
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s %v: %v, want %q", c.addr, c.fams, err, c.want)
+		}
+		cfg.FlowSpecValidationRoutes = false
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s %v without validation routes: %v", c.addr, c.fams, err)
+		}
+	}
+}
+
+// TestCheckValidationRoute: a validation route passes Check only with the
+// option on, for an exact host address inside own_prefixes, as
+// ValidationRoute builds it.
+func TestCheckValidationRoute(t *testing.T) {
+	cfg := testConfig()
+	cfg.FlowSpecValidationRoutes = true
+	good := ValidationRoute(pfx("203.0.113.10/32"))
+	if ok, refused := Check(cfg, []Announcement{good}); len(ok) != 1 || len(refused) != 0 {
+		t.Fatalf("refused %v", refused)
+	}
+	other := good
+	other.Communities = []Community{NoExport}
+	for _, c := range []struct {
+		a    Announcement
+		off  bool
+		want string
+	}{
+		{good, true, "flowspec_validation_routes off"},
+		{ValidationRoute(pfx("203.0.113.0/24")), false, "only an exact /32"},
+		{ValidationRoute(pfx("198.51.100.10/32")), false, "outside own_prefixes"},
+		{other, false, "NO_EXPORT and NO_ADVERTISE"},
+	} {
+		cfg.FlowSpecValidationRoutes = !c.off
+		_, refused := Check(cfg, []Announcement{c.a})
+		if len(refused) != 1 || !strings.Contains(refused[0].Reason, c.want) {
+			t.Errorf("%s: refused %v, want %q", c.a.CLI(), refused, c.want)
+		}
+	}
 }

@@ -767,10 +767,22 @@ type neighborJSON struct {
 }
 
 // liveAnnouncementJSON is an announcement the speaker holds, age_seconds
-// old (as it measured, plus its status file's age).
+// old (as it measured, plus its status file's age), and how each neighbor
+// carrying its family has it.
 type liveAnnouncementJSON struct {
 	announcementJSON
-	Age float64 `json:"age_seconds"`
+	Age       float64                 `json:"age_seconds"`
+	Neighbors []announcementNeighJSON `json:"neighbors"`
+}
+
+// announcementNeighJSON is one announcement on one neighbor: session_up
+// (established), sent (in its adj-rib-out on that session), received (it
+// sent the route back, as a route server may; false says nothing).
+type announcementNeighJSON struct {
+	Address   string `json:"address"`
+	SessionUp bool   `json:"session_up"`
+	Sent      bool   `json:"sent"`
+	Received  bool   `json:"received"`
 }
 
 // speakerJSON is what the speaker last wrote in its status file.
@@ -805,7 +817,11 @@ func upstreamStatusJSON(st *upstream.StatusReport, now time.Time) *upstreamStatu
 		sp.Neighbors = append(sp.Neighbors, neighborJSON{Address: n.Address, PeerASN: n.PeerASN, State: n.State, Families: nonNil(n.Families), Advertised: adv})
 	}
 	for _, l := range st.Announcements {
-		sp.Announcements = append(sp.Announcements, liveAnnouncementJSON{announcementOf(l.Announcement), secs(l.Age + fileAge)})
+		la := liveAnnouncementJSON{announcementOf(l.Announcement), secs(l.Age + fileAge), make([]announcementNeighJSON, 0, len(l.Neighbors))}
+		for _, n := range l.Neighbors {
+			la.Neighbors = append(la.Neighbors, announcementNeighJSON{Address: n.Address, SessionUp: n.SessionUp, Sent: n.Sent, Received: n.Received})
+		}
+		sp.Announcements = append(sp.Announcements, la)
 	}
 	doc.Speaker = sp
 	return doc

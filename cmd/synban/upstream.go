@@ -15,7 +15,8 @@ import (
 )
 
 // cmdUpstream runs the upstream BGP speaker until SIGTERM or SIGINT (see
-// engine.RunUpstream), then withdraws everything and returns nil.
+// engine.RunUpstream), then withdraws everything (waiting, bounded, until
+// the withdrawals are written to each established session) and returns nil.
 func cmdUpstream(ctx context.Context, a *app, o *options, args []string) error {
 	if err := noArgs("upstream", args); err != nil {
 		return err
@@ -24,11 +25,9 @@ func cmdUpstream(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.engine(o).RunUpstream(ctx, p); err != nil {
-		return err
-	}
-	a.log.Info("upstream speaker stopped: every announcement withdrawn")
-	return nil
+	// The speaker's Stop logs what it withdrew and whether each neighbor
+	// got the withdrawals before the Cease: nothing to add here.
+	return a.engine(o).RunUpstream(ctx, p)
 }
 
 // writeUpstreamPlan prints, after a plan's ruleset, what the run would hand
@@ -87,8 +86,23 @@ func speakerAlive(st *upstream.StatusReport, now time.Time) bool {
 	return st != nil && now.Sub(st.Written) < 5*time.Second
 }
 
+// announcementOnNeighbor says in words how one neighbor has an
+// announcement.
+func announcementOnNeighbor(n upstream.AnnouncementNeighbor) string {
+	switch {
+	case !n.SessionUp:
+		return "session down, not sent"
+	case !n.Sent:
+		return "session up, not sent (family not negotiated?)"
+	case n.Received:
+		return "session up, sent, received back"
+	}
+	return "session up, sent"
+}
+
 // writeUpstreamStatus prints the speaker's live announcements with their
-// age and each neighbor's session state.
+// age and, per neighbor, whether each was sent; and each neighbor's
+// session state.
 func writeUpstreamStatus(w io.Writer, p *policy.Policy, st *upstream.StatusReport, now time.Time) {
 	if st == nil {
 		if p.Upstream.Enabled {
@@ -115,5 +129,8 @@ func writeUpstreamStatus(w io.Writer, p *policy.Policy, st *upstream.StatusRepor
 		// The age as the speaker measured it, plus the status file's own age.
 		age := l.Age + now.Sub(st.Written)
 		fmt.Fprintf(w, "  %s\t(%s old)\n", l.Announcement.CLI(), age.Round(time.Second))
+		for _, n := range l.Neighbors {
+			fmt.Fprintf(w, "    to %s: %s\n", n.Address, announcementOnNeighbor(n))
+		}
 	}
 }

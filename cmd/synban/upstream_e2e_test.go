@@ -319,7 +319,8 @@ func TestUpstreamEndToEnd(t *testing.T) {
 	netnstest.Eventually(t, 5*time.Second, func() bool {
 		out, _ := l.run("status", "--backend", "nftables")
 		return strings.Contains(out, "neighbor "+upRouter4) && strings.Contains(out, "established") &&
-			strings.Contains(out, strings.TrimPrefix(strings.TrimSuffix(wantCLI, "\n"), "# "))
+			strings.Contains(out, strings.TrimPrefix(strings.TrimSuffix(wantCLI, "\n"), "# ")) &&
+			strings.Contains(out, "to "+upRouter4+": session up, sent")
 	}, "synban status does not show the session and the live announcement")
 	// status --json carries the running speaker's part, valid against the
 	// schema file, with the same announcement.
@@ -331,13 +332,19 @@ func TestUpstreamEndToEnd(t *testing.T) {
 			Running bool `json:"running"`
 			Speaker struct {
 				Announcements []struct {
-					CLI string `json:"cli"`
+					CLI       string `json:"cli"`
+					Neighbors []struct {
+						Address   string `json:"address"`
+						SessionUp bool   `json:"session_up"`
+						Sent      bool   `json:"sent"`
+					} `json:"neighbors"`
 				} `json:"announcements"`
 			} `json:"speaker"`
 		} `json:"upstream"`
 	}
 	if err := json.Unmarshal([]byte(out), &sj); err != nil || !sj.Upstream.Running || len(sj.Upstream.Speaker.Announcements) != 1 ||
-		"# "+sj.Upstream.Speaker.Announcements[0].CLI+"\n" != wantCLI {
+		"# "+sj.Upstream.Speaker.Announcements[0].CLI+"\n" != wantCLI || len(sj.Upstream.Speaker.Announcements[0].Neighbors) != 1 ||
+		sj.Upstream.Speaker.Announcements[0].Neighbors[0].Address != upRouter4 || !sj.Upstream.Speaker.Announcements[0].Neighbors[0].Sent {
 		t.Errorf("status --json with the speaker running (%v):\n%s", err, out)
 	}
 
@@ -398,6 +405,9 @@ func TestUpstreamEndToEnd(t *testing.T) {
 	// SIGTERM: exit 0, everything withdrawn.
 	if code := l.stopSpeaker(); code != 0 {
 		t.Fatalf("synban upstream exited %d on SIGTERM:\n%s", code, l.log.String())
+	}
+	if !strings.Contains(l.log.String(), "every withdrawal written before the Cease") {
+		t.Errorf("synban upstream did not log that its withdrawals were written before the Cease:\n%s", l.log.String())
 	}
 	for _, f := range []string{"ipv4-flowspec", "ipv6-flowspec", "ipv4-unicast", "ipv6-unicast"} {
 		l.waitRIB(5*time.Second, f, func(rs []gobgptest.Route) bool { return len(rs) == 0 }, "nothing")
