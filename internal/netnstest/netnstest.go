@@ -54,6 +54,10 @@ var packages = map[string]string{
 	"zsh":             "zsh",
 	"fish":            "fish",
 	"groff":           "groff-base",
+	"dpkg":            "dpkg",
+	"lintian":         "lintian",
+	"man":             "man-db",
+	"git":             "git",
 }
 
 // Package returns the Debian package that installs the program name, and
