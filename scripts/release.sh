@@ -91,7 +91,7 @@ for arch in amd64 arm64; do
 	# nfpm's packages: a module of its own (nfpm stays out of synban's go.mod).
 	(cd packaging/mkpkg && go run . -config ../nfpm.yaml -format deb,rpm -o "$out" -commit "$commit" \
 		-var ARCH="$arch" -var VERSION="$version" -var BIN="$work/$arch/synban" \
-		-var ASSETS="$a" -var PKGDIR="$root/packaging") >/dev/null
+		-var ASSETS="$a") >/dev/null
 done
 
 (cd "$out" && sha256sum synban[-_]* >SHA256SUMS)

@@ -59,9 +59,14 @@ func run(args []string) error {
 	}
 	mtime := time.Unix(epoch, 0).UTC()
 	var missing []string
+	*outDir, err = filepath.Abs(*outDir)
+	if err != nil {
+		return err
+	}
 	cfg, err := nfpm.ParseFileWithEnvMapping(*config, func(name string) string {
 		v, ok := vars[name]
-		if !ok {
+		// nfpm asks for its signing passphrases (NFPM_*): none is used.
+		if !ok && !strings.HasPrefix(name, "NFPM_") {
 			missing = append(missing, name)
 		}
 		return v
@@ -71,6 +76,11 @@ func run(args []string) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%s uses ${%s}: give it with -var", *config, strings.Join(missing, "}, ${"))
+	}
+	// The description's relative paths (scripts, copyright) are relative
+	// to its directory.
+	if err := os.Chdir(filepath.Dir(*config)); err != nil {
+		return err
 	}
 	tmp, err := os.MkdirTemp("", "mkpkg-")
 	if err != nil {
@@ -138,6 +148,15 @@ func writeChangelog(path string, info *nfpm.Info, commit string, mtime time.Time
     distributions: [unstable]
   changes:
     - note: %q
-`, info.Version, mtime.Format(time.RFC3339), info.Maintainer, note)
+`, debVersion(info), mtime.Format(time.RFC3339), info.Maintainer, note)
 	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+// debVersion is the package's Debian version: the upstream version and the
+// revision.
+func debVersion(info *nfpm.Info) string {
+	if info.Release == "" {
+		return info.Version
+	}
+	return info.Version + "-" + info.Release
 }
