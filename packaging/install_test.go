@@ -39,11 +39,14 @@ func installed() bool {
 // of the package, nor the nftables table a run made. It leaves the machine
 // as it found it: the package is purged even when a check fails.
 func checkInstall(t *testing.T, deb, commit string) {
-	for _, prog := range []string{"dpkg", "systemd-analyze", "man", "bash", "nft"} {
+	for _, prog := range []string{"dpkg", "systemd-analyze", "systemctl", "man", "bash", "nft"} {
 		netnstest.RequireCommand(t, prog)
 	}
 	if installed() {
 		t.Fatal("synban is already installed on this machine: this test installs and purges it, so it will not run here")
+	}
+	if left := systemdTraces(); len(left) > 0 {
+		t.Fatalf("synban's units are already known to systemd here: %v", left)
 	}
 	ns := netnstest.New(t, "pkg")
 	t.Cleanup(func() {
@@ -67,7 +70,7 @@ func checkInstall(t *testing.T, deb, commit string) {
 	}
 	var files []string // the package's files, and its own directories
 	for _, p := range strings.Split(strings.TrimSpace(string(listing)), "\n") {
-		fi, err := os.Lstat(p)
+		fi, err := os.Stat(p) // /lib is a link to usr/lib: a directory
 		if err != nil {
 			t.Errorf("dpkg -L lists %s, which is missing: %v", p, err)
 			continue
@@ -130,6 +133,12 @@ func checkInstall(t *testing.T, deb, commit string) {
 	if links, _ := filepath.Glob("/etc/systemd/system/*/synban*"); len(links) > 0 {
 		t.Errorf("units enabled by the install: %v", links)
 	}
+	// The operator enables the timer; dpkg -r must disable it.
+	if out, err := exec.Command("systemctl", "--no-reload", "enable", "synban.timer").CombinedOutput(); err != nil {
+		t.Errorf("systemctl enable synban.timer: %v: %s", err, out)
+	} else if _, err := os.Lstat("/etc/systemd/system/timers.target.wants/synban.timer"); err != nil {
+		t.Errorf("systemctl enable synban.timer made no link: %v: %s", err, out)
+	}
 
 	// The man page formats without warnings; the bash completion loads.
 	man := exec.Command("man", "--warnings", "-l", "/usr/share/man/man8/synban.8.gz")
@@ -162,6 +171,9 @@ func checkInstall(t *testing.T, deb, commit string) {
 	if _, err := os.Stat("/etc/synban/policy.toml"); err != nil {
 		t.Errorf("dpkg -r removed the conffile: %v", err)
 	}
+	if links, _ := filepath.Glob("/etc/systemd/system/*/synban*"); len(links) > 0 {
+		t.Errorf("dpkg -r left the units enabled: %v", links)
+	}
 	if out, err := ns.Run("nft", "list", "table", "inet", "synban"); err != nil || !strings.Contains(out, "198.51.100.7") {
 		t.Errorf("dpkg -r removed the bans; they are left to expire: %v: %s", err, out)
 	}
@@ -181,6 +193,24 @@ func checkInstall(t *testing.T, deb, commit string) {
 	if installed() {
 		t.Errorf("dpkg still knows synban after the purge")
 	}
+	if left := systemdTraces(); len(left) > 0 {
+		t.Errorf("dpkg --purge left systemd links or deb-systemd-helper state: %v", left)
+	}
+}
+
+// systemdTraces lists what names synban under /etc/systemd/system and
+// deb-systemd-helper's state directories: enable links, masks, state.
+func systemdTraces() []string {
+	var out []string
+	for _, root := range []string{"/etc/systemd/system", "/var/lib/systemd/deb-systemd-helper-enabled", "/var/lib/systemd/deb-systemd-helper-masked"} {
+		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && strings.Contains(d.Name(), "synban") {
+				out = append(out, p)
+			}
+			return nil
+		})
+	}
+	return out
 }
 
 // checkMode: path has mode want and belongs to root.

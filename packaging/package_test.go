@@ -67,8 +67,12 @@ func headCommit(t *testing.T) string {
 // is installed, exercised and purged with the real dpkg.
 func TestRelease(t *testing.T) {
 	netnstest.RequireRoot(t)
+	commit := headCommit(t)
 	first := release(t)
 	second := release(t)
+	if now := headCommit(t); now != commit {
+		t.Fatalf("HEAD moved from %s to %s between the two builds: run the test on a quiet checkout", commit, now)
+	}
 	s1, s2 := sums(t, first), sums(t, second)
 	for _, want := range []string{"linux-amd64.tar.gz", "linux-arm64.tar.gz", "_amd64.deb", "_arm64.deb", ".x86_64.rpm", ".aarch64.rpm"} {
 		if !strings.Contains(s1, want) {
@@ -81,7 +85,7 @@ func TestRelease(t *testing.T) {
 	t.Run("tarball", func(t *testing.T) { checkTarball(t, artifact(t, first, "synban-*-linux-"+runtime.GOARCH+".tar.gz")) })
 	deb := artifact(t, first, "synban_*_"+runtime.GOARCH+".deb")
 	t.Run("lintian", func(t *testing.T) { checkLintian(t, deb) })
-	t.Run("install", func(t *testing.T) { checkInstall(t, deb, headCommit(t)) })
+	t.Run("install", func(t *testing.T) { checkInstall(t, deb, commit) })
 }
 
 // checkTarball: the archive holds what README says, every entry owned by

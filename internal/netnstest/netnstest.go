@@ -45,6 +45,7 @@ var packages = map[string]string{
 	"ping":            "iputils-ping",
 	"sysctl":          "procps",
 	"systemd-analyze": "systemd",
+	"systemctl":       "systemd",
 	"gobgpd":          "gobgpd",
 	"gobgp":           "gobgpd",
 	"cscli":           "crowdsec",
