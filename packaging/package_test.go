@@ -61,17 +61,28 @@ func headCommit(t *testing.T) string {
 	return strings.TrimSpace(string(out))
 }
 
+// treeState is HEAD and the modified tracked files with their contents'
+// hash: what release.sh builds from.
+func treeState(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", "git rev-parse HEAD && git diff HEAD | sha256sum").Output()
+	if err != nil {
+		t.Fatalf("git rev-parse HEAD, git diff HEAD: %v", err)
+	}
+	return string(out)
+}
+
 // TestRelease builds the release twice from this commit into two
 // directories: the SHA256SUMS (archives and packages of both
 // architectures) are identical. Then lintian checks the .deb, and the .deb
 // is installed, exercised and purged with the real dpkg.
 func TestRelease(t *testing.T) {
 	netnstest.RequireRoot(t)
-	commit := headCommit(t)
+	commit, tree := headCommit(t), treeState(t)
 	first := release(t)
 	second := release(t)
-	if now := headCommit(t); now != commit {
-		t.Fatalf("HEAD moved from %s to %s between the two builds: run the test on a quiet checkout", commit, now)
+	if now := treeState(t); now != tree {
+		t.Fatalf("the checkout changed between the two builds (HEAD and modified files before:\n%s\nafter:\n%s): run the test on a quiet checkout", tree, now)
 	}
 	s1, s2 := sums(t, first), sums(t, second)
 	for _, want := range []string{"linux-amd64.tar.gz", "linux-arm64.tar.gz", "_amd64.deb", "_arm64.deb", ".x86_64.rpm", ".aarch64.rpm"} {
