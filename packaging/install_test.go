@@ -39,9 +39,12 @@ func installed() bool {
 // of the package, nor the nftables table a run made. It leaves the machine
 // as it found it: the package is purged even when a check fails.
 func checkInstall(t *testing.T, deb, commit string) {
-	for _, prog := range []string{"dpkg", "systemd-analyze", "systemctl", "man", "bash", "nft"} {
-		netnstest.RequireCommand(t, prog)
-	}
+	netnstest.RequireCommand(t, "dpkg")
+	netnstest.RequireCommand(t, "systemd-analyze")
+	netnstest.RequireCommand(t, "systemctl")
+	netnstest.RequireCommand(t, "man")
+	netnstest.RequireCommand(t, "bash")
+	netnstest.RequireCommand(t, "nft")
 	if installed() {
 		t.Fatal("synban is already installed on this machine: this test installs and purges it, so it will not run here")
 	}
