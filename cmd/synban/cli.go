@@ -24,9 +24,6 @@ const (
 	exitLocked  = 3
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 // usageError marks bad input: it maps to exit code 2.
 type usageError struct{ err error }
 
@@ -347,7 +344,7 @@ func commandUsage(w io.Writer, fs *flag.FlagSet, cmd *command) {
 }
 
 func usage(w io.Writer, cmds []*command) {
-	fmt.Fprintf(w, "synban %s: detect SYN and connection floods and ban their sources\n\nusage: synban COMMAND [flags]\n\ncommands:\n", version)
+	fmt.Fprintf(w, "synban %s: detect SYN and connection floods and ban their sources\n\nusage: synban COMMAND [flags]\n\ncommands:\n", buildVersion().Version)
 	for _, c := range cmds {
 		name := c.name
 		if c.args != "" {
@@ -364,9 +361,10 @@ func cmdVersion(_ context.Context, a *app, o *options, args []string) error {
 		return badInput("version takes no arguments, got %q", strings.Join(args, " "))
 	}
 	if o.json {
-		return writeJSON(a.stdout, versionDoc{Version: version})
+		v := buildVersion()
+		return writeJSON(a.stdout, versionDoc{Version: v.Version, Commit: v.Commit, Modified: v.Modified, Go: v.Go})
 	}
-	fmt.Fprintf(a.stdout, "synban %s\n", version)
+	fmt.Fprintln(a.stdout, buildVersion())
 	return nil
 }
 

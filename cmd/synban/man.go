@@ -29,7 +29,7 @@ func roff(s string) string {
 
 func writeMan(w io.Writer, cmds []cliCommand) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, ".TH SYNBAN 1 \"\" \"synban %s\" \"User Commands\"\n", roff(version))
+	fmt.Fprintf(&b, ".TH SYNBAN 8 \"\" \"synban %s\" \"System Administration\"\n", roff(buildVersion().Version))
 	b.WriteString(".SH NAME\nsynban \\- detect SYN and connection floods and ban their sources\n")
 	b.WriteString(".SH SYNOPSIS\n.B synban\n.I COMMAND\n[\\fIflags\\fR] [\\fIarguments\\fR]\n")
 	b.WriteString(".SH DESCRIPTION\n")

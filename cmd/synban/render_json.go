@@ -454,7 +454,10 @@ type flushDoc struct {
 
 // versionDoc is `version --json`.
 type versionDoc struct {
-	Version string `json:"version"`
+	Version  string `json:"version"`
+	Commit   string `json:"commit"`
+	Modified bool   `json:"modified"`
+	Go       string `json:"go"`
 }
 
 // fileJSON is one file render prints (path "") or writes (path set).

@@ -58,6 +58,11 @@ var packages = map[string]string{
 	"birdc":             "bird2",
 	"tcpdump":           "tcpdump",
 	"/usr/lib/frr/bgpd": "frr",
+	"systemctl":         "systemd",
+	"dpkg":              "dpkg",
+	"lintian":           "lintian",
+	"man":               "man-db",
+	"git":               "git",
 }
 
 // Package returns the Debian package that installs the program name, and
