@@ -265,7 +265,7 @@ func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.G
 			verdicts = append(append(make([]detect.Verdict, 0, len(verdicts)+len(restore)), verdicts...), restore...)
 		}
 	}
-	rs, omitted, err := rules.Compile(p, verdicts, g)
+	rs, omitted, err := rules.Compile(p, Offences(verdicts), g)
 	if err != nil {
 		return nil, fmt.Errorf("compile ruleset: %w", err)
 	}

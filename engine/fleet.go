@@ -231,7 +231,7 @@ func (f *fleet) join(d *Decision, st *state.State, now time.Time, pulled []detec
 	if len(pulled) > 0 {
 		verdicts := append(slices.Clone(d.Report.Verdicts), storedVerdicts(f.decideState(st), now)...)
 		verdicts = append(verdicts, pulled...)
-		rs, omitted, err := rules.Compile(d.Policy, verdicts, d.Guard)
+		rs, omitted, err := rules.Compile(d.Policy, Offences(verdicts), d.Guard)
 		if err != nil {
 			return fmt.Errorf("compile ruleset with the CrowdSec bans: %w", err)
 		}
@@ -338,7 +338,7 @@ func (f *fleet) push(ctx context.Context, d *Decision) {
 			rule = "manual"
 		}
 		out = append(out, crowdsec.Ban{Prefix: b.Prefix, Duration: b.Timeout, Scenario: "synban/" + rule,
-			Message: "synban " + rules.BanReason(v), Events: v.Count})
+			Message: "synban " + rules.BanReason(Offence(v)), Events: v.Count})
 	}
 	if len(out) == 0 {
 		return

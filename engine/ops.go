@@ -145,7 +145,7 @@ func (e *Engine) ban(ctx context.Context, p *policy.Policy, reqs []BanRequest, d
 		}
 		verdicts[i] = detect.Verdict{Subject: subject, BanFor: d, Reason: reason, Sources: 1, Forced: reason == rules.ForcedBanReason}
 	}
-	rs, omitted, err := rules.Compile(p, verdicts, g)
+	rs, omitted, err := rules.Compile(p, Offences(verdicts), g)
 	if err != nil {
 		return nil, "", fmt.Errorf("compile ruleset: %w", err)
 	}

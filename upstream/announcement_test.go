@@ -136,3 +136,12 @@ func TestCommunityText(t *testing.T) {
 		}
 	}
 }
+
+// The well-known communities live in the GoBGP-free config package as
+// numbers; they must stay GoBGP's.
+func TestWellKnownCommunitiesAreGoBGPs(t *testing.T) {
+	if Blackhole != Community(bgp.COMMUNITY_BLACKHOLE) || NoExport != Community(bgp.COMMUNITY_NO_EXPORT) {
+		t.Fatalf("Blackhole %s, NoExport %s; GoBGP says %s and %s", Blackhole, NoExport,
+			Community(bgp.COMMUNITY_BLACKHOLE), Community(bgp.COMMUNITY_NO_EXPORT))
+	}
+}
