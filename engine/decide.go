@@ -87,7 +87,7 @@ func (e *Engine) Plan(ctx context.Context, p *policy.Policy, now time.Time) (*De
 	if err != nil {
 		return nil, backends.Choice{}, err
 	}
-	choice, err := backends.Choose(ctx, e.BackendName(p), e.backendOptions(p, nil))
+	choice, err := e.choose(ctx, e.BackendName(p), e.backendOptions(p, nil))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, backends.Choice{}, err

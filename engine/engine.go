@@ -55,6 +55,13 @@ type Options struct {
 	SSHConnection string
 	// SysctlRoot is where kernel settings live ("" means /proc/sys).
 	SysctlRoot string
+	// OpenBackend opens the firewall backend called name with the options
+	// the policy asks for, as backends.Open does; nil means backends.Open.
+	// Every command goes through it (run, plan, status, explain, ban,
+	// unban, flush, the sensor), so a test can give an in-memory backend
+	// (rules/memory) and run the whole cycle without a kernel. With
+	// o.ReadOnly the engine wraps what it returns in backends.ReadOnly.
+	OpenBackend func(ctx context.Context, name string, o backends.Options) (rules.Backend, backends.Choice, error)
 }
 
 // Engine runs synban's cycle and its bookkeeping. The zero value is not
@@ -112,9 +119,33 @@ func (e *Engine) backendOptions(p *policy.Policy, store *state.Store) backends.O
 	}
 }
 
+// open is backends.Open, or Options.OpenBackend when set: the one place
+// the engine opens a backend.
+func (e *Engine) open(ctx context.Context, name string, o backends.Options) (rules.Backend, backends.Choice, error) {
+	if e.opts.OpenBackend == nil {
+		return backends.Open(ctx, name, o)
+	}
+	b, choice, err := e.opts.OpenBackend(ctx, name, o)
+	if err == nil && o.ReadOnly {
+		b = backends.ReadOnly(b)
+	}
+	return b, choice, err
+}
+
+// choose is backends.Choose, or with Options.OpenBackend the choice it
+// makes opening read-only.
+func (e *Engine) choose(ctx context.Context, name string, o backends.Options) (backends.Choice, error) {
+	if e.opts.OpenBackend == nil {
+		return backends.Choose(ctx, name, o)
+	}
+	o.ReadOnly = true
+	_, choice, err := e.opts.OpenBackend(ctx, name, o)
+	return choice, err
+}
+
 // openBackend picks the backend (options or policy) and logs why.
 func (e *Engine) openBackend(ctx context.Context, p *policy.Policy, store *state.Store) (rules.Backend, backends.Choice, error) {
-	b, choice, err := backends.Open(ctx, e.BackendName(p), e.backendOptions(p, store))
+	b, choice, err := e.open(ctx, e.BackendName(p), e.backendOptions(p, store))
 	if err != nil {
 		return nil, choice, fmt.Errorf("choose a firewall backend: %w", err)
 	}

@@ -222,7 +222,7 @@ func (e *Engine) readKernel(ctx context.Context, p *policy.Policy, st *state.Sta
 	}
 	bo := e.backendOptions(p, store)
 	bo.ReadOnly = true
-	b, choice, err := backends.Open(ctx, e.BackendName(p), bo)
+	b, choice, err := e.open(ctx, e.BackendName(p), bo)
 	k.choice, k.backend = choice, b
 	if err != nil {
 		return k, fmt.Errorf("choose a firewall backend: %w", err)

@@ -336,7 +336,7 @@ func (e *Engine) Status(ctx context.Context, p *policy.Policy) (*Status, error) 
 	}
 	bo := e.backendOptions(p, store)
 	bo.ReadOnly = true
-	b, choice, err := backends.Open(ctx, e.BackendName(p), bo)
+	b, choice, err := e.open(ctx, e.BackendName(p), bo)
 	if err != nil {
 		return nil, fmt.Errorf("choose a firewall backend: %w", err)
 	}
