@@ -348,7 +348,7 @@ func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend
 	// The store's tally counts the bans by group without reading them;
 	// those that ended by now (still stored) are taken off through the
 	// expiry index.
-	at := time.Now()
+	at := e.now()
 	err := store.View(func(t *state.Tx) error {
 		tally, err := t.Tally()
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/synban/synban/crowdsec"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/backends"
@@ -62,6 +63,12 @@ type Options struct {
 	// (rules/memory) and run the whole cycle without a kernel. With
 	// o.ReadOnly the engine wraps what it returns in backends.ReadOnly.
 	OpenBackend func(ctx context.Context, name string, o backends.Options) (rules.Backend, backends.Choice, error)
+	// NewLAPI makes the CrowdSec LAPI client from the policy's [crowdsec]
+	// (credentials read); nil means crowdsec.New. A test gives a stub.
+	NewLAPI func(cfg crowdsec.Config) (LAPI, error)
+	// Now is the clock of the commands not given a time (ban, unban,
+	// status); nil means time.Now. A test gives the in-memory backend's.
+	Now func() time.Time
 }
 
 // Engine runs synban's cycle and its bookkeeping. The zero value is not
@@ -89,6 +96,14 @@ func (e *InputError) Unwrap() error { return e.Err }
 // BadInput returns an InputError with a formatted message.
 func BadInput(format string, args ...any) error {
 	return &InputError{fmt.Errorf(format, args...)}
+}
+
+// now is Options.Now, else time.Now.
+func (e *Engine) now() time.Time {
+	if e.opts.Now != nil {
+		return e.opts.Now()
+	}
+	return time.Now()
 }
 
 // BackendName is the backend asked for: Options.Backend, else the

@@ -174,7 +174,7 @@ func (e *Engine) ban(ctx context.Context, p *policy.Policy, reqs []BanRequest, d
 	if _, err := b.Apply(ctx, rs); err != nil {
 		return nil, "", fmt.Errorf("apply ban with %s: %w", choice.Name, err)
 	}
-	now := time.Now()
+	now := e.now()
 	if err := store.Edit(func(t *state.Tx) error {
 		for _, ban := range rs.Bans {
 			if err := t.Upsert(state.Ban{Prefix: ban.Prefix, Since: now, Until: now.Add(ban.Timeout), Reason: ban.Reason, Rule: "manual", Backend: choice.Name, Forced: forced[ban.Prefix]}); err != nil {
@@ -259,7 +259,7 @@ func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.P
 				return err
 			}
 			if ok {
-				attrs = append(attrs, "rule", old.Rule, "lasted", time.Since(old.Since).Round(time.Second), "reason", old.Reason)
+				attrs = append(attrs, "rule", old.Rule, "lasted", e.now().Sub(old.Since).Round(time.Second), "reason", old.Reason)
 				before.Bans = append(before.Bans, old)
 			}
 			e.log.Info("unban", attrs...)
@@ -352,7 +352,7 @@ func (e *Engine) Status(ctx context.Context, p *policy.Policy) (*Status, error) 
 			return nil, fmt.Errorf("inspect %s: %w", choice.Name, err)
 		}
 	}
-	gap := compareStored(st, out.Bans, time.Now())
+	gap := compareStored(st, out.Bans, e.now())
 	out.Stored, out.Absent = gap.stored, gap.absent
 	out.Notes = gap.notes(choice.Name, out.Missing, p.Route.Protocol)
 	return out, nil
