@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/detect"
+	"github.com/synban/synban/internal/prefixes"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/backends"
@@ -381,7 +382,7 @@ func compareStored(st *state.State, kernel []rules.ActiveBan, now time.Time) sto
 	g.stored = len(stored)
 	for _, v := range stored {
 		covered := slices.ContainsFunc(kernel, func(k rules.ActiveBan) bool {
-			return k.Prefix.Addr().Is4() == v.Subject.Addr().Is4() && k.Prefix.Bits() <= v.Subject.Bits() && k.Prefix.Contains(v.Subject.Addr())
+			return prefixes.Holds(k.Prefix, v.Subject)
 		})
 		if !covered {
 			g.absent = append(g.absent, v.Subject)

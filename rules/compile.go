@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/synban/synban/internal/prefixes"
 	"github.com/synban/synban/policy"
 )
 
@@ -472,15 +473,7 @@ func NormalizePrefixes(ps []netip.Prefix) []netip.Prefix {
 		}
 	}
 	slices.SortFunc(all, ComparePrefixes)
-	out := all[:0]
-	for _, p := range all {
-		// Prefixes nest or are disjoint; in this order a prefix that is
-		// contained in an earlier one is contained in the last one kept.
-		if n := len(out); n > 0 && out[n-1].Contains(p.Addr()) && out[n-1].Bits() <= p.Bits() {
-			continue
-		}
-		out = append(out, p)
-	}
+	out := prefixes.Fold(all)
 	if len(out) == 0 {
 		return nil
 	}

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
@@ -295,9 +294,9 @@ func TestNFTCompiledOverlapsAccepted(t *testing.T) {
 	for _, s := range []string{"10.0.0.0/8", "10.1.0.0/16", "10.1.2.3/32", "::ffff:10.9.9.9/128", "fd00::/8", "fd00:1::/32"} {
 		g.Add(p(s), "allow list")
 	}
-	var vs []detect.Verdict
+	var vs []rules.Offence
 	for _, s := range []string{"198.51.100.0/25", "198.51.100.0/24", "198.51.100.7", "2001:db8::/48", "2001:db8::/64", "2001:db8::9", "::ffff:198.51.100.9"} {
-		vs = append(vs, detect.Verdict{Subject: p(s), Rule: "syn-flood", State: policy.StateSynRecv, Count: 9, Threshold: 5, BanFor: time.Minute})
+		vs = append(vs, rules.Offence{Subject: p(s), Rule: "syn-flood", State: policy.StateSynRecv, Count: 9, Threshold: 5, BanFor: time.Minute})
 	}
 	rs, _, err := rules.Compile(pol, vs, g)
 	if err != nil {
