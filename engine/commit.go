@@ -268,6 +268,13 @@ func dropBaseline(drops *dropReader, d *Decision) map[netip.Prefix]uint64 {
 	return m
 }
 
+// SysctlDrift reads the policy's kernel settings ([sysctl]) where the
+// engine's options say they live and reports each one's value against the
+// policy's, for `synban check`. It changes nothing.
+func (e *Engine) SysctlDrift(p *policy.Policy) []sysctl.State {
+	return sysctl.Read(e.sysctlRoot(), p.Sysctl.Settings())
+}
+
 // sysctlRoot is where kernel settings live.
 func (e *Engine) sysctlRoot() string {
 	if e.opts.SysctlRoot != "" {

@@ -558,3 +558,26 @@ func TestMemoryMetricsTextfile(t *testing.T) {
 		}
 	}
 }
+
+// check reads kernel settings where the engine's option says they live,
+// not the host's /proc/sys.
+func TestMemorySysctlDriftReadsTheEnginesRoot(t *testing.T) {
+	r := newRig(t)
+	one := 1
+	r.p.Sysctl.TCPSyncookies = &one
+	settings := r.p.Sysctl.Settings()
+	root := t.TempDir()
+	s := settings[0]
+	path := filepath.Join(root, filepath.FromSlash(strings.ReplaceAll(s.Key, ".", "/")))
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("12345\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := New(nil, Options{SysctlRoot: root})
+	got := e.SysctlDrift(r.p)
+	if len(got) != len(settings) || got[0].Current != "12345" || !got[0].Drift {
+		t.Fatalf("drift %+v, want %s read as 12345 from the test's root", got, s.Key)
+	}
+}
