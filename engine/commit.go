@@ -61,11 +61,12 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	if err != nil {
 		return nil, err
 	}
-	store, head, b, choice, release, err := e.lockAndOpen(ctx, p)
+	l, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	defer l.release()
+	store, head, b, choice := l.store, l.head, l.backend, l.choice
 	var drops *dropReader
 	if dc, ok := b.(rules.DropCounter); ok {
 		drops = &dropReader{dc: dc}
@@ -89,7 +90,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 		}
 		src = storedOf(fl.decideState(st))
 	}
-	d, err := e.decideWith(ctx, p, src, now, drops, keep, e.newSensorRun(p, b, store.Dir()))
+	d, err := e.decideWith(ctx, &cycle{p: p, now: now, st: src, drops: drops, keep: keep, sr: e.newSensorRun(p, b, store.Dir())})
 	if err != nil {
 		return nil, err
 	}

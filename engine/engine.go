@@ -190,6 +190,18 @@ func (e *Engine) lockedStore(ctx context.Context) (*state.Store, func() error, e
 	return s, release, nil
 }
 
+// locked is what lockAndOpen hands an operation that changes bans: the
+// store under its lock, its metadata, and the backend.
+type locked struct {
+	store *state.Store
+	// head is the store's metadata as the lock found it.
+	head    state.Head
+	backend rules.Backend
+	choice  backends.Choice
+	// release gives the lock back; the caller defers it.
+	release func() error
+}
+
 // lockAndOpen takes the state lock, checks that the state store opens and
 // its metadata reads, and opens the backend, for the operations that change
 // bans. A store that cannot be read (corrupt, or a link or FIFO planted as
@@ -197,22 +209,22 @@ func (e *Engine) lockedStore(ctx context.Context) (*state.Store, func() error, e
 // and then not recorded would never be restored or expired by synban. It
 // reads no ban: the store's metadata (Head) is what a run needs first. The
 // caller defers release.
-func (e *Engine) lockAndOpen(ctx context.Context, p *policy.Policy) (*state.Store, state.Head, rules.Backend, backends.Choice, func() error, error) {
+func (e *Engine) lockAndOpen(ctx context.Context, p *policy.Policy) (*locked, error) {
 	store, release, err := e.lockedStore(ctx)
 	if err != nil {
-		return nil, state.Head{}, nil, backends.Choice{}, nil, err
+		return nil, err
 	}
 	head, err := store.Head()
 	if err != nil {
 		release()
-		return nil, state.Head{}, nil, backends.Choice{}, nil, fmt.Errorf("load state: %w", err)
+		return nil, fmt.Errorf("load state: %w", err)
 	}
 	b, choice, err := e.openBackend(ctx, p, store)
 	if err != nil {
 		release()
-		return nil, state.Head{}, nil, backends.Choice{}, nil, err
+		return nil, err
 	}
-	return store, head, b, choice, release, nil
+	return &locked{store: store, head: head, backend: b, choice: choice, release: release}, nil
 }
 
 // readState loads the state store read-only when it exists; a missing state

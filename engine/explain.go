@@ -266,7 +266,7 @@ func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.
 
 	// The decision as the run makes it: the same analysis, spoof filter,
 	// escalation (with the kernel's drop counters) and compiler.
-	d, err := e.decideWindow(ctx, p, g, w, storedOf(st), now, k.drops, nil, sr)
+	d, err := e.decideWindow(ctx, &cycle{p: p, g: g, now: now, st: storedOf(st), drops: k.drops, sr: sr}, w)
 	if err != nil {
 		return nil, err
 	}

@@ -167,11 +167,12 @@ func (e *Engine) ban(ctx context.Context, p *policy.Policy, reqs []BanRequest, d
 	if err != nil {
 		return nil, "", err
 	}
-	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
+	l, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return nil, "", err
 	}
-	defer release()
+	defer l.release()
+	store, b, choice := l.store, l.backend, l.choice
 	if _, err := b.Apply(ctx, rs); err != nil {
 		return nil, "", fmt.Errorf("apply ban with %s: %w", choice.Name, err)
 	}
@@ -239,11 +240,12 @@ func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.P
 	if err != nil {
 		return 0, "", err
 	}
-	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
+	l, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return 0, "", err
 	}
-	defer release()
+	defer l.release()
+	store, b, choice := l.store, l.backend, l.choice
 	n, err := b.Unban(ctx, subjects)
 	if err != nil {
 		return 0, "", fmt.Errorf("unban with %s: %w", choice.Name, err)
@@ -280,11 +282,12 @@ func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.P
 // bans so the next run does not restore them; the history stays for
 // escalation. It returns the backend used.
 func (e *Engine) Flush(ctx context.Context, p *policy.Policy) (string, error) {
-	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
+	l, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return "", err
 	}
-	defer release()
+	defer l.release()
+	store, b, choice := l.store, l.backend, l.choice
 	if err := b.Flush(ctx); err != nil {
 		return "", fmt.Errorf("flush %s: %w", choice.Name, err)
 	}
