@@ -7,7 +7,9 @@
 //
 // An Engine holds a logger and plain options; it reads no environment and
 // keeps no global state, so the CLI, watch, the bench harness and tests run
-// the same cycle.
+// the same cycle. The options are also its seams: a test gives an
+// in-memory backend (OpenBackend, rules/memory), a stub CrowdSec LAPI
+// (NewLAPI) and its clock (Now), and runs every command without root.
 package engine
 
 import (

@@ -128,7 +128,8 @@ func (d *decoder) integer64(dst *int64) field {
 	}
 }
 
-// UpstreamConfig converts [upstream] into the upstream package's Config:
+// UpstreamConfig converts [upstream] into the upstream speaker's Config
+// (package upstream/config, which links no BGP library):
 // the one place where the section becomes what the speaker and the run's
 // decision use. protected are the host's addresses and the allow list
 // (never a source); passwords, when not nil, are the neighbors' passwords
