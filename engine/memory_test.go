@@ -581,3 +581,86 @@ func TestMemorySysctlDriftReadsTheEnginesRoot(t *testing.T) {
 		t.Fatalf("drift %+v, want %s read as 12345 from the test's root", got, s.Key)
 	}
 }
+
+// A bulk ban is one transaction: one generation step, a subject inside
+// another of the request banned through it.
+func TestMemoryBanAll(t *testing.T) {
+	r := newRig(t)
+	r.run(capQuiet)
+	g := r.k.Generation()
+	reqs := []BanRequest{
+		{Subject: netip.MustParsePrefix("192.0.2.0/24"), Where: "list:1"},
+		{Subject: netip.MustParsePrefix("192.0.2.9/32"), Where: "list:2"},
+		{Subject: netip.MustParsePrefix("2001:db8:9::/48"), Where: "list:3"},
+	}
+	out, err := r.engine("").BanAll(context.Background(), r.p, reqs, time.Hour, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Bans) != 2 || out.Covered != 1 || r.k.Generation() != g+1 {
+		t.Fatalf("bulk ban %+v, generation %d→%d; want 2 bans, 1 covered, one step", out, g, r.k.Generation())
+	}
+	if len(r.kernel()) != 2 || len(r.state().Bans) != 2 {
+		t.Fatalf("kernel %v, stored %v", r.kernel(), r.state().Bans)
+	}
+}
+
+// A manual ban is kept by the runs after it and restored after a flush
+// with its forced flag.
+func TestMemoryManualBanSurvivesRunsAndFlush(t *testing.T) {
+	r := newRig(t)
+	e := r.engine("")
+	broad := netip.MustParsePrefix("10.16.0.0/12")
+	if _, err := e.Ban(context.Background(), r.p, broad, time.Hour, true); err != nil {
+		t.Fatal(err)
+	}
+	r.clock.Advance(time.Minute)
+	if out := r.run(capQuiet); out.Result.Added != 0 {
+		t.Fatalf("a quiet run after the ban re-added %d", out.Result.Added)
+	}
+	r.k.OutsideFlush()
+	r.clock.Advance(time.Minute)
+	r.run(capQuiet)
+	ab, ok := r.kernel()[broad]
+	if !ok || ab.Expires != time.Hour-2*time.Minute {
+		t.Fatalf("forced ban after a flush: %+v %v, want restored with 58m left", ab, ok)
+	}
+}
+
+// KernelBans reads what top shows of the kernel: bans, their time left and
+// each element's drop counter.
+func TestMemoryKernelBans(t *testing.T) {
+	r := newRig(t)
+	r.run(capSingle)
+	r.k.Drop(flooder, 42)
+	r.clock.Advance(time.Minute)
+	kb, err := r.engine("").KernelBans(context.Background(), r.p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kb.Bans) != 1 || kb.Bans[0].Expires != r.p.Ban.Duration.Duration-time.Minute || kb.Drops[flooder] != 42 || kb.Choice.Name != memory.Name {
+		t.Fatalf("kernel bans %+v", kb)
+	}
+	if len(kb.Counters) == 0 || kb.Counters[0].Packets != 42 {
+		t.Errorf("rule counters %+v, want ban_v4 at 42", kb.Counters)
+	}
+}
+
+// After an unban, the next run does not put the ban back, but the source's
+// history still counts: flooding again after the unban escalates.
+func TestMemoryUnbanThenRunKeepsHistory(t *testing.T) {
+	r := newRig(t)
+	base := r.p.Ban.Duration.Duration
+	r.run(capSingle)
+	if _, _, err := r.engine("").Unban(context.Background(), r.p, []netip.Prefix{flooder}); err != nil {
+		t.Fatal(err)
+	}
+	if out := r.run(capQuiet); out.Decision.Restored != 0 || len(r.kernel()) != 0 {
+		t.Fatalf("a run after unban restored %d: %v", out.Decision.Restored, r.kernel())
+	}
+	r.clock.Advance(time.Minute)
+	out := r.run(capSingle)
+	if len(out.Decision.Report.Verdicts) != 1 || out.Decision.Report.Verdicts[0].BanFor != 2*base {
+		t.Fatalf("flood after unban: %v, want one verdict escalated to %s", out.Decision.Report.Verdicts, 2*base)
+	}
+}
