@@ -14,7 +14,6 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"golang.org/x/sys/unix"
 
-	"github.com/synban/synban/detect"
 	"github.com/synban/synban/engine"
 	"github.com/synban/synban/policy"
 )
@@ -63,19 +62,11 @@ type topRow struct {
 	Drops   *uint64 `json:"drops"`
 }
 
-// topSnapshot is one refresh of top.
+// topSnapshot is one refresh of top: engine.Top's snapshot with its rows
+// as top encodes them.
 type topSnapshot struct {
-	At         time.Time
-	Sampler    string
-	Samples    int
-	Sources    int
-	Class      detect.Classification
-	Counters   detect.TcpExt
-	Backend    string
-	BackendErr string
-	// RuleDrops are the backend's rule counters: "input/ban_v4" -> packets.
-	RuleDrops []string
-	Rows      []topRow
+	*engine.TopSnapshot
+	Rows []topRow
 }
 
 // takeTop is engine.Top in the shape top draws and encodes.
@@ -84,8 +75,7 @@ func takeTop(ctx context.Context, e *engine.Engine, p *policy.Policy) (*topSnaps
 	if err != nil {
 		return nil, err
 	}
-	s := &topSnapshot{At: t.At, Sampler: t.Sampler, Samples: t.Samples, Sources: t.Sources, Class: t.Class,
-		Counters: t.Counters, Backend: t.Backend, BackendErr: t.BackendErr, RuleDrops: t.RuleDrops}
+	s := &topSnapshot{TopSnapshot: t, Rows: make([]topRow, 0, len(t.Rows))}
 	for _, r := range t.Rows {
 		s.Rows = append(s.Rows, topRow(r))
 	}
