@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/nsenter"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
@@ -36,10 +35,10 @@ func banAddr(i int) netip.Addr {
 
 // banRuleset compiles n single-address bans with the benchmark policy.
 func banRuleset(p *policy.Policy, n int) (*rules.Ruleset, error) {
-	verdicts := make([]detect.Verdict, n)
+	verdicts := make([]rules.Offence, n)
 	for i := range verdicts {
-		verdicts[i] = detect.Verdict{Subject: netip.PrefixFrom(banAddr(i), 32), Rule: "syn-flood", State: policy.StateSynRecv,
-			Count: 120, Threshold: 50, Hits: 1, Samples: 1, Sources: 1, BanFor: 10 * time.Minute}
+		verdicts[i] = rules.Offence{Subject: netip.PrefixFrom(banAddr(i), 32), Rule: "syn-flood", State: policy.StateSynRecv,
+			Count: 120, Threshold: 50, Sources: 1, BanFor: 10 * time.Minute}
 	}
 	rs, omitted, err := rules.Compile(p, verdicts, p.Guard(nil))
 	if err != nil {

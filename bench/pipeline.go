@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/detect"
+	"github.com/synban/synban/engine"
 	"github.com/synban/synban/internal/memtest"
 	"github.com/synban/synban/internal/synflood"
 	"github.com/synban/synban/rules"
@@ -62,7 +63,7 @@ func (b *bench) spoofedPipeline() error {
 					stop := memtest.HeapPeak()
 					start := time.Now()
 					rep, class := detect.Detect(p, samples, g, detect.TcpExt{})
-					rs, _, err := rules.Compile(p, rep.Verdicts, g)
+					rs, _, err := rules.Compile(p, engine.Offences(rep.Verdicts), g)
 					wall := time.Since(start)
 					peak := stop()
 					runtime.ReadMemStats(&after)

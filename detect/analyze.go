@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/synban/synban/internal/prefixes"
 	"github.com/synban/synban/policy"
 )
 
@@ -584,14 +585,8 @@ func newAnalysis(p *policy.Policy, samples, sizeHint int, classify, records bool
 	a.cur = make([]int32, len(a.classes))
 	a.psum = make([]int32, len(a.classes))
 	a.psrc = make([]int32, len(a.classes))
-	if p.Prefix.Enabled {
-		if p.Prefix.IPv4Length > 0 && p.Prefix.IPv4Length <= 32 && p.Prefix.IPv4Threshold > 0 {
-			a.pfxLen4, a.pfxThr4 = p.Prefix.IPv4Length, p.Prefix.IPv4Threshold
-		}
-		if p.Prefix.IPv6Length > 0 && p.Prefix.IPv6Length <= 128 && p.Prefix.IPv6Threshold > 0 {
-			a.pfxLen6, a.pfxThr6 = p.Prefix.IPv6Length, p.Prefix.IPv6Threshold
-		}
-	}
+	a.pfxLen4, a.pfxThr4 = p.Prefix.Aggregation(true)
+	a.pfxLen6, a.pfxThr6 = p.Prefix.Aggregation(false)
 	return a
 }
 
@@ -609,13 +604,7 @@ func (a *analysis) prefixOf(addr netip.Addr) netip.Prefix {
 	if addr.Is4() {
 		bits = a.pfxLen4
 	}
-	if bits == 0 {
-		return netip.Prefix{}
-	}
-	pfx, err := addr.Prefix(bits)
-	if err != nil {
-		return netip.Prefix{}
-	}
+	pfx, _ := prefixes.Aggregate(addr, bits)
 	return pfx
 }
 

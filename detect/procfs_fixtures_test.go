@@ -4,7 +4,7 @@ package detect
 // checks that the checked-in files are what it generates. After changing the
 // generator, rewrite the files with
 //
-//	SYNBAN_UPDATE_FIXTURES=1 go test ./detect/ -run TestFixturesUpToDate
+//	SYNBAN_UPDATE_GOLDEN=1 go test ./detect/ -run TestFixturesUpToDate
 //
 // The fixtures are captures as a little-endian machine (x86-64, arm64)
 // prints them; tests reading them skip on big-endian machines.
@@ -19,6 +19,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/synban/synban/internal/golden"
 )
 
 const fixtureRoot = "../testdata/proc"
@@ -327,7 +329,7 @@ func TestFixturesUpToDate(t *testing.T) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	update := os.Getenv("SYNBAN_UPDATE_FIXTURES") == "1"
+	update := golden.Update()
 	for _, name := range names {
 		path := filepath.Join(fixtureRoot, name)
 		if update {
@@ -341,10 +343,10 @@ func TestFixturesUpToDate(t *testing.T) {
 		}
 		got, err := os.ReadFile(path)
 		if err != nil {
-			t.Fatalf("%v (regenerate with SYNBAN_UPDATE_FIXTURES=1)", err)
+			t.Fatalf("%v (regenerate with SYNBAN_UPDATE_GOLDEN=1)", err)
 		}
 		if !bytes.Equal(got, files[name]) {
-			t.Errorf("%s differs from what the generator makes (regenerate with SYNBAN_UPDATE_FIXTURES=1)", path)
+			t.Errorf("%s differs from what the generator makes (regenerate with SYNBAN_UPDATE_GOLDEN=1)", path)
 		}
 	}
 }

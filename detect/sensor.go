@@ -46,20 +46,20 @@ func SensorKey(p *policy.Policy, pfx netip.Prefix) netip.Prefix {
 // SensorRow is one source's evidence from the sensor.
 type SensorRow struct {
 	// Subject is the source key (SensorKey).
-	Subject netip.Prefix `json:"subject"`
+	Subject netip.Prefix
 	// Packets is its counter at the end of the window.
-	Packets uint64 `json:"packets"`
+	Packets uint64
 	// InWindow is the SYNs over the meter between the readings at the
 	// window's start and end.
-	InWindow uint64 `json:"in_window"`
+	InWindow uint64
 	// SinceLast is the SYNs over the meter since the previous run's
 	// reading (the whole counter when the source was not in it); 0
 	// without a previous reading.
-	SinceLast uint64 `json:"since_last"`
+	SinceLast uint64
 	// Rate is SYNs per second over the meter: the higher of the window's
 	// rate (when the window spans at least MinSensorSpan) and the rate
 	// since the previous run. -1 when the reading has no counts.
-	Rate float64 `json:"rate"`
+	Rate float64
 }
 
 // SensorEvidence is what the sensor says about one run: per source, the
@@ -67,19 +67,19 @@ type SensorRow struct {
 type SensorEvidence struct {
 	// Available is set when a sensor was read (the backend has one and the
 	// meter is on).
-	Available bool `json:"available"`
+	Available bool
 	// Table names what was read, for reports.
-	Table string `json:"table,omitempty"`
+	Table string
 	// Counted mirrors SensorReading.Counted.
-	Counted bool `json:"counted"`
+	Counted bool
 	// Window is the time between the window's two readings; Since the
 	// time since the previous run's reading (0 without one).
-	Window time.Duration `json:"window"`
-	Since  time.Duration `json:"since"`
+	Window time.Duration
+	Since  time.Duration
 	// Rows are the sources, highest rate first.
-	Rows []SensorRow `json:"rows"`
+	Rows []SensorRow
 	// Err says why the sensor could not be read ("" when it could).
-	Err string `json:"error,omitempty"`
+	Err string
 }
 
 // MinSensorSpan is the shortest span over which a count becomes a rate: a

@@ -63,11 +63,12 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 	if err != nil {
 		return nil, err
 	}
-	store, head, b, choice, release, err := e.lockAndOpen(ctx, p)
+	l, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	defer l.release()
+	store, head, b, choice := l.store, l.head, l.backend, l.choice
 	var drops *dropReader
 	if dc, ok := b.(rules.DropCounter); ok {
 		drops = &dropReader{dc: dc}
@@ -91,7 +92,7 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 		}
 		src = storedOf(fl.decideState(st))
 	}
-	d, err := e.decideWith(ctx, p, src, now, drops, keep, e.newSensorRun(p, b, store.Dir()))
+	d, err := e.decideWith(ctx, &cycle{p: p, now: now, st: src, drops: drops, keep: keep, sr: e.newSensorRun(p, b, store.Dir())})
 	if err != nil {
 		return nil, err
 	}
@@ -271,6 +272,13 @@ func dropBaseline(drops *dropReader, d *Decision) map[netip.Prefix]uint64 {
 	return m
 }
 
+// SysctlDrift reads the policy's kernel settings ([sysctl]) where the
+// engine's options say they live and reports each one's value against the
+// policy's, for `synban check`. It changes nothing.
+func (e *Engine) SysctlDrift(p *policy.Policy) []sysctl.State {
+	return sysctl.Read(e.sysctlRoot(), p.Sysctl.Settings())
+}
+
 // sysctlRoot is where kernel settings live.
 func (e *Engine) sysctlRoot() string {
 	if e.opts.SysctlRoot != "" {
@@ -351,7 +359,7 @@ func (e *Engine) writeMetrics(ctx context.Context, out *Outcome, b rules.Backend
 	// The store's tally counts the bans by group without reading them;
 	// those that ended by now (still stored) are taken off through the
 	// expiry index.
-	at := time.Now()
+	at := e.now()
 	err := store.View(func(t *state.Tx) error {
 		tally, err := t.Tally()
 		if err != nil {

@@ -90,7 +90,7 @@ func (e *Engine) Plan(ctx context.Context, p *policy.Policy, now time.Time) (*De
 	if err != nil {
 		return nil, backends.Choice{}, err
 	}
-	choice, err := backends.Choose(ctx, e.BackendName(p), e.backendOptions(p, nil))
+	choice, err := e.choose(ctx, e.BackendName(p), e.backendOptions(p, nil))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, backends.Choice{}, err
@@ -105,7 +105,7 @@ func (e *Engine) Plan(ctx context.Context, p *policy.Policy, now time.Time) (*De
 // st may be nil (no state store available: plan on a fresh host). Without
 // drop counters, evidence against a subject whose ban holds is stale.
 func (e *Engine) Decide(ctx context.Context, p *policy.Policy, st *state.State, now time.Time) (*Decision, error) {
-	return e.decideWith(ctx, p, storedOf(st), now, nil, nil, e.newSensorRun(p, e.sensorFor(ctx, p), e.opts.StateDir))
+	return e.decideWith(ctx, &cycle{p: p, now: now, st: storedOf(st), sr: e.newSensorRun(p, e.sensorFor(ctx, p), e.opts.StateDir)})
 }
 
 // stored is the state store as a decision reads it: a state loaded whole,
@@ -177,29 +177,47 @@ func (s *stored) all() (*state.State, error) {
 	return s.st, nil
 }
 
-// decideWith is Decide with the backend's per-ban drop counters (nil when
-// the backend has none), read only when a verdict names a subject whose ban
-// still holds. keep, when not nil, is asked when no verdict came out
-// whether the kernel is still as the last run left it with this structure
-// hash; when it says yes the stored bans are not compiled again and the
-// decision is Unchanged.
-//
-// sr, when not nil, adds the firewall sensor's readings around the window
-// and the previous run's stored counters (see sensorRun).
-func (e *Engine) decideWith(ctx context.Context, p *policy.Policy, st *stored, now time.Time, drops *dropReader, keep func(structure string) bool, sr *sensorRun) (*Decision, error) {
-	g, err := e.Guard(p)
+// cycle is what one decision works with; a run, a plan (Decide) and an
+// explain each make one.
+type cycle struct {
+	p *policy.Policy
+	// g is the guard; decideWith sets it from the policy and the host.
+	g   *policy.Guard
+	now time.Time
+	// st is the state store as the decision reads it; nil when there is
+	// none (a plan on a fresh host): no escalation, nothing restored.
+	st *stored
+	// drops reads the backend's per-ban drop counters, only when a verdict
+	// names a subject whose ban still holds; nil when the backend keeps
+	// none (evidence against a banned subject is then stale).
+	drops *dropReader
+	// keep, when not nil, is asked when no verdict came out whether the
+	// kernel is still as the last run left it with this structure hash;
+	// when it says yes the stored bans are not compiled again and the
+	// decision is Unchanged (see gen.go).
+	keep func(structure string) bool
+	// sr, when not nil, adds the firewall sensor's readings around the
+	// window and the previous run's stored counters (see sensorRun).
+	sr *sensorRun
+}
+
+// decideWith takes the guard and a window (with the sensor's readings
+// around it) and decides on them.
+func (e *Engine) decideWith(ctx context.Context, c *cycle) (*Decision, error) {
+	g, err := e.Guard(c.p)
 	if err != nil {
 		return nil, err
 	}
-	w, err := e.sampleSensed(ctx, p, sr)
+	c.g = g
+	w, err := e.sampleSensed(ctx, c.p, c.sr)
 	if err != nil {
 		return nil, err
 	}
-	return e.decideWindow(ctx, p, g, w, st, now, drops, keep, sr)
+	return e.decideWindow(ctx, c, w)
 }
 
 // decideWindow decides on a window already taken.
-func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.Guard, w *Window, st *stored, now time.Time, drops *dropReader, keep func(string) bool, sr *sensorRun) (*Decision, error) {
+func (e *Engine) decideWindow(ctx context.Context, c *cycle, w *Window) (*Decision, error) {
 	samples := w.Result.Samples
 	// Analysis, classification and, for a spoofed flood, the spoof filter
 	// in one pass: banning forged sources is pointless and fills the ban
@@ -207,13 +225,13 @@ func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.G
 	// never built, only the worst listed as spared); the SYN meter stays on.
 	// The firewall's sensor and the counters stored by the previous run
 	// then refine it (detect.RefineClassification).
-	sensor := sr.evidence(p)
-	ev := sr.classifyEvidence(w, sensor, nil)
-	rep, class := detect.Detect(p, samples, g, ev.Delta())
+	sensor := c.sr.evidence(c.p)
+	ev := c.sr.classifyEvidence(w, sensor, nil)
+	rep, class := detect.Detect(c.p, samples, c.g, ev.Delta())
 	filtered := class.Kind == detect.KindSpoofed
-	rep = addSensorVerdicts(p, rep, sensor, g)
+	rep = addSensorVerdicts(c.p, rep, sensor, c.g)
 	ev.Verdicts = rep.Verdicts
-	class = detect.RefineClassification(p, class, ev)
+	class = detect.RefineClassification(c.p, class, ev)
 	if class.Kind == detect.KindSpoofed && !filtered {
 		rep = detect.FilterSpoofed(rep, class)
 	}
@@ -225,43 +243,43 @@ func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.G
 		}
 	}
 	var refreshed map[netip.Prefix]bool
-	if st != nil {
-		esc := detect.Escalate(p, rep.Verdicts, now, standing(ctx, st, now, drops))
-		if st.err != nil {
-			return nil, st.err
+	if c.st != nil {
+		esc := detect.Escalate(c.p, rep.Verdicts, c.now, standing(ctx, c.st, c.now, c.drops))
+		if c.st.err != nil {
+			return nil, c.st.err
 		}
-		if drops != nil && drops.err != nil {
-			e.log.Warn("drop counters unreadable; offenders still banned count as answered", "err", drops.err)
+		if c.drops != nil && c.drops.err != nil {
+			e.log.Warn("drop counters unreadable; offenders still banned count as answered", "err", c.drops.err)
 		}
 		rep.Verdicts, refreshed = esc.Verdicts, esc.Refreshed
 		for _, v := range esc.Stale {
 			e.log.Debug("offence already answered by a ban that holds, nothing new dropped", "subject", v.Subject, "rule", v.Rule, "count", v.Count)
 		}
 	}
-	d := &Decision{Policy: p, Guard: g, Sampler: strings.Join(w.Samplers, "+"), SamplerWhy: w.Why, Samples: samples,
-		Counters: w.Result.Delta, Class: class, Report: rep, StateLoaded: st != nil, Refreshed: refreshed,
-		Sensor: sensor, stored: sr.counters(w)}
-	d.Upstream = e.planUpstream(p, g, w, d, now)
-	if keep != nil && st != nil && len(rep.Verdicts) == 0 {
+	d := &Decision{Policy: c.p, Guard: c.g, Sampler: strings.Join(w.Samplers, "+"), SamplerWhy: w.Why, Samples: samples,
+		Counters: w.Result.Delta, Class: class, Report: rep, StateLoaded: c.st != nil, Refreshed: refreshed,
+		Sensor: sensor, stored: c.sr.counters(w)}
+	d.Upstream = e.planUpstream(c.p, c.g, w, d, c.now)
+	if c.keep != nil && c.st != nil && len(rep.Verdicts) == 0 {
 		// Nothing decided: the structure alone says whether the kernel
 		// still holds what the last full run left (see Decision.Unchanged).
-		base, _, err := rules.Compile(p, nil, g)
+		base, _, err := rules.Compile(c.p, nil, c.g)
 		if err != nil {
 			return nil, fmt.Errorf("compile ruleset: %w", err)
 		}
-		if d.Structure = structureHash(base); keep(d.Structure) {
+		if d.Structure = structureHash(base); c.keep(d.Structure) {
 			d.Ruleset, d.Unchanged = base, true
 			return d, nil
 		}
 	}
 	verdicts := rep.Verdicts
 	restored := 0
-	if st != nil {
-		all, err := st.all()
+	if c.st != nil {
+		all, err := c.st.all()
 		if err != nil {
 			return nil, err
 		}
-		restore := storedVerdicts(all, now)
+		restore := storedVerdicts(all, c.now)
 		restored = len(restore)
 		if len(verdicts) == 0 {
 			verdicts = restore
@@ -269,7 +287,7 @@ func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.G
 			verdicts = append(append(make([]detect.Verdict, 0, len(verdicts)+len(restore)), verdicts...), restore...)
 		}
 	}
-	rs, omitted, err := rules.Compile(p, verdicts, g)
+	rs, omitted, err := rules.Compile(c.p, Offences(verdicts), c.g)
 	if err != nil {
 		return nil, fmt.Errorf("compile ruleset: %w", err)
 	}

@@ -52,7 +52,7 @@ func BenchmarkDecideSpoofed(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					stop := memtest.HeapPeak()
-					d, err := e.decideWindow(context.Background(), p, g, w, nil, time.Now(), nil, nil, nil)
+					d, err := e.decideWindow(context.Background(), &cycle{p: p, g: g, now: time.Now()}, w)
 					peak = max(peak, stop())
 					if err != nil {
 						b.Fatal(err)

@@ -7,7 +7,9 @@
 //
 // An Engine holds a logger and plain options; it reads no environment and
 // keeps no global state, so the CLI, watch, the bench harness and tests run
-// the same cycle.
+// the same cycle. The options are also its seams: a test gives an
+// in-memory backend (OpenBackend, rules/memory), a stub CrowdSec LAPI
+// (NewLAPI) and its clock (Now), and runs every command without root.
 package engine
 
 import (
@@ -19,6 +21,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/synban/synban/crowdsec"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/backends"
@@ -58,6 +61,19 @@ type Options struct {
 	// XDPRoot is the bpffs the XDP fast path pins under ("" means
 	// /sys/fs/bpf).
 	XDPRoot string
+	// OpenBackend opens the firewall backend called name with the options
+	// the policy asks for, as backends.Open does; nil means backends.Open.
+	// Every command goes through it (run, plan, status, explain, ban,
+	// unban, flush, the sensor), so a test can give an in-memory backend
+	// (rules/memory) and run the whole cycle without a kernel. With
+	// o.ReadOnly the engine wraps what it returns in backends.ReadOnly.
+	OpenBackend func(ctx context.Context, name string, o backends.Options) (rules.Backend, backends.Choice, error)
+	// NewLAPI makes the CrowdSec LAPI client from the policy's [crowdsec]
+	// (credentials read); nil means crowdsec.New. A test gives a stub.
+	NewLAPI func(cfg crowdsec.Config) (LAPI, error)
+	// Now is the clock of the commands not given a time (ban, unban,
+	// status); nil means time.Now. A test gives the in-memory backend's.
+	Now func() time.Time
 }
 
 // Engine runs synban's cycle and its bookkeeping. The zero value is not
@@ -85,6 +101,14 @@ func (e *InputError) Unwrap() error { return e.Err }
 // BadInput returns an InputError with a formatted message.
 func BadInput(format string, args ...any) error {
 	return &InputError{fmt.Errorf(format, args...)}
+}
+
+// now is Options.Now, else time.Now.
+func (e *Engine) now() time.Time {
+	if e.opts.Now != nil {
+		return e.opts.Now()
+	}
+	return time.Now()
 }
 
 // BackendName is the backend asked for: Options.Backend, else the
@@ -115,9 +139,33 @@ func (e *Engine) backendOptions(p *policy.Policy, store *state.Store) backends.O
 	}
 }
 
+// open is backends.Open, or Options.OpenBackend when set: the one place
+// the engine opens a backend.
+func (e *Engine) open(ctx context.Context, name string, o backends.Options) (rules.Backend, backends.Choice, error) {
+	if e.opts.OpenBackend == nil {
+		return backends.Open(ctx, name, o)
+	}
+	b, choice, err := e.opts.OpenBackend(ctx, name, o)
+	if err == nil && o.ReadOnly {
+		b = backends.ReadOnly(b)
+	}
+	return b, choice, err
+}
+
+// choose is backends.Choose, or with Options.OpenBackend the choice it
+// makes opening read-only.
+func (e *Engine) choose(ctx context.Context, name string, o backends.Options) (backends.Choice, error) {
+	if e.opts.OpenBackend == nil {
+		return backends.Choose(ctx, name, o)
+	}
+	o.ReadOnly = true
+	_, choice, err := e.opts.OpenBackend(ctx, name, o)
+	return choice, err
+}
+
 // openBackend picks the backend (options or policy) and logs why.
 func (e *Engine) openBackend(ctx context.Context, p *policy.Policy, store *state.Store) (rules.Backend, backends.Choice, error) {
-	b, choice, err := backends.Open(ctx, e.BackendName(p), e.backendOptions(p, store))
+	b, choice, err := e.open(ctx, e.BackendName(p), e.backendOptions(p, store))
 	if err != nil {
 		return nil, choice, fmt.Errorf("choose a firewall backend: %w", err)
 	}
@@ -147,6 +195,18 @@ func (e *Engine) lockedStore(ctx context.Context) (*state.Store, func() error, e
 	return s, release, nil
 }
 
+// locked is what lockAndOpen hands an operation that changes bans: the
+// store under its lock, its metadata, and the backend.
+type locked struct {
+	store *state.Store
+	// head is the store's metadata as the lock found it.
+	head    state.Head
+	backend rules.Backend
+	choice  backends.Choice
+	// release gives the lock back; the caller defers it.
+	release func() error
+}
+
 // lockAndOpen takes the state lock, checks that the state store opens and
 // its metadata reads, and opens the backend, for the operations that change
 // bans. A store that cannot be read (corrupt, or a link or FIFO planted as
@@ -154,22 +214,22 @@ func (e *Engine) lockedStore(ctx context.Context) (*state.Store, func() error, e
 // and then not recorded would never be restored or expired by synban. It
 // reads no ban: the store's metadata (Head) is what a run needs first. The
 // caller defers release.
-func (e *Engine) lockAndOpen(ctx context.Context, p *policy.Policy) (*state.Store, state.Head, rules.Backend, backends.Choice, func() error, error) {
+func (e *Engine) lockAndOpen(ctx context.Context, p *policy.Policy) (*locked, error) {
 	store, release, err := e.lockedStore(ctx)
 	if err != nil {
-		return nil, state.Head{}, nil, backends.Choice{}, nil, err
+		return nil, err
 	}
 	head, err := store.Head()
 	if err != nil {
 		release()
-		return nil, state.Head{}, nil, backends.Choice{}, nil, fmt.Errorf("load state: %w", err)
+		return nil, fmt.Errorf("load state: %w", err)
 	}
 	b, choice, err := e.openBackend(ctx, p, store)
 	if err != nil {
 		release()
-		return nil, state.Head{}, nil, backends.Choice{}, nil, err
+		return nil, err
 	}
-	return store, head, b, choice, release, nil
+	return &locked{store: store, head: head, backend: b, choice: choice, release: release}, nil
 }
 
 // readState loads the state store read-only when it exists; a missing state

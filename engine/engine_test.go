@@ -141,7 +141,7 @@ func TestDecideWithState(t *testing.T) {
 	st.Record(held, now.Add(-time.Minute), 10*time.Minute)
 	conns := append(halfOpen("203.0.113.7", 200), halfOpen("198.18.7.8", 200)...)
 	e := New(nil, Options{})
-	d, err := e.decideWindow(context.Background(), p, p.Guard(nil), window(t, p, conns), storedOf(st), now, nil, nil, nil)
+	d, err := e.decideWindow(context.Background(), &cycle{p: p, g: p.Guard(nil), now: now, st: storedOf(st)}, window(t, p, conns))
 	if err != nil {
 		t.Fatal(err)
 	}

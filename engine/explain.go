@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/detect"
+	"github.com/synban/synban/internal/prefixes"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/backends"
@@ -231,7 +232,7 @@ func (e *Engine) readKernel(ctx context.Context, p *policy.Policy, st *state.Sta
 	}
 	bo := e.backendOptions(p, store)
 	bo.ReadOnly = true
-	b, choice, err := backends.Open(ctx, e.BackendName(p), bo)
+	b, choice, err := e.open(ctx, e.BackendName(p), bo)
 	k.choice, k.backend = choice, b
 	if err != nil {
 		return k, fmt.Errorf("choose a firewall backend: %w", err)
@@ -274,13 +275,13 @@ func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.
 
 	// The decision as the run makes it: the same analysis, spoof filter,
 	// escalation (with the kernel's drop counters) and compiler.
-	d, err := e.decideWindow(ctx, p, g, w, storedOf(st), now, k.drops, nil, sr)
+	d, err := e.decideWindow(ctx, &cycle{p: p, g: g, now: now, st: storedOf(st), drops: k.drops, sr: sr}, w)
 	if err != nil {
 		return nil, err
 	}
 	x.SensorRead = d.Sensor.Available && d.Sensor.Err == ""
 	for i := range d.Sensor.Rows {
-		if r := &d.Sensor.Rows[i]; r.Subject.Contains(subject.Addr()) && r.Subject.Bits() <= subject.Bits() {
+		if r := &d.Sensor.Rows[i]; prefixes.Holds(r.Subject, subject) {
 			x.Sensor = r
 			break
 		}
@@ -366,26 +367,17 @@ func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.
 }
 
 // holds reports whether prefix a holds all of b (same family, a no longer).
-func holds(a, b netip.Prefix) bool {
-	return a.IsValid() && b.IsValid() && a.Addr().Is4() == b.Addr().Is4() && a.Bits() <= b.Bits() && a.Contains(b.Addr())
-}
+func holds(a, b netip.Prefix) bool { return prefixes.Holds(a, b) }
 
 // Aggregation returns the prefix holding addr that the policy aggregates
 // sources by, and that prefix's threshold, as detect.Analyze aggregates
 // (ok false when addr's family is not aggregated).
 func Aggregation(p *policy.Policy, addr netip.Addr) (pfx netip.Prefix, thr int, ok bool) {
-	if !p.Prefix.Enabled {
-		return netip.Prefix{}, 0, false
+	bits, thr := p.Prefix.Aggregation(addr.Is4())
+	if pfx, ok := prefixes.Aggregate(addr, bits); ok {
+		return pfx, thr, true
 	}
-	bits, thr := p.Prefix.IPv6Length, p.Prefix.IPv6Threshold
-	if addr.Is4() {
-		bits, thr = p.Prefix.IPv4Length, p.Prefix.IPv4Threshold
-	}
-	if bits <= 0 || bits > addr.BitLen() || thr <= 0 {
-		return netip.Prefix{}, 0, false
-	}
-	pfx, err := addr.Prefix(bits)
-	return pfx, thr, err == nil
+	return netip.Prefix{}, 0, false
 }
 
 // seen counts, per sample, the subject's entries by state and sources.

@@ -63,10 +63,23 @@ type FleetReport struct {
 	Pulled, Withdrawn, Pushed int
 }
 
+// LAPI is what a run asks of the CrowdSec Local API: *crowdsec.Client, or
+// a test's stub (Options.NewLAPI).
+type LAPI interface {
+	// Stream reads the decision stream.
+	Stream(ctx context.Context, o crowdsec.StreamOptions) (*crowdsec.Stream, error)
+	// PushBans pushes bans as alerts, one decision each.
+	PushBans(ctx context.Context, bans []crowdsec.Ban) ([]string, error)
+	// DeleteDecisions deletes synban's own decisions on a prefix.
+	DeleteDecisions(ctx context.Context, p netip.Prefix) (int, error)
+	// Login logs the machine in.
+	Login(ctx context.Context) error
+}
+
 // fleet is one run's link to the LAPI. A nil *fleet does nothing.
 type fleet struct {
 	cfg    policy.CrowdSec
-	client *crowdsec.Client
+	client LAPI
 	log    *slog.Logger
 	// pullOK is set when this run's pull succeeded: the pulled set is then
 	// authoritative.
@@ -98,7 +111,12 @@ func (e *Engine) openFleet(p *policy.Policy) (*fleet, error) {
 			return nil, err
 		}
 	}
-	client, err := crowdsec.New(cfg)
+	var client LAPI
+	if e.opts.NewLAPI != nil {
+		client, err = e.opts.NewLAPI(cfg)
+	} else {
+		client, err = crowdsec.New(cfg)
+	}
 	if err != nil {
 		return nil, &InputError{fmt.Errorf("crowdsec.lapi_url: %w", err)}
 	}
@@ -231,7 +249,7 @@ func (f *fleet) join(d *Decision, st *state.State, now time.Time, pulled []detec
 	if len(pulled) > 0 {
 		verdicts := append(slices.Clone(d.Report.Verdicts), storedVerdicts(f.decideState(st), now)...)
 		verdicts = append(verdicts, pulled...)
-		rs, omitted, err := rules.Compile(d.Policy, verdicts, d.Guard)
+		rs, omitted, err := rules.Compile(d.Policy, Offences(verdicts), d.Guard)
 		if err != nil {
 			return fmt.Errorf("compile ruleset with the CrowdSec bans: %w", err)
 		}
@@ -338,7 +356,7 @@ func (f *fleet) push(ctx context.Context, d *Decision) {
 			rule = "manual"
 		}
 		out = append(out, crowdsec.Ban{Prefix: b.Prefix, Duration: b.Timeout, Scenario: "synban/" + rule,
-			Message: "synban " + rules.BanReason(v), Events: v.Count})
+			Message: "synban " + rules.BanReason(Offence(v)), Events: v.Count})
 	}
 	if len(out) == 0 {
 		return

@@ -92,7 +92,7 @@ func TestFleetPulledReconcile(t *testing.T) {
 		t.Fatal("after a failed pull the stored pulled bans must stay")
 	}
 	restored := storedVerdicts(ds, now)
-	rs, om, err := rules.Compile(p, restored, g)
+	rs, om, err := rules.Compile(p, Offences(restored), g)
 	if err != nil {
 		t.Fatal(err)
 	}

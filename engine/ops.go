@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/detect"
+	"github.com/synban/synban/internal/prefixes"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 	"github.com/synban/synban/rules/backends"
@@ -145,7 +146,7 @@ func (e *Engine) ban(ctx context.Context, p *policy.Policy, reqs []BanRequest, d
 		}
 		verdicts[i] = detect.Verdict{Subject: subject, BanFor: d, Reason: reason, Sources: 1, Forced: reason == rules.ForcedBanReason}
 	}
-	rs, omitted, err := rules.Compile(p, verdicts, g)
+	rs, omitted, err := rules.Compile(p, Offences(verdicts), g)
 	if err != nil {
 		return nil, "", fmt.Errorf("compile ruleset: %w", err)
 	}
@@ -166,16 +167,17 @@ func (e *Engine) ban(ctx context.Context, p *policy.Policy, reqs []BanRequest, d
 	if err != nil {
 		return nil, "", err
 	}
-	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
+	l, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return nil, "", err
 	}
-	defer release()
+	defer l.release()
+	store, b, choice := l.store, l.backend, l.choice
 	if _, err := b.Apply(ctx, rs); err != nil {
 		return nil, "", fmt.Errorf("apply ban with %s: %w", choice.Name, err)
 	}
 	e.syncXDP(ctx, p, b)
-	now := time.Now()
+	now := e.now()
 	if err := store.Edit(func(t *state.Tx) error {
 		for _, ban := range rs.Bans {
 			if err := t.Upsert(state.Ban{Prefix: ban.Prefix, Since: now, Until: now.Add(ban.Timeout), Reason: ban.Reason, Rule: "manual", Backend: choice.Name, Forced: forced[ban.Prefix]}); err != nil {
@@ -239,11 +241,12 @@ func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.P
 	if err != nil {
 		return 0, "", err
 	}
-	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
+	l, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return 0, "", err
 	}
-	defer release()
+	defer l.release()
+	store, b, choice := l.store, l.backend, l.choice
 	n, err := b.Unban(ctx, subjects)
 	if err != nil {
 		return 0, "", fmt.Errorf("unban with %s: %w", choice.Name, err)
@@ -261,7 +264,7 @@ func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.P
 				return err
 			}
 			if ok {
-				attrs = append(attrs, "rule", old.Rule, "lasted", time.Since(old.Since).Round(time.Second), "reason", old.Reason)
+				attrs = append(attrs, "rule", old.Rule, "lasted", e.now().Sub(old.Since).Round(time.Second), "reason", old.Reason)
 				before.Bans = append(before.Bans, old)
 			}
 			e.log.Info("unban", attrs...)
@@ -281,11 +284,12 @@ func (e *Engine) Unban(ctx context.Context, p *policy.Policy, subjects []netip.P
 // bans so the next run does not restore them; the history stays for
 // escalation. It returns the backend used.
 func (e *Engine) Flush(ctx context.Context, p *policy.Policy) (string, error) {
-	store, _, b, choice, release, err := e.lockAndOpen(ctx, p)
+	l, err := e.lockAndOpen(ctx, p)
 	if err != nil {
 		return "", err
 	}
-	defer release()
+	defer l.release()
+	store, b, choice := l.store, l.backend, l.choice
 	if err := b.Flush(ctx); err != nil {
 		return "", fmt.Errorf("flush %s: %w", choice.Name, err)
 	}
@@ -343,7 +347,7 @@ func (e *Engine) Status(ctx context.Context, p *policy.Policy) (*Status, error) 
 	}
 	bo := e.backendOptions(p, store)
 	bo.ReadOnly = true
-	b, choice, err := backends.Open(ctx, e.BackendName(p), bo)
+	b, choice, err := e.open(ctx, e.BackendName(p), bo)
 	if err != nil {
 		return nil, fmt.Errorf("choose a firewall backend: %w", err)
 	}
@@ -359,7 +363,7 @@ func (e *Engine) Status(ctx context.Context, p *policy.Policy) (*Status, error) 
 			return nil, fmt.Errorf("inspect %s: %w", choice.Name, err)
 		}
 	}
-	gap := compareStored(st, out.Bans, time.Now())
+	gap := compareStored(st, out.Bans, e.now())
 	out.Stored, out.Absent = gap.stored, gap.absent
 	out.Notes = gap.notes(choice.Name, out.Missing, p.Route.Protocol)
 	if out.XDP, err = e.ReadXDP(p); err != nil {
@@ -392,7 +396,7 @@ func compareStored(st *state.State, kernel []rules.ActiveBan, now time.Time) sto
 	g.stored = len(stored)
 	for _, v := range stored {
 		covered := slices.ContainsFunc(kernel, func(k rules.ActiveBan) bool {
-			return k.Prefix.Addr().Is4() == v.Subject.Addr().Is4() && k.Prefix.Bits() <= v.Subject.Bits() && k.Prefix.Contains(v.Subject.Addr())
+			return prefixes.Holds(k.Prefix, v.Subject)
 		})
 		if !covered {
 			g.absent = append(g.absent, v.Subject)

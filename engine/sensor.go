@@ -11,7 +11,6 @@ import (
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
-	"github.com/synban/synban/rules/backends"
 	"github.com/synban/synban/state"
 )
 
@@ -171,7 +170,7 @@ func (e *Engine) sensorFor(ctx context.Context, p *policy.Policy) rules.Backend 
 	}
 	o := e.backendOptions(p, nil)
 	o.ReadOnly = true
-	b, _, err := backends.Open(ctx, e.BackendName(p), o)
+	b, _, err := e.open(ctx, e.BackendName(p), o)
 	if err != nil {
 		e.log.Debug("no backend to read the sensor from", "err", err)
 		return nil

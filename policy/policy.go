@@ -99,6 +99,21 @@ type Prefix struct {
 	IPv6Threshold int `toml:"ipv6_threshold"`
 }
 
+// Aggregation returns the prefix length and threshold sources of a family
+// (IPv4 when is4) are aggregated by, and 0, 0 when that family is not
+// aggregated (aggregation off, or a length or threshold out of range). It
+// is the one answer: the detector's analysis, explain and top ask it.
+func (p *Prefix) Aggregation(is4 bool) (bits, threshold int) {
+	bits, threshold, maxBits := p.IPv6Length, p.IPv6Threshold, 128
+	if is4 {
+		bits, threshold, maxBits = p.IPv4Length, p.IPv4Threshold, 32
+	}
+	if !p.Enabled || bits <= 0 || bits > maxBits || threshold <= 0 {
+		return 0, 0
+	}
+	return bits, threshold
+}
+
 // Allow lists addresses and prefixes that are never banned.
 type Allow struct {
 	// Addresses holds addresses and prefixes, IPv4 or IPv6, masked, with

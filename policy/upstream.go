@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/synban/synban/upstream"
+	"github.com/synban/synban/upstream/config"
 )
 
 // Upstream configures upstream mitigation over BGP ([upstream]): when a
@@ -119,9 +119,9 @@ const (
 )
 
 var (
-	realActions    = []string{string(upstream.Discard), string(upstream.RateLimit), "none"}
-	spoofedActions = []string{string(upstream.RateLimit), "none"}
-	upstreamFams   = []string{upstream.FamilyIPv4Unicast, upstream.FamilyIPv6Unicast, upstream.FamilyIPv4FlowSpec, upstream.FamilyIPv6FlowSpec}
+	realActions    = []string{string(config.Discard), string(config.RateLimit), "none"}
+	spoofedActions = []string{string(config.RateLimit), "none"}
+	upstreamFams   = []string{config.FamilyIPv4Unicast, config.FamilyIPv6Unicast, config.FamilyIPv4FlowSpec, config.FamilyIPv6FlowSpec}
 )
 
 // integer64 decodes a 64-bit integer (AS numbers, bits per second).
@@ -136,7 +136,8 @@ func (d *decoder) integer64(dst *int64) field {
 	}
 }
 
-// UpstreamConfig converts [upstream] into the upstream package's Config:
+// UpstreamConfig converts [upstream] into the upstream speaker's Config
+// (package upstream/config, which links no BGP library):
 // the one place where the section becomes what the speaker and the run's
 // decision use. protected are the host's addresses and the allow list
 // (never a source); passwords, when not nil, are the neighbors' passwords
@@ -144,9 +145,9 @@ func (d *decoder) integer64(dst *int64) field {
 // prefixes are ban.min_ipv4_length and ban.min_ipv6_length. On a
 // validated policy every value parses; Validate is the upstream package's
 // own check of the result.
-func (p *Policy) UpstreamConfig(protected []netip.Prefix, passwords []string) upstream.Config {
+func (p *Policy) UpstreamConfig(protected []netip.Prefix, passwords []string) config.Config {
 	u := &p.Upstream
-	cfg := upstream.Config{
+	cfg := config.Config{
 		LocalASN:            uint32(min(max(u.LocalASN, 0), math.MaxUint32)),
 		OwnPrefixes:         slices.Clone(u.OwnPrefixes),
 		MinSourceBits4:      p.Ban.MinIPv4Length,
@@ -162,13 +163,13 @@ func (p *Policy) UpstreamConfig(protected []netip.Prefix, passwords []string) up
 	cfg.RTBHNextHop4, _ = netip.ParseAddr(u.RTBHNextHopV4)
 	cfg.RTBHNextHop6, _ = netip.ParseAddr(u.RTBHNextHopV6)
 	for _, s := range u.RTBHCommunities {
-		if c, err := upstream.ParseCommunity(s); err == nil {
+		if c, err := config.ParseCommunity(s); err == nil {
 			cfg.RTBHCommunities = append(cfg.RTBHCommunities, c)
 		}
 	}
 	for i, n := range u.Neighbors {
 		a, _ := netip.ParseAddr(n.Address)
-		nb := upstream.Neighbor{Address: a.Unmap(), PeerASN: uint32(min(max(n.PeerASN, 0), math.MaxUint32)),
+		nb := config.Neighbor{Address: a.Unmap(), PeerASN: uint32(min(max(n.PeerASN, 0), math.MaxUint32)),
 			Families: slices.Clone(n.Families), Port: uint16(min(max(n.Port, 0), 65535))}
 		if i < len(passwords) {
 			nb.Password = passwords[i]
@@ -181,7 +182,7 @@ func (p *Policy) UpstreamConfig(protected []netip.Prefix, passwords []string) up
 // validateUpstream checks [upstream]. The limits and the syntax of every
 // value hold whether or not it is enabled; what an enabled section needs
 // (an AS, a router id, prefixes, interfaces, a capacity, neighbors) only
-// when enabled, followed by upstream.Config.Validate on the converted
+// when enabled, followed by config.Config.Validate on the converted
 // section.
 func (d *decoder) validateUpstream(p *Policy) {
 	u := &p.Upstream
@@ -223,7 +224,7 @@ func (d *decoder) validateUpstream(p *Policy) {
 	d.between("upstream.max_flowspec_rules", u.MaxFlowSpecRules, 1, MaxUpstreamRules)
 	d.between("upstream.max_changes_per_minute", u.MaxChangesPerMinute, 1, 100000)
 	for i, s := range u.RTBHCommunities {
-		if _, err := upstream.ParseCommunity(s); err != nil {
+		if _, err := config.ParseCommunity(s); err != nil {
 			d.errorf(fmt.Sprintf("upstream.rtbh_communities[%d]", i), "%v", err)
 		}
 	}
@@ -271,7 +272,7 @@ func (d *decoder) validateUpstream(p *Policy) {
 		}
 	}
 	if u.FlowSpecValidationRoutes && len(u.Neighbors) > 0 && !slices.ContainsFunc(u.Neighbors, func(n UpstreamNeighbor) bool {
-		return slices.Contains(n.Families, upstream.FamilyIPv4FlowSpec) || slices.Contains(n.Families, upstream.FamilyIPv6FlowSpec)
+		return slices.Contains(n.Families, config.FamilyIPv4FlowSpec) || slices.Contains(n.Families, config.FamilyIPv6FlowSpec)
 	}) {
 		d.errorf("upstream.flowspec_validation_routes", "no [[upstream.neighbor]] carries ipv4-flowspec or ipv6-flowspec")
 	}
@@ -321,7 +322,7 @@ func (d *decoder) validateUpstream(p *Policy) {
 // version (synban does not negotiate extended next hops).
 func (d *decoder) validationFamilies(k string, n UpstreamNeighbor) {
 	a, err := netip.ParseAddr(n.Address)
-	for _, p := range [][3]string{{upstream.FamilyIPv4FlowSpec, upstream.FamilyIPv4Unicast, "4"}, {upstream.FamilyIPv6FlowSpec, upstream.FamilyIPv6Unicast, "6"}} {
+	for _, p := range [][3]string{{config.FamilyIPv4FlowSpec, config.FamilyIPv4Unicast, "4"}, {config.FamilyIPv6FlowSpec, config.FamilyIPv6Unicast, "6"}} {
 		fs, uc, v := p[0], p[1], p[2]
 		hasFS, hasUC := slices.Contains(n.Families, fs), slices.Contains(n.Families, uc)
 		switch {

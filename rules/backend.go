@@ -9,7 +9,8 @@ import (
 
 // Backend turns a Ruleset into kernel state. Every backend (rules/nft,
 // rules/ipt, rules/route) implements it, and one contract test suite
-// (rules/backendtest) runs against each in a real network namespace.
+// (rules/backendtest) runs against each in a real network namespace, and
+// against rules/memory, the in-memory backend of the root-free tests.
 //
 // A backend touches only what it created: its own table, chain, jump, sets
 // or tagged routes.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/synban/synban/detect"
+	"github.com/synban/synban/internal/prefixes"
 	"github.com/synban/synban/policy"
 )
 
@@ -31,10 +31,39 @@ const ForcedBanReason = "manual ban (--force)"
 // to ban.max_duration.
 const CappedNote = " (capped by ban.max_duration)"
 
+// Offence is what Compile takes: one subject to ban and why. The engine
+// makes it from a detector's verdict, a manual ban, a ban restored from the
+// state store or a fleet decision.
+type Offence struct {
+	// Subject is the offender: a single address as a /32 or /128, or a
+	// prefix such as a /24 or /64.
+	Subject netip.Prefix
+	// Rule names the policy rule crossed; empty for a ban that no rule
+	// decided (then Reason is the ban's reason).
+	Rule string
+	// State is the TCP state the rule counts.
+	State policy.State
+	// Count is the peak count in the window (summed over sources for a
+	// prefix).
+	Count int
+	// Threshold is the threshold crossed.
+	Threshold int
+	// Sources is the number of distinct addresses behind a prefix (1
+	// otherwise).
+	Sources int
+	// BanFor is how long the ban should last.
+	BanFor time.Duration
+	// Reason is a one-line human-readable explanation.
+	Reason string
+	// Forced marks a manual ban made with `synban ban --force`, which may be
+	// broader than the policy's minimum ban prefix length (never a /0).
+	Forced bool
+}
+
 // Omission is a verdict that Compile left out of the Ruleset, and why.
 type Omission struct {
 	// Verdict is the verdict as it was passed in.
-	Verdict detect.Verdict
+	Verdict Offence
 	// Index is the verdict's position in the slice passed to Compile.
 	Index int
 	// Prefix is the verdict's canonical subject (IPv4-mapped IPv6 made IPv4).
@@ -64,7 +93,7 @@ type candidate struct {
 
 // reason returns the candidate's ban reason, made from verdicts[c.idx]
 // unless a merge already set it.
-func (c *candidate) reason(verdicts []detect.Verdict) string {
+func (c *candidate) reason(verdicts []Offence) string {
 	if c.reasoned {
 		return c.ban.Reason
 	}
@@ -94,7 +123,7 @@ type omitRec struct {
 //     omitted; a nil guard protects nothing and yields an empty allow list;
 //   - the minimum ban prefix length (ban.min_ipv4_length and
 //     min_ipv6_length; 0 means none): a broader subject is omitted, unless
-//     it is a forced manual ban (Verdict.Forced); a /0 always is;
+//     it is a forced manual ban (Offence.Forced); a /0 always is;
 //   - ban.max_duration (0 means none) and policy.MaxTimeout cap every ban's
 //     timeout, and the Reason of a ban cut to max_duration ends in
 //     CappedNote; timeouts are rounded up to a whole second, which nft
@@ -111,7 +140,7 @@ type omitRec struct {
 // The Ruleset returned passes Ruleset.Validate (Compile runs it last), so
 // backends trust it. The only errors are for impossible input (a nil
 // policy) and a failed validation, which would be a bug of the compiler.
-func Compile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Ruleset, Omitted, error) {
+func Compile(p *policy.Policy, verdicts []Offence, g *policy.Guard) (*Ruleset, Omitted, error) {
 	if p == nil {
 		return nil, nil, errors.New("compile ruleset: nil policy")
 	}
@@ -349,7 +378,7 @@ func withCapNote(reason string, capped bool) string {
 // e.g. "syn-flood: 120 syn_recv >= 50" or, for a prefix,
 // "syn-flood: 4000 syn_recv from 200 sources >= 200". A verdict without a
 // rule name falls back to its Reason. The result passes CommentSafe.
-func BanReason(v detect.Verdict) string {
+func BanReason(v Offence) string {
 	if v.Rule == "" {
 		r := CommentSafe(v.Reason)
 		if r == "" {
@@ -444,15 +473,7 @@ func NormalizePrefixes(ps []netip.Prefix) []netip.Prefix {
 		}
 	}
 	slices.SortFunc(all, ComparePrefixes)
-	out := all[:0]
-	for _, p := range all {
-		// Prefixes nest or are disjoint; in this order a prefix that is
-		// contained in an earlier one is contained in the last one kept.
-		if n := len(out); n > 0 && out[n-1].Contains(p.Addr()) && out[n-1].Bits() <= p.Bits() {
-			continue
-		}
-		out = append(out, p)
-	}
+	out := prefixes.Fold(all)
 	if len(out) == 0 {
 		return nil
 	}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/memtest"
 	"github.com/synban/synban/policy"
 )
@@ -18,13 +17,13 @@ import (
 // reports the peak heap growth ("peak-MiB") beside B/op.
 func BenchmarkCompileMillion(b *testing.B) {
 	const n = 1_000_000
-	vs := make([]detect.Verdict, n)
+	vs := make([]Offence, n)
 	for i := range vs {
 		var a [4]byte
 		binary.BigEndian.PutUint32(a[:], 0x64400000+uint32(i))
 		addr := netip.AddrFrom4(a)
-		vs[i] = detect.Verdict{Subject: netip.PrefixFrom(addr, 32), Rule: "syn-flood", State: policy.StateSynRecv,
-			Count: 1, Threshold: 1, Hits: 1, Samples: 1, Sources: 1, BanFor: 10 * time.Minute,
+		vs[i] = Offence{Subject: netip.PrefixFrom(addr, 32), Rule: "syn-flood", State: policy.StateSynRecv,
+			Count: 1, Threshold: 1, Sources: 1, BanFor: 10 * time.Minute,
 			Reason: fmt.Sprintf("1 syn_recv from %s >= 1 (rule syn-flood, 1/1 samples)", addr)}
 	}
 	p := policy.Default()

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
@@ -31,7 +30,7 @@ func TestMaxTimeoutIsWhatNFTAccepts(t *testing.T) {
 		t.Fatalf("a policy at the limit does not validate: %v", err)
 	}
 	until2099 := time.Until(time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC))
-	vs := []detect.Verdict{{Subject: netip.MustParsePrefix("203.0.113.7/32"), BanFor: until2099, Reason: "manual ban", Sources: 1}}
+	vs := []rules.Offence{{Subject: netip.MustParsePrefix("203.0.113.7/32"), BanFor: until2099, Reason: "manual ban", Sources: 1}}
 	rs, om, err := rules.Compile(p, vs, nil)
 	if err != nil || len(om) != 0 {
 		t.Fatalf("Compile: %v, omitted %v", err, om)

@@ -5,12 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/synban/synban/detect"
 	"github.com/synban/synban/policy"
 )
 
-func restored(subject string, left time.Duration, reason string) detect.Verdict {
-	return detect.Verdict{Subject: pfx(subject), BanFor: left, Reason: reason, Sources: 1,
+func restored(subject string, left time.Duration, reason string) Offence {
+	return Offence{Subject: pfx(subject), BanFor: left, Reason: reason, Sources: 1,
 		Forced: strings.HasPrefix(reason, ForcedBanReason)}
 }
 
@@ -21,7 +20,7 @@ func TestCompileCapsEveryBan(t *testing.T) {
 	p := testPolicy()
 	p.Ban.MaxDuration.Duration = 24 * time.Hour
 	until2099 := time.Until(time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC))
-	vs := []detect.Verdict{
+	vs := []Offence{
 		verdict("203.0.113.1", 30000*time.Hour),                                                    // a rule's (or escalation's) long ban
 		restored("203.0.113.2", until2099, "manual ban"),                                           // a stored ban until 2099
 		{Subject: pfx("203.0.113.3"), BanFor: 30000 * time.Hour, Reason: "manual ban", Sources: 1}, // ban --for 30000h
@@ -91,7 +90,7 @@ func TestCompileMergesRestoredSilently(t *testing.T) {
 		{"fresh longer", 20 * time.Minute, 5 * time.Minute, 20 * time.Minute},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			vs := []detect.Verdict{
+			vs := []Offence{
 				verdict("10.213.0.2", tc.fresh),
 				restored("10.213.0.2", tc.stored, "syn-flood: 900 syn_recv >= 50"),
 				verdict("2001:db8::2", tc.fresh),
@@ -124,7 +123,7 @@ func TestCompileMinimumPrefixLength(t *testing.T) {
 	p := testPolicy()
 	p.Ban.MinIPv4Length, p.Ban.MinIPv6Length = 16, 32
 	p.Ban.MaxDuration.Duration = time.Hour
-	vs := []detect.Verdict{
+	vs := []Offence{
 		verdict("1.0.0.0/8", time.Minute),
 		restored("2000::/3", time.Minute, "manual ban"),
 		verdict("10.1.0.0/16", time.Minute),

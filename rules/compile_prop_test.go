@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/synban/synban/detect"
 	"github.com/synban/synban/policy"
 )
 
@@ -36,9 +35,9 @@ func TestCompileMatchesReference(t *testing.T) {
 			g = policy.NewGuard()
 			g.Add(netip.MustParsePrefix("203.0.113.0/28"), "allow list")
 		}
-		var vs []detect.Verdict
+		var vs []Offence
 		for range r.IntN(20) {
-			v := detect.Verdict{
+			v := Offence{
 				Rule: []string{"", "syn-flood"}[r.IntN(2)], State: policy.StateSynRecv,
 				Count: r.IntN(100), Threshold: 50, Sources: 1 + r.IntN(3),
 				BanFor: []time.Duration{0, time.Minute, 90 * time.Minute, 48 * time.Hour, 1500 * time.Millisecond}[r.IntN(5)],

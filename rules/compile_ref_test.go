@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/synban/synban/detect"
 	"github.com/synban/synban/policy"
 )
 
@@ -51,7 +50,7 @@ type refCandidate struct {
 // The Ruleset returned passes Ruleset.Validate (Compile runs it last), so
 // backends trust it. The only errors are for impossible input (a nil
 // policy) and a failed validation, which would be a bug of the compiler.
-func refCompile(p *policy.Policy, verdicts []detect.Verdict, g *policy.Guard) (*Ruleset, Omitted, error) {
+func refCompile(p *policy.Policy, verdicts []Offence, g *policy.Guard) (*Ruleset, Omitted, error) {
 	if p == nil {
 		return nil, nil, errors.New("compile ruleset: nil policy")
 	}

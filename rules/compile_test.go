@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/synban/synban/detect"
 	"github.com/synban/synban/policy"
 )
 
@@ -37,10 +36,10 @@ func pfx(s string) netip.Prefix {
 	return netip.MustParsePrefix(s)
 }
 
-func verdict(subject string, banFor time.Duration) detect.Verdict {
-	return detect.Verdict{
+func verdict(subject string, banFor time.Duration) Offence {
+	return Offence{
 		Subject: pfx(subject), Rule: "syn-flood", State: policy.StateSynRecv,
-		Count: 120, Threshold: 50, Hits: 1, Samples: 1, Sources: 1, BanFor: banFor,
+		Count: 120, Threshold: 50, Sources: 1, BanFor: banFor,
 		Reason: "120 syn_recv from " + subject + " >= 50 (rule syn-flood, 1/1 samples)",
 	}
 }
@@ -124,7 +123,7 @@ func TestCompileGuardEnforcedAgain(t *testing.T) {
 	g.Add(pfx("192.0.2.1/32"), "host address")
 	g.Add(pfx("198.51.100.0/28"), "allow list")
 	g.Add(pfx("2001:db8::1/128"), "host address")
-	vs := []detect.Verdict{
+	vs := []Offence{
 		verdict("192.0.2.1", time.Minute),         // the host itself
 		verdict("192.0.2.0/24", time.Minute),      // contains the host
 		verdict("198.51.100.7", time.Minute),      // inside the allow list
@@ -163,7 +162,7 @@ func TestCompileGuardEnforcedAgain(t *testing.T) {
 }
 
 func TestCompileDedupeAndCovering(t *testing.T) {
-	vs := []detect.Verdict{
+	vs := []Offence{
 		verdict("203.0.113.7", 5*time.Minute),
 		verdict("198.51.100.9", 30*time.Minute),    // inside the /24 below; longer timeout
 		verdict("198.51.100.0/24", 10*time.Minute), // covers the one above
@@ -232,7 +231,7 @@ func TestCompileDedupeAndCovering(t *testing.T) {
 func TestCompileMaxEntriesKeepsWorstFirst(t *testing.T) {
 	p := testPolicy()
 	p.Ban.MaxEntries = 3
-	vs := []detect.Verdict{
+	vs := []Offence{
 		verdict("203.0.113.50", time.Minute), // worst
 		verdict("2001:db8::50", time.Minute),
 		verdict("203.0.113.1", time.Minute),
@@ -244,7 +243,7 @@ func TestCompileMaxEntriesKeepsWorstFirst(t *testing.T) {
 	// A prefix that covers the worst offender inherits its priority: with a
 	// cap of 2 it is kept before the other offenders, although it came last.
 	p.Ban.MaxEntries = 2
-	covering := []detect.Verdict{
+	covering := []Offence{
 		verdict("203.0.113.50", time.Minute),
 		verdict("198.51.100.1", time.Minute),
 		verdict("198.51.100.2", time.Minute),
@@ -283,7 +282,7 @@ func TestCompileMaxEntriesKeepsWorstFirst(t *testing.T) {
 }
 
 func TestCompileMappedCanonical(t *testing.T) {
-	vs := []detect.Verdict{verdict("::ffff:203.0.113.7", time.Minute), verdict("::ffff:198.51.100.0/120", time.Minute)}
+	vs := []Offence{verdict("::ffff:203.0.113.7", time.Minute), verdict("::ffff:198.51.100.0/120", time.Minute)}
 	g := policy.NewGuard()
 	g.Add(pfx("::ffff:192.0.2.1/128"), "host address")
 	rs, om, _ := Compile(testPolicy(), vs, g)
@@ -303,7 +302,7 @@ func TestCompileMappedCanonical(t *testing.T) {
 }
 
 func TestCompileInvalidSubjects(t *testing.T) {
-	vs := []detect.Verdict{
+	vs := []Offence{
 		{Rule: "x", BanFor: time.Minute},
 		verdict("::ffff:0:0/80", time.Minute),
 		verdict("203.0.113.7", time.Minute),
@@ -436,7 +435,7 @@ func TestSafeTextShortcut(t *testing.T) {
 }
 
 func TestCompileDeterministicOrder(t *testing.T) {
-	var vs []detect.Verdict
+	var vs []Offence
 	for i := range 200 {
 		var s string
 		switch i % 4 {
@@ -516,10 +515,10 @@ func TestBanSetsAndAllowIn(t *testing.T) {
 }
 
 func BenchmarkCompile100k(b *testing.B) {
-	vs := make([]detect.Verdict, 0, 100000)
+	vs := make([]Offence, 0, 100000)
 	for i := range 100000 {
 		a := netip.AddrFrom4([4]byte{byte(10 + i%3), byte(i >> 16), byte(i >> 8), byte(i)})
-		vs = append(vs, detect.Verdict{Subject: netip.PrefixFrom(a, 32), Rule: "syn-flood", State: policy.StateSynRecv, Count: 60, Threshold: 50, BanFor: time.Minute})
+		vs = append(vs, Offence{Subject: netip.PrefixFrom(a, 32), Rule: "syn-flood", State: policy.StateSynRecv, Count: 60, Threshold: 50, BanFor: time.Minute})
 	}
 	p := testPolicy()
 	b.ReportAllocs()

@@ -1,6 +1,8 @@
 // Package rules holds synban's backend-neutral Ruleset, the compiler that
-// turns a policy and verdicts into one, and the interface every firewall
-// backend implements.
+// turns a policy and offences (Offence: what to ban and why, made by the
+// engine from verdicts, manual bans, the store and the fleet) into one, and
+// the interface every firewall backend implements. It imports nothing of
+// synban above policy.
 package rules
 
 import (

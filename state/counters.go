@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
+	"github.com/synban/synban/internal/atomicfile"
 	"github.com/synban/synban/internal/strictjson"
 	"github.com/synban/synban/internal/trust"
 )
@@ -141,45 +139,8 @@ func SaveCounters(dir string, c *Counters) error {
 		return fmt.Errorf("encode counters: %w", err)
 	}
 	data = append(data, '\n')
-	var f *os.File
-	for range 100 {
-		name := filepath.Join(dir, "."+CountersName+".tmp-"+strconv.FormatUint(rand.Uint64(), 36))
-		f, err = trust.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if !errors.Is(err, fs.ErrExist) {
-			break
-		}
-	}
-	if err != nil {
+	if err := atomicfile.Write(dir, CountersName, data, true); err != nil {
 		return fmt.Errorf("save counters %s: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("save counters %s: write %s: %w", path, tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("save counters %s: fsync %s: %w", path, tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("save counters %s: close %s: %w", path, tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("save counters %s: rename: %w", path, err)
-	}
-	ok = true
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("save counters %s: open directory for fsync: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("save counters %s: fsync directory: %w", path, err)
 	}
 	return nil
 }

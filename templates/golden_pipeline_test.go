@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/synban/synban/detect"
+	"github.com/synban/synban/engine"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 )
@@ -149,7 +150,7 @@ func runPipeline(t *testing.T, tc pipelineCase) pipelineResult {
 		window[i] = merged
 	}
 	rep := detect.Analyze(p, window, g)
-	rs, om, err := rules.Compile(p, rep.Verdicts, g)
+	rs, om, err := rules.Compile(p, engine.Offences(rep.Verdicts), g)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 )
 
 // checkGoldenIPT compares got with testdata/golden/name.iptables, or
-// rewrites it under -update.
+// rewrites it under SYNBAN_UPDATE_GOLDEN=1.
 func checkGoldenIPT(t *testing.T, name string, got []byte) {
 	t.Helper()
 	path := filepath.Join(goldenDir, name+".iptables")
@@ -28,10 +28,10 @@ func checkGoldenIPT(t *testing.T, name string, got []byte) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("read golden (run go test ./templates/ -update to create it): %v", err)
+		t.Fatalf("read golden (run SYNBAN_UPDATE_GOLDEN=1 go test ./templates/ to create it): %v", err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("rendering differs from %s (go test ./templates/ -update rewrites it)\n%s", path, lineDiff(string(want), string(got)))
+		t.Errorf("rendering differs from %s (SYNBAN_UPDATE_GOLDEN=1 go test ./templates/ rewrites it)\n%s", path, lineDiff(string(want), string(got)))
 	}
 }
 

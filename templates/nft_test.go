@@ -3,7 +3,6 @@ package templates
 import (
 	"bytes"
 	"context"
-	"flag"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,29 +12,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/synban/synban/detect"
+	"github.com/synban/synban/internal/golden"
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/rules"
 )
 
-// The -update flag rewrites golden files. It is registered only if no other
-// test file of this package has registered it already.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite the golden files under testdata/golden")
-	}
-}
-
-func updating() bool {
-	f := flag.Lookup("update")
-	return f != nil && f.Value.String() == "true"
-}
+// updating reports whether the goldens are rewritten instead of compared
+// (SYNBAN_UPDATE_GOLDEN=1; see internal/golden).
+func updating() bool { return golden.Update() }
 
 const goldenDir = "../testdata/golden"
 
 // checkGolden compares got with testdata/golden/name.nft, or rewrites it
-// under -update.
+// under SYNBAN_UPDATE_GOLDEN=1.
 func checkGolden(t *testing.T, name string, got []byte) {
 	t.Helper()
 	path := filepath.Join(goldenDir, name+".nft")
@@ -50,10 +40,10 @@ func checkGolden(t *testing.T, name string, got []byte) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("read golden (run go test ./templates/ -update to create it): %v", err)
+		t.Fatalf("read golden (run SYNBAN_UPDATE_GOLDEN=1 go test ./templates/ to create it): %v", err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("rendering differs from %s (go test ./templates/ -update rewrites it)\n%s", path, lineDiff(string(want), string(got)))
+		t.Errorf("rendering differs from %s (SYNBAN_UPDATE_GOLDEN=1 go test ./templates/ rewrites it)\n%s", path, lineDiff(string(want), string(got)))
 	}
 }
 
@@ -295,9 +285,9 @@ func TestNFTCompiledOverlapsAccepted(t *testing.T) {
 	for _, s := range []string{"10.0.0.0/8", "10.1.0.0/16", "10.1.2.3/32", "::ffff:10.9.9.9/128", "fd00::/8", "fd00:1::/32"} {
 		g.Add(p(s), "allow list")
 	}
-	var vs []detect.Verdict
+	var vs []rules.Offence
 	for _, s := range []string{"198.51.100.0/25", "198.51.100.0/24", "198.51.100.7", "2001:db8::/48", "2001:db8::/64", "2001:db8::9", "::ffff:198.51.100.9"} {
-		vs = append(vs, detect.Verdict{Subject: p(s), Rule: "syn-flood", State: policy.StateSynRecv, Count: 9, Threshold: 5, BanFor: time.Minute})
+		vs = append(vs, rules.Offence{Subject: p(s), Rule: "syn-flood", State: policy.StateSynRecv, Count: 9, Threshold: 5, BanFor: time.Minute})
 	}
 	rs, _, err := rules.Compile(pol, vs, g)
 	if err != nil {

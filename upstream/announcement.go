@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
@@ -46,63 +45,6 @@ const (
 // AS is preferred (some implementations treat the maximum itself as
 // unreachable, which would defeat validation).
 const ValidationMED = 0xfffffffe
-
-// Action is what a FlowSpec rule does with matching traffic.
-type Action string
-
-const (
-	// Discard drops matching traffic (traffic-rate 0).
-	Discard Action = "discard"
-	// RateLimit limits matching traffic to RateBytes bytes per second.
-	RateLimit Action = "rate-limit"
-)
-
-// Community is a standard BGP community, AS:value.
-type Community uint32
-
-// Well-known communities RTBH announcements carry.
-const (
-	// Blackhole is 65535:666 (RFC 7999).
-	Blackhole = Community(bgp.COMMUNITY_BLACKHOLE)
-	// NoExport is 65535:65281 (RFC 1997).
-	NoExport = Community(bgp.COMMUNITY_NO_EXPORT)
-	// NoAdvertise is 65535:65282 (RFC 1997): the receiver keeps the route
-	// to itself.
-	NoAdvertise = Community(bgp.COMMUNITY_NO_ADVERTISE)
-)
-
-// ParseCommunity parses "AS:value" with both halves 0..65535.
-func ParseCommunity(s string) (Community, error) {
-	hi, lo, ok := strings.Cut(s, ":")
-	if !ok {
-		return 0, fmt.Errorf("community %q: want AS:value", s)
-	}
-	a, err := strconv.ParseUint(hi, 10, 16)
-	if err != nil {
-		return 0, fmt.Errorf("community %q: AS part: %w", s, err)
-	}
-	v, err := strconv.ParseUint(lo, 10, 16)
-	if err != nil {
-		return 0, fmt.Errorf("community %q: value part: %w", s, err)
-	}
-	return Community(a<<16 | v), nil
-}
-
-// String renders AS:value.
-func (c Community) String() string { return fmt.Sprintf("%d:%d", uint32(c)>>16, uint32(c)&0xffff) }
-
-// MarshalText renders AS:value.
-func (c Community) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
-
-// UnmarshalText parses AS:value.
-func (c *Community) UnmarshalText(b []byte) error {
-	v, err := ParseCommunity(string(b))
-	if err != nil {
-		return err
-	}
-	*c = v
-	return nil
-}
 
 // Announcement is one route synban wants upstream. Everything sent over BGP
 // and every rendering of it derive from this value.

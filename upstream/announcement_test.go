@@ -136,3 +136,13 @@ func TestCommunityText(t *testing.T) {
 		}
 	}
 }
+
+// The well-known communities live in the GoBGP-free config package as
+// numbers; they must stay GoBGP's.
+func TestWellKnownCommunitiesAreGoBGPs(t *testing.T) {
+	if Blackhole != Community(bgp.COMMUNITY_BLACKHOLE) || NoExport != Community(bgp.COMMUNITY_NO_EXPORT) ||
+		NoAdvertise != Community(bgp.COMMUNITY_NO_ADVERTISE) {
+		t.Fatalf("Blackhole %s, NoExport %s, NoAdvertise %s; GoBGP says %s, %s and %s", Blackhole, NoExport, NoAdvertise,
+			Community(bgp.COMMUNITY_BLACKHOLE), Community(bgp.COMMUNITY_NO_EXPORT), Community(bgp.COMMUNITY_NO_ADVERTISE))
+	}
+}

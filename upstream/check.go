@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/synban/synban/internal/prefixes"
 )
 
 // Bounds on one announcement, far above what a decision produces, so that
@@ -157,7 +159,7 @@ func unsafe(cfg Config, a Announcement) string {
 				return fmt.Sprintf("source %s is broader than the minimum ban prefix /%d", s, minBits)
 			}
 			for _, p := range cfg.Protected {
-				if p.Overlaps(s) {
+				if prefixes.Overlaps(p, s) {
 					return fmt.Sprintf("source %s covers protected %s", s, p)
 				}
 			}
@@ -169,11 +171,4 @@ func unsafe(cfg Config, a Announcement) string {
 }
 
 // insideAny reports whether p lies wholly inside one of outer.
-func insideAny(outer []netip.Prefix, p netip.Prefix) bool {
-	for _, o := range outer {
-		if o.Bits() <= p.Bits() && o.Contains(p.Addr()) {
-			return true
-		}
-	}
-	return false
-}
+func insideAny(outer []netip.Prefix, p netip.Prefix) bool { return prefixes.HeldByAny(outer, p) }

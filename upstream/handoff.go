@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/synban/synban/internal/atomicfile"
 	"github.com/synban/synban/internal/strictjson"
 )
 
@@ -82,50 +83,10 @@ func WriteDesired(dir string, d Desired) error {
 	return writeAtomic(dir, DesiredFile, data, true)
 }
 
-// writeAtomic replaces dir/name with data: a temporary file (0600, never
-// following a symlink) is written, synced when durable, and renamed over
-// the old one, and the directory synced, so a reader sees the old file or
-// the new one, never a part.
+// writeAtomic replaces dir/name with data (atomicfile.Write): synced, with
+// its directory, when durable.
 func writeAtomic(dir, name string, data []byte, durable bool) error {
-	final := filepath.Join(dir, name)
-	tmp := final + ".tmp"
-	_ = os.Remove(tmp) // a leftover of a killed writer
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", final, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if durable {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			os.Remove(tmp)
-			return fmt.Errorf("sync %s: %w", tmp, err)
-		}
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("rename %s: %w", final, err)
-	}
-	if !durable {
-		return nil
-	}
-	df, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	defer df.Close()
-	if err := df.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.Write(dir, name, data, durable)
 }
 
 // ReadDesired reads dir/DesiredFile strictly: unknown fields, trailing

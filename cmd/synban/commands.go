@@ -31,7 +31,7 @@ func cmdCheck(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	drift := sysctl.Read(sysctl.Root, p.Sysctl.Settings())
+	drift := a.engine(o).SysctlDrift(p)
 	// --online: a refused secret file exits 2, a LAPI that refuses the
 	// credentials or does not answer exits 1 (the policy itself is valid).
 	var online []string

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"golang.org/x/sys/unix"
 
-	"github.com/synban/synban/detect"
 	"github.com/synban/synban/engine"
 	"github.com/synban/synban/policy"
 )
@@ -43,7 +41,8 @@ func flagsTop(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.view.filter, "filter", "", "show only rows whose subject or verdict contains this text")
 }
 
-// topRow is one source or aggregation prefix on top's screen.
+// topRow is engine.TopRow with its --json names (render_json.go's top
+// document encodes it).
 type topRow struct {
 	Subject     string `json:"subject"`
 	Prefix      bool   `json:"prefix"`
@@ -63,125 +62,22 @@ type topRow struct {
 	Drops   *uint64 `json:"drops"`
 }
 
-// topSnapshot is one refresh of top.
+// topSnapshot is one refresh of top: engine.Top's snapshot with its rows
+// as top encodes them.
 type topSnapshot struct {
-	At         time.Time
-	Sampler    string
-	Samples    int
-	Sources    int
-	Class      detect.Classification
-	Counters   detect.TcpExt
-	Backend    string
-	BackendErr string
-	// RuleDrops are the backend's rule counters: "input/ban_v4" -> packets.
-	RuleDrops []string
-	Rows      []topRow
+	*engine.TopSnapshot
+	Rows []topRow
 }
 
-// takeTop samples one window and reads the kernel's bans: what top shows.
-// It writes nothing (the backend is opened read-only).
-func takeTop(ctx context.Context, e *engine.Engine, p *policy.Policy, replay bool) (*topSnapshot, error) {
-	g, err := e.Guard(p)
+// takeTop is engine.Top in the shape top draws and encodes.
+func takeTop(ctx context.Context, e *engine.Engine, p *policy.Policy) (*topSnapshot, error) {
+	t, err := e.Top(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	w, err := e.SampleSources(ctx, p)
-	if err != nil {
-		return nil, err
-	}
-	samples := w.Result.Samples
-	s := &topSnapshot{At: time.Now(), Sampler: strings.Join(w.Samplers, "+"), Samples: len(samples), Sources: len(w.Rows),
-		Class: w.Class, Counters: w.Result.Delta}
-	rep := detect.FilterSpoofed(detect.Analyze(p, samples, g), w.Class)
-	verdict := map[netip.Prefix]topRow{}
-	for _, v := range rep.Verdicts {
-		verdict[v.Subject] = topRow{Verdict: "ban", Why: v.Rule}
-	}
-	for _, sp := range rep.Spared {
-		why := "spoofed"
-		if sp.By.Prefix.IsValid() {
-			why = sp.By.Why
-		}
-		verdict[sp.Verdict.Subject] = topRow{Verdict: "spared", Why: why}
-	}
-
-	// Sources, and the aggregation prefixes holding more than one.
-	type agg struct {
-		row  topRow
-		srcs int
-	}
-	prefixes := map[netip.Prefix]*agg{}
-	for _, r := range w.Rows {
-		addr, err := netip.ParseAddr(r.Source)
-		if err != nil {
-			continue
-		}
-		subject := netip.PrefixFrom(addr, addr.BitLen())
-		row := topRow{Subject: subject.Addr().String(), SynRecv: r.SynRecv, Established: r.Established, Total: r.Total, Sources: 1}
-		if v, ok := verdict[subject]; ok {
-			row.Verdict, row.Why = v.Verdict, v.Why
-		}
-		if pfx, _, ok := engine.Aggregation(p, addr); ok {
-			a := prefixes[pfx]
-			if a == nil {
-				a = &agg{row: topRow{Subject: pfx.String(), Prefix: true}}
-				prefixes[pfx] = a
-			}
-			a.row.SynRecv += r.SynRecv
-			a.row.Established += r.Established
-			a.row.Total += r.Total
-			a.srcs++
-			// A banned prefix, or one the spoof filter spares, folds the
-			// addresses inside it; one the guard spares does not.
-			if v, ok := verdict[pfx]; ok && (v.Verdict == "ban" || v.Why == "spoofed") && row.Verdict == "" {
-				row.Verdict, row.Why = v.Verdict, "in "+pfx.String()
-			}
-		}
-		s.Rows = append(s.Rows, row)
-	}
-	for pfx, a := range prefixes {
-		if a.srcs < 2 {
-			continue
-		}
-		a.row.Sources = a.srcs
-		if v, ok := verdict[pfx]; ok {
-			a.row.Verdict, a.row.Why = v.Verdict, v.Why
-		}
-		s.Rows = append(s.Rows, a.row)
-	}
-
-	if replay {
-		s.BackendErr = "not read: --from replays a captured table"
-		return s, nil
-	}
-	kb, err := e.KernelBans(ctx, p)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		s.BackendErr = err.Error()
-		return s, nil
-	}
-	s.Backend = kb.Choice.Name
-	for _, c := range kb.Counters {
-		s.RuleDrops = append(s.RuleDrops, fmt.Sprintf("%s %d", c.Rule, c.Packets))
-	}
-	for i := range s.Rows {
-		r := &s.Rows[i]
-		subject, err := netip.ParsePrefix(r.Subject)
-		if err != nil {
-			addr := netip.MustParseAddr(r.Subject)
-			subject = netip.PrefixFrom(addr, addr.BitLen())
-		}
-		for _, b := range kb.Bans {
-			if b.Prefix.Bits() <= subject.Bits() && b.Prefix.Contains(subject.Addr()) {
-				r.Banned, r.BanLeft = true, b.Expires.Seconds()
-				if n, ok := kb.Drops[b.Prefix]; ok {
-					r.Drops = &n
-				}
-				break
-			}
-		}
+	s := &topSnapshot{TopSnapshot: t, Rows: make([]topRow, 0, len(t.Rows))}
+	for _, r := range t.Rows {
+		s.Rows = append(s.Rows, topRow(r))
 	}
 	return s, nil
 }
@@ -313,7 +209,7 @@ func cmdTop(ctx context.Context, a *app, o *options, args []string) error {
 		return err
 	}
 	e := a.engine(o)
-	take := func(ctx context.Context) (*topSnapshot, error) { return takeTop(ctx, e, p, o.from != "") }
+	take := func(ctx context.Context) (*topSnapshot, error) { return takeTop(ctx, e, p) }
 	if vo.once || o.json {
 		s, err := take(ctx)
 		if err != nil {

@@ -80,11 +80,9 @@ func upstreamStatus(ctx context.Context, a *app, o *options, p *policy.Policy) (
 	return &st, nil
 }
 
-// speakerAlive reports whether the status file is fresh: the speaker
-// rewrites it about once a second.
-func speakerAlive(st *upstream.StatusReport, now time.Time) bool {
-	return st != nil && now.Sub(st.Written) < 5*time.Second
-}
+// speakerAlive reports whether the status file is fresh
+// (upstream.StatusReport.Alive).
+func speakerAlive(st *upstream.StatusReport, now time.Time) bool { return st.Alive(now) }
 
 // announcementOnNeighbor says in words how one neighbor has an
 // announcement.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/detect"
+	"github.com/synban/synban/engine"
 	"github.com/synban/synban/internal/memtest"
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/internal/synflood"
@@ -71,12 +72,12 @@ max_entries = %d
 	class := detect.Classify(p, samples, detect.TcpExt{})
 	classifyPeak := stop()
 	stop = memtest.HeapPeak()
-	rs, omitted, err := rules.Compile(p, rep.Verdicts, p.Guard(nil))
+	rs, omitted, err := rules.Compile(p, engine.Offences(rep.Verdicts), p.Guard(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	filtered := detect.FilterSpoofed(rep, class)
-	rsFiltered, _, err := rules.Compile(p, filtered.Verdicts, p.Guard(nil))
+	rsFiltered, _, err := rules.Compile(p, engine.Offences(filtered.Verdicts), p.Guard(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestMillionSpoofedPipeline(t *testing.T) {
 		samples := []detect.Sample{{Time: time.Now(), Source: "procfs", Conns: conns}}
 		stop = memtest.HeapPeak()
 		rep, class := detect.Detect(p, samples, p.Guard(nil), detect.TcpExt{})
-		rs, _, err := rules.Compile(p, rep.Verdicts, p.Guard(nil))
+		rs, _, err := rules.Compile(p, engine.Offences(rep.Verdicts), p.Guard(nil))
 		if err != nil {
 			t.Fatal(err)
 		}

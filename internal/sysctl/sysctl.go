@@ -31,14 +31,14 @@ func Path(root, key string) string {
 
 // State is one managed kernel setting compared with the kernel.
 type State struct {
-	Name    string `json:"name"`
-	Key     string `json:"key"`
-	Want    int    `json:"want"`
-	Current string `json:"current,omitempty"`
+	Name    string
+	Key     string
+	Want    int
+	Current string
 	// Drift is true when the current value differs from Want.
-	Drift bool `json:"drift"`
+	Drift bool
 	// Err says why the current value could not be read.
-	Err string `json:"error,omitempty"`
+	Err string
 }
 
 // Read reads the current value of each setting under root.

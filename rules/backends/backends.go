@@ -107,11 +107,20 @@ func Open(ctx context.Context, name string, o Options) (rules.Backend, Choice, e
 	if err != nil || !o.ReadOnly {
 		return b, ch, err
 	}
+	return ReadOnly(b), ch, nil
+}
+
+// ReadOnly returns b as Open returns a backend opened with
+// Options.ReadOnly: Apply, Unban and Flush refuse with ErrReadOnly, and
+// what only reads (bans, counters, per-ban drops, the sensor, what is
+// missing) passes through. Open uses it; so does a caller that opens a
+// backend of its own (an engine test's in-memory one).
+func ReadOnly(b rules.Backend) rules.Backend {
 	if dc, ok := b.(rules.DropCounter); ok {
 		// Reading the per-ban drop counters changes nothing (explain).
-		return readOnlyCounting{readOnly{b}, dc}, ch, nil
+		return readOnlyCounting{readOnly{b}, dc}
 	}
-	return readOnly{b}, ch, nil
+	return readOnly{b}
 }
 
 // readOnlyCounting is readOnly for a backend that keeps per-ban drop

@@ -2,7 +2,9 @@
 // pass: each sub-test makes its own network namespace, builds a fresh backend
 // in it with the caller's factory, and checks one promise of the interface
 // (bans listed with their time left, expiry, unban, apply twice is a no-op,
-// restore after an outside disruption, flush touches nothing else).
+// restore after an outside disruption, flush touches nothing else). A
+// backend that touches no kernel (rules/memory) runs it without root or
+// namespaces (Options.NoNamespace), on its own clock (Options.Advance).
 //
 // Use it from a backend's tests:
 //
@@ -33,7 +35,8 @@ import (
 	"github.com/synban/synban/state"
 )
 
-// Factory builds the backend under test, working inside ns.
+// Factory builds the backend under test, working inside ns (nil for a
+// backend run with Options.NoNamespace).
 type Factory func(t *testing.T, ns *netnstest.NS) rules.Backend
 
 // Expirer is rules.Expirer: the expiry sub-test calls Expire while it polls
@@ -60,6 +63,13 @@ type Options struct {
 	// reads them (the route backend keeps their end times in a state store
 	// it never writes). See StoreRecorder.
 	Record func(t *testing.T, rs *rules.Ruleset, res rules.Result)
+	// NoNamespace is for a backend that touches no kernel (rules/memory):
+	// the suite needs no root, makes no namespace (the Factory, Disrupt and
+	// Snapshot get a nil one) and skips the check of an unrelated nft table.
+	NoNamespace bool
+	// Advance, when set, moves the backend's clock d forward: the expiry
+	// sub-test then advances past a ban's timeout instead of waiting for it.
+	Advance func(d time.Duration)
 }
 
 // StoreRecorder returns an Options.Record that does what synban's run cycle
@@ -134,7 +144,9 @@ type suite struct {
 // Run runs every contract sub-test against backends made by factory. Each
 // sub-test gets its own namespace (removed afterwards) and its own backend.
 func Run(t *testing.T, factory Factory, opts Options) {
-	netnstest.RequireRoot(t)
+	if !opts.NoNamespace {
+		netnstest.RequireRoot(t)
+	}
 	if opts.Disrupt == nil {
 		t.Fatal("backendtest.Run: Options.Disrupt is required")
 	}
@@ -149,6 +161,9 @@ func Run(t *testing.T, factory Factory, opts Options) {
 
 func (s *suite) setup(t *testing.T, name string) (*netnstest.NS, rules.Backend) {
 	t.Helper()
+	if s.opts.NoNamespace {
+		return nil, s.factory(t, nil)
+	}
 	ns := netnstest.New(t, "bt"+name)
 	return ns, s.factory(t, ns)
 }
@@ -249,6 +264,21 @@ func (s *suite) testExpiry(t *testing.T) {
 	s.apply(t, b, s.ruleset(short, long))
 	if got := listBans(t, b); len(got) != 2 {
 		t.Fatalf("right after Apply, Bans lists %v, want both bans", prefixes(got))
+	}
+	if s.opts.Advance != nil {
+		s.opts.Advance(time.Second)
+		if got := listBans(t, b); len(got) != 2 {
+			t.Fatalf("1s after Apply, Bans lists %v, want both bans", prefixes(got))
+		}
+		s.opts.Advance(time.Second)
+		got := listBans(t, b)
+		if _, present := got[short.Prefix]; present {
+			t.Errorf("ban %s with a 2s timeout still listed 2s after Apply", short.Prefix)
+		}
+		if ab, ok := got[long.Prefix]; !ok || ab.Expires != long.Timeout-2*time.Second {
+			t.Errorf("ban %s with 10m timeout: listed %v, Expires %s; want listed with %s left", long.Prefix, ok, ab.Expires, long.Timeout-2*time.Second)
+		}
+		return
 	}
 	exp, _ := b.(Expirer)
 	start := time.Now()
@@ -352,15 +382,20 @@ const otherTable = `table inet someone_else {
 `
 
 func (s *suite) testFlush(t *testing.T) {
-	netnstest.RequireCommand(t, "nft")
-	ns, b := s.setup(t, "flush")
-	cmd := ns.Command(ctx(t), "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(otherTable)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("create unrelated nft table: %v: %s", err, out)
+	listOther := func() string { return "" }
+	if !s.opts.NoNamespace {
+		netnstest.RequireCommand(t, "nft")
 	}
-	listOther := func() string {
-		return StripExpires(ns.MustRun("nft", "list", "table", "inet", "someone_else"))
+	ns, b := s.setup(t, "flush")
+	if ns != nil {
+		cmd := ns.Command(ctx(t), "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(otherTable)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("create unrelated nft table: %v: %s", err, out)
+		}
+		listOther = func() string {
+			return StripExpires(ns.MustRun("nft", "list", "table", "inet", "someone_else"))
+		}
 	}
 	var snap string
 	if s.opts.Snapshot != nil {

@@ -1,0 +1,62 @@
+package layers
+
+import (
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// forbidden lists, per package, substrings no package in its dependencies
+// (as `go list -deps` lists them, tests excluded) may contain.
+var forbidden = []struct {
+	pkg  string
+	deny []string
+}{
+	{"policy", []string{"gobgp", "grpc", "protobuf", "synban/upstream\x00", "synban/detect", "synban/rules", "synban/engine"}},
+	{"rules", []string{"gobgp", "grpc", "protobuf", "ti-mo/conntrack", "synban/detect", "synban/upstream\x00", "synban/engine"}},
+	{"detect", []string{"gobgp", "grpc", "protobuf", "synban/upstream\x00", "synban/rules", "synban/engine"}},
+	{"state", []string{"gobgp", "grpc", "protobuf", "synban/upstream\x00", "synban/engine"}},
+	{"templates", []string{"gobgp", "grpc", "protobuf", "synban/upstream\x00", "synban/engine"}},
+	{"upstream/config", []string{"gobgp", "grpc", "protobuf", "netlink"}},
+}
+
+func TestLowPackagesLinkNothingAbove(t *testing.T) {
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := exec.LookPath(gobin); err != nil {
+		if gobin, err = exec.LookPath("go"); err != nil {
+			t.Fatalf("no go command to list dependencies with: %v", err)
+		}
+	}
+	for _, f := range forbidden {
+		t.Run(strings.ReplaceAll(f.pkg, "/", "_"), func(t *testing.T) {
+			cmd := exec.Command(gobin, "list", "-deps", "github.com/synban/synban/"+f.pkg)
+			out, err := cmd.Output()
+			if err != nil {
+				msg := ""
+				if ee, ok := err.(*exec.ExitError); ok {
+					msg = string(ee.Stderr)
+				}
+				t.Fatalf("go list -deps %s: %v %s", f.pkg, err, msg)
+			}
+			deps := strings.Fields(string(out))
+			if len(deps) < 3 {
+				t.Fatalf("go list -deps %s listed %d packages: %q", f.pkg, len(deps), deps)
+			}
+			for _, d := range deps {
+				for _, bad := range f.deny {
+					// A trailing NUL asks for the exact package, not its
+					// subpackages (upstream/config is allowed).
+					if exact, ok := strings.CutSuffix(bad, "\x00"); ok {
+						if strings.HasSuffix(d, exact) {
+							t.Errorf("%s links %s", f.pkg, d)
+						}
+					} else if strings.Contains(d, bad) {
+						t.Errorf("%s links %s", f.pkg, d)
+					}
+				}
+			}
+		})
+	}
+}
