@@ -219,6 +219,7 @@ func (c *Community) UnmarshalText(b []byte) error {
 	*c = v
 	return nil
 }
+
 // validationErrors says why FlowSpecValidationRoutes cannot be used with
 // these neighbors. A validation route goes to every neighbor carrying its
 // unicast family, so a neighbor must carry each FlowSpec family with its
