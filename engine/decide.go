@@ -205,7 +205,7 @@ func (e *Engine) decideWindow(ctx context.Context, p *policy.Policy, g *policy.G
 	// then refine it (detect.RefineClassification).
 	sensor := sr.evidence(p)
 	ev := sr.classifyEvidence(w, sensor, nil)
-	rep, class := detect.Detect(p, samples, g, ev.Delta())
+	rep, class := detect.Detect(p, samples, g, ev.Delta(p))
 	filtered := class.Kind == detect.KindSpoofed
 	rep = addSensorVerdicts(p, rep, sensor, g)
 	ev.Verdicts = rep.Verdicts
