@@ -112,7 +112,8 @@ func (e *Engine) sampleSensed(ctx context.Context, p *policy.Policy, sr *sensorR
 
 // storming reports whether the window's TcpExt counters, or their change
 // since the previous run's stored ones (when recent), show SYN cookies or
-// dropped SYNs (detect.Stormy).
+// dropped SYNs (detect.Stormy), or the sensor counted SYNs over the meter
+// since the previous run's reading.
 func (sr *sensorRun) storming(w *Window) bool {
 	r := w.Result
 	if r.End == nil {
@@ -120,6 +121,18 @@ func (sr *sensorRun) storming(w *Window) bool {
 	}
 	if detect.Stormy(r.Delta) {
 		return true
+	}
+	if sr.start.InPlace && len(sr.start.Counts) > 0 {
+		// SYNs over the meter since the previous run's reading (cookies
+		// may not show: the meter passes too few to fill the queue).
+		if sr.prev == nil || sr.prev.Sensor == nil {
+			return true
+		}
+		for k, n := range sr.start.Counts {
+			if sr.prev.Sensor.Sources[k] != n {
+				return true
+			}
+		}
 	}
 	return sr.prev != nil && time.Since(sr.prev.At) <= detect.MaxCountersAge &&
 		detect.Stormy(detect.Delta(detect.TcpExt{All: sr.prev.TcpExt}, *r.End))
