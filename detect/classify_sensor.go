@@ -123,7 +123,9 @@ func RefineClassification(p *policy.Policy, c Classification, ev Evidence) Class
 	for _, v := range ev.Verdicts {
 		if v.State == policy.StateSynRate {
 			attributed = append(attributed, v)
-			prefixOnly = prefixOnly && v.Subject.Bits() < v.Subject.Addr().BitLen()
+			// A sensor row is one source's key (an IPv6 /64 with the
+			// default meter); only a sum of several is a prefix flood.
+			prefixOnly = prefixOnly && v.Sources > 1
 		}
 	}
 	if ev.Sensor.Absent {
