@@ -266,88 +266,121 @@ func connectFlood(ctx context.Context, ns *netnstest.NS, dst netip.AddrPort, per
 // span of its window's length, as a cookie_storm whose advice names the
 // numbers; it installs the meter. The second bans the source through the
 // default syn-rate rule: in ban_v4, or for IPv6 its /64 (the meter's key)
-// in the IPv6 prefix set. A client connects throughout.
+// in the IPv6 prefix set. With a run before the flood (which installs the
+// meter), the first run during it bans. A client connects throughout.
 func TestCookiesDefaultPolicyBansSource(t *testing.T) {
 	requireFloodTools(t)
 	netnstest.RequireCommand(t, "ipset")
+	type variant struct {
+		backend string
+		v6      bool
+		before  bool // one run before the flood, one during it
+	}
+	var variants []variant
 	for _, backend := range sensorBackends {
-		for _, v6 := range []bool{false, true} {
-			name := backend + "/ipv4"
+		variants = append(variants, variant{backend, false, false}, variant{backend, true, false}, variant{backend, false, true})
+	}
+	for _, vt := range variants {
+		backend, v6 := vt.backend, vt.v6
+		name := backend + "/ipv4"
+		if v6 {
+			name = backend + "/ipv6"
+		}
+		if vt.before {
+			name += "/run-before-flood"
+		}
+		t.Run(name, func(t *testing.T) {
+			l := newCookieLab(t)
+			subject, clientDst := netip.MustParsePrefix(attackerAddr+"/32"), victimAddrC+":80"
 			if v6 {
-				name = backend + "/ipv6"
+				subject, clientDst = netip.MustParsePrefix(attackerNet6), "["+victimAddrC6+"]:80"
 			}
-			t.Run(name, func(t *testing.T) {
-				l := newCookieLab(t)
-				subject, clientDst := netip.MustParsePrefix(attackerAddr+"/32"), victimAddrC+":80"
-				if v6 {
-					subject, clientDst = netip.MustParsePrefix(attackerNet6), "["+victimAddrC6+"]:80"
+			if vt.before {
+				if r := l.runCookies(backend); len(r.Verdicts) != 0 || r.Classification.Kind != "none" {
+					t.Fatalf("quiet run before the flood: %+v", r)
 				}
-				series := watchCookies(t, l.victim)
-				stopProbe := l.clientProbe(clientDst)
-				floodCtx, stopFlood := context.WithTimeout(context.Background(), 30*time.Second)
-				defer stopFlood()
-				floodDone := make(chan error, 1)
-				if v6 {
-					go func() {
-						_, _, err := connectFlood(floodCtx, l.attacker, netip.MustParseAddrPort("["+victimAddr6+"]:80"), 2000, 10*time.Second, false)
-						floodDone <- err
-					}()
-				} else {
-					// Up to 5,000/s and 60,000 SYNs, for 30 s at most; stopped
-					// after the second run.
-					cmd := l.attacker.Command(floodCtx, "hping3", "-q", "-S", "-p", "80", "-i", "u200", "-c", "60000", victimAddr)
-					if err := cmd.Start(); err != nil {
-						t.Fatalf("start hping3: %v", err)
-					}
-					go func() { _ = cmd.Wait(); floodDone <- nil }()
+			}
+			series := watchCookies(t, l.victim)
+			stopProbe := l.clientProbe(clientDst)
+			floodCtx, stopFlood := context.WithTimeout(context.Background(), 30*time.Second)
+			defer stopFlood()
+			floodDone := make(chan error, 1)
+			if v6 {
+				go func() {
+					_, _, err := connectFlood(floodCtx, l.attacker, netip.MustParseAddrPort("["+victimAddr6+"]:80"), 2000, 10*time.Second, false)
+					floodDone <- err
+				}()
+			} else {
+				// Up to 5,000/s and 60,000 SYNs, for 30 s at most; stopped
+				// after the second run.
+				cmd := l.attacker.Command(floodCtx, "hping3", "-q", "-S", "-p", "80", "-i", "u200", "-c", "60000", victimAddr)
+				if err := cmd.Start(); err != nil {
+					t.Fatalf("start hping3: %v", err)
 				}
+				go func() { _ = cmd.Wait(); floodDone <- nil }()
+			}
+			if vt.before {
+				netnstest.Eventually(t, 5*time.Second, func() bool { return len(l.sensorSources(backend)) > 0 },
+					"the flood never went over the meter")
+			} else {
 				netnstest.Eventually(t, 5*time.Second, func() bool {
 					c, err := detect.ReadNetstat(l.victim.Path())
 					return err == nil && c.SyncookiesSent > 500
 				}, "the flood sends no cookies")
+			}
 
-				t0 := time.Now()
-				r1 := l.runCookies(backend)
-				t1 := time.Now()
-				r2 := l.runCookies(backend)
-				stopFlood()
-				if err := <-floodDone; err != nil {
-					t.Fatalf("flood: %v", err)
-				}
-				series.stop()
-				ok, failed, firstErr := stopProbe()
+			t0 := time.Now()
+			r1 := l.runCookies(backend)
+			t1 := time.Now()
+			r2 := l.runCookies(backend)
+			stopFlood()
+			if err := <-floodDone; err != nil {
+				t.Fatalf("flood: %v", err)
+			}
+			series.stop()
+			ok, failed, firstErr := stopProbe()
 
-				c := r1.Classification
-				w := time.Duration(c.CountersSince * float64(time.Second))
-				lo, hi, rate := series.over(t0, t1, w)
-				t.Logf("first run: %s over %.3fs (%s); the victim's counters: %d..%d over any %.3fs of the run's %.3fs, %.0f cookies/s",
-					c.Kind, c.CountersSince, c.CountersFrom, lo, hi, c.CountersSince, t1.Sub(t0).Seconds(), rate)
-				if rate < 1000 {
-					t.Fatalf("the source sent %.0f SYNs/s during the first run, want >= 1000", rate)
-				}
-				if c.Kind != "cookie_storm" || c.CountersFrom != "window" {
-					t.Errorf("first run: classification %+v, want a cookie_storm from the window", c)
-				}
-				if float64(c.CookiesSent) < 0.9*float64(lo) || float64(c.CookiesSent) > 1.1*float64(hi) {
-					t.Errorf("first run: cookies_sent %d, the victim's counters say %d..%d over %.3fs (±10%%)", c.CookiesSent, lo, hi, c.CountersSince)
-				}
-				if adv := strings.Join(c.Advice, "\n"); !strings.Contains(adv, strconv.FormatInt(c.CookiesSent, 10)+" SYN cookies sent") ||
-					!strings.Contains(adv, `rule "syn-rate"`) {
-					t.Errorf("first run: advice %q does not name the numbers", c.Advice)
-				}
-
-				if !l.banSetHolds(backend, subject) {
-					t.Fatalf("after the second run %s is not banned; classification %+v, verdicts %+v", subject, r2.Classification, r2.Verdicts)
-				}
-				if len(r2.Verdicts) != 1 || r2.Verdicts[0].Subject != subject.String() || r2.Classification.Kind != "real" {
-					t.Errorf("second run: verdicts %+v, classification %+v; want %s through syn-rate, real", r2.Verdicts, r2.Classification, subject)
+			c := r1.Classification
+			if vt.before {
+				// r1 is the run that finds the meter in place.
+				if !l.banSetHolds(backend, subject) || r1.Classification.Kind != "real" {
+					t.Fatalf("the first run during the flood did not ban %s: %+v %+v", subject, r1.Classification, r1.Verdicts)
 				}
 				if failed > 0 || ok == 0 {
 					t.Errorf("the client connected %d times and failed %d (first: %v)", ok, failed, firstErr)
 				}
-				t.Logf("second run: %s; client dials ok %d", r2.Classification.Why, ok)
-			})
-		}
+				t.Logf("first run during the flood: %s", c.Why)
+				return
+			}
+			w := time.Duration(c.CountersSince * float64(time.Second))
+			lo, hi, rate := series.over(t0, t1, w)
+			t.Logf("first run: %s over %.3fs (%s); the victim's counters: %d..%d over any %.3fs of the run's %.3fs, %.0f cookies/s",
+				c.Kind, c.CountersSince, c.CountersFrom, lo, hi, c.CountersSince, t1.Sub(t0).Seconds(), rate)
+			if rate < 1000 {
+				t.Fatalf("the source sent %.0f SYNs/s during the first run, want >= 1000", rate)
+			}
+			if c.Kind != "cookie_storm" || c.CountersFrom != "window" {
+				t.Errorf("first run: classification %+v, want a cookie_storm from the window", c)
+			}
+			if float64(c.CookiesSent) < 0.9*float64(lo) || float64(c.CookiesSent) > 1.1*float64(hi) {
+				t.Errorf("first run: cookies_sent %d, the victim's counters say %d..%d over %.3fs (±10%%)", c.CookiesSent, lo, hi, c.CountersSince)
+			}
+			if adv := strings.Join(c.Advice, "\n"); !strings.Contains(adv, strconv.FormatInt(c.CookiesSent, 10)+" SYN cookies sent") ||
+				!strings.Contains(adv, `rule "syn-rate"`) {
+				t.Errorf("first run: advice %q does not name the numbers", c.Advice)
+			}
+
+			if !l.banSetHolds(backend, subject) {
+				t.Fatalf("after the second run %s is not banned; classification %+v, verdicts %+v", subject, r2.Classification, r2.Verdicts)
+			}
+			if len(r2.Verdicts) != 1 || r2.Verdicts[0].Subject != subject.String() || r2.Classification.Kind != "real" {
+				t.Errorf("second run: verdicts %+v, classification %+v; want %s through syn-rate, real", r2.Verdicts, r2.Classification, subject)
+			}
+			if failed > 0 || ok == 0 {
+				t.Errorf("the client connected %d times and failed %d (first: %v)", ok, failed, firstErr)
+			}
+			t.Logf("second run: %s; client dials ok %d", r2.Classification.Why, ok)
+		})
 	}
 }
 
