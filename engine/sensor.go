@@ -111,15 +111,22 @@ func (e *Engine) sampleSensed(ctx context.Context, p *policy.Policy, sr *sensorR
 }
 
 // storming reports whether the window's TcpExt counters, or their change
-// since the previous run's stored ones (when recent), show SYN cookies or
-// dropped SYNs (detect.Stormy), or the sensor counted SYNs over the meter
-// since the previous run's reading.
+// since the previous run's stored ones (when recent; without them, the
+// counters themselves), show SYN cookies or dropped SYNs (detect.Stormy),
+// or the sensor counted SYNs over the meter since the previous run's
+// reading.
 func (sr *sensorRun) storming(w *Window) bool {
 	r := w.Result
 	if r.End == nil {
 		return false
 	}
 	if detect.Stormy(r.Delta) {
+		return true
+	}
+	fresh := sr.prev != nil && time.Since(sr.prev.At) <= detect.MaxCountersAge
+	if !fresh && detect.Stormy(*r.End) {
+		// No baseline but the namespace's counters: it has sent cookies or
+		// dropped SYNs, maybe now, in bursts a short window falls between.
 		return true
 	}
 	if sr.start.InPlace && len(sr.start.Counts) > 0 {
@@ -134,8 +141,7 @@ func (sr *sensorRun) storming(w *Window) bool {
 			}
 		}
 	}
-	return sr.prev != nil && time.Since(sr.prev.At) <= detect.MaxCountersAge &&
-		detect.Stormy(detect.Delta(detect.TcpExt{All: sr.prev.TcpExt}, *r.End))
+	return fresh && detect.Stormy(detect.Delta(detect.TcpExt{All: sr.prev.TcpExt}, *r.End))
 }
 
 // evidence is the sensor's evidence for the run (see detect.SensorEvidence).

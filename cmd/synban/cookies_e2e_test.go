@@ -311,9 +311,9 @@ func TestCookiesDefaultPolicyBansSource(t *testing.T) {
 					floodDone <- err
 				}()
 			} else {
-				// Up to 5,000/s and 60,000 SYNs, for 30 s at most; stopped
-				// after the second run.
-				cmd := l.attacker.Command(floodCtx, "hping3", "-q", "-S", "-p", "80", "-i", "u200", "-c", "60000", victimAddr)
+				// Up to 10,000/s and 150,000 SYNs, for 30 s at most;
+				// stopped after the second run.
+				cmd := l.attacker.Command(floodCtx, "hping3", "-q", "-S", "-p", "80", "-i", "u100", "-c", "150000", victimAddr)
 				if err := cmd.Start(); err != nil {
 					t.Fatalf("start hping3: %v", err)
 				}
