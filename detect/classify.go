@@ -67,10 +67,13 @@ type Classification struct {
 	// beyond the window's samples: the counters since the previous run,
 	// the firewall sensor's sources.
 	Evidence []string
-	// CountersSince is how far back the TcpExt deltas above reach: the
-	// window, or the time since the previous run when its counters were
-	// stored (ClassifyEvidence).
+	// CountersSince is the span the TcpExt deltas above cover: the
+	// window's (from its first counter reading to its last), or the time
+	// since the previous run when its counters were stored; CountersFrom
+	// says which (CountersWindow or CountersPreviousRun; "" when only
+	// Classify ran). Set by ClassifyEvidence.
 	CountersSince time.Duration
+	CountersFrom  string
 	// SensorSources is how many sources the firewall's sensor saw over the
 	// SYN meter.
 	SensorSources int

@@ -16,8 +16,10 @@ const MaxCountersAge = 15 * time.Minute
 // Evidence is what a run's classification weighs beside the window's
 // samples.
 type Evidence struct {
-	// Window is the TcpExt counters' change over the window.
-	Window TcpExt
+	// Window is the TcpExt counters' change over the window, and WindowFor
+	// the span it covers (from the first reading to the last).
+	Window    TcpExt
+	WindowFor time.Duration
 	// SinceLast is their change from the end of the previous run to the end
 	// of this window, and SinceFor that span; nil when the previous run
 	// stored none (or they are older than MaxCountersAge).
@@ -30,10 +32,20 @@ type Evidence struct {
 	Verdicts []Verdict
 }
 
+// Counter sources a classification reports in CountersFrom.
+const (
+	// CountersWindow: the TcpExt change over the run's window.
+	CountersWindow = "window"
+	// CountersPreviousRun: the change since the previous run's stored
+	// counters.
+	CountersPreviousRun = "previous_run"
+)
+
 // ClassifyEvidence is Classify with the evidence the samples lack. It
-// classifies on the TcpExt change since the previous run when one was
-// stored (a cookie storm between two cron runs counts), else on the
-// window's; then:
+// classifies on the TcpExt change that shows the storm (see
+// Evidence.Delta): since the previous run when one was stored (a cookie
+// storm between two cron runs counts), or the window's (a storm during a
+// first run counts); then:
 //
 //   - a spoofed flood told by its spread of half-open sources stays spoofed;
 //   - a spoofed flood told only by SYN cookies that came back too rarely is
@@ -42,23 +54,46 @@ type Evidence struct {
 //     alone cannot tell it from forged sources); it stays spoofed when the
 //     sensor sees every source under the meter (the SYNs come from many
 //     addresses); and it is a cookie storm, with advice, when there is no
-//     sensor to ask;
+//     sensor to ask, or it was not in the firewall during the window (the
+//     run that installs the meter);
 //   - no flood, or a real one without a crossed rule, becomes real (or
 //     prefix) when the run's verdicts say so: the sensor's, or a prefix
 //     verdict the per-sample check missed.
 //
 // Every step it takes is listed in Evidence.
 func ClassifyEvidence(p *policy.Policy, samples []Sample, ev Evidence) Classification {
-	return RefineClassification(p, Classify(p, samples, ev.Delta()), ev)
+	return RefineClassification(p, Classify(p, samples, ev.Delta(p)), ev)
 }
 
-// Delta is the TcpExt change a classification weighs: since the previous
-// run when one was stored and is recent enough, else over the window.
-func (ev Evidence) Delta() TcpExt {
-	if ev.since() {
-		return *ev.SinceLast
+// Delta is the TcpExt change a classification weighs: the one of the two
+// (since the previous run, when stored and recent enough; the window) that
+// shows the storm. The change since the previous run holds the window's
+// (it ends with it), so it is chosen unless the window alone shows SYN
+// cookies going out unanswered that the longer span dilutes (cookies
+// answered by ordinary clients since the previous run); without stored
+// counters it is the window's.
+func (ev Evidence) Delta(p *policy.Policy) TcpExt {
+	d, _, _ := ev.chosen(p)
+	return d
+}
+
+// chosen is Delta with the span it covers and where it comes from
+// (CountersWindow or CountersPreviousRun).
+func (ev Evidence) chosen(p *policy.Policy) (TcpExt, time.Duration, string) {
+	if !ev.since() {
+		return ev.Window, ev.WindowFor, CountersWindow
 	}
-	return ev.Window
+	if p != nil && unanswered(p.Spoof, ev.Window) && !unanswered(p.Spoof, *ev.SinceLast) {
+		return ev.Window, ev.WindowFor, CountersWindow
+	}
+	return *ev.SinceLast, ev.SinceFor, CountersPreviousRun
+}
+
+// unanswered reports whether d shows at least sp.MinSources SYN cookies
+// sent with fewer than sp.CookieRatio of them returned.
+func unanswered(sp policy.Spoof, d TcpExt) bool {
+	return sp.MinSources > 0 && d.SyncookiesSent >= int64(sp.MinSources) &&
+		float64(d.SyncookiesRecv) < sp.CookieRatio*float64(d.SyncookiesSent)
 }
 
 func (ev Evidence) since() bool {
@@ -66,24 +101,35 @@ func (ev Evidence) since() bool {
 }
 
 // RefineClassification is the evidence step of ClassifyEvidence, on a
-// classification already made from the samples with ev.Delta() (Detect's
+// classification already made from the samples with ev.Delta(p) (Detect's
 // or Classify's): the engine classifies in Detect's single counting pass
 // and refines that, so the samples are counted once.
 func RefineClassification(p *policy.Policy, c Classification, ev Evidence) Classification {
-	delta := ev.Delta()
-	since := ev.since()
-	if since {
-		c.CountersSince = ev.SinceFor
+	delta, span, from := ev.chosen(p)
+	c.CountersSince, c.CountersFrom = span, from
+	switch {
+	case from == CountersPreviousRun:
 		c.Evidence = append(c.Evidence, fmt.Sprintf("TcpExt since the previous run %s ago: %d SYN cookies sent, %d returned, %d listen overflows (window alone: %d sent, %d returned)",
 			ev.SinceFor.Round(time.Second), delta.SyncookiesSent, delta.SyncookiesRecv, delta.ListenOverflows, ev.Window.SyncookiesSent, ev.Window.SyncookiesRecv))
+	case ev.since():
+		c.Evidence = append(c.Evidence, fmt.Sprintf("TcpExt over the %s window: %d SYN cookies sent, %d returned, which the %d sent and %d returned since the previous run %s ago dilute",
+			span.Round(time.Millisecond), delta.SyncookiesSent, delta.SyncookiesRecv, ev.SinceLast.SyncookiesSent, ev.SinceLast.SyncookiesRecv, ev.SinceFor.Round(time.Second)))
+	case delta.SyncookiesSent > 0 || delta.TCPReqQFullDrop > 0 || delta.ListenOverflows > 0:
+		c.Evidence = append(c.Evidence, fmt.Sprintf("TcpExt over the %s window (no counters stored by a previous run): %d SYN cookies sent, %d returned, %d listen overflows",
+			span.Round(time.Millisecond), delta.SyncookiesSent, delta.SyncookiesRecv, delta.ListenOverflows))
 	}
 	var attributed []Verdict
 	prefixOnly := true
 	for _, v := range ev.Verdicts {
 		if v.State == policy.StateSynRate {
 			attributed = append(attributed, v)
-			prefixOnly = prefixOnly && v.Subject.Bits() < v.Subject.Addr().BitLen()
+			// A sensor row is one source's key (an IPv6 /64 with the
+			// default meter); only a sum of several is a prefix flood.
+			prefixOnly = prefixOnly && v.Sources > 1
 		}
+	}
+	if ev.Sensor.Absent {
+		c.Evidence = append(c.Evidence, "sensor: the SYN meter's sensor was not in the firewall during the window (the rules this run applies install it)")
 	}
 	if ev.Sensor.Available {
 		c.SensorSources = len(ev.Sensor.Rows)
@@ -118,7 +164,12 @@ func RefineClassification(p *policy.Policy, c Classification, ev Evidence) Class
 		return c
 	case c.Kind == KindSpoofed:
 		c.Kind = KindCookieStorm
-		c.Why = fmt.Sprintf("%d SYN cookies sent, %d returned, and nothing attributes them: cookies keep no half-open entry, and no sensor reads the SYN meter", c.CookiesSent, c.CookiesRecv)
+		nosensor := "no sensor reads the SYN meter"
+		if ev.Sensor.Absent {
+			nosensor = "the SYN meter's sensor was not in the firewall yet"
+		}
+		c.Why = fmt.Sprintf("%d SYN cookies sent%s, %d returned, and nothing attributes them: cookies keep no half-open entry, and %s",
+			c.CookiesSent, c.rate(), c.CookiesRecv, nosensor)
 	case (c.Kind == KindNone || c.byCookies) && len(attributed) > 0:
 		c.Kind = attributedKind
 		c.Why = "the firewall's sensor: " + attributed[0].Reason
@@ -135,9 +186,46 @@ func RefineClassification(p *policy.Policy, c Classification, ev Evidence) Class
 	c.Advice, c.Sysctls = nil, nil
 	c.advise(p)
 	if c.Kind == KindCookieStorm {
-		c.Advice = append(c.Advice,
-			"let conntrack see the flows (any rule using ct state loads it in this namespace): synban reads half-open flows from it while cookies keep them out of the socket table",
-			"let the sensor attribute them: turn the per-source SYN meter on ([meter] enabled = true) with the nftables or iptables backend and add a [[rule]] with state = \"syn_rate\"")
+		c.Advice = append(c.Advice, c.stormAdvice(p, ev.Sensor)...)
 	}
 	return c
+}
+
+// rate is " in SPAN (N/s)" for the cookies sent over CountersSince, or ""
+// without a span.
+func (c Classification) rate() string {
+	if c.CountersSince <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" in %s (%.0f/s)", c.CountersSince.Round(time.Millisecond), float64(c.CookiesSent)/c.CountersSince.Seconds())
+}
+
+// stormAdvice is what helps against a cookie storm nothing attributed,
+// naming its numbers: the sensor that would (or will) attribute it, and
+// conntrack.
+func (c Classification) stormAdvice(p *policy.Policy, sensor SensorEvidence) []string {
+	var rule *policy.Rule
+	for i := range p.Rules {
+		if p.Rules[i].State == policy.StateSynRate {
+			rule = &p.Rules[i]
+			break
+		}
+	}
+	storm := fmt.Sprintf("%d SYN cookies sent%s, %d returned", c.CookiesSent, c.rate(), c.CookiesRecv)
+	var out []string
+	switch {
+	case p.Meter.Enabled && rule != nil && sensor.Absent:
+		out = append(out, fmt.Sprintf("%s: this run installs the per-source SYN meter (%d SYNs/s, burst %d) and its sensor; the next run names the sources over it, and rule %q bans any sending %d SYNs/s over the meter",
+			storm, p.Meter.Rate, p.Meter.Burst, rule.Name, rule.Threshold))
+	case p.Meter.Enabled && rule != nil:
+		out = append(out, fmt.Sprintf("%s: use the nftables or iptables backend, whose firewall sensor attributes the SYNs over the per-source meter to their sources for rule %q (%d SYNs/s)",
+			storm, rule.Name, rule.Threshold))
+	case p.Meter.Enabled:
+		out = append(out, fmt.Sprintf("%s: let the sensor attribute them: add a [[rule]] with state = \"syn_rate\" (the SYNs per second over the meter's %d/s that ban a source)",
+			storm, p.Meter.Rate))
+	default:
+		out = append(out, fmt.Sprintf("%s: let the sensor attribute them: turn the per-source SYN meter on ([meter] enabled = true) with the nftables or iptables backend and add a [[rule]] with state = \"syn_rate\"",
+			storm))
+	}
+	return append(out, "let conntrack see the flows (any rule using ct state loads it in this namespace): synban reads half-open flows from it while cookies keep them out of the socket table")
 }

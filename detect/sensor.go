@@ -23,6 +23,9 @@ type SensorReading struct {
 	// Counts are the SYNs over the meter per source key (SensorKey), since
 	// the source entered the sensor's table.
 	Counts map[netip.Prefix]uint64
+	// InPlace says the sensor's sets or tables were in the firewall (see
+	// rules.SensorReading).
+	InPlace bool
 }
 
 // SensorKey is the key a source has in the sensor: the address for IPv4 and
@@ -80,6 +83,11 @@ type SensorEvidence struct {
 	Rows []SensorRow
 	// Err says why the sensor could not be read ("" when it could).
 	Err string
+	// Absent is set, with Available false, when the backend has a sensor
+	// but its sets or tables were not in the firewall during the window
+	// (before the first run installs the meter): an empty reading then
+	// says nothing about the sources.
+	Absent bool
 }
 
 // MinSensorSpan is the shortest span over which a count becomes a rate: a

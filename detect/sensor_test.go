@@ -170,7 +170,15 @@ func TestClassifyEvidence(t *testing.T) {
 			kind: KindCookieStorm, why: []string{"nothing attributes them"}, advice: "conntrack"},
 		{name: "a storm between runs, none in the window: from the stored counters",
 			ev:   Evidence{Window: TcpExt{}, SinceLast: &storm, SinceFor: time.Minute},
-			kind: KindCookieStorm, why: []string{"50000 SYN cookies sent"}, advice: "syn_rate"},
+			kind: KindCookieStorm, why: []string{"50000 SYN cookies sent in 1m0s (833/s)"}, advice: "nftables or iptables backend"},
+		{name: "a first run during a storm: the window's counters, the meter not yet in place",
+			ev:   Evidence{Window: storm, WindowFor: 2 * time.Second, Sensor: SensorEvidence{Absent: true}},
+			kind: KindCookieStorm, why: []string{"50000 SYN cookies sent in 2s (25000/s), 3 returned", "not in the firewall yet"},
+			advice: `50000 SYN cookies sent in 2s (25000/s), 3 returned: this run installs the per-source SYN meter (20 SYNs/s, burst 40) and its sensor; the next run names the sources over it, and rule "syn-rate" bans any sending 100 SYNs/s over the meter`},
+		{name: "a storm in the window that answered cookies since the previous run dilute: the window's",
+			ev: Evidence{Window: TcpExt{SyncookiesSent: 3000}, WindowFor: time.Second,
+				SinceLast: &TcpExt{SyncookiesSent: 9000, SyncookiesRecv: 6000}, SinceFor: time.Minute},
+			kind: KindCookieStorm, why: []string{"3000 SYN cookies sent in 1s (3000/s), 0 returned"}},
 		{name: "stored counters too old are not used",
 			ev:   Evidence{Window: TcpExt{}, SinceLast: &storm, SinceFor: MaxCountersAge + time.Second},
 			kind: KindNone},
@@ -202,10 +210,15 @@ func TestClassifyEvidence(t *testing.T) {
 			if tc.advice != "" && !strings.Contains(strings.Join(c.Advice, "\n"), tc.advice) {
 				t.Errorf("advice %q lacks %q", c.Advice, tc.advice)
 			}
-			if tc.ev.SinceLast != nil && c.Kind != KindNone {
-				if c.CountersSince != tc.ev.SinceFor || !strings.Contains(strings.Join(c.Evidence, "\n"), "since the previous run") {
-					t.Errorf("counters since %s, evidence %q", c.CountersSince, c.Evidence)
-				}
+			wantFrom, wantSince := CountersWindow, tc.ev.WindowFor
+			if tc.ev.SinceLast != nil && tc.ev.SinceFor <= MaxCountersAge && tc.ev.Window.SyncookiesSent == 0 {
+				wantFrom, wantSince = CountersPreviousRun, tc.ev.SinceFor
+			}
+			if c.CountersFrom != wantFrom || c.CountersSince != wantSince {
+				t.Errorf("counters from %q over %s, want %q over %s", c.CountersFrom, c.CountersSince, wantFrom, wantSince)
+			}
+			if tc.ev.SinceLast != nil && c.Kind != KindNone && !strings.Contains(strings.Join(c.Evidence, "\n"), "since the previous run") {
+				t.Errorf("evidence %q lacks the counters since the previous run", c.Evidence)
 			}
 			if tc.ev.Sensor.Available && len(c.Evidence) == 0 {
 				t.Errorf("no evidence listed for the sensor")

@@ -18,6 +18,8 @@ type WindowResult struct {
 	Delta TcpExt
 	// Elapsed is the time from the start snapshot to the end snapshot.
 	Elapsed time.Duration
+	// Began is when the window began, just before the start snapshot.
+	Began time.Time
 }
 
 // Window takes count rounds of samples, interval apart (measured from the
@@ -39,6 +41,7 @@ func Window(ctx context.Context, samplers []Sampler, count int, interval time.Du
 	}
 	var res WindowResult
 	began := time.Now()
+	res.Began = began
 	if counters != nil {
 		c, err := counters()
 		if err != nil {
@@ -190,4 +193,53 @@ func MergeSamples(parts ...Sample) Sample {
 	}
 	out.Source = strings.Join(names, "+")
 	return out
+}
+
+// MinCounterSpan is the shortest span a window's TcpExt counters are read
+// over when SYN cookies or dropped SYNs are going on (see StretchCounters):
+// a one-sample window lasts a few milliseconds, in which a flood of a
+// thousand SYNs a second, sent in bursts, may show no cookie at all. It is
+// also MinSensorSpan, so the firewall sensor's readings around the window
+// then span enough to give a rate.
+const MinCounterSpan = time.Second
+
+// Stormy reports whether d, a TcpExt delta, shows the kernel dealing with
+// more SYNs than its queues hold: SYN cookies sent, SYNs dropped with a
+// full SYN queue, or listen overflows and drops.
+func Stormy(d TcpExt) bool {
+	return d.SyncookiesSent > 0 || d.TCPReqQFullDoCookies > 0 || d.TCPReqQFullDrop > 0 ||
+		d.ListenOverflows > 0 || d.ListenDrops > 0
+}
+
+// StretchCounters makes res's counters span at least span from the start
+// reading: when the window was shorter, it waits out the rest (ctx
+// cancels the wait) and reads the end counters again, moving End, Delta,
+// Elapsed and the last sample's Counters. The samples stay as taken. A
+// window without counters, or already long enough, is left alone.
+func StretchCounters(ctx context.Context, res *WindowResult, span time.Duration, counters func() (TcpExt, error)) error {
+	if res.Start == nil || counters == nil || res.Elapsed >= span {
+		return nil
+	}
+	began := res.Began
+	if began.IsZero() {
+		began = time.Now().Add(-res.Elapsed)
+	}
+	t := time.NewTimer(time.Until(began.Add(span)))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("window: %w", ctx.Err())
+	case <-t.C:
+	}
+	c, err := counters()
+	if err != nil {
+		return fmt.Errorf("window: counters at end: %w", err)
+	}
+	res.End = &c
+	res.Delta = Delta(*res.Start, c)
+	res.Elapsed = time.Since(began)
+	if n := len(res.Samples); n > 0 {
+		res.Samples[n-1].Counters = res.End
+	}
+	return nil
 }

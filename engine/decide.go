@@ -227,7 +227,7 @@ func (e *Engine) decideWindow(ctx context.Context, c *cycle, w *Window) (*Decisi
 	// then refine it (detect.RefineClassification).
 	sensor := c.sr.evidence(c.p)
 	ev := c.sr.classifyEvidence(w, sensor, nil)
-	rep, class := detect.Detect(c.p, samples, c.g, ev.Delta())
+	rep, class := detect.Detect(c.p, samples, c.g, ev.Delta(c.p))
 	filtered := class.Kind == detect.KindSpoofed
 	rep = addSensorVerdicts(c.p, rep, sensor, c.g)
 	ev.Verdicts = rep.Verdicts

@@ -411,10 +411,14 @@ func seenAny(s []SeenCount) bool {
 
 // judge counts every rule over subject in each sample and checks it against
 // thr(rule), with at least minSources addresses, in at least minHits samples.
+// syn_rate rules count no connection: the sensor's line speaks for them.
 func judge(p *policy.Policy, samples []detect.Sample, subject netip.Prefix, thr func(*policy.Rule) int, minSources, minHits int) []RuleCheck {
 	out := make([]RuleCheck, 0, len(p.Rules))
 	for ri := range p.Rules {
 		r := &p.Rules[ri]
+		if r.State == policy.StateSynRate {
+			continue
+		}
 		rc := RuleCheck{Rule: r.Name, State: r.State, Ports: append([]uint16{}, r.Ports...), Threshold: thr(r),
 			Counts: make([]int, len(samples)), Sources: make([]int, len(samples))}
 		for si, s := range samples {

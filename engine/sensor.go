@@ -70,7 +70,7 @@ func (sr *sensorRun) read(ctx context.Context) detect.SensorReading {
 		return detect.SensorReading{}
 	}
 	sr.table = r.Table
-	out := detect.SensorReading{At: time.Now(), Counted: r.Counted, Counts: make(map[netip.Prefix]uint64, len(r.Sources))}
+	out := detect.SensorReading{At: time.Now(), Counted: r.Counted, InPlace: r.InPlace, Counts: make(map[netip.Prefix]uint64, len(r.Sources))}
 	for _, s := range r.Sources {
 		out.Counts[s.Prefix] += s.Packets
 	}
@@ -88,6 +88,14 @@ func (e *Engine) sampleSensed(ctx context.Context, p *policy.Policy, sr *sensorR
 	if err != nil {
 		return nil, err
 	}
+	if e.opts.From == "" && sr.storming(w) {
+		// A flood is under way: count its cookies over a span that can
+		// hold them (a one-sample window lasts milliseconds), which also
+		// gives the sensor's readings a span to make a rate of.
+		if err := detect.StretchCounters(ctx, &w.Result, detect.MinCounterSpan, detect.NetstatCounters("")); err != nil {
+			return nil, err
+		}
+	}
 	sr.endAt = time.Now()
 	sr.end = sr.read(ctx)
 	if sr.err != nil {
@@ -101,6 +109,40 @@ func (e *Engine) sampleSensed(ctx context.Context, p *policy.Policy, sr *sensorR
 	return w, nil
 }
 
+// storming reports whether the window's TcpExt counters, or their change
+// since the previous run's stored ones (when recent; without them, the
+// counters themselves), show SYN cookies or dropped SYNs (detect.Stormy),
+// or the sensor counted SYNs over the meter since the previous run's
+// reading.
+func (sr *sensorRun) storming(w *Window) bool {
+	r := w.Result
+	if r.End == nil {
+		return false
+	}
+	if detect.Stormy(r.Delta) {
+		return true
+	}
+	fresh := sr.prev != nil && time.Since(sr.prev.At) <= detect.MaxCountersAge
+	if !fresh && detect.Stormy(*r.End) {
+		// No baseline but the namespace's counters: it has sent cookies or
+		// dropped SYNs, maybe now, in bursts a short window falls between.
+		return true
+	}
+	if sr.start.InPlace && len(sr.start.Counts) > 0 {
+		// SYNs over the meter since the previous run's reading (cookies
+		// may not show: the meter passes too few to fill the queue).
+		if sr.prev == nil || sr.prev.Sensor == nil {
+			return true
+		}
+		for k, n := range sr.start.Counts {
+			if sr.prev.Sensor.Sources[k] != n {
+				return true
+			}
+		}
+	}
+	return fresh && detect.Stormy(detect.Delta(detect.TcpExt{All: sr.prev.TcpExt}, *r.End))
+}
+
 // evidence is the sensor's evidence for the run (see detect.SensorEvidence).
 func (sr *sensorRun) evidence(p *policy.Policy) detect.SensorEvidence {
 	if sr == nil || (sr.sensor == nil && sr.err == nil) {
@@ -108,6 +150,10 @@ func (sr *sensorRun) evidence(p *policy.Policy) detect.SensorEvidence {
 	}
 	if sr.err != nil {
 		return detect.SensorEvidence{Available: true, Err: sr.err.Error()}
+	}
+	if !sr.start.InPlace || !sr.end.InPlace {
+		// No meter counted during the window: the first run installs it.
+		return detect.SensorEvidence{Absent: true}
 	}
 	var prev detect.SensorReading
 	if sr.prev != nil && sr.prev.Sensor != nil {
@@ -122,7 +168,7 @@ func (sr *sensorRun) evidence(p *policy.Policy) detect.SensorEvidence {
 // samples: the window's TcpExt change, the change since the previous run's
 // stored counters, the sensor and the verdicts.
 func (sr *sensorRun) classifyEvidence(w *Window, sensor detect.SensorEvidence, verdicts []detect.Verdict) detect.Evidence {
-	ev := detect.Evidence{Window: w.Result.Delta, Sensor: sensor, Verdicts: verdicts}
+	ev := detect.Evidence{Window: w.Result.Delta, WindowFor: w.Result.Elapsed, Sensor: sensor, Verdicts: verdicts}
 	if sr != nil && sr.prev != nil && w.Result.End != nil && !sr.endAt.IsZero() && sr.prev.At.Before(sr.endAt) {
 		d := detect.Delta(detect.TcpExt{All: sr.prev.TcpExt}, *w.Result.End)
 		ev.SinceLast, ev.SinceFor = &d, sr.endAt.Sub(sr.prev.At)

@@ -137,6 +137,12 @@ func parse(name string, data []byte, base *Policy) (*Policy, error) {
 	base.Source = name
 	d.table("", raw, d.fields("", reflect.ValueOf(base).Elem()))
 	d.defaultHooks(base)
+	if _, given := raw["rule"]; !given && !base.Meter.Enabled {
+		// The default rule list's syn_rate rule reads the meter's sensor:
+		// a file that turns the meter off and lists no rules of its own
+		// keeps the other default rules.
+		base.Rules = slices.DeleteFunc(base.Rules, func(r Rule) bool { return r.State == StateSynRate })
+	}
 	d.validate(base)
 	if err := d.err(); err != nil {
 		return nil, err

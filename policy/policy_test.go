@@ -36,6 +36,7 @@ func TestDefault(t *testing.T) {
 		Rules: []Rule{
 			{Name: "syn-flood", State: StateSynRecv, Threshold: 50},
 			{Name: "conn-flood", State: StateEstablished, Threshold: 200},
+			{Name: "syn-rate", State: StateSynRate, Threshold: 200},
 		},
 		Prefix: Prefix{Enabled: true, IPv4Length: 24, IPv6Length: 64, IPv4Threshold: 200, IPv6Threshold: 200},
 		Allow:  Allow{Host: true},

@@ -76,6 +76,10 @@ type SensorReading struct {
 	// (iptables' hashlimit) a source is listed while the meter holds it
 	// over the limit, and Over says so.
 	Counted bool
+	// InPlace says the sensor's sets or tables exist: an empty reading
+	// then means no source over the meter, not that no meter counts yet
+	// (the table is not there before the first run installs it).
+	InPlace bool
 	// Sources are the sources the meter has found over its limit, keyed
 	// like the meter (an address; an IPv6 prefix when the meter keys IPv6
 	// sources on one), in canonical form.

@@ -135,17 +135,28 @@ type classificationJSON struct {
 	CookiesRecv     int64    `json:"cookies_recv"`
 	Advice          []string `json:"advice"`
 	// Evidence lists what the classification weighed beside the samples
-	// (the sensor, the counters since the previous run);
-	// counters_since_seconds is 0 when it used the window's counters only.
+	// (the sensor, the counters since the previous run); the cookies are
+	// TcpExt deltas over counters_since_seconds, from counters_from
+	// ("window" or "previous_run").
 	Evidence      []string `json:"evidence"`
 	CountersSince float64  `json:"counters_since_seconds"`
+	CountersFrom  string   `json:"counters_from"`
 	SensorSources int      `json:"sensor_sources"`
 }
 
 func classJSON(c detect.Classification) classificationJSON {
 	return classificationJSON{Kind: c.Kind, Why: c.Why, HalfOpenSources: c.HalfOpenSources,
 		HalfOpenEntries: c.HalfOpenEntries, CookiesSent: c.CookiesSent, CookiesRecv: c.CookiesRecv,
-		Advice: nonNil(c.Advice), Evidence: nonNil(c.Evidence), CountersSince: secs(c.CountersSince), SensorSources: c.SensorSources}
+		Advice: nonNil(c.Advice), Evidence: nonNil(c.Evidence), CountersSince: secs(c.CountersSince), CountersFrom: countersFrom(c), SensorSources: c.SensorSources}
+}
+
+// countersFrom is c.CountersFrom, the window when unset (a classification
+// without the evidence step counts the window's counters).
+func countersFrom(c detect.Classification) string {
+	if c.CountersFrom == "" {
+		return detect.CountersWindow
+	}
+	return c.CountersFrom
 }
 
 // sensorDoc is the firewall sensor's reading (plan, sample): the sources

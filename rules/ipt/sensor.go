@@ -168,6 +168,7 @@ func (b *Backend) SensorRead(ctx context.Context) (rules.SensorReading, error) {
 		return rules.SensorReading{}, fmt.Errorf("read the sensor: %w", err)
 	}
 	out.Table = strings.Join(tables, ", ")
+	out.InPlace = len(tables) > 0
 	slices.SortFunc(out.Sources, func(x, y rules.SensorSource) int { return policy.ComparePrefixes(x.Prefix, y.Prefix) })
 	return out, nil
 }

@@ -93,7 +93,7 @@ func TestSensorCountsOverMeter(t *testing.T) {
 			rs.Meter = &rules.Meter{Rate: 20, Burst: 40, Timeout: time.Minute, Ports: []uint16{80}, IPv6Length: 64, Size: 4096}
 			mustApply(t, b, rs)
 			r, err := b.SensorRead(context.Background())
-			if err != nil || !r.Counted || len(r.Sources) != 0 || !strings.Contains(r.Table, "ipt_hashlimit/synhot4-") {
+			if err != nil || !r.Counted || len(r.Sources) != 0 || !r.InPlace || !strings.Contains(r.Table, "ipt_hashlimit/synhot4-") {
 				t.Fatalf("SensorRead before traffic = %+v, %v; want counted, empty, the synhot4 table", r, err)
 			}
 			peer.MustRun("timeout", "20", "hping3", "-q", "-S", "-p", "80", "-i", "u500", "-c", "300", "-a", "198.51.100.7", "198.51.100.1")

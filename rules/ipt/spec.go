@@ -187,9 +187,9 @@ func MeterName(m *rules.Meter, v6 bool) string {
 
 // The iptables sensor. hashlimit publishes, per source, its token bucket
 // (/proc/net/ipt_hashlimit/NAME), not a packet count; a bucket that
-// refills at one token a minute from a burst of SensorBurst is a counter:
+// refills at ten tokens a minute from a burst of SensorBurst is a counter:
 // every packet takes one token, so the tokens missing are the packets
-// seen (less one a minute). The sensor's rule puts such a bucket behind a
+// seen (less one every 6 s). The sensor's rule puts such a bucket behind a
 // twin of the meter (same configuration, its own table): the twin sees
 // the same SYNs as the meter and so finds the same ones over the limit,
 // and only those reach the counting bucket. The rule has no target: it
@@ -198,9 +198,11 @@ const (
 	// SensorBurst is the most SYNs over the meter the sensor counts per
 	// source before its bucket is empty (hashlimit's largest burst).
 	SensorBurst = 10000
-	// SensorRefill is the counting bucket's rate: the slowest hashlimit
-	// allows with that burst, one token a minute.
-	SensorRefill = "1/min"
+	// SensorRefill is the counting bucket's rate: the slowest whose cap
+	// the kernel can hold with that burst. The cap is the burst times a
+	// token's cost in credits, which grows as the rate slows; at 1/min
+	// it wraps around 2^64 and the bucket held 1,052 tokens, not 10000.
+	SensorRefill = "10/min"
 )
 
 // SensorName is the hashlimit table of one family's sensor (its counting

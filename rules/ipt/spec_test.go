@@ -42,7 +42,7 @@ func TestChainRulesOrderAndFamilies(t *testing.T) {
 		// and no target (it counts; the meter's rule drops).
 		hot := strings.Join(got[3], " ")
 		if !strings.Contains(hot, "--hashlimit-above 20/sec --hashlimit-burst 40 --hashlimit-mode srcip --hashlimit-name synbaw") ||
-			!strings.Contains(hot, "--hashlimit-upto 1/min --hashlimit-burst 10000 --hashlimit-mode srcip --hashlimit-name synhot") ||
+			!strings.Contains(hot, "--hashlimit-upto 10/min --hashlimit-burst 10000 --hashlimit-mode srcip --hashlimit-name synhot") ||
 			strings.Contains(hot, " -j ") || strings.Count(hot, "--hashlimit-srcmask 64") != map[bool]int{false: 0, true: 2}[v6] {
 			t.Errorf("%s sensor rule %q", fam, hot)
 		}

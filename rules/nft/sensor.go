@@ -48,7 +48,11 @@ func (b *Backend) SensorRead(ctx context.Context) (rules.SensorReading, error) {
 			})
 		}
 	}
-	out.Table = fmt.Sprintf("%s %s %s", b.family, name, strings.Join(present, ", "))
+	out.Table = fmt.Sprintf("%s %s", b.family, name)
+	if len(present) > 0 {
+		out.Table += " " + strings.Join(present, ", ")
+		out.InPlace = true
+	}
 	slices.SortFunc(out.Sources, func(x, y rules.SensorSource) int { return policy.ComparePrefixes(x.Prefix, y.Prefix) })
 	return out, nil
 }

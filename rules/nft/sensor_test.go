@@ -51,17 +51,22 @@ func TestSensorCountsOverMeter(t *testing.T) {
 	netnstest.Link(t, ns, peer,
 		[]string{"198.51.100.1/24", "2001:db8:51::1/64"},
 		[]string{"198.51.100.7/24", "198.51.100.8/24", "2001:db8:51::7/64"})
+	// No table yet (before the first run): empty, not in place, and the
+	// name without a trailing space.
+	if r, err := b.SensorRead(context.Background()); err != nil || r.InPlace || len(r.Sources) != 0 || r.Table != "inet synban" {
+		t.Fatalf("SensorRead without the table = %+v, %v; want empty, not in place, table \"inet synban\"", r, err)
+	}
 	rs := fullRuleset()
 	rs.Meter.Ports = []uint16{80}
 	apply(t, b, rs)
 
-	// Empty at first: nothing went over the meter.
+	// Empty at first: nothing went over the meter, but the sensor is in place.
 	r, err := b.SensorRead(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !r.Counted || len(r.Sources) != 0 {
-		t.Fatalf("SensorRead before any traffic = %+v, want counted and empty", r)
+	if !r.Counted || len(r.Sources) != 0 || !r.InPlace || r.Table != "inet synban hot_v4, hot_v6" {
+		t.Fatalf("SensorRead before any traffic = %+v, want counted, empty, in place", r)
 	}
 
 	const fast = 300
