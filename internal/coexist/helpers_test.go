@@ -358,22 +358,26 @@ func (l *lab) finish() {
 }
 
 // sandbox runs programs in the victim's network namespace and a private
-// mount namespace of their own: a tmpfs over /run, and temporary copies
+// mount namespace of their own: a temporary directory over /run, and temporary copies
 // bound over the directories the program writes, so the host's files stay
 // as they were.
 type sandbox struct {
-	t     *testing.T
-	ns    *netnstest.NS
-	binds [][2]string // temporary copy, host directory
+	t      *testing.T
+	ns     *netnstest.NS
+	binds  [][2]string // temporary copy, host directory
+	runDir string      // bound over /run, shared by every program of the sandbox
 }
 
-// newSandbox copies each host directory in dirs to a temporary one (empty
-// when the host has none... which is refused: bind mounts need a target,
-// and the sandbox never creates one on the host) and checks when the test
-// ends that the host's copies are byte-identical to what they were.
+// newSandbox copies each host directory in dirs to a temporary one (a
+// directory the host lacks is refused: a bind mount needs a target, and the
+// sandbox never creates one on the host) and checks when the test ends that
+// the host's directories are byte-identical to what they were.
 func newSandbox(t *testing.T, ns *netnstest.NS, dirs ...string) *sandbox {
 	t.Helper()
-	s := &sandbox{t: t, ns: ns}
+	s := &sandbox{t: t, ns: ns, runDir: t.TempDir()}
+	if err := os.MkdirAll(filepath.Join(s.runDir, "lock"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	before := hashTrees(t, dirs)
 	t.Cleanup(func() {
 		if after := hashTrees(t, dirs); after != before {
@@ -393,9 +397,20 @@ func newSandbox(t *testing.T, ns *netnstest.NS, dirs ...string) *sandbox {
 	return s
 }
 
+// copyOf is the sandbox's copy of the host directory dir.
+func (s *sandbox) copyOf(dir string) string {
+	for _, b := range s.binds {
+		if b[1] == dir {
+			return b[0]
+		}
+	}
+	s.t.Fatalf("%s is not bound in the sandbox", dir)
+	return ""
+}
+
 // argv is the command line that runs args in the sandbox.
 func (s *sandbox) argv(args ...string) []string {
-	script := "set -e; mount -t tmpfs -o mode=0755 sbrun /run; mkdir -p /run/lock"
+	script := fmt.Sprintf("set -e; mount --bind %q /run", s.runDir)
 	for _, b := range s.binds {
 		script += fmt.Sprintf("; mount --bind %q %q", b[0], b[1])
 	}
