@@ -169,4 +169,3 @@ func TestDockerPublishedPort(t *testing.T) {
 		dl.mustDocker("rm", "-f", "web")
 	})
 }
-
