@@ -101,6 +101,12 @@ type lab struct {
 // (a TOML array) and starts busybox httpd on the victim's port 80.
 func newLab(t *testing.T, hooks string) *lab {
 	t.Helper()
+	return newLabExtra(t, hooks, "")
+}
+
+// newLabExtra is newLab with extra appended to the policy.
+func newLabExtra(t *testing.T, hooks, extra string) *lab {
+	t.Helper()
 	netnstest.RequireRoot(t)
 	for _, c := range []string{"nft", "busybox", "nsenter", "unshare"} {
 		netnstest.RequireCommand(t, c)
@@ -130,7 +136,7 @@ enabled = false
 
 [nftables]
 hooks = %s
-`, hooks)
+`, hooks) + extra
 	if err := os.WriteFile(l.policy, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
