@@ -109,6 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.skipApply, "skip-apply", false, "skip the ban apply benchmarks")
 	fs.BoolVar(&cfg.skipSteady, "skip-steady", false, "skip the synban run (first and steady-state) benchmarks")
 	fs.BoolVar(&cfg.skipPipe, "skip-pipeline", false, "skip the spoofed-flood decision benchmarks (peak heap, 1 vs 16 rules)")
+	bouncer := fs.String("bouncer", "", "run only the side-by-side with crowdsec-firewall-bouncer for these LAPI decision counts, comma-separated (see bench/bouncer.go); -out splices its section into the file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -134,6 +135,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(stderr, "bench: needs root (it builds network namespaces and applies firewall rules inside them)")
 		return 2
+	}
+	if *bouncer != "" {
+		return runBouncer(ctx, cfg, *bouncer, stdout, stderr)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	b := &bench{cfg: cfg, log: log, nss: &namespaces{}}
