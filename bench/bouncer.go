@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,10 +42,13 @@ const bouncerStall = 20 * time.Second
 
 // bouncerRow is one size's results.
 type bouncerRow struct {
-	n                   int
-	v4, v6, r4, r6      int
-	insert              time.Duration
-	bouncer, synban     toolRun
+	n               int
+	v4, v6, r4, r6  int
+	insert          time.Duration
+	bouncer, synban toolRun
+	// synbanAlone is synban's run before the bouncer started (then
+	// flushed), to show what the bouncer running beside it costs.
+	synbanAlone         toolRun
 	undisturbed         string
 	bouncerVer, lapiVer string
 }
@@ -354,7 +358,29 @@ func bouncerOne(ctx context.Context, log *slog.Logger, nss *namespaces, synban, 
 	imported := time.Now()
 	log.Info("decisions imported", "n", n, "took", row.insert.Round(time.Millisecond))
 
-	// The bouncer, alone first.
+	// synban alone first, then flushed: its sets empty, the LAPI as it was.
+	keyFile := filepath.Join(dir, "synban-key")
+	if err := os.WriteFile(keyFile, []byte(synbanKey+"\n"), 0o600); err != nil {
+		return row, err
+	}
+	pol := filepath.Join(dir, "policy.toml")
+	if err := os.WriteFile(pol, []byte(fmt.Sprintf(synbanBouncerPolicy, max(65536, n), lapi.url(), keyFile, n)), 0o600); err != nil {
+		return row, err
+	}
+	{
+		aloneDir := filepath.Join(dir, "alone")
+		wall, cpu, rss, err := timedSynban(ctx, ns, synban, dir, "run", "-c", pol, "--state-dir", aloneDir)
+		if err != nil {
+			return row, err
+		}
+		row.synbanAlone = toolRun{enforce: wall, cpu: cpu, rssKiB: rss, enforced: countElems(ctx, ns, "inet", "synban")}
+		if _, _, _, err := timedSynban(ctx, ns, synban, dir, "flush", "-c", pol, "--state-dir", aloneDir); err != nil {
+			return row, err
+		}
+		log.Info("synban alone", "enforced", row.synbanAlone.enforced, "of", n, "took", wall.Round(time.Millisecond))
+	}
+
+	// The bouncer, with synban's table gone.
 	cfg := filepath.Join(dir, "bouncer.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(bouncerYAML, dir, lapi.url(), bouncerKey)), 0o600); err != nil {
 		return row, err
@@ -405,14 +431,6 @@ func bouncerOne(ctx context.Context, log *slog.Logger, nss *namespaces, synban, 
 	log.Info("bouncer", "enforced", row.bouncer.enforced, "of", n, "took", row.bouncer.enforce.Round(time.Millisecond))
 
 	// synban, with the bouncer running beside it.
-	keyFile := filepath.Join(dir, "synban-key")
-	if err := os.WriteFile(keyFile, []byte(synbanKey+"\n"), 0o600); err != nil {
-		return row, err
-	}
-	pol := filepath.Join(dir, "policy.toml")
-	if err := os.WriteFile(pol, []byte(fmt.Sprintf(synbanBouncerPolicy, max(65536, n), lapi.url(), keyFile, n)), 0o600); err != nil {
-		return row, err
-	}
 	bouncerBefore := tableText(ctx, ns)
 	stateDir := filepath.Join(dir, "state")
 	wall, cpu, rss, err := timedSynban(ctx, ns, synban, dir, "run", "--log-level", "info", "-c", pol, "--state-dir", stateDir)
@@ -422,9 +440,12 @@ func bouncerOne(ctx context.Context, log *slog.Logger, nss *namespaces, synban, 
 	row.synban.enforce, row.synban.cpu, row.synban.rssKiB = wall, cpu, rss
 	row.synban.enforced = countElems(ctx, ns, "inet", "synban")
 	log.Info("synban", "enforced", row.synban.enforced, "of", n, "took", wall.Round(time.Millisecond))
-	if row.synban.enforced != n {
-		b, _ := os.ReadFile(filepath.Join(dir, "synban.log"))
-		log.Warn("synban enforced fewer than all decisions", "log", string(b[:min(len(b), 3000)]))
+	if b, err := os.ReadFile(filepath.Join(dir, "synban.log")); err == nil {
+		if row.synban.enforced != n {
+			log.Warn("synban enforced fewer than all decisions", "log", string(b[:min(len(b), 3000)]))
+		} else {
+			log.Debug("synban's log", "log", string(b))
+		}
 	}
 
 	// Neither disturbs the other: the bouncer's tables are as they were
@@ -448,16 +469,14 @@ func bouncerOne(ctx context.Context, log *slog.Logger, nss *namespaces, synban, 
 	}
 
 	// Ranges: an address inside the first IPv4 /24 decision, not its
-	// network address.
+	// network address; remaining time: a sample of IPv4 address decisions.
 	_, firstRange := decisionValue(row.v4+row.v6, n)
-	inside := strings.TrimSuffix(firstRange, "0/24") + "77"
-	row.bouncer.ranges = rangeVerdict(ctx, ns, "ip", "crowdsec", inside, firstRange)
-	row.synban.ranges = rangeVerdict(ctx, ns, "inet", "synban", inside, firstRange)
-
-	// Remaining time: sample IPv4 address decisions.
 	sample := []int{0, 1, 2, 97, 179}
-	row.bouncer.timeouts = timeoutVerdict(ctx, ns, "ip", "crowdsec", sample, n, imported)
-	row.synban.timeouts = timeoutVerdict(ctx, ns, "inet", "synban", sample, n, imported)
+	bouncerEls := append(tableElems(ctx, ns, "ip", "crowdsec"), tableElems(ctx, ns, "ip6", "crowdsec6")...)
+	synbanEls := tableElems(ctx, ns, "inet", "synban")
+	row.bouncer.ranges, row.synban.ranges = rangeVerdict(bouncerEls, firstRange), rangeVerdict(synbanEls, firstRange)
+	row.bouncer.timeouts = timeoutVerdict(bouncerEls, sample, n, imported)
+	row.synban.timeouts = timeoutVerdict(synbanEls, sample, n, imported)
 
 	// Extend the sample to 20h in the LAPI, let the bouncer poll, run synban.
 	var ext strings.Builder
@@ -477,8 +496,9 @@ func bouncerOne(ctx context.Context, log *slog.Logger, nss *namespaces, synban, 
 	if _, _, _, err := timedSynban(ctx, ns, synban, dir, "run", "-c", pol, "--state-dir", stateDir); err != nil {
 		return row, err
 	}
-	row.bouncer.refresh = refreshVerdict(ctx, ns, "ip", "crowdsec", sample, n)
-	row.synban.refresh = refreshVerdict(ctx, ns, "inet", "synban", sample, n)
+	bouncerEls = append(tableElems(ctx, ns, "ip", "crowdsec"), tableElems(ctx, ns, "ip6", "crowdsec6")...)
+	row.bouncer.refresh = refreshVerdict(bouncerEls, sample, n)
+	row.synban.refresh = refreshVerdict(tableElems(ctx, ns, "inet", "synban"), sample, n)
 	return row, nil
 }
 
@@ -584,90 +604,142 @@ func tableText(ctx context.Context, ns *netns) string {
 
 var expiresText = regexp.MustCompile(` expires [0-9hmsd.]+`)
 
-// setNames lists a table's sets.
-func setNames(ctx context.Context, ns *netns, family, table string) []string {
-	out, err := ns.run(ctx, "nft", "-t", "-j", "list", "table", family, table)
+// elem is one set element of a table: an address (/32, /128) or a range,
+// and its remaining seconds (-1 without a timeout).
+type elem struct {
+	prefix  netip.Prefix
+	expires int
+}
+
+// tableElems reads every element of table's sets with one `nft -j list
+// table` (each nft command reads the whole ruleset into its cache anyway, so
+// one listing is as cheap as one lookup).
+func tableElems(ctx context.Context, ns *netns, family, table string) []elem {
+	out, err := ns.run(ctx, "nft", "-j", "list", "table", family, table)
 	if err != nil {
 		return nil
 	}
 	var doc struct {
 		Nftables []struct {
 			Set *struct {
-				Name string `json:"name"`
+				Elem []json.RawMessage `json:"elem"`
 			} `json:"set"`
 		} `json:"nftables"`
 	}
 	if json.Unmarshal([]byte(out), &doc) != nil {
 		return nil
 	}
-	var names []string
+	var els []elem
 	for _, o := range doc.Nftables {
-		if o.Set != nil {
-			names = append(names, o.Set.Name)
+		if o.Set == nil {
+			continue
+		}
+		for _, raw := range o.Set.Elem {
+			if e, ok := parseElem(raw); ok {
+				els = append(els, e)
+			}
 		}
 	}
-	return names
+	return els
 }
 
-// lookup finds the element of table's sets that matches addr and returns
-// it as `nft get element` prints it ("" when no set matches; nft 1.0.6
-// prints text even with -j here).
-func lookup(ctx context.Context, ns *netns, family, table, addr string) string {
-	for _, s := range setNames(ctx, ns, family, table) {
-		out, err := ns.run(ctx, "nft", "get", "element", family, table, s, "{ "+addr+" }")
-		if err == nil {
-			return out
+// parseElem reads one element of nft's JSON: "1.2.3.4", {"prefix": {"addr",
+// "len"}}, {"range": [lo, hi]}, or any of these wrapped in {"elem": {"val",
+// "timeout", "expires"}}.
+func parseElem(raw json.RawMessage) (elem, bool) {
+	e := elem{expires: -1}
+	var wrapped struct {
+		Elem *struct {
+			Val     json.RawMessage `json:"val"`
+			Expires *int            `json:"expires"`
+		} `json:"elem"`
+	}
+	if json.Unmarshal(raw, &wrapped) == nil && wrapped.Elem != nil {
+		raw = wrapped.Elem.Val
+		if wrapped.Elem.Expires != nil {
+			e.expires = *wrapped.Elem.Expires
 		}
 	}
-	return ""
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return e, false
+		}
+		e.prefix = netip.PrefixFrom(a, a.BitLen())
+		return e, true
+	}
+	var pfx struct {
+		Prefix *struct {
+			Addr string `json:"addr"`
+			Len  int    `json:"len"`
+		} `json:"prefix"`
+		Range []string `json:"range"`
+	}
+	if json.Unmarshal(raw, &pfx) != nil {
+		return e, false
+	}
+	switch {
+	case pfx.Prefix != nil:
+		a, err := netip.ParseAddr(pfx.Prefix.Addr)
+		if err != nil {
+			return e, false
+		}
+		e.prefix = netip.PrefixFrom(a, pfx.Prefix.Len)
+		return e, true
+	case len(pfx.Range) == 2:
+		lo, err1 := netip.ParseAddr(pfx.Range[0])
+		hi, err2 := netip.ParseAddr(pfx.Range[1])
+		if err1 != nil || err2 != nil {
+			return e, false
+		}
+		// The smallest prefix from lo that covers hi.
+		for bits := lo.BitLen(); bits >= 0; bits-- {
+			p := netip.PrefixFrom(lo, bits).Masked()
+			if p.Contains(hi) {
+				e.prefix = p
+				return e, true
+			}
+		}
+	}
+	return e, false
 }
 
-func rangeVerdict(ctx context.Context, ns *netns, family, table, inside, prefix string) string {
-	if lookup(ctx, ns, family, table, inside) != "" {
-		return "as ranges (" + inside + " matches " + prefix + ")"
+// match is the element that covers addr, if any.
+func match(els []elem, addr netip.Addr) (elem, bool) {
+	for _, e := range els {
+		if e.prefix.Contains(addr) {
+			return e, true
+		}
 	}
-	network := strings.TrimSuffix(prefix, "/24")
-	if lookup(ctx, ns, family, table, network) != "" {
-		return "cut to one address (" + network + " only; " + inside + " passes)"
+	return elem{}, false
+}
+
+func rangeVerdict(els []elem, prefix string) string {
+	p := netip.MustParsePrefix(prefix)
+	inside := p.Addr().Next().Next() // .2 of the /24
+	if e, ok := match(els, inside); ok {
+		if e.prefix.Bits() <= p.Bits() {
+			return fmt.Sprintf("as ranges (%s matches %s)", inside, e.prefix)
+		}
+	}
+	if _, ok := match(els, p.Addr()); ok {
+		return fmt.Sprintf("cut to one address (%s only; %s passes)", p.Addr(), inside)
 	}
 	return "not enforced (" + prefix + " is in no set)"
 }
 
-var expiresRE = regexp.MustCompile(`expires ((?:\d+d)?[0-9hms]*)`)
-
-// elemExpires is the remaining seconds of addr's element, or -1.
-func elemExpires(ctx context.Context, ns *netns, family, table, addr string) int {
-	m := expiresRE.FindStringSubmatch(lookup(ctx, ns, family, table, addr))
-	if m == nil {
-		return -1
-	}
-	var days time.Duration
-	rest := m[1]
-	if d, r, ok := strings.Cut(rest, "d"); ok {
-		n, _ := strconv.Atoi(d)
-		days, rest = time.Duration(n)*24*time.Hour, r
-	}
-	var d time.Duration
-	if rest != "" {
-		var err error
-		if d, err = time.ParseDuration(rest); err != nil {
-			return -1
-		}
-	}
-	return int((days + d).Seconds())
-}
-
-func timeoutVerdict(ctx context.Context, ns *netns, family, table string, sample []int, n int, imported time.Time) string {
+func timeoutVerdict(els []elem, sample []int, n int, imported time.Time) string {
 	ok := 0
 	var worst time.Duration
 	for _, i := range sample {
 		_, v := decisionValue(i, n)
-		got := elemExpires(ctx, ns, family, table, v)
-		if got < 0 {
+		e, found := match(els, netip.MustParseAddr(v))
+		if !found || e.expires < 0 {
 			continue
 		}
 		want := decisionDuration(i) - time.Since(imported)
-		diff := (time.Duration(got)*time.Second - want).Abs()
+		diff := (time.Duration(e.expires)*time.Second - want).Abs()
 		worst = max(worst, diff)
 		if diff <= 2*time.Minute {
 			ok++
@@ -676,11 +748,11 @@ func timeoutVerdict(ctx context.Context, ns *netns, family, table string, sample
 	return fmt.Sprintf("%d of %d sampled elements within 2 min of the decision's remaining time (worst off by %s)", ok, len(sample), worst.Round(time.Second))
 }
 
-func refreshVerdict(ctx context.Context, ns *netns, family, table string, sample []int, n int) string {
+func refreshVerdict(els []elem, sample []int, n int) string {
 	ok := 0
 	for _, i := range sample {
 		_, v := decisionValue(i, n)
-		if elemExpires(ctx, ns, family, table, v) > int((19 * time.Hour).Seconds()) {
+		if e, found := match(els, netip.MustParseAddr(v)); found && e.expires > int((19*time.Hour).Seconds()) {
 			ok++
 		}
 	}
@@ -709,20 +781,28 @@ func bouncerMarkdown(rows []bouncerRow) string {
 		"Each size's decisions are imported with `cscli decisions import`, one call per scope (70%% IPv4 addresses, 20%% IPv6 addresses, 8%% IPv4 /24 ranges, "+
 		"2%% IPv6 /48 ranges; lengths spread over 1h–4h). Then the bouncer starts and the harness polls the kernel (`nft -j list table`, every 0.5 s) "+
 		"until its sets hold every decision or stop growing for %s; then, the bouncer still running, one `synban run` enforces the same decisions "+
+		"(before the bouncer started, one `synban run` alone did the same, then `synban flush`) "+
 		"(its apply is one transaction: when it exits they are in the kernel). Time: from the tool's start, the decisions already in the LAPI, to the last one in the kernel. "+
 		"CPU: user+system of the tool's process until then; peak RSS: VmHWM (the bouncer) or GNU time's maximum resident set (synban).\n\n",
 		rows[0].bouncerVer, rows[0].lapiVer, bouncerStall)
-	p("| decisions | import | bouncer: enforced | time | CPU | peak RSS | synban: enforced | time | CPU | peak RSS | time ratio |\n")
-	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, r := range rows {
-		ratio := "—"
-		if r.synban.enforce > 0 {
-			ratio = fmt.Sprintf("%.1f×", float64(r.bouncer.enforce)/float64(r.synban.enforce))
+	p("| decisions | import | tool | enforced | time | ratio | CPU | ratio | peak RSS |\n")
+	p("|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
+	x := func(a, b time.Duration) string {
+		if b <= 0 {
+			return "—"
 		}
-		p("| %d | %s | %d | %s | %s | %s | %d | %s | %s | %s | %s |\n", r.n, fmtDur(r.insert),
-			r.bouncer.enforced, fmtDur(r.bouncer.enforce), fmtDur(r.bouncer.cpu), fmtKiB(r.bouncer.rssKiB),
-			r.synban.enforced, fmtDur(r.synban.enforce), fmtDur(r.synban.cpu), fmtKiB(r.synban.rssKiB), ratio)
+		return fmt.Sprintf("%.1f×", float64(a)/float64(b))
 	}
+	for _, r := range rows {
+		for _, t := range []struct {
+			name string
+			run  toolRun
+		}{{"cs-firewall-bouncer", r.bouncer}, {"synban, alone", r.synbanAlone}, {"synban, beside the running bouncer", r.synban}} {
+			p("| %d | %s | %s | %d | %s | %s | %s | %s | %s |\n", r.n, fmtDur(r.insert), t.name, t.run.enforced,
+				fmtDur(t.run.enforce), x(r.bouncer.enforce, t.run.enforce), fmtDur(t.run.cpu), x(r.bouncer.cpu, t.run.cpu), fmtKiB(t.run.rssKiB))
+		}
+	}
+	p("\nRatios: the bouncer's figure over the row's (the bouncer's row is 1.0×).\n")
 	p("\nCorrectness, per size:\n\n")
 	p("| decisions | tool | /24 decision | remaining time | extended in the LAPI to 20h | the other undisturbed |\n|---:|---|---|---|---|---|\n")
 	for _, r := range rows {
