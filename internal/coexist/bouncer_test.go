@@ -60,6 +60,7 @@ func writeFile0600(t *testing.T, name, text string) string {
 // added and removed (both enforce it, then both drop it), the bouncer
 // restarted; neither disturbs the other's tables.
 func TestCrowdsecBouncer(t *testing.T) {
+	t.Parallel()
 	netnstest.RequireCommand(t, "crowdsec-firewall-bouncer")
 	lapi := lapitest.Start(t)
 	synKey := writeFile0600(t, "synban-key", lapi.BouncerKey+"\n")

@@ -128,6 +128,7 @@ func (dl *dockerLab) runWeb() {
 // two hook settings that cover forwarded traffic; and the input hook alone,
 // which does not: DNAT'ed traffic to a published port is forwarded.
 func TestDockerPublishedPort(t *testing.T) {
+	t.Parallel()
 	for _, h := range []string{hooksInputForward, hooksPrerouting} {
 		t.Run(h, func(t *testing.T) {
 			dl := newDockerLab(t, h)

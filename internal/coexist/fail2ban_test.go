@@ -40,6 +40,7 @@ datepattern = {NONE}
 // It writes /etc/fail2ban (the test's jail), /var/lib/fail2ban (its
 // database) and /run/fail2ban: a sandbox over copies.
 func TestFail2ban(t *testing.T) {
+	t.Parallel()
 	for _, c := range []string{"fail2ban-server", "fail2ban-client"} {
 		netnstest.RequireCommand(t, c)
 	}

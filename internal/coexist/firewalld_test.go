@@ -24,6 +24,7 @@ const publicZone = `<?xml version="1.0" encoding="utf-8"?>
 // started, reloaded, given a permanent zone change, completely reloaded and
 // restarted beside synban. It writes /etc/firewalld: a sandbox over a copy.
 func TestFirewalld(t *testing.T) {
+	t.Parallel()
 	for _, c := range []string{"firewalld", "firewall-cmd", "dbus-daemon"} {
 		netnstest.RequireCommand(t, c)
 	}

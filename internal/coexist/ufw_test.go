@@ -12,6 +12,7 @@ import (
 // restarted beside synban. ufw writes /etc/ufw and /lib/ufw: it runs in a
 // sandbox over copies of both.
 func TestUfw(t *testing.T) {
+	t.Parallel()
 	netnstest.RequireCommand(t, "ufw")
 	l := newLab(t, hooksInputForward)
 	sb := newSandbox(t, l.victim, "/etc/ufw", "/lib/ufw")
