@@ -62,6 +62,9 @@ type toolRun struct {
 	// already in the LAPI) to the last decision in the kernel.
 	enforce  time.Duration
 	enforced int
+	// exit is synban's time to exit (it writes its state store after the
+	// kernel holds the bans); zero for the bouncer, a daemon.
+	exit     time.Duration
 	cpu      time.Duration
 	rssKiB   int64
 	ranges   string // how a /24 decision is enforced
@@ -403,15 +406,15 @@ func bouncerOne(ctx context.Context, log *slog.Logger, nss *namespaces, synban, 
 	}
 	{
 		aloneDir := filepath.Join(dir, "alone")
-		wall, cpu, rss, err := timedSynban(ctx, ns, synban, dir, "run", "-c", pol, "--state-dir", aloneDir)
+		enforce, wall, cpu, rss, err := timedSynban(ctx, ns, synban, dir, n, "run", "-c", pol, "--state-dir", aloneDir)
 		if err != nil {
 			return row, err
 		}
-		row.synbanAlone = toolRun{enforce: wall, cpu: cpu, rssKiB: rss, enforced: countElems(ctx, ns, "inet", "synban")}
-		if _, _, _, err := timedSynban(ctx, ns, synban, dir, "flush", "-c", pol, "--state-dir", aloneDir); err != nil {
+		row.synbanAlone = toolRun{enforce: enforce, exit: wall, cpu: cpu, rssKiB: rss, enforced: countElems(ctx, ns, "inet", "synban")}
+		if _, _, _, _, err := timedSynban(ctx, ns, synban, dir, 0, "flush", "-c", pol, "--state-dir", aloneDir); err != nil {
 			return row, err
 		}
-		log.Info("synban alone", "enforced", row.synbanAlone.enforced, "of", n, "took", wall.Round(time.Millisecond))
+		log.Info("synban alone", "enforced", row.synbanAlone.enforced, "of", n, "took", enforce.Round(time.Millisecond), "exit", wall.Round(time.Millisecond))
 	}
 
 	// The bouncer, with synban's table gone.
@@ -467,13 +470,13 @@ func bouncerOne(ctx context.Context, log *slog.Logger, nss *namespaces, synban, 
 	// synban, with the bouncer running beside it.
 	bouncerBefore := tableText(ctx, ns)
 	stateDir := filepath.Join(dir, "state")
-	wall, cpu, rss, err := timedSynban(ctx, ns, synban, dir, "run", "--log-level", "info", "-c", pol, "--state-dir", stateDir)
+	enforce, wall, cpu, rss, err := timedSynban(ctx, ns, synban, dir, n, "run", "--log-level", "info", "-c", pol, "--state-dir", stateDir)
 	if err != nil {
 		return row, err
 	}
-	row.synban.enforce, row.synban.cpu, row.synban.rssKiB = wall, cpu, rss
+	row.synban.enforce, row.synban.exit, row.synban.cpu, row.synban.rssKiB = enforce, wall, cpu, rss
 	row.synban.enforced = countElems(ctx, ns, "inet", "synban")
-	log.Info("synban", "enforced", row.synban.enforced, "of", n, "took", wall.Round(time.Millisecond))
+	log.Info("synban", "enforced", row.synban.enforced, "of", n, "took", enforce.Round(time.Millisecond), "exit", wall.Round(time.Millisecond))
 	if b, err := os.ReadFile(filepath.Join(dir, "synban.log")); err == nil {
 		if row.synban.enforced != n {
 			log.Warn("synban enforced fewer than all decisions", "log", string(b[:min(len(b), 3000)]))
@@ -533,7 +536,7 @@ func bouncerOne(ctx context.Context, log *slog.Logger, nss *namespaces, synban, 
 		return row, fmt.Errorf("cscli decisions import (extend): %w: %s", err, out)
 	}
 	time.Sleep(5 * time.Second) // five bouncer polls
-	if _, _, _, err := timedSynban(ctx, ns, synban, dir, "run", "-c", pol, "--state-dir", stateDir); err != nil {
+	if _, _, _, _, err := timedSynban(ctx, ns, synban, dir, 0, "run", "-c", pol, "--state-dir", stateDir); err != nil {
 		return row, err
 	}
 	bouncerEls = append(tableElems(ctx, ns, "ip", "crowdsec"), tableElems(ctx, ns, "ip6", "crowdsec6")...)
@@ -543,8 +546,10 @@ func bouncerOne(ctx context.Context, log *slog.Logger, nss *namespaces, synban, 
 }
 
 // timedSynban runs synban in ns under GNU time (when installed) and returns
-// its wall time, CPU time and peak RSS.
-func timedSynban(ctx context.Context, ns *netns, synban, dir string, args ...string) (time.Duration, time.Duration, int64, error) {
+// when the kernel held want elements in synban's ban sets (polled every
+// 0.5 s while it runs, as the bouncer's are; the exit time when want is 0
+// or never reached), its wall time to exit, CPU time and peak RSS.
+func timedSynban(ctx context.Context, ns *netns, synban, dir string, want int, args ...string) (enforce, wall, cpu time.Duration, rss int64, err error) {
 	argv := append([]string{synban}, args...)
 	usage := filepath.Join(dir, "usage")
 	timed := false
@@ -556,27 +561,46 @@ func timedSynban(ctx context.Context, ns *netns, synban, dir string, args ...str
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stderr = &errb
 	start := time.Now()
-	err := ns.exec(cmd)
-	wall := time.Since(start)
-	if err != nil {
-		return 0, 0, 0, fmt.Errorf("synban %s: %w: %s", strings.Join(args, " "), err, errb.String())
+	if err := nsenter.Do(ns.path(), cmd.Start); err != nil {
+		return 0, 0, 0, 0, fmt.Errorf("start synban: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var werr error
+poll:
+	for {
+		select {
+		case werr = <-done:
+			break poll
+		case <-time.After(500 * time.Millisecond):
+			if want > 0 && enforce == 0 && countElems(ctx, ns, "inet", "synban") >= want {
+				enforce = time.Since(start)
+			}
+		}
+	}
+	wall = time.Since(start)
+	if enforce == 0 {
+		enforce = wall
+	}
+	if werr != nil {
+		return 0, 0, 0, 0, fmt.Errorf("synban %s: %w: %s", strings.Join(args, " "), werr, errb.String())
 	}
 	_ = os.WriteFile(filepath.Join(dir, "synban.log"), []byte(errb.String()), 0o600)
 	if !timed {
-		return wall, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), maxRSS(cmd), nil
+		return enforce, wall, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), maxRSS(cmd), nil
 	}
 	data, err := os.ReadFile(usage)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	f := strings.Fields(string(data))
 	if len(f) < 3 {
-		return 0, 0, 0, fmt.Errorf("GNU time's output %q", data)
+		return 0, 0, 0, 0, fmt.Errorf("GNU time's output %q", data)
 	}
-	rss, _ := strconv.ParseInt(f[0], 10, 64)
+	rss, _ = strconv.ParseInt(f[0], 10, 64)
 	u, _ := strconv.ParseFloat(f[1], 64)
-	s, _ := strconv.ParseFloat(f[2], 64)
-	return wall, time.Duration((u + s) * float64(time.Second)), rss, nil
+	sy, _ := strconv.ParseFloat(f[2], 64)
+	return enforce, wall, time.Duration((u + sy) * float64(time.Second)), rss, nil
 }
 
 // procUsage is a running process's CPU time (utime+stime) and peak RSS
@@ -822,11 +846,12 @@ func bouncerMarkdown(rows []bouncerRow) string {
 		"2%% IPv6 /48 ranges; lengths spread over 1h–4h). Then the bouncer starts and the harness polls the kernel (`nft -j list table`, every 0.5 s) "+
 		"until its sets hold every decision or stop growing for %s; then, the bouncer still running, one `synban run` enforces the same decisions "+
 		"(before the bouncer started, one `synban run` alone did the same, then `synban flush`) "+
-		"(its apply is one transaction: when it exits they are in the kernel). Time: from the tool's start, the decisions already in the LAPI, to the last one in the kernel. "+
-		"CPU: user+system of the tool's process until then; peak RSS: VmHWM (the bouncer) or GNU time's maximum resident set (synban).\n\n",
+		"Time: from the tool's start, the decisions already in the LAPI, to the last one in the kernel, "+
+		"polled the same way for both (synban's apply is one transaction; its process exits later, after writing its state store: last column). "+
+		"CPU: user+system of the bouncer's process until then, of synban's whole run; peak RSS: VmHWM (the bouncer) or GNU time's maximum resident set (synban).\n\n",
 		rows[0].bouncerVer, rows[0].lapiVer, bouncerStall)
-	p("| decisions | import | tool | enforced | time | ratio | CPU | ratio | peak RSS |\n")
-	p("|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
+	p("| decisions | import | tool | enforced | time | ratio | CPU | ratio | peak RSS | process exit |\n")
+	p("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	x := func(a, b time.Duration) string {
 		if b <= 0 {
 			return "—"
@@ -847,9 +872,13 @@ func bouncerMarkdown(rows []bouncerRow) string {
 			if t.run.enforced < r.n {
 				bound = "> "
 			}
-			p("| %d | %s | %s | %d | %s%s | %s%s | %s%s | %s%s | %s |\n", r.n, fmtDur(r.insert), t.name, t.run.enforced,
+			exit := "— (daemon)"
+			if t.run.exit > 0 {
+				exit = fmtDur(t.run.exit)
+			}
+			p("| %d | %s | %s | %d | %s%s | %s%s | %s%s | %s%s | %s | %s |\n", r.n, fmtDur(r.insert), t.name, t.run.enforced,
 				bound, fmtDur(t.run.enforce), ratioBound, x(r.bouncer.enforce, t.run.enforce),
-				bound, fmtDur(t.run.cpu), ratioBound, x(r.bouncer.cpu, t.run.cpu), fmtKiB(t.run.rssKiB))
+				bound, fmtDur(t.run.cpu), ratioBound, x(r.bouncer.cpu, t.run.cpu), fmtKiB(t.run.rssKiB), exit)
 		}
 	}
 	p("\nRatios: the bouncer's figure over the row's (the bouncer's row is 1.0×). \"> \": the bouncer had not enforced every decision when its wait ended "+
