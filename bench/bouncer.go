@@ -845,7 +845,7 @@ func bouncerMarkdown(rows []bouncerRow) string {
 		"Each size's decisions are imported with `cscli decisions import`, one call per scope (70%% IPv4 addresses, 20%% IPv6 addresses, 8%% IPv4 /24 ranges, "+
 		"2%% IPv6 /48 ranges; lengths spread over 1h–4h). Then the bouncer starts and the harness polls the kernel (`nft -j list table`, every 0.5 s) "+
 		"until its sets hold every decision or stop growing for %s; then, the bouncer still running, one `synban run` enforces the same decisions "+
-		"(before the bouncer started, one `synban run` alone did the same, then `synban flush`) "+
+		"(before the bouncer started, one `synban run` alone did the same, then `synban flush`). "+
 		"Time: from the tool's start, the decisions already in the LAPI, to the last one in the kernel, "+
 		"polled the same way for both (synban's apply is one transaction; its process exits later, after writing its state store: last column). "+
 		"CPU: user+system of the bouncer's process until then, of synban's whole run; peak RSS: VmHWM (the bouncer) or GNU time's maximum resident set (synban).\n\n",
