@@ -349,8 +349,24 @@ func (l *lab) step(name string, action func()) time.Duration {
 	if err := l.clientConnects(80); err != nil {
 		l.t.Fatalf("after %s: %v", name, err)
 	}
+	l.settle(name)
 	l.untouched("run")
 	return gap
+}
+
+// settle waits until the other tool's ruleset has stopped changing (the
+// same for a second): a daemon may still be finishing what the action
+// started, which must not be taken for a change made by synban's run.
+func (l *lab) settle(name string) {
+	l.t.Helper()
+	prev := l.others()
+	netnstest.Eventually(l.t, 20*time.Second, func() bool {
+		time.Sleep(time.Second)
+		cur := l.others()
+		same := cur == prev
+		prev = cur
+		return same
+	}, "the other tool's ruleset kept changing for 20 s after %s", name)
 }
 
 // finish checks `synban flush` leaves the other tool's ruleset as it was
