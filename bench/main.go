@@ -120,6 +120,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.dropPackets, "drop-packets", 20000000, "drop scenario: packets of flood per path and case, at most")
 	fs.IntVar(&cfg.dropDials, "drop-dials", 300, "drop scenario: client connects per path and case, at most")
 	fs.IntVar(&cfg.dropRuns, "drop-runs", 2, "drop scenario: rounds over every path and case (the median is reported)")
+	bouncer := fs.String("bouncer", "", "run only the side-by-side with crowdsec-firewall-bouncer for these LAPI decision counts, comma-separated (see bench/bouncer.go); -out splices its section into the file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -149,6 +150,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(stderr, "bench: needs root (it builds network namespaces and applies firewall rules inside them)")
 		return 2
+	}
+	if *bouncer != "" {
+		return runBouncer(ctx, cfg, *bouncer, stdout, stderr)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	b := &bench{cfg: cfg, log: log, nss: &namespaces{}}

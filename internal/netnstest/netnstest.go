@@ -63,6 +63,21 @@ var packages = map[string]string{
 	"lintian":           "lintian",
 	"man":               "man-db",
 	"git":               "git",
+	// The coexistence suite (internal/coexist): the firewalls operators
+	// already run, and what it sandboxes them with.
+	"busybox":                   "busybox-static",
+	"nsenter":                   "util-linux",
+	"ufw":                       "ufw",
+	"firewalld":                 "firewalld",
+	"firewall-cmd":              "firewalld",
+	"dbus-daemon":               "dbus",
+	"dockerd":                   "docker.io",
+	"docker":                    "docker.io",
+	"containerd":                "docker.io",
+	"runc":                      "docker.io",
+	"fail2ban-server":           "fail2ban",
+	"fail2ban-client":           "fail2ban",
+	"crowdsec-firewall-bouncer": "crowdsec-firewall-bouncer",
 }
 
 // Package returns the Debian package that installs the program name, and
