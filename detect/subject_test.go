@@ -189,3 +189,21 @@ func TestAnalyzeSubjectCrossed(t *testing.T) {
 		t.Errorf("prefix %s (threshold %d): %+v", sc.Prefix, sc.PrefixThreshold, pfx)
 	}
 }
+
+// TestAnalyzeSubjectUnconnected checks that explain's counts are the
+// run's: a socket connected to no one (remote 0.0.0.0:0, as a bound,
+// closed socket shows) is no source for Analyze, so neither is it counted
+// for the subject 0.0.0.0, even by a rule counting every state.
+func TestAnalyzeSubjectUnconnected(t *testing.T) {
+	p := policy.Default()
+	p.Rules = []policy.Rule{{Name: "any", State: policy.StateAny, Threshold: 1}}
+	unconnected := Conn{Local: netip.MustParseAddrPort("192.0.2.1:80"), Remote: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), State: Close}
+	samples := []Sample{{Conns: []Conn{unconnected, unconnected, unconnected}}}
+	rep, sc := AnalyzeSubject(p, samples, nil, netip.MustParsePrefix("0.0.0.0/32"))
+	if len(rep.Verdicts) != 0 || rep.Sources != 0 {
+		t.Fatalf("Analyze: %d sources, verdicts %s", rep.Sources, brief(rep.Verdicts))
+	}
+	if len(sc.Rules) != 1 || sc.Rules[0].Peak != 0 || sc.Rules[0].Crossed || len(sc.PrefixRules) != 1 || sc.PrefixRules[0].Peak != 0 {
+		t.Errorf("subject 0.0.0.0: rules %+v, prefix %s rules %+v", sc.Rules, sc.Prefix, sc.PrefixRules)
+	}
+}
