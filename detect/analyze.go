@@ -492,6 +492,9 @@ type analysis struct {
 	records bool
 	// cls gathers what the classification needs; nil when not classifying.
 	cls *classStats
+	// watch keeps every count of one subject, for explaining it; nil
+	// unless AnalyzeSubject asked.
+	watch *watch
 
 	// Per-sample scratch.
 	order      []int32 // connection indexes grouped by address
@@ -673,6 +676,7 @@ func (a *analysis) prefixIndex(addr netip.Addr) int32 {
 // connections are counted per class in a.cur and each prefix's addresses
 // summed in a.psum: no per-address or per-prefix count outlives the group.
 func (a *analysis) addSample(sample int32, conns []Conn) {
+	w := a.watch
 	a.touched = slices.Grow(a.touched[:0], len(conns))
 	for ci := range conns {
 		c := &conns[ci]
@@ -690,6 +694,10 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 		} else {
 			ai.pos++
 		}
+	}
+
+	if w != nil {
+		w.resolve(a)
 	}
 
 	// Order the touched addresses: those of each prefix together, then
@@ -780,6 +788,12 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 				}
 			}
 			start = stop
+			if w != nil && i == w.ai {
+				base := int(sample-1) * len(a.classes)
+				for _, k := range a.curK {
+					w.addrN[base+int(k)] = a.cur[k]
+				}
+			}
 			for _, k := range a.curK {
 				n := a.cur[k]
 				a.cur[k] = 0
@@ -807,6 +821,12 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 		}
 		if pi >= 0 {
 			thr := int32(min(a.prefixThreshold(a.pfxInfo.at(pi).pfx), math.MaxInt32))
+			if w != nil && pi == w.pi {
+				base := int(sample-1) * len(a.classes)
+				for _, k := range a.pK {
+					w.pfxSum[base+int(k)], w.pfxSrc[base+int(k)] = a.psum[k], a.psrc[k]
+				}
+			}
 			for _, k := range a.pK {
 				sum, src := a.psum[k], a.psrc[k]
 				a.psum[k], a.psrc[k] = 0, 0

@@ -36,22 +36,9 @@ type SeenCount struct {
 	SynRecv, Established, Other, Sources int
 }
 
-// RuleCheck is one rule judged on one subject over the window: the count in
-// each sample (summed over the subject's addresses, from Sources[i] of
-// them), the threshold, and in how many samples the count reached it.
-type RuleCheck struct {
-	Rule      string
-	State     policy.State
-	Ports     []uint16
-	Threshold int
-	Counts    []int
-	Sources   []int
-	Peak      int
-	// Hits counts the samples whose count reached Threshold (for a prefix:
-	// with at least two sources); Crossed is Hits >= the policy's min_hits.
-	Hits    int
-	Crossed bool
-}
+// RuleCheck is one rule judged on one subject over the window, as the
+// analysis counted it (detect.AnalyzeSubject).
+type RuleCheck = detect.RuleCheck
 
 // PrefixCheck is the aggregation prefix holding the subject, judged as
 // Analyze judges it: per rule, the count summed over the prefix's addresses
@@ -253,22 +240,6 @@ func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.
 		Samples: len(samples), MinHits: max(p.Sample.MinHits, 1), StateLoaded: st != nil,
 		Backend: k.choice, BackendErr: k.err}
 	x.Seen = seen(samples, subject)
-	single := subject.Bits() == subject.Addr().BitLen()
-	if single {
-		x.Rules = judge(p, samples, subject, func(r *policy.Rule) int { return r.Threshold }, 1, x.MinHits)
-	}
-	if pfx, aggThr, ok := Aggregation(p, subject.Addr()); ok && subject.Bits() >= pfx.Bits() {
-		pc := &PrefixCheck{Prefix: pfx, Threshold: aggThr,
-			Rules: judge(p, samples, pfx, func(*policy.Rule) int { return aggThr }, 2, x.MinHits)}
-		pc.Crossed = slices.ContainsFunc(pc.Rules, func(r RuleCheck) bool { return r.Crossed })
-		if m, ok := g.Match(pfx); ok {
-			pc.Guard = &m
-		}
-		x.Prefix = pc
-		if pfx == subject {
-			x.Rules = pc.Rules
-		}
-	}
 	if m, ok := g.Match(subject); ok {
 		x.Guard = &m
 	}
@@ -287,7 +258,18 @@ func (e *Engine) explainWindow(ctx context.Context, p *policy.Policy, g *policy.
 		}
 	}
 	x.Class = d.Class
-	pre := detect.Analyze(p, samples, g)
+	// The rules' numbers on the subject and its aggregation prefix come
+	// from the analysis that makes the verdicts: one count, one answer.
+	pre, sc := detect.AnalyzeSubject(p, samples, g, subject)
+	x.Rules = sc.Rules
+	if sc.Prefix.IsValid() {
+		pc := &PrefixCheck{Prefix: sc.Prefix, Threshold: sc.PrefixThreshold, Rules: sc.PrefixRules}
+		pc.Crossed = slices.ContainsFunc(pc.Rules, func(r RuleCheck) bool { return r.Crossed })
+		if m, ok := g.Match(sc.Prefix); ok {
+			pc.Guard = &m
+		}
+		x.Prefix = pc
+	}
 	pre = detect.FilterSpoofed(pre, d.Class)
 	for i := range pre.Verdicts {
 		v := &pre.Verdicts[i]
@@ -407,39 +389,6 @@ func seen(samples []detect.Sample, subject netip.Prefix) []SeenCount {
 
 func seenAny(s []SeenCount) bool {
 	return slices.ContainsFunc(s, func(c SeenCount) bool { return c.SynRecv+c.Established+c.Other > 0 })
-}
-
-// judge counts every rule over subject in each sample and checks it against
-// thr(rule), with at least minSources addresses, in at least minHits samples.
-// syn_rate rules count no connection: the sensor's line speaks for them.
-func judge(p *policy.Policy, samples []detect.Sample, subject netip.Prefix, thr func(*policy.Rule) int, minSources, minHits int) []RuleCheck {
-	out := make([]RuleCheck, 0, len(p.Rules))
-	for ri := range p.Rules {
-		r := &p.Rules[ri]
-		if r.State == policy.StateSynRate {
-			continue
-		}
-		rc := RuleCheck{Rule: r.Name, State: r.State, Ports: append([]uint16{}, r.Ports...), Threshold: thr(r),
-			Counts: make([]int, len(samples)), Sources: make([]int, len(samples))}
-		for si, s := range samples {
-			srcs := map[netip.Addr]bool{}
-			for ci := range s.Conns {
-				c := &s.Conns[ci]
-				if a := c.Remote.Addr().Unmap(); subject.Contains(a) && detect.Counts(r, c) {
-					rc.Counts[si]++
-					srcs[a] = true
-				}
-			}
-			rc.Sources[si] = len(srcs)
-			rc.Peak = max(rc.Peak, rc.Counts[si])
-			if rc.Counts[si] >= rc.Threshold && rc.Sources[si] >= minSources {
-				rc.Hits++
-			}
-		}
-		rc.Crossed = rc.Hits >= minHits
-		out = append(out, rc)
-	}
-	return out
 }
 
 // summarize says the story in sentences naming the numbers that decided.
