@@ -110,7 +110,7 @@ func verdict() detect.Verdict {
 }
 
 func class() detect.Classification {
-	return detect.Classification{Kind: "direct", Why: "few sources, many half-open each", HalfOpenSources: 1, HalfOpenEntries: 120,
+	return detect.Classification{Kind: "real", Why: "few sources, many half-open each", HalfOpenSources: 1, HalfOpenEntries: 120,
 		CookiesSent: 40, Advice: []string{"ban the sources"}, CountersSince: 2 * time.Second}
 }
 
@@ -145,16 +145,15 @@ func TestErrorDocument(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	checkGolden(t, "version", Version{Version: "1.2.3", Commit: "abc123", Modified: true, Go: "go1.24.0"})
+	checkGolden(t, "version", Version{Version: "1.2.3", Commit: "0123456789abcdef0123456789abcdef01234567", Modified: true, Go: "go1.24.0"})
 }
 
 func TestPolicy(t *testing.T) {
-	checkGolden(t, "policy", Policy{Policy: "/etc/synban/policy.toml", TOML: "[ban]\nduration = \"10m\"\n"})
+	checkGolden(t, "policy", Policy{Policy: policy.DefaultSource, TOML: "[ban]\nduration = \"10m\"\n"})
 }
 
 func TestRender(t *testing.T) {
 	checkGolden(t, "render", RenderOf("cron", []File{{Name: "synban", Text: "* * * * * root synban run\n"}}))
-	checkGolden(t, "render_empty", RenderOf("systemd", nil))
 }
 
 func TestBanUnbanFlush(t *testing.T) {
@@ -250,7 +249,7 @@ func TestExplain(t *testing.T) {
 		Samples: 3, MinHits: 2, Seen: []engine.SeenCount{{SynRecv: 120, Sources: 1}},
 		Rules:  []engine.RuleCheck{{Rule: "syn-flood", State: policy.StateSynRecv, Threshold: 50, Counts: []int{120}, Sources: []int{1}, Peak: 120, Hits: 1, Crossed: true}},
 		Prefix: &engine.PrefixCheck{Prefix: mustPrefix("203.0.113.0/24"), Threshold: 500, Guard: guard},
-		Class:  class(), Offence: &v, Decided: &v, Escalation: "first offence",
+		Class:  class(), Offence: &v, Decided: &v, Escalation: "offence",
 		Spared:      &detect.Spared{Verdict: v, Why: "spoofed flood"},
 		Planned:     &rules.Ban{Prefix: v.Subject, Timeout: 10 * time.Minute, Reason: v.Reason},
 		Omitted:     &rules.Omission{Prefix: v.Subject, Why: "inside 203.0.113.0/24"},
@@ -266,7 +265,7 @@ func TestExplain(t *testing.T) {
 	x.Spared = &detect.Spared{Verdict: v, Why: "protected", By: *guard}
 	x.HasDrops, x.XDP, x.Stored.Until = false, nil, time.Time{}
 	checkGolden(t, "explain_guarded", ExplainOf(x, now))
-	checkGolden(t, "explain_empty", ExplainOf(&engine.Explanation{Subject: v.Subject, Outcome: "not seen"}, now))
+	checkGolden(t, "explain_empty", ExplainOf(&engine.Explanation{Subject: v.Subject, Outcome: "not seen", Class: detect.Classification{Kind: "none"}}, now))
 }
 
 func TestTop(t *testing.T) {
@@ -278,5 +277,5 @@ func TestTop(t *testing.T) {
 		{Subject: "192.0.2.1", Established: 5, Total: 5, Sources: 1, Verdict: "spared", Why: "default gateway"},
 	}
 	checkGolden(t, "top", TopOf(s, rows))
-	checkGolden(t, "top_empty", TopOf(&engine.TopSnapshot{At: now, BackendErr: "no backend"}, nil))
+	checkGolden(t, "top_empty", TopOf(&engine.TopSnapshot{At: now, Class: detect.Classification{Kind: "none"}, BackendErr: "no backend"}, nil))
 }
