@@ -170,11 +170,11 @@ func (o *optionalSampler) Sample(ctx context.Context) (detect.Sample, error) {
 
 // SourceRow is one remote address's peak count of each state over a window.
 type SourceRow struct {
-	Source      string `json:"source"`
-	SynRecv     int    `json:"syn_recv"`
-	Established int    `json:"established"`
-	Other       int    `json:"other"`
-	Total       int    `json:"total"`
+	Source      string
+	SynRecv     int
+	Established int
+	Other       int
+	Total       int
 }
 
 // Sources is what `synban sample` shows of one window: the window, its

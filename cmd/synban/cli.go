@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/synban/synban/cmd/synban/internal/jsondoc"
 	"github.com/synban/synban/engine"
 	"github.com/synban/synban/internal/trust"
 	"github.com/synban/synban/policy"
@@ -217,7 +218,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cmd == nil {
 		fmt.Fprintf(stderr, "synban: unknown command %q (see synban --help)\n", args[0])
 		if wantJSON {
-			writeJSONError(stdout, fmt.Sprintf("unknown command %q (see synban --help)", args[0]), exitUsage)
+			jsondoc.WriteError(stdout, fmt.Sprintf("unknown command %q (see synban --help)", args[0]), errorKind(exitUsage))
 		}
 		return exitUsage
 	}
@@ -231,7 +232,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		commandUsage(stderr, fs, cmd)
 		if wantJSON {
-			writeJSONError(stdout, fmt.Sprintf("%s: %v", cmd.name, err), exitUsage)
+			jsondoc.WriteError(stdout, fmt.Sprintf("%s: %v", cmd.name, err), errorKind(exitUsage))
 		}
 		return exitUsage
 	}
@@ -239,7 +240,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "synban %s: %v\n", cmd.name, err)
 		if o.json {
-			writeJSONError(stdout, fmt.Sprintf("%s: %v", cmd.name, err), exitUsage)
+			jsondoc.WriteError(stdout, fmt.Sprintf("%s: %v", cmd.name, err), errorKind(exitUsage))
 		}
 		return exitUsage
 	}
@@ -262,7 +263,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "synban %s: %s\n", cmd.name, msg)
 	if o.json && !isReported(err) {
-		writeJSONError(stdout, cmd.name+": "+msg, code)
+		jsondoc.WriteError(stdout, cmd.name+": "+msg, errorKind(code))
 	}
 	return code
 }
@@ -362,7 +363,7 @@ func cmdVersion(_ context.Context, a *app, o *options, args []string) error {
 	}
 	if o.json {
 		v := buildVersion()
-		return writeJSON(a.stdout, versionDoc{Version: v.Version, Commit: v.Commit, Modified: v.Modified, Go: v.Go})
+		return jsondoc.Write(a.stdout, jsondoc.Version{Version: v.Version, Commit: v.Commit, Modified: v.Modified, Go: v.Go})
 	}
 	fmt.Fprintln(a.stdout, buildVersion())
 	return nil

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/synban/synban/cmd/synban/internal/jsondoc"
 	"github.com/synban/synban/engine"
 	"github.com/synban/synban/internal/sysctl"
 	"github.com/synban/synban/policy"
@@ -40,12 +41,7 @@ func cmdCheck(ctx context.Context, a *app, o *options, args []string) error {
 		online, onlineErr = a.engine(o).CheckCrowdSec(ctx, p)
 	}
 	if o.json {
-		doc := checkDoc{Policy: p.Source, OK: onlineErr == nil, Rules: len(p.Rules), Backend: p.Backend,
-			Sysctl: sysctlsJSON(drift), Online: nonNil(online)}
-		if onlineErr != nil {
-			doc.Error = &errorJSON{Message: onlineErr.Error(), Kind: kindFailure}
-		}
-		if err := writeJSON(a.stdout, doc); err != nil {
+		if err := jsondoc.Write(a.stdout, jsondoc.CheckOf(p, drift, online, onlineErr)); err != nil {
 			return err
 		}
 		if onlineErr != nil {
@@ -99,13 +95,7 @@ func (a *app) printRun(o *options, out *engine.Outcome) error {
 	if !o.json {
 		return nil
 	}
-	d, res := out.Decision, out.Result
-	return writeJSON(a.stdout, runDoc{
-		Backend: out.Choice.Name, BackendWhy: out.Choice.Why, SourceCount: d.Report.Sources,
-		Verdicts: verdictsJSON(d.Report.Verdicts), Added: res.Added, Refreshed: res.Refreshed,
-		Created: res.Created, Restored: d.Restored, Unchanged: d.Unchanged, Expired: out.Expired,
-		SysctlChanges: out.SysctlChanges, Classification: classJSON(d.Class),
-	})
+	return jsondoc.Write(a.stdout, jsondoc.RunOf(out))
 }
 
 // printPlan writes the dry run: the verdicts as comments, then the ruleset in
@@ -125,12 +115,7 @@ func (a *app) printPlan(d *engine.Decision, o *options, choice backends.Choice) 
 		return err
 	}
 	if o.json {
-		doc := planJSON(d, format, script.String())
-		doc.Backend, doc.BackendWhy, doc.BackendAssumed = choice.Name, choice.Why, choice.Assumed
-		if d.Upstream != nil {
-			doc.Upstream = upstreamPlanJSON(d.Upstream)
-		}
-		return writeJSON(a.stdout, doc)
+		return jsondoc.Write(a.stdout, jsondoc.PlanOf(d, choice, format, script.String()))
 	}
 	if o.format == "" {
 		templates.WritePlanSummary(a.stdout, templates.PlanSummary{
@@ -170,11 +155,7 @@ func cmdSample(ctx context.Context, a *app, o *options, args []string) error {
 		shown = rows[:o.view.top]
 	}
 	if o.json {
-		return writeJSON(a.stdout, sampleDoc{Samplers: nonNil(w.Samplers), SamplerWhy: w.Why, Samples: len(samples),
-			Window: secs(w.Result.Elapsed), CountersDelta: countersJSON{SyncookiesSent: c.SyncookiesSent,
-				SyncookiesRecv: c.SyncookiesRecv, SyncookiesFailed: c.SyncookiesFailed, ListenOverflows: c.ListenOverflows,
-				ListenDrops: c.ListenDrops, TCPReqQFullDrop: c.TCPReqQFullDrop, TCPReqQFullDoCookies: c.TCPReqQFullDoCookies},
-			Classification: classJSON(class), Sources: nonNil(shown), Sensor: sensorJSON(w.Sensor)})
+		return jsondoc.Write(a.stdout, jsondoc.SampleOf(w, shown))
 	}
 	fmt.Fprintf(a.stdout, "# samplers %s (%s); %d sample(s) over %s; %d sources\n",
 		strings.Join(w.Samplers, "+"), w.Why, len(samples), w.Result.Elapsed.Round(time.Millisecond), len(rows))

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/synban/synban/cmd/synban/internal/jsondoc"
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/internal/nsenter"
@@ -57,7 +58,7 @@ func newCookieLab(t *testing.T) *lab {
 
 // cookieRunJSON is what these tests read of `run --json`.
 type cookieRunJSON struct {
-	Verdicts       []verdictJSON `json:"verdicts"`
+	Verdicts       []jsondoc.Verdict `json:"verdicts"`
 	Classification struct {
 		Kind          string   `json:"kind"`
 		Why           string   `json:"why"`

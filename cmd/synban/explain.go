@@ -8,8 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/synban/synban/detect"
-	"github.com/synban/synban/policy"
+	"github.com/synban/synban/cmd/synban/internal/jsondoc"
 )
 
 func flagsExplain(fs *flag.FlagSet, o *options) {
@@ -38,7 +37,7 @@ func cmdExplain(ctx context.Context, a *app, o *options, args []string) error {
 		return err
 	}
 	if o.json {
-		return writeJSON(a.stdout, explainJSON(x, now))
+		return jsondoc.Write(a.stdout, jsondoc.ExplainOf(x, now))
 	}
 	fmt.Fprintf(a.stdout, "%s: %s\n", x.Subject, x.Outcome)
 	fmt.Fprintf(a.stdout, "# policy %s; sampler %s (%s); %d sample(s), min_hits %d\n", x.Policy, x.Sampler, x.SamplerWhy, x.Samples, x.MinHits)
@@ -68,13 +67,4 @@ func ints(v []int) string {
 		s[i] = fmt.Sprint(n)
 	}
 	return strings.Join(s, " ")
-}
-
-// guardOf is the guard entry behind a spared offender, nil when it was
-// spared for another reason (a spoofed flood).
-func guardOf(s *detect.Spared) *policy.Protected {
-	if !s.By.Prefix.IsValid() {
-		return nil
-	}
-	return &s.By
 }

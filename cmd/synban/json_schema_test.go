@@ -15,6 +15,7 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/synban/synban/cmd/synban/internal/jsondoc"
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/state"
 )
@@ -114,7 +115,7 @@ func (s *schemaCheck) validate(args []string, def string, code int, out, errs st
 	}
 	wantErr := code != exitOK
 	var e struct {
-		Error *errorJSON `json:"error"`
+		Error *jsondoc.Error `json:"error"`
 	}
 	if json.Unmarshal(raw, &e) != nil || (e.Error != nil) != wantErr || (wantErr && e.Error.Kind != errorKind(code)) {
 		t.Errorf("synban %v: exit %d with error %+v: an error document, of the exit code's kind, goes with a non-zero exit and only with it", args, code, e.Error)

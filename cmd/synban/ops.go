@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/synban/synban/cmd/synban/internal/jsondoc"
 	"github.com/synban/synban/engine"
 	"github.com/synban/synban/internal/trust"
 	"github.com/synban/synban/rules"
@@ -38,11 +39,7 @@ func cmdStatus(ctx context.Context, a *app, o *options, args []string) error {
 		return err
 	}
 	if o.json {
-		doc := statusOf(st)
-		if up != nil || p.Upstream.Enabled {
-			doc.Upstream = upstreamStatusJSON(up, time.Now())
-		}
-		return writeJSON(a.stdout, doc)
+		return jsondoc.Write(a.stdout, jsondoc.StatusOf(st, up, p.Upstream.Enabled, time.Now()))
 	}
 	fmt.Fprintf(a.stdout, "backend: %s (%s)\n", choice.Name, choice.Why)
 	for _, n := range st.Notes {
@@ -135,7 +132,7 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 			return err
 		}
 		if o.json {
-			return writeJSON(a.stdout, banDoc{Backend: bulk.Backend, Requested: secs(d), Bans: bansJSON(bulk.Bans), Covered: bulk.Covered})
+			return jsondoc.Write(a.stdout, jsondoc.BanOf(bulk.Backend, d, bulk.Bans, bulk.Covered))
 		}
 		note := ""
 		if bulk.Covered > 0 {
@@ -149,7 +146,7 @@ func cmdBan(ctx context.Context, a *app, o *options, args []string) error {
 		return err
 	}
 	if o.json {
-		return writeJSON(a.stdout, banDoc{Backend: banned.Backend, Requested: secs(d), Bans: bansJSON([]rules.Ban{banned.Ban})})
+		return jsondoc.Write(a.stdout, jsondoc.BanOf(banned.Backend, d, []rules.Ban{banned.Ban}, 0))
 	}
 	note := ""
 	if banned.Ban.Timeout < d {
@@ -197,7 +194,7 @@ func cmdUnban(ctx context.Context, a *app, o *options, args []string) error {
 		return err
 	}
 	if o.json {
-		return writeJSON(a.stdout, unbanDoc{Backend: backend, Requested: len(subjects), Unbanned: n})
+		return jsondoc.Write(a.stdout, jsondoc.Unban{Backend: backend, Requested: len(subjects), Unbanned: n})
 	}
 	fmt.Fprintf(a.stdout, "unbanned %d of %d (%s)\n", n, len(subjects), backend)
 	return nil
@@ -216,7 +213,7 @@ func cmdFlush(ctx context.Context, a *app, o *options, args []string) error {
 		return err
 	}
 	if o.json {
-		return writeJSON(a.stdout, flushDoc{Backend: backend})
+		return jsondoc.Write(a.stdout, jsondoc.Flush{Backend: backend})
 	}
 	fmt.Fprintf(a.stdout, "removed everything synban created (%s)\n", backend)
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/synban/synban/cmd/synban/internal/jsondoc"
 	"github.com/synban/synban/policy"
 )
 
@@ -16,13 +17,13 @@ func cmdPolicy(_ context.Context, a *app, o *options, args []string) error {
 	if len(args) != 1 {
 		return badInput("policy takes one of default or show, got %d arguments", len(args))
 	}
-	var doc policyDoc
+	var doc jsondoc.Policy
 	switch args[0] {
 	case "default":
 		if o.config != "" {
 			return badInput("policy default prints the embedded policy; -c is for policy show")
 		}
-		doc = policyDoc{Policy: policy.DefaultSource, TOML: string(policy.DefaultTOML())}
+		doc = jsondoc.Policy{Policy: policy.DefaultSource, TOML: string(policy.DefaultTOML())}
 	case "show":
 		p, err := loadPolicy(o)
 		if err != nil {
@@ -32,12 +33,12 @@ func cmdPolicy(_ context.Context, a *app, o *options, args []string) error {
 		if err != nil {
 			return fmt.Errorf("policy show: %w", err)
 		}
-		doc = policyDoc{Policy: p.Source, TOML: string(text)}
+		doc = jsondoc.Policy{Policy: p.Source, TOML: string(text)}
 	default:
 		return badInput("policy: unknown %q: want default or show", args[0])
 	}
 	if o.json {
-		return writeJSON(a.stdout, doc)
+		return jsondoc.Write(a.stdout, doc)
 	}
 	_, err := io.WriteString(a.stdout, doc.TOML)
 	return err

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/synban/synban/cmd/synban/internal/jsondoc"
 )
 
 // TestPolicyDefault: `synban policy default` prints policy/default.toml
@@ -20,7 +22,7 @@ func TestPolicyDefault(t *testing.T) {
 		t.Fatalf("policy default: exit %d, output differs from policy/default.toml (%d vs %d bytes): %s", code, len(out), len(want), errs)
 	}
 	code, js, errs := runMain(t, "policy", "default", "--json")
-	var doc policyDoc
+	var doc jsondoc.Policy
 	if code != exitOK || json.Unmarshal([]byte(js), &doc) != nil || doc.TOML != string(want) {
 		t.Fatalf("policy default --json: exit %d, toml differs: %s%s", code, js, errs)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/synban/synban/cmd/synban/internal/jsondoc"
 	"github.com/synban/synban/templates"
 )
 
@@ -13,7 +14,7 @@ import (
 type renderKind struct {
 	name, summary string
 	// run returns the files to print (Path "") or that it wrote (Path set).
-	run func(ctx context.Context, a *app, o *options) ([]fileJSON, error)
+	run func(ctx context.Context, a *app, o *options) ([]jsondoc.File, error)
 }
 
 // renderKinds lists the kinds of `synban render`, in usage order.
@@ -47,7 +48,7 @@ func cmdRender(ctx context.Context, a *app, o *options, args []string) error {
 			return err
 		}
 		if o.json {
-			return writeJSON(a.stdout, renderDoc{Kind: k.name, Files: nonNil(files)})
+			return jsondoc.Write(a.stdout, jsondoc.RenderOf(k.name, files))
 		}
 		for i, f := range files {
 			switch {
@@ -67,7 +68,7 @@ func cmdRender(ctx context.Context, a *app, o *options, args []string) error {
 // renderNFTInclude prints the include file for /etc/nftables.conf: the
 // policy's nftables structure without bans or allow entries, which the
 // next run fills from the state store and the host's addresses.
-func renderNFTInclude(_ context.Context, _ *app, o *options) ([]fileJSON, error) {
+func renderNFTInclude(_ context.Context, _ *app, o *options) ([]jsondoc.File, error) {
 	p, err := loadPolicy(o)
 	if err != nil {
 		return nil, err
@@ -76,5 +77,5 @@ func renderNFTInclude(_ context.Context, _ *app, o *options) ([]fileJSON, error)
 	if err := templates.NFTIncludeFor(&b, p); err != nil {
 		return nil, err
 	}
-	return []fileJSON{{Name: "synban.nft", Text: b.String()}}, nil
+	return []jsondoc.File{{Name: "synban.nft", Text: b.String()}}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/synban/synban/cmd/synban/internal/jsondoc"
 	"github.com/synban/synban/engine"
 	"github.com/synban/synban/templates"
 )
@@ -56,7 +57,7 @@ func unattended(o *options) (templates.Unattended, error) {
 
 // renderSystemd returns synban.service, synban.timer and
 // synban-watch.service, or writes them into --output-dir.
-func renderSystemd(_ context.Context, _ *app, o *options) ([]fileJSON, error) {
+func renderSystemd(_ context.Context, _ *app, o *options) ([]jsondoc.File, error) {
 	u, err := unattended(o)
 	if err != nil {
 		return nil, err
@@ -65,9 +66,9 @@ func renderSystemd(_ context.Context, _ *app, o *options) ([]fileJSON, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
-	files := make([]fileJSON, 0, len(units))
+	files := make([]jsondoc.File, 0, len(units))
 	for _, unit := range units {
-		f := fileJSON{Name: unit.Name, Text: unit.Text}
+		f := jsondoc.File{Name: unit.Name, Text: unit.Text}
 		if o.outputDir != "" {
 			f.Path = filepath.Join(o.outputDir, unit.Name)
 			if err := os.WriteFile(f.Path, []byte(unit.Text), 0o644); err != nil {
@@ -80,7 +81,7 @@ func renderSystemd(_ context.Context, _ *app, o *options) ([]fileJSON, error) {
 }
 
 // renderCron returns the /etc/cron.d file.
-func renderCron(_ context.Context, _ *app, o *options) ([]fileJSON, error) {
+func renderCron(_ context.Context, _ *app, o *options) ([]jsondoc.File, error) {
 	if o.outputDir != "" {
 		return nil, badInput("--output-dir is for systemd; redirect cron's output: synban render cron > /etc/cron.d/synban")
 	}
@@ -92,5 +93,5 @@ func renderCron(_ context.Context, _ *app, o *options) ([]fileJSON, error) {
 	if err := templates.Cron(&b, u); err != nil {
 		return nil, usageError{err}
 	}
-	return []fileJSON{{Name: "synban", Text: b.String()}}, nil
+	return []jsondoc.File{{Name: "synban", Text: b.String()}}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/synban/synban/cmd/synban/internal/jsondoc"
 	"github.com/synban/synban/internal/netnstest"
 )
 
@@ -35,7 +36,7 @@ enabled = false
 
 // sensorRunJSON is what the sensor tests read of `run --json`.
 type sensorRunJSON struct {
-	Verdicts       []verdictJSON `json:"verdicts"`
+	Verdicts       []jsondoc.Verdict `json:"verdicts"`
 	Classification struct {
 		Kind          string   `json:"kind"`
 		Why           string   `json:"why"`

@@ -14,8 +14,8 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"golang.org/x/sys/unix"
 
+	"github.com/synban/synban/cmd/synban/internal/jsondoc"
 	"github.com/synban/synban/engine"
-	"github.com/synban/synban/policy"
 )
 
 // viewOptions are the flags of top and sample --top.
@@ -41,58 +41,17 @@ func flagsTop(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.view.filter, "filter", "", "show only rows whose subject or verdict contains this text")
 }
 
-// topRow is engine.TopRow with its --json names (render_json.go's top
-// document encodes it).
-type topRow struct {
-	Subject     string `json:"subject"`
-	Prefix      bool   `json:"prefix"`
-	SynRecv     int    `json:"syn_recv"`
-	Established int    `json:"established"`
-	Total       int    `json:"total"`
-	Sources     int    `json:"source_count"`
-	// Verdict is "ban", "spared" or "" (none); Why the rule, the guard's
-	// kind of protection or the prefix that folds it.
-	Verdict string `json:"verdict"`
-	Why     string `json:"why"`
-	// Banned is set while a ban in the kernel holds the subject: BanLeft
-	// seconds left (0: no expiry), Drops its element's drop counter (nil:
-	// the element keeps none).
-	Banned  bool    `json:"banned"`
-	BanLeft float64 `json:"ban_left_seconds"`
-	Drops   *uint64 `json:"drops"`
-}
-
-// topSnapshot is one refresh of top: engine.Top's snapshot with its rows
-// as top encodes them.
-type topSnapshot struct {
-	*engine.TopSnapshot
-	Rows []topRow
-}
-
-// takeTop is engine.Top in the shape top draws and encodes.
-func takeTop(ctx context.Context, e *engine.Engine, p *policy.Policy) (*topSnapshot, error) {
-	t, err := e.Top(ctx, p)
-	if err != nil {
-		return nil, err
-	}
-	s := &topSnapshot{TopSnapshot: t, Rows: make([]topRow, 0, len(t.Rows))}
-	for _, r := range t.Rows {
-		s.Rows = append(s.Rows, topRow(r))
-	}
-	return s, nil
-}
-
 // sortedRows returns the rows passing the filter, in the order asked, most
 // first, then by subject; at most nSources sources and nPrefixes prefixes
 // (0: all).
-func sortedRows(rows []topRow, by, filter string, nSources, nPrefixes int) []topRow {
-	out := make([]topRow, 0, len(rows))
+func sortedRows(rows []engine.TopRow, by, filter string, nSources, nPrefixes int) []engine.TopRow {
+	out := make([]engine.TopRow, 0, len(rows))
 	for _, r := range rows {
 		if filter == "" || strings.Contains(r.Subject, filter) || strings.Contains(r.Verdict+" "+r.Why, filter) {
 			out = append(out, r)
 		}
 	}
-	key := func(r topRow) int64 {
+	key := func(r engine.TopRow) int64 {
 		switch by {
 		case "established":
 			return int64(r.Established)
@@ -106,7 +65,7 @@ func sortedRows(rows []topRow, by, filter string, nSources, nPrefixes int) []top
 		}
 		return int64(r.SynRecv)
 	}
-	slices.SortStableFunc(out, func(a, b topRow) int {
+	slices.SortStableFunc(out, func(a, b engine.TopRow) int {
 		if c := cmp.Compare(key(b), key(a)); c != 0 {
 			return c
 		}
@@ -126,7 +85,7 @@ func sortedRows(rows []topRow, by, filter string, nSources, nPrefixes int) []top
 
 // writeTop renders a snapshot: a header, the sources, then the
 // aggregation prefixes holding more than one source (at most nPrefixes).
-func writeTop(w io.Writer, s *topSnapshot, vo viewOptions, rows []topRow, nPrefixes int, hint string) {
+func writeTop(w io.Writer, s *engine.TopSnapshot, vo viewOptions, rows []engine.TopRow, nPrefixes int, hint string) {
 	c := s.Counters
 	fmt.Fprintf(w, "synban top — %s; sampler %s, %d sample(s), %d sources\n", s.At.Format("15:04:05"), s.Sampler, s.Samples, s.Sources)
 	fmt.Fprintf(w, "flood: %s — %s\n", s.Class.Kind, s.Class.Why)
@@ -141,7 +100,7 @@ func writeTop(w io.Writer, s *topSnapshot, vo viewOptions, rows []topRow, nPrefi
 		fmt.Fprintf(w, "kernel: %s; drops: %s\n", s.Backend, strings.Join(s.RuleDrops, ", "))
 	}
 	fmt.Fprintf(w, "sort: %s; filter: %q%s\n", vo.sort, vo.filter, hint)
-	var sources, prefixes []topRow
+	var sources, prefixes []engine.TopRow
 	for _, r := range rows {
 		if r.Prefix {
 			prefixes = append(prefixes, r)
@@ -156,7 +115,7 @@ func writeTop(w io.Writer, s *topSnapshot, vo viewOptions, rows []topRow, nPrefi
 	for _, r := range rows {
 		width = max(width, len(r.Subject))
 	}
-	table := func(title string, rows []topRow) {
+	table := func(title string, rows []engine.TopRow) {
 		fmt.Fprintf(w, "\n%-*s %9s %11s %7s %5s  %-32s %9s %9s\n", width, title, "SYN_RECV", "ESTABLISHED", "TOTAL", "SRCS", "VERDICT", "BAN", "DROPS")
 		for _, r := range rows {
 			verdict := "-"
@@ -209,7 +168,7 @@ func cmdTop(ctx context.Context, a *app, o *options, args []string) error {
 		return err
 	}
 	e := a.engine(o)
-	take := func(ctx context.Context) (*topSnapshot, error) { return takeTop(ctx, e, p) }
+	take := func(ctx context.Context) (*engine.TopSnapshot, error) { return e.Top(ctx, p) }
 	if vo.once || o.json {
 		s, err := take(ctx)
 		if err != nil {
@@ -217,7 +176,7 @@ func cmdTop(ctx context.Context, a *app, o *options, args []string) error {
 		}
 		rows := sortedRows(s.Rows, vo.sort, vo.filter, vo.top, vo.top)
 		if o.json {
-			return writeJSON(a.stdout, topJSON(s, rows))
+			return jsondoc.Write(a.stdout, jsondoc.TopOf(s, rows))
 		}
 		writeTop(a.stdout, s, vo, rows, len(rows), "")
 		return nil
@@ -240,9 +199,9 @@ func cmdTop(ctx context.Context, a *app, o *options, args []string) error {
 // topModel is top's bubbletea model.
 type topModel struct {
 	ctx  context.Context
-	take func(context.Context) (*topSnapshot, error)
+	take func(context.Context) (*engine.TopSnapshot, error)
 	vo   viewOptions
-	snap *topSnapshot
+	snap *engine.TopSnapshot
 	// err is the last refresh's failure, shown until the next succeeds;
 	// fatal ones (bad input) end top.
 	err           error
@@ -252,7 +211,7 @@ type topModel struct {
 }
 
 type snapMsg struct {
-	s   *topSnapshot
+	s   *engine.TopSnapshot
 	err error
 }
 

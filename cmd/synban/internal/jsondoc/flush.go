@@ -1,0 +1,6 @@
+package jsondoc
+
+// Flush is `flush --json`.
+type Flush struct {
+	Backend string `json:"backend"`
+}
