@@ -75,16 +75,16 @@ func (l *lab) synban(args ...string) (string, error) {
 
 // flood sends count SYNs from the attacker to the victim's port 80, bounded
 // in packets and time (hping3 -c, and a timeout).
-func (l *lab) flood(count int) {
+func (l *lab) flood(count int) int {
 	l.t.Helper()
-	hping(l.t, l.attacker, count, victimAddr)
+	return hping(l.t, l.attacker, count, victimAddr)
 }
 
 // hping sends count SYNs to dst:80 from ns with hping3 (extra arguments such
 // as "-a SRC" go before the target), bounded by -c and a timeout. hping3
 // exits 1 when no answer came back, which is what a ban does: judge it by
-// what it says it sent.
-func hping(t *testing.T, ns *netnstest.NS, count int, dst string, extra ...string) {
+// what it says it sent, which it returns.
+func hping(t *testing.T, ns *netnstest.NS, count int, dst string, extra ...string) int {
 	t.Helper()
 	argv := append([]string{"timeout", "30", "hping3", "-q", "-S", "-p", "80", "-i", "u500", "-c", strconv.Itoa(count)}, extra...)
 	out, _ := ns.Run(append(argv, dst)...)
@@ -100,6 +100,7 @@ func hping(t *testing.T, ns *netnstest.NS, count int, dst string, extra ...strin
 	if sent < count/2 {
 		t.Fatalf("hping3 sent %d of %d packets: %s", sent, count, out)
 	}
+	return sent
 }
 
 // halfOpen counts SYN_RECV entries from src in the victim, read with ss
@@ -237,8 +238,8 @@ func TestEndToEndFloodBanned(t *testing.T) {
 				return
 			}
 			before := st.packets("ban_v4")
-			l.flood(100)
-			netnstest.Eventually(t, 10*time.Second, func() bool { return l.status(backend).packets("ban_v4") >= before+100 },
+			sent := l.flood(100)
+			netnstest.Eventually(t, 10*time.Second, func() bool { return l.status(backend).packets("ban_v4") >= before+uint64(sent) },
 				"ban_v4 drop counter did not rise by the 100 flood packets (was %d)", before)
 		})
 	}
