@@ -187,6 +187,9 @@ type dropLab struct {
 	mac                      string
 	ln                       net.Listener
 	wg                       sync.WaitGroup
+	// unapply, when set, removes what synban applied; its XDP pins live
+	// in the host's bpffs and outlive the namespace unless flushed.
+	unapply func() error
 }
 
 // newDropLab builds the namespaces of one measurement.
@@ -389,6 +392,13 @@ func (b *bench) applyPath(ctx context.Context, l *dropLab, path int, bans []neti
 		return err
 	}); err != nil {
 		return "", fmt.Errorf("synban run (%s): %w", pathNames[path], err)
+	}
+	l.unapply = func() error {
+		_, err := engineIn(l.victim, func() error {
+			_, err := e.Flush(context.WithoutCancel(ctx), p)
+			return err
+		})
+		return err
 	}
 	if out.Decision.Restored != len(bans) || out.Result.Added != len(bans) {
 		return "", fmt.Errorf("synban run (%s): restored %d, added %d, want %d", pathNames[path], out.Decision.Restored, out.Result.Added, len(bans))
@@ -608,8 +618,14 @@ func (b *bench) dropScenario(ctx context.Context) error {
 	return nil
 }
 
-// delDropLab deletes the lab's namespaces.
+// delDropLab flushes what synban applied (its XDP pins included) and
+// deletes the lab's namespaces.
 func (b *bench) delDropLab(l *dropLab) {
+	if l.unapply != nil {
+		if err := l.unapply(); err != nil {
+			b.log.Error("cleanup: synban flush", "err", err)
+		}
+	}
 	for _, ns := range []*netns{l.victim, l.attacker, l.client} {
 		if err := b.nss.del(ns); err != nil {
 			b.log.Error("cleanup", "err", err)
