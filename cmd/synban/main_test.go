@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 	switch os.Getenv("SYNBAN_TEST_ROLE") {
 	case "":
 		code := m.Run()
-		removeBuilt()
+		synbanBin.Remove()
 		os.Exit(code)
 	case "synban":
 		// As main does: SIGTERM and SIGINT cancel the context (synban watch).
