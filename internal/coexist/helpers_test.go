@@ -30,19 +30,13 @@ import (
 // synbanBin is cmd/synban, built once for the suite.
 var synbanBin = testbin.Binary{Pkg: testbin.Synban}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	synbanBin.Remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(synbanBin.RunTests(m)) }
 
 // report logs a measured line in the test log and on standard output, where
 // CI shows it for passing tests too.
 func report(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	t.Log(msg)
-	fmt.Printf("coexist: %s: %s\n", t.Name(), msg)
+	netnstest.Report(t, "coexist", format, args...)
 }
 
 // The lab's addresses: the victim (where synban and the other tool run) has

@@ -20,19 +20,13 @@ import (
 // synbanBin is cmd/synban, built once for the suite.
 var synbanBin = testbin.Binary{Pkg: testbin.Synban}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	synbanBin.Remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(synbanBin.RunTests(m)) }
 
 // report prints a count line both in the test log and on standard output,
 // where CI shows it even for passing tests.
 func report(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	t.Log(msg)
-	fmt.Printf("reliability: %s: %s\n", t.Name(), msg)
+	netnstest.Report(t, "reliability", format, args...)
 }
 
 // runSynban runs the synban binary inside ns and returns its exit code,

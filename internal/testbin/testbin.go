@@ -67,3 +67,11 @@ func (b *Binary) Remove() {
 		_ = os.RemoveAll(b.dir)
 	}
 }
+
+// RunTests runs m's tests, then removes the binary, and returns the exit
+// code for os.Exit: what a TestMain that only cleans up does.
+func (b *Binary) RunTests(m *testing.M) int {
+	code := m.Run()
+	b.Remove()
+	return code
+}
