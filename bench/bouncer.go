@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/synban/synban/internal/lapitest"
 	"github.com/synban/synban/internal/nsenter"
 )
 
@@ -141,55 +142,17 @@ func (l *csLAPI) cscli(ctx context.Context, args ...string) (string, error) {
 	return l.ns.run(ctx, append([]string{"cscli", "-c", l.config}, args...)...)
 }
 
-// startLAPI writes a private configuration in dir (as internal/lapitest
-// does), registers cscli's machine and the two bouncers, and starts the
+// startLAPI writes a private configuration in dir (lapitest.WriteConfig), registers cscli's machine and the two bouncers, and starts the
 // LAPI in ns.
 func startLAPI(ctx context.Context, ns *netns, dir string) (*csLAPI, []string, error) {
-	l := &csLAPI{ns: ns, dir: dir, config: filepath.Join(dir, "config.yaml")}
-	for _, sub := range []string{"data", "hub", "notifications"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
-			return nil, nil, err
-		}
+	config, err := lapitest.WriteConfig(dir, lapitest.ConfigOptions{
+		ListenURI: fmt.Sprintf("127.0.0.1:%d", lapiPort),
+		LogLevel:  "warning",
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	config := fmt.Sprintf(`common:
-  daemonize: false
-  log_media: stdout
-  log_level: warning
-  working_dir: .
-config_paths:
-  config_dir: %[1]s/
-  data_dir: %[1]s/data/
-  simulation_path: %[1]s/simulation.yaml
-  hub_dir: %[1]s/hub/
-  index_path: %[1]s/hub/.index.json
-  notification_dir: %[1]s/notifications/
-  plugin_dir: /usr/lib/crowdsec/plugins/
-db_config:
-  type: sqlite
-  db_path: %[1]s/data/crowdsec.db
-  use_wal: true
-  log_level: warning
-  flush:
-    max_items: 1000000
-    max_age: 7d
-api:
-  client:
-    credentials_path: %[1]s/local_api_credentials.yaml
-  server:
-    log_level: warning
-    listen_uri: "127.0.0.1:%[2]d"
-    profiles_path: %[1]s/profiles.yaml
-    trusted_ips:
-      - 127.0.0.1
-prometheus:
-  enabled: false
-`, dir, lapiPort)
-	profiles := "name: default_ip_remediation\nfilters:\n - Alert.Remediation == true && Alert.GetScope() == \"Ip\"\ndecisions:\n - type: ban\n   duration: 4h\non_success: break\n"
-	for name, text := range map[string]string{"config.yaml": config, "profiles.yaml": profiles, "simulation.yaml": "simulation: off\n"} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
-			return nil, nil, err
-		}
-	}
+	l := &csLAPI{ns: ns, dir: dir, config: config}
 	if _, err := l.cscli(ctx, "machines", "add", "cscli", "--password", "bench-cscli-password-0123456789", "--url", l.url(),
 		"-f", filepath.Join(dir, "local_api_credentials.yaml")); err != nil {
 		return nil, nil, err
@@ -286,37 +249,6 @@ func nsHTTPClient(ns *netns) *http.Client {
 		},
 	}}
 }
-
-// bouncerYAML is the bouncer's configuration: nftables mode, its default
-// tables, its default hooks (input and forward), a 1 s poll.
-const bouncerYAML = `mode: nftables
-pid_dir: %[1]s
-update_frequency: 1s
-daemonize: false
-log_mode: file
-log_dir: %[1]s
-log_level: info
-api_url: %[2]s
-api_key: %[3]s
-disable_ipv6: false
-deny_action: DROP
-deny_log: false
-supported_decisions_types:
-  - ban
-nftables:
-  ipv4:
-    enabled: true
-    set-only: false
-    table: crowdsec
-    chain: crowdsec-chain
-  ipv6:
-    enabled: true
-    set-only: false
-    table: crowdsec6
-    chain: crowdsec6-chain
-prometheus:
-  enabled: false
-`
 
 // synbanBouncerPolicy is synban's policy for the side-by-side: pull only,
 // the ban sets big enough, prerouting.
@@ -419,7 +351,7 @@ func bouncerOne(ctx context.Context, log *slog.Logger, nss *namespaces, synban, 
 
 	// The bouncer, with synban's table gone.
 	cfg := filepath.Join(dir, "bouncer.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(bouncerYAML, dir, lapi.url(), bouncerKey)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(lapitest.FirewallBouncerConfig(dir, lapi.url(), bouncerKey)), 0o600); err != nil {
 		return row, err
 	}
 	blog, err := os.Create(filepath.Join(dir, "bouncer.out"))

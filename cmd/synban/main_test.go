@@ -18,9 +18,7 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("SYNBAN_TEST_ROLE") {
 	case "":
-		code := m.Run()
-		removeBuilt()
-		os.Exit(code)
+		os.Exit(synbanBin.RunTests(m))
 	case "synban":
 		// As main does: SIGTERM and SIGINT cancel the context (synban watch).
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

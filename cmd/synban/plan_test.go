@@ -70,7 +70,7 @@ func TestPlanSaysWhichBackend(t *testing.T) {
 // falling through to routes (whose probe any user passes).
 func TestPlanUnprivilegedSaysAssumed(t *testing.T) {
 	netnstest.RequireRoot(t) // to switch to nobody
-	bin := synbanBinary(t)
+	bin := synbanBin.Path(t)
 	for _, tc := range []struct {
 		args    []string
 		backend string

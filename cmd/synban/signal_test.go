@@ -28,7 +28,7 @@ interval = "1s"
 // "synban CMD: interrupted", watch with exit 0.
 func TestSignalEndsCommands(t *testing.T) {
 	netnstest.RequireRoot(t)
-	bin := synbanBinary(t)
+	bin := synbanBin.Path(t)
 	pol := writePolicy(t, slowPolicy)
 	for _, tc := range []struct {
 		name    string

@@ -12,39 +12,6 @@ import (
 	"github.com/synban/synban/internal/netnstest"
 )
 
-// bouncerConfig is a minimal crowdsec-firewall-bouncer configuration in
-// nftables mode with its default tables (ip crowdsec, ip6 crowdsec6); %[1]s
-// is the directory for its log and pid file, %[2]s the LAPI URL, %[3]s the
-// bouncer key.
-const bouncerConfig = `mode: nftables
-pid_dir: %[1]s
-update_frequency: 1s
-daemonize: false
-log_mode: file
-log_dir: %[1]s
-log_level: info
-api_url: %[2]s
-api_key: %[3]s
-disable_ipv6: false
-deny_action: DROP
-deny_log: false
-supported_decisions_types:
-  - ban
-nftables:
-  ipv4:
-    enabled: true
-    set-only: false
-    table: crowdsec
-    chain: crowdsec-chain
-  ipv6:
-    enabled: true
-    set-only: false
-    table: crowdsec6
-    chain: crowdsec6-chain
-prometheus:
-  enabled: false
-`
-
 // writeFile0600 writes text to a new file in a temporary directory.
 func writeFile0600(t *testing.T, name, text string) string {
 	t.Helper()
@@ -84,7 +51,7 @@ timeout = "20s"
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	cfg := writeFile0600(t, "bouncer.yaml", fmt.Sprintf(bouncerConfig, dir, lk.URL4, lapi.AddBouncer("cs-firewall-bouncer")))
+	cfg := writeFile0600(t, "bouncer.yaml", lapitest.FirewallBouncerConfig(dir, lk.URL4, lapi.AddBouncer("cs-firewall-bouncer")))
 	sb := newSandbox(t, l.victim)
 	var b *daemon
 	bouncerHas := func(addr string) bool {

@@ -24,51 +24,19 @@ import (
 
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/internal/nsenter"
+	"github.com/synban/synban/internal/testbin"
 )
 
-// built is the synban binary built once for the suite.
-var built struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
+// synbanBin is cmd/synban, built once for the suite.
+var synbanBin = testbin.Binary{Pkg: testbin.Synban}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if built.dir != "" {
-		_ = os.RemoveAll(built.dir)
-	}
-	os.Exit(code)
-}
-
-// synbanBinary builds cmd/synban once (go build) and returns its path.
-func synbanBinary(t testing.TB) string {
-	t.Helper()
-	built.once.Do(func() {
-		built.dir, built.err = os.MkdirTemp("", "synban-coexist-")
-		if built.err != nil {
-			return
-		}
-		built.path = filepath.Join(built.dir, "synban")
-		out, err := exec.Command("go", "build", "-o", built.path, "github.com/synban/synban/cmd/synban").CombinedOutput()
-		if err != nil {
-			built.err = fmt.Errorf("go build cmd/synban: %w: %s", err, out)
-		}
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
-	}
-	return built.path
-}
+func TestMain(m *testing.M) { os.Exit(synbanBin.RunTests(m)) }
 
 // report logs a measured line in the test log and on standard output, where
 // CI shows it for passing tests too.
 func report(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	t.Log(msg)
-	fmt.Printf("coexist: %s: %s\n", t.Name(), msg)
+	netnstest.Report(t, "coexist", format, args...)
 }
 
 // The lab's addresses: the victim (where synban and the other tool run) has
@@ -111,7 +79,7 @@ func newLabExtra(t *testing.T, hooks, extra string) *lab {
 	for _, c := range []string{"nft", "busybox", "nsenter", "unshare"} {
 		netnstest.RequireCommand(t, c)
 	}
-	synbanBinary(t)
+	synbanBin.Path(t)
 	l := &lab{t: t,
 		victim:   netnstest.New(t, "cxv"),
 		attacker: netnstest.New(t, "cxa"),
@@ -154,7 +122,7 @@ hooks = %s
 // state directory.
 func (l *lab) synban(args ...string) (string, error) {
 	l.t.Helper()
-	argv := append([]string{synbanBinary(l.t)}, args...)
+	argv := append([]string{synbanBin.Path(l.t)}, args...)
 	argv = append(argv, "-c", l.policy, "--state-dir", l.stateDir)
 	return l.victim.Run(argv...)
 }

@@ -81,9 +81,15 @@ func Start(t testing.TB) *LAPI {
 		Password:   randomHex(t, 16),
 		BouncerKey: randomHex(t, 16),
 	}
-	l.ConfigPath = filepath.Join(l.Dir, "config.yaml")
 	l.logPath = filepath.Join(l.Dir, "crowdsec.log")
-	l.writeConfig()
+	var err error
+	l.ConfigPath, err = WriteConfig(l.Dir, ConfigOptions{
+		ListenURI:  fmt.Sprintf("[::]:%d", Port),
+		TrustedIPs: []string{"127.0.0.1", "::1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// cscli writes machines and bouncers straight into the database, so
 	// credentials exist before the server starts. The "cscli" machine's file
 	// is the client credential cscli itself uses for `decisions list`.
@@ -105,69 +111,6 @@ func randomHex(t testing.TB, n int) string {
 		t.Fatalf("random: %v", err)
 	}
 	return hex.EncodeToString(b)
-}
-
-func (l *LAPI) writeConfig() {
-	l.t.Helper()
-	d := l.Dir
-	for _, sub := range []string{"data", "hub", "notifications"} {
-		if err := os.MkdirAll(filepath.Join(d, sub), 0o700); err != nil {
-			l.t.Fatal(err)
-		}
-	}
-	config := fmt.Sprintf(`common:
-  daemonize: false
-  log_media: stdout
-  log_level: info
-  working_dir: .
-config_paths:
-  config_dir: %[1]s/
-  data_dir: %[1]s/data/
-  simulation_path: %[1]s/simulation.yaml
-  hub_dir: %[1]s/hub/
-  index_path: %[1]s/hub/.index.json
-  notification_dir: %[1]s/notifications/
-  plugin_dir: /usr/lib/crowdsec/plugins/
-db_config:
-  type: sqlite
-  db_path: %[1]s/data/crowdsec.db
-  use_wal: true
-  log_level: warning
-  flush:
-    max_items: 1000000
-    max_age: 7d
-api:
-  client:
-    credentials_path: %[1]s/local_api_credentials.yaml
-  server:
-    log_level: info
-    listen_uri: "[::]:%[2]d"
-    profiles_path: %[1]s/profiles.yaml
-    trusted_ips:
-      - 127.0.0.1
-      - ::1
-prometheus:
-  enabled: false
-`, d, Port)
-	// The profile only matters for alerts without decisions; the default
-	// one, as Debian ships it.
-	profiles := `name: default_ip_remediation
-filters:
- - Alert.Remediation == true && Alert.GetScope() == "Ip"
-decisions:
- - type: ban
-   duration: 4h
-on_success: break
-`
-	for name, text := range map[string]string{
-		"config.yaml":     config,
-		"profiles.yaml":   profiles,
-		"simulation.yaml": "simulation: off\n",
-	} {
-		if err := os.WriteFile(filepath.Join(d, name), []byte(text), 0o600); err != nil {
-			l.t.Fatal(err)
-		}
-	}
 }
 
 // Cscli runs cscli with the LAPI's configuration inside its namespace (the

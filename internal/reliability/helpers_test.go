@@ -9,57 +9,24 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/synban/synban/internal/netnstest"
+	"github.com/synban/synban/internal/testbin"
 	"github.com/synban/synban/state"
 )
 
-// built is the synban binary built once for the tests that run it.
-var built struct {
-	once sync.Once
-	path string
-	err  error
-	dir  string
-}
+// synbanBin is cmd/synban, built once for the suite.
+var synbanBin = testbin.Binary{Pkg: testbin.Synban}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if built.dir != "" {
-		_ = os.RemoveAll(built.dir)
-	}
-	os.Exit(code)
-}
-
-// synbanBinary builds cmd/synban once (go build) and returns its path.
-func synbanBinary(t testing.TB) string {
-	t.Helper()
-	built.once.Do(func() {
-		built.dir, built.err = os.MkdirTemp("", "synban-reliability-")
-		if built.err != nil {
-			return
-		}
-		built.path = filepath.Join(built.dir, "synban")
-		out, err := exec.Command("go", "build", "-o", built.path, "github.com/synban/synban/cmd/synban").CombinedOutput()
-		if err != nil {
-			built.err = fmt.Errorf("go build cmd/synban: %w: %s", err, out)
-		}
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
-	}
-	return built.path
-}
+func TestMain(m *testing.M) { os.Exit(synbanBin.RunTests(m)) }
 
 // report prints a count line both in the test log and on standard output,
 // where CI shows it even for passing tests.
 func report(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	t.Log(msg)
-	fmt.Printf("reliability: %s: %s\n", t.Name(), msg)
+	netnstest.Report(t, "reliability", format, args...)
 }
 
 // runSynban runs the synban binary inside ns and returns its exit code,
@@ -69,7 +36,7 @@ func runSynban(t testing.TB, ns *netnstest.NS, args ...string) (int, string, str
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out, errb strings.Builder
-	cmd := ns.Command(ctx, append([]string{synbanBinary(t)}, args...)...)
+	cmd := ns.Command(ctx, append([]string{synbanBin.Path(t)}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	if err != nil {

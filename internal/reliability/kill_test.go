@@ -149,7 +149,7 @@ func TestKillDuringApply(t *testing.T) {
 		// records (a run spends its first part starting, loading the store
 		// and sampling), and now and then just after it ended.
 		delay := runTime*2/5 + time.Duration(rng.Int64N(int64(runTime*7/10)))
-		cmd := ns.Command(context.Background(), append([]string{synbanBinary(t)}, run...)...)
+		cmd := ns.Command(context.Background(), append([]string{synbanBin.Path(t)}, run...)...)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
