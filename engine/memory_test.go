@@ -82,7 +82,7 @@ func (r *rig) open(_ context.Context, name string, o backends.Options) (rules.Ba
 // engine returns an engine on the rig replaying the capture from ("" for
 // none).
 func (r *rig) engine(from string) *Engine {
-	o := Options{StateDir: r.dir, From: from, SysctlRoot: r.t.TempDir(), OpenBackend: r.open, Now: r.clock.Now}
+	o := Options{StateDir: r.dir, From: from, SysctlRoot: r.t.TempDir(), XDPRoot: r.t.TempDir(), OpenBackend: r.open, Now: r.clock.Now}
 	if r.lapi != nil {
 		o.NewLAPI = func(crowdsec.Config) (LAPI, error) { return r.lapi, nil }
 	}
