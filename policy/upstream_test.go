@@ -144,20 +144,7 @@ func TestPolicyUpstreamInvalid(t *testing.T) {
 		{"[upstream]\nneighbor = 1\n", 2, "upstream.neighbor", "array of tables"},
 	} {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			_, err := Parse("u.toml", []byte(c.policy))
-			if err == nil {
-				t.Fatalf("accepted:\n%s", c.policy)
-			}
-			prefix := fmt.Sprintf("u.toml:%d: %s: ", c.line, c.key)
-			found := false
-			for _, line := range strings.Split(err.Error(), "\n") {
-				if strings.HasPrefix(line, prefix) && strings.Contains(line, c.want) {
-					found = true
-				}
-			}
-			if !found {
-				t.Errorf("error\n%v\nhas no line %q...%q", err, prefix, c.want)
-			}
+			wantParseError(t, "u.toml", c.policy, c.line, c.key, c.want)
 		})
 	}
 }

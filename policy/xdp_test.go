@@ -71,20 +71,7 @@ func TestPolicyXDPInvalid(t *testing.T) {
 		{"xdp = true\n", 1, "xdp", "must be a table"},
 	} {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			_, err := Parse("x.toml", []byte(c.policy))
-			if err == nil {
-				t.Fatalf("accepted:\n%s", c.policy)
-			}
-			prefix := fmt.Sprintf("x.toml:%d: %s: ", c.line, c.key)
-			found := false
-			for _, line := range strings.Split(err.Error(), "\n") {
-				if strings.HasPrefix(line, prefix) && strings.Contains(line, c.want) {
-					found = true
-				}
-			}
-			if !found {
-				t.Errorf("error\n%v\nhas no line %q...%q", err, prefix, c.want)
-			}
+			wantParseError(t, "x.toml", c.policy, c.line, c.key, c.want)
 		})
 	}
 }
