@@ -58,17 +58,8 @@ func newCookieLab(t *testing.T) *lab {
 
 // cookieRunJSON is what these tests read of `run --json`.
 type cookieRunJSON struct {
-	Verdicts       []jsondoc.Verdict `json:"verdicts"`
-	Classification struct {
-		Kind          string   `json:"kind"`
-		Why           string   `json:"why"`
-		CookiesSent   int64    `json:"cookies_sent"`
-		CookiesRecv   int64    `json:"cookies_recv"`
-		Evidence      []string `json:"evidence"`
-		Advice        []string `json:"advice"`
-		CountersSince float64  `json:"counters_since_seconds"`
-		CountersFrom  string   `json:"counters_from"`
-	} `json:"classification"`
+	Verdicts       []jsondoc.Verdict      `json:"verdicts"`
+	Classification jsondoc.Classification `json:"classification"`
 }
 
 func (l *lab) runCookies(backend string) cookieRunJSON {
