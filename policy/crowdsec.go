@@ -3,7 +3,6 @@ package policy
 import (
 	"net/url"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -55,9 +54,9 @@ func (c *CrowdSec) Pushing() bool { return c.Enabled && c.Push }
 // Pulling reports whether the LAPI's decisions are enforced.
 func (c *CrowdSec) Pulling() bool { return c.Enabled && c.Pull }
 
-// crowdsecWordRE is an origin or scenario word the LAPI's filters accept
+// crowdsecWords is an origin or scenario word the LAPI's filters accept
 // (they are joined with commas in a query).
-var crowdsecWordRE = regexp.MustCompile(`^[A-Za-z0-9_./:-]{1,64}$`)
+var crowdsecWords = namePattern{first: letters + digits + "_./:-", rest: letters + digits + "_./:-", max: 64}
 
 // maxCrowdSecFilters bounds pull_origins and pull_scenarios_containing.
 const maxCrowdSecFilters = 64
@@ -76,7 +75,7 @@ func (d *decoder) validateCrowdSec(p *Policy) {
 		"crowdsec.pull_scenarios_containing": c.PullScenariosContaining,
 	} {
 		for _, w := range list {
-			if !crowdsecWordRE.MatchString(w) {
+			if !crowdsecWords.MatchString(w) {
 				d.errorf(key, "%q: want 1..64 letters, digits or _ . / : -", w)
 			}
 		}
@@ -89,7 +88,7 @@ func (d *decoder) validateCrowdSec(p *Policy) {
 			d.errorf(key, "must be an absolute path, got %q", path)
 		}
 	}
-	if c.MachineID != "" && !crowdsecWordRE.MatchString(c.MachineID) {
+	if c.MachineID != "" && !crowdsecWords.MatchString(c.MachineID) {
 		d.errorf("crowdsec.machine_id", "%q: want 1..64 letters, digits or _ . / : -", c.MachineID)
 	}
 	if c.LAPIURL != "" {

@@ -204,7 +204,7 @@ func (d *decoder) validateUpstream(p *Policy) {
 		}
 	}
 	for i, ifc := range u.Interfaces {
-		if !deviceRE.MatchString(ifc) {
+		if !deviceNames.MatchString(ifc) {
 			d.errorf(fmt.Sprintf("upstream.interfaces[%d]", i), "must be an interface name (1..15 letters, digits, '_', '-' or '.'), got %q", ifc)
 		} else if slices.Contains(u.Interfaces[:i], ifc) {
 			d.errorf(fmt.Sprintf("upstream.interfaces[%d]", i), "duplicate interface %q", ifc)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -64,12 +63,12 @@ var (
 )
 
 var (
-	ruleNameRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
-	nftNameRE   = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
-	chainNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,27}$`)
-	// deviceRE is an interface name (IFNAMSIZ 16 with its NUL) limited to
+	ruleNames  = namePattern{first: letters + digits, rest: letters + digits + "_.-", max: 64}
+	nftNames   = namePattern{first: letters, rest: letters + digits + "_.-", max: 64}
+	chainNames = namePattern{first: letters + digits + "_", rest: letters + digits + "_-", max: 28}
+	// deviceNames is an interface name (IFNAMSIZ 16 with its NUL) limited to
 	// characters that are safe in an nft chain name and script.
-	deviceRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$`)
+	deviceNames = namePattern{first: letters + digits + "_", rest: letters + digits + "_.-", max: 15}
 )
 
 // reservedChains are iptables names a user chain may not take: built-in
@@ -243,7 +242,7 @@ func (d *decoder) validate(p *Policy) {
 	for i, r := range p.Rules {
 		k := fmt.Sprintf("rule[%d]", i)
 		switch {
-		case !ruleNameRE.MatchString(r.Name):
+		case !ruleNames.MatchString(r.Name):
 			d.errorf(k+".name", "must be 1..64 letters, digits, '-', '_' or '.', starting with a letter or digit, got %q", r.Name)
 		default:
 			if j, dup := names[r.Name]; dup {
@@ -316,7 +315,7 @@ func (d *decoder) validate(p *Policy) {
 	d.portList("connlimit.ports", p.ConnLimit.Ports)
 
 	switch t := p.NFTables.Table; {
-	case !nftNameRE.MatchString(t):
+	case !nftNames.MatchString(t):
 		d.errorf("nftables.table", "must be 1..64 letters, digits, '_', '-' or '.', starting with a letter, got %q", t)
 	case slices.Contains(nftKeywords, t):
 		d.errorf("nftables.table", "%q is an nft keyword, which nft does not accept as a table name", t)
@@ -349,7 +348,7 @@ func (d *decoder) validate(p *Policy) {
 	d.between("route.protocol", p.Route.Protocol, MinRouteProtocol, MaxRouteProtocol)
 
 	switch c := p.IPTables.Chain; {
-	case !chainNameRE.MatchString(c):
+	case !chainNames.MatchString(c):
 		d.errorf("iptables.chain", "must be 1..28 letters, digits, '_' or '-', not starting with '-', got %q", c)
 	case slices.Contains(reservedChains, strings.ToUpper(c)):
 		d.errorf("iptables.chain", "%q is a built-in chain or target name", c)

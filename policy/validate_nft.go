@@ -28,7 +28,7 @@ func (d *decoder) validateNFTIntegration(p *Policy) {
 			d.errorf("nftables.mode", `"sets" needs nftables.sets_table: name the table of yours that holds synban's sets`)
 		case t == "":
 			d.errorf("nftables.sets_table", `is required with mode = "sets": name the table of yours that holds synban's sets`)
-		case !nftNameRE.MatchString(t):
+		case !nftNames.MatchString(t):
 			d.errorf("nftables.sets_table", "must be 1..64 letters, digits, '_', '-' or '.', starting with a letter, got %q", t)
 		case slices.Contains(nftKeywords, t):
 			d.errorf("nftables.sets_table", "%q is an nft keyword, which nft does not accept as a table name", t)
@@ -70,7 +70,7 @@ func (d *decoder) validateNFTIntegration(p *Policy) {
 	for i, dev := range n.IngressDevices {
 		k := fmt.Sprintf("nftables.ingress_devices[%d]", i)
 		switch {
-		case !deviceRE.MatchString(dev):
+		case !deviceNames.MatchString(dev):
 			d.errorf(k, "must be an interface name of 1..15 letters, digits, '_', '.' or '-', got %q", dev)
 		case seen[dev]:
 			d.errorf(k, "duplicate device %q", dev)

@@ -43,7 +43,7 @@ func (d *decoder) validateXDP(p *Policy) {
 	d.oneOf("xdp.mode", x.Mode, xdpModes)
 	for i, ifc := range x.Interfaces {
 		k := fmt.Sprintf("xdp.interfaces[%d]", i)
-		if !deviceRE.MatchString(ifc) {
+		if !deviceNames.MatchString(ifc) {
 			d.errorf(k, "must be an interface name (1..15 letters, digits, '_', '-' or '.'), got %q", ifc)
 		} else if slices.Contains(x.Interfaces[:i], ifc) {
 			d.errorf(k, "duplicate interface %q", ifc)
