@@ -395,7 +395,7 @@ const SpeakerLockName = "upstream.lock"
 // lockSpeaker takes the speaker's lock (flock on DIR/upstream.lock, released
 // by the kernel when the process dies); a held lock is an error wrapping
 // ErrLocked.
-func lockSpeaker(dir string) (func(), error) {
+func lockSpeaker(dir string) (*os.File, error) {
 	path := filepath.Join(dir, SpeakerLockName)
 	f, err := trust.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -408,38 +408,46 @@ func lockSpeaker(dir string) (func(), error) {
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	return func() { f.Close() }, nil
+	return f, nil
 }
 
-// RunUpstream is `synban upstream`: it holds the BGP sessions to the
-// policy's neighbors and keeps the announcements equal to the hand-off
-// file in the state directory (upstream.Speaker.Run) until ctx ends, then
-// withdraws everything and closes the sessions. The policy must enable
-// [upstream]; a refused secret file or state directory is bad input.
-func (e *Engine) RunUpstream(ctx context.Context, p *policy.Policy) error {
+// Speaker is what `synban upstream` hands to the speaker binary
+// (synban-speaker, which links GoBGP so that nothing else has to): the
+// checked configuration, the state directory, and its lock, held.
+type Speaker struct {
+	// Config is the policy's [upstream], checked, with its secrets read.
+	Config upstream.Config
+	// StateDir holds the hand-off file the speaker follows and the status
+	// file it writes.
+	StateDir string
+	// Lock is DIR/upstream.lock, locked (flock): it stays locked across
+	// exec as long as the speaker keeps the descriptor open.
+	Lock *os.File
+}
+
+// PrepareUpstream is the part of `synban upstream` that runs before the
+// hand-over to the speaker binary: the policy must enable [upstream], its
+// configuration must pass the speaker's own check (a refused secret file
+// or state directory is bad input), and no other speaker may hold the
+// state directory. The caller owns the returned lock.
+func (e *Engine) PrepareUpstream(p *policy.Policy) (*Speaker, error) {
 	if !p.Upstream.Enabled {
-		return BadInput("%s: upstream.enabled is false: the speaker has nothing to do", p.Source)
+		return nil, BadInput("%s: upstream.enabled is false: the speaker has nothing to do", p.Source)
 	}
 	cfg, err := e.UpstreamConfig(p)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, &InputError{fmt.Errorf("upstream config: %w", err)}
 	}
 	store, err := state.Open(e.opts.StateDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	release, err := lockSpeaker(store.Dir())
+	lock, err := lockSpeaker(store.Dir())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer release()
-	s, err := upstream.NewSpeaker(cfg, e.log)
-	if err != nil {
-		return &InputError{err}
-	}
-	if err := s.Start(ctx); err != nil {
-		return err
-	}
-	e.log.Info("upstream speaker running", "state_dir", store.Dir(), "neighbors", len(cfg.Neighbors))
-	return s.Run(ctx, store.Dir())
+	return &Speaker{Config: cfg, StateDir: store.Dir(), Lock: lock}, nil
 }

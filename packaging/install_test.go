@@ -1,6 +1,7 @@
 package packaging
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -86,7 +87,7 @@ func checkInstall(t *testing.T, deb, commit string) {
 		"/lib/systemd/system/synban.timer", "/lib/systemd/system/synban-watch.service", "/usr/share/man/man8/synban.8.gz",
 		"/usr/share/bash-completion/completions/synban", "/usr/share/zsh/vendor-completions/_synban",
 		"/usr/share/fish/vendor_completions.d/synban.fish", "/usr/share/doc/synban/copyright",
-		"/usr/share/doc/synban/changelog.Debian.gz", "/var/lib/synban"} {
+		"/usr/share/doc/synban/changelog.Debian.gz", "/var/lib/synban", "/usr/libexec/synban/synban-speaker"} {
 		if !strings.Contains("\n"+string(listing), "\n"+want+"\n") {
 			t.Errorf("dpkg -L synban lacks %s", want)
 		}
@@ -115,6 +116,8 @@ func checkInstall(t *testing.T, deb, commit string) {
 	if out, err := ns.Run("/usr/sbin/synban", "check", "-c", "/etc/synban/policy.toml"); err != nil {
 		t.Errorf("synban check -c /etc/synban/policy.toml: %v: %s", err, out)
 	}
+
+	checkSpeaker(t, ns)
 
 	// The units: accepted by systemd-analyze, for the installed paths, not enabled.
 	units, _ := filepath.Glob("/lib/systemd/system/synban*")
@@ -229,5 +232,62 @@ func checkMode(t *testing.T, path string, want fs.FileMode) {
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Uid != 0 || st.Gid != 0 {
 		t.Errorf("%s: not owned by root", path)
+	}
+}
+
+// checkSpeaker runs the installed `synban upstream` on a policy with
+// [upstream] on: synban hands over to /usr/libexec/synban/synban-speaker
+// (the same process, so the unit's signals reach it), which starts, and
+// stops with exit 0 on SIGTERM. The neighbor is a documentation address the
+// namespace has no route to: no session comes up, nothing leaves it.
+func checkSpeaker(t *testing.T, ns *netnstest.NS) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pol := filepath.Join(dir, "upstream.toml")
+	text := "[upstream]\nenabled = true\nlocal_asn = 64512\nrouter_id = \"192.0.2.10\"\nown_prefixes = [\"192.0.2.0/24\"]\n" +
+		"interfaces = [\"lo\"]\nuplink_bps = 1000000000\n\n[[upstream.neighbor]]\naddress = \"192.0.2.1\"\npeer_asn = 64500\nfamilies = [\"ipv4-flowspec\"]\n"
+	if err := os.WriteFile(pol, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ns.Run("/usr/libexec/synban/synban-speaker"); err == nil || !strings.Contains(out, "synban upstream") {
+		t.Errorf("synban-speaker run by hand: %v, %q: want a refusal that names synban upstream", err, out)
+	}
+	var logs netnstest.LogBuffer
+	cmd := ns.Command(t.Context(), "/usr/sbin/synban", "upstream", "-c", pol, "--state-dir", filepath.Join(dir, "state"), "--log-level", "info")
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start synban upstream: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	running := func() bool { return strings.Contains(logs.String(), "upstream speaker running") }
+	deadline := time.Now().Add(30 * time.Second)
+	for !running() && time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			t.Fatalf("synban upstream exited before the speaker ran: %v:\n%s", err, logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if !running() {
+		_ = cmd.Process.Kill()
+		<-exited
+		t.Fatalf("the installed synban upstream did not start its speaker in 30 s:\n%s", logs.String())
+	}
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)); err != nil || exe != "/usr/libexec/synban/synban-speaker" {
+		t.Errorf("synban upstream (pid %d) runs %q (%v), want /usr/libexec/synban/synban-speaker", cmd.Process.Pid, exe, err)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("the speaker after SIGTERM: %v:\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Errorf("the speaker did not stop within 30 s of SIGTERM:\n%s", logs.String())
 	}
 }

@@ -44,7 +44,7 @@ ldflags="-s -w -buildid= -X main.version=$version -X main.commit=$commit -X main
 for arch in amd64 arm64; do
 	mkdir -p "$work/$arch"
 	CGO_ENABLED=0 GOOS=linux GOARCH=$arch GOAMD64=v1 GOARM64=v8.0 GOEXPERIMENT= \
-		go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$work/$arch/synban" ./cmd/synban
+		go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$work/$arch/" ./cmd/synban ./cmd/synban-speaker
 done
 
 # The files the binary generates, made by the build for this machine.
@@ -78,6 +78,8 @@ for arch in amd64 arm64; do
 	d=$work/tar/$name
 	mkdir -p "$d/completions" "$d/systemd"
 	install -m 0755 "$work/$arch/synban" "$d/synban"
+	# `synban upstream` runs the speaker found next to it.
+	install -m 0755 "$work/$arch/synban-speaker" "$d/synban-speaker"
 	install -m 0644 README.md "$d/README.md"
 	install -m 0644 packaging/copyright "$d/LICENSE"
 	install -m 0644 "$a/synban.8" "$d/synban.8"
@@ -90,7 +92,7 @@ for arch in amd64 arm64; do
 
 	# nfpm's packages: a module of its own (nfpm stays out of synban's go.mod).
 	(cd packaging/mkpkg && go run . -config ../nfpm.yaml -format deb,rpm -o "$out" -commit "$commit" \
-		-var ARCH="$arch" -var VERSION="$version" -var BIN="$work/$arch/synban" \
+		-var ARCH="$arch" -var VERSION="$version" -var BIN="$work/$arch/synban" -var SPEAKER="$work/$arch/synban-speaker" \
 		-var ASSETS="$a") >/dev/null
 done
 

@@ -15,9 +15,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-
-	"github.com/osrg/gobgp/v4/pkg/apiutil"
-	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
 
 // Kind says what an announcement asks of the upstream routers.
@@ -77,18 +74,16 @@ func (a Announcement) IPv6() bool {
 
 // Family is the GoBGP family name: ipv4-flowspec, ipv6-flowspec,
 // ipv4-unicast or ipv6-unicast.
-func (a Announcement) Family() string { return a.bgpFamily().String() }
-
-func (a Announcement) bgpFamily() bgp.Family {
+func (a Announcement) Family() string {
 	switch {
 	case a.Kind == FlowSpec && a.IPv6():
-		return bgp.RF_FS_IPv6_UC
+		return FamilyIPv6FlowSpec
 	case a.Kind == FlowSpec:
-		return bgp.RF_FS_IPv4_UC
+		return FamilyIPv4FlowSpec
 	case a.IPv6():
-		return bgp.RF_IPv6_UC
+		return FamilyIPv6Unicast
 	default:
-		return bgp.RF_IPv4_UC
+		return FamilyIPv4Unicast
 	}
 }
 
@@ -105,7 +100,7 @@ func (a Announcement) Key() string {
 // Equal reports whether a and b would put the same route on the wire
 // (Weight aside).
 func (a Announcement) Equal(b Announcement) bool {
-	return a.Key() == b.Key() && a.thenText() == b.thenText()
+	return a.Key() == b.Key() && a.ThenText() == b.ThenText()
 }
 
 // matchText is the FlowSpec match in gobgp CLI syntax.
@@ -118,16 +113,16 @@ func (a Announcement) matchText() string {
 	b.WriteString(" protocol tcp tcp-flags S&!A")
 	if len(a.Ports) > 0 {
 		b.WriteString(" destination-port")
-		for _, p := range a.sortedPorts() {
+		for _, p := range a.SortedPorts() {
 			fmt.Fprintf(&b, " ==%d", p)
 		}
 	}
 	return b.String()
 }
 
-// thenText is the action part in gobgp CLI syntax (FlowSpec) or the path
+// ThenText is the action part in gobgp CLI syntax (FlowSpec) or the path
 // attributes (RTBH).
-func (a Announcement) thenText() string {
+func (a Announcement) ThenText() string {
 	if a.Kind == FlowSpec {
 		if a.Action == RateLimit {
 			// gobgp's CLI takes the rate as bytes per second, like the
@@ -156,9 +151,9 @@ func (a Announcement) thenText() string {
 // then discard`.
 func (a Announcement) CLI() string {
 	if a.Kind == FlowSpec {
-		return "gobgp global rib -a " + a.Family() + " add match " + a.matchText() + " " + a.thenText()
+		return "gobgp global rib -a " + a.Family() + " add match " + a.matchText() + " " + a.ThenText()
 	}
-	return "gobgp global rib -a " + a.Family() + " add " + a.Destination.String() + " " + a.thenText()
+	return "gobgp global rib -a " + a.Family() + " add " + a.Destination.String() + " " + a.ThenText()
 }
 
 // WithdrawCLI renders the gobgp command that would withdraw a.
@@ -172,85 +167,11 @@ func (a Announcement) WithdrawCLI() string {
 // String is the CLI rendering.
 func (a Announcement) String() string { return a.CLI() }
 
-func (a Announcement) sortedPorts() []uint16 {
+// SortedPorts returns the destination ports sorted, without repeats.
+func (a Announcement) SortedPorts() []uint16 {
 	p := slices.Clone(a.Ports)
 	slices.Sort(p)
 	return slices.Compact(p)
-}
-
-// TCP flag bits (RFC 793) used in the FlowSpec TCP flags component.
-const (
-	tcpSYN = 0x02
-	tcpACK = 0x10
-)
-
-// components builds the FlowSpec NLRI components.
-func (a Announcement) components() ([]bgp.FlowSpecComponentInterface, error) {
-	dst, err := bgp.NewIPAddrPrefix(a.Destination)
-	if err != nil {
-		return nil, fmt.Errorf("destination %s: %w", a.Destination, err)
-	}
-	var cs []bgp.FlowSpecComponentInterface
-	if a.IPv6() {
-		cs = append(cs, bgp.NewFlowSpecDestinationPrefix6(dst, 0))
-	} else {
-		cs = append(cs, bgp.NewFlowSpecDestinationPrefix(dst))
-	}
-	if a.Source.IsValid() {
-		src, err := bgp.NewIPAddrPrefix(a.Source)
-		if err != nil {
-			return nil, fmt.Errorf("source %s: %w", a.Source, err)
-		}
-		if a.IPv6() {
-			cs = append(cs, bgp.NewFlowSpecSourcePrefix6(src, 0))
-		} else {
-			cs = append(cs, bgp.NewFlowSpecSourcePrefix(src))
-		}
-	}
-	// protocol == 6 (tcp)
-	cs = append(cs, bgp.NewFlowSpecComponent(bgp.FLOW_SPEC_TYPE_IP_PROTO, []*bgp.FlowSpecComponentItem{
-		bgp.NewFlowSpecComponentItem(uint8(bgp.DEC_NUM_OP_EQ)|uint8(bgp.DEC_NUM_OP_END), 6),
-	}))
-	// SYN set, and (AND) not ACK set.
-	cs = append(cs, bgp.NewFlowSpecComponent(bgp.FLOW_SPEC_TYPE_TCP_FLAG, []*bgp.FlowSpecComponentItem{
-		bgp.NewFlowSpecComponentItem(0, tcpSYN),
-		bgp.NewFlowSpecComponentItem(uint8(bgp.BITMASK_FLAG_OP_AND)|uint8(bgp.BITMASK_FLAG_OP_NOT)|uint8(bgp.BITMASK_FLAG_OP_END), tcpACK),
-	}))
-	if ports := a.sortedPorts(); len(ports) > 0 {
-		items := make([]*bgp.FlowSpecComponentItem, len(ports))
-		for i, p := range ports {
-			op := uint8(bgp.DEC_NUM_OP_EQ)
-			if i == len(ports)-1 {
-				op |= uint8(bgp.DEC_NUM_OP_END)
-			}
-			items[i] = bgp.NewFlowSpecComponentItem(op, uint64(p))
-		}
-		cs = append(cs, bgp.NewFlowSpecComponent(bgp.FLOW_SPEC_TYPE_DST_PORT, items))
-	}
-	return cs, nil
-}
-
-// nlri builds the NLRI the announcement is keyed on.
-func (a Announcement) nlri() (bgp.NLRI, error) {
-	if !a.Destination.IsValid() {
-		return nil, fmt.Errorf("announcement without a destination")
-	}
-	if a.Kind == FlowSpec {
-		cs, err := a.components()
-		if err != nil {
-			return nil, err
-		}
-		n, err := bgp.NewFlowSpecUnicast(a.bgpFamily(), cs)
-		if err != nil {
-			return nil, fmt.Errorf("flowspec nlri for %s: %w", a.Destination, err)
-		}
-		return n, nil
-	}
-	n, err := bgp.NewIPAddrPrefix(a.Destination)
-	if err != nil {
-		return nil, fmt.Errorf("rtbh nlri for %s: %w", a.Destination, err)
-	}
-	return n, nil
 }
 
 // ValidationRoute is the validation route for a FlowSpec rule's
@@ -263,57 +184,4 @@ func ValidationRoute(d netip.Prefix) Announcement {
 		nh = netip.IPv6Unspecified()
 	}
 	return Announcement{Kind: Validation, Destination: d, Communities: []Community{NoExport, NoAdvertise}, NextHop: nh}
-}
-
-// Path builds the GoBGP path that announces a.
-func (a Announcement) Path() (*apiutil.Path, error) {
-	n, err := a.nlri()
-	if err != nil {
-		return nil, err
-	}
-	fam := a.bgpFamily()
-	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
-	switch a.Kind {
-	case FlowSpec:
-		// A FlowSpec path carries MP_REACH_NLRI without a next hop.
-		mp, err := bgp.NewPathAttributeMpReachNLRI(fam, []bgp.PathNLRI{{NLRI: n}})
-		if err != nil {
-			return nil, fmt.Errorf("flowspec mp_reach for %s: %w", a.Destination, err)
-		}
-		var rate float32
-		if a.Action == RateLimit {
-			rate = float32(a.RateBytes)
-		}
-		attrs = append(attrs, mp, bgp.NewPathAttributeExtendedCommunities([]bgp.ExtendedCommunityInterface{
-			bgp.NewTrafficRateExtended(0, rate),
-		}))
-	case RTBH, Validation:
-		if !a.NextHop.IsValid() {
-			return nil, fmt.Errorf("%s of %s without a next hop", a.Kind, a.Destination)
-		}
-		if fam == bgp.RF_IPv4_UC {
-			nh, err := bgp.NewPathAttributeNextHop(a.NextHop)
-			if err != nil {
-				return nil, fmt.Errorf("rtbh next hop %s: %w", a.NextHop, err)
-			}
-			attrs = append(attrs, nh)
-		} else {
-			mp, err := bgp.NewPathAttributeMpReachNLRI(fam, []bgp.PathNLRI{{NLRI: n}}, a.NextHop)
-			if err != nil {
-				return nil, fmt.Errorf("rtbh mp_reach for %s: %w", a.Destination, err)
-			}
-			attrs = append(attrs, mp)
-		}
-		cs := make([]uint32, len(a.Communities))
-		for i, c := range a.Communities {
-			cs[i] = uint32(c)
-		}
-		attrs = append(attrs, bgp.NewPathAttributeCommunities(cs))
-		if a.Kind == Validation {
-			attrs = append(attrs, bgp.NewPathAttributeMultiExitDisc(ValidationMED))
-		}
-	default:
-		return nil, fmt.Errorf("announcement kind %q: want %q, %q or %q", a.Kind, FlowSpec, RTBH, Validation)
-	}
-	return &apiutil.Path{Family: fam, Nlri: n, Attrs: attrs}, nil
 }

@@ -138,7 +138,7 @@ func unsafe(cfg Config, a Announcement) string {
 		if slices.Contains(a.Ports, 0) {
 			return "destination port 0"
 		}
-		if n := len(a.sortedPorts()); n > maxPorts {
+		if n := len(a.SortedPorts()); n > maxPorts {
 			return fmt.Sprintf("%d destination ports in one rule, more than %d", n, maxPorts)
 		}
 		if len(a.Communities) > 0 || a.NextHop.IsValid() {

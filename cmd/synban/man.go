@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/synban/synban/cmd/internal/handover"
 	"io"
 	"strings"
 )
@@ -65,6 +66,7 @@ func writeMan(w io.Writer, cmds []cliCommand) error {
 	b.WriteString(".SH EXIT STATUS\n.TP\n0\nsuccess\n.TP\n1\nruntime failure\n.TP\n2\n" +
 		"bad input (policy, arguments, files); nothing in the kernel changed\n.TP\n3\nanother run holds the state lock\n")
 	b.WriteString(".SH FILES\n.TP\n/var/lib/synban\nthe default state directory (\\fB\\-\\-state\\-dir\\fR)\n")
+	b.WriteString(".TP\n" + roff(handover.LibexecDir+"/"+handover.Binary) + "\nthe upstream BGP speaker that \\fBsynban upstream\\fR hands over to (one next to synban comes first)\n")
 	b.WriteString(".SH SEE ALSO\n.BR nft (8),\n.BR iptables (8),\n.BR ipset (8),\n.BR ip\\-route (8)\n")
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -21,9 +21,16 @@ import (
 	"github.com/synban/synban/state"
 )
 
-// synbanIn returns a command running this test binary as synban inside ns.
+// synbanIn returns a command running synban inside ns: this test binary
+// standing in for it, or for `synban upstream` the built binary.
 func synbanIn(t *testing.T, ctx context.Context, ns *netnstest.NS, args ...string) *exec.Cmd {
 	t.Helper()
+	if len(args) > 0 && args[0] == "upstream" {
+		// `synban upstream` executes the speaker binary found next to
+		// synban: the built synban, which has it beside it, not this test
+		// binary.
+		return ns.Command(ctx, append([]string{synbanBin.Path(t)}, args...)...)
+	}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -9,14 +9,18 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/synban/synban/cmd/internal/handover"
 	"github.com/synban/synban/engine"
 	"github.com/synban/synban/policy"
 	"github.com/synban/synban/upstream"
 )
 
-// cmdUpstream runs the upstream BGP speaker until SIGTERM or SIGINT (see
-// engine.RunUpstream), then withdraws everything (waiting, bounded, until
-// the withdrawals are written to each established session) and returns nil.
+// cmdUpstream runs the upstream BGP speaker until SIGTERM or SIGINT, then
+// withdraws everything (waiting, bounded, until the withdrawals are
+// written to each established session). It checks the policy and takes
+// the speaker's lock (engine.PrepareUpstream), then replaces this process
+// with the speaker binary (cmd/internal/handover), so that the GoBGP
+// speaker is linked there and not into every synban command.
 func cmdUpstream(ctx context.Context, a *app, o *options, args []string) error {
 	if err := noArgs("upstream", args); err != nil {
 		return err
@@ -25,9 +29,26 @@ func cmdUpstream(ctx context.Context, a *app, o *options, args []string) error {
 	if err != nil {
 		return err
 	}
-	// The speaker's Stop logs what it withdrew and whether each neighbor
-	// got the withdrawals before the Cease: nothing to add here.
-	return a.engine(o).RunUpstream(ctx, p)
+	sp, err := a.engine(o).PrepareUpstream(p)
+	if err != nil {
+		return err
+	}
+	defer sp.Lock.Close()
+	bin, err := handover.Find()
+	if err != nil {
+		return err
+	}
+	level, err := logLevel(o)
+	if err != nil {
+		return usageError{err}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	// The speaker logs what it announces, withdraws and whether each
+	// neighbor got the withdrawals before the Cease.
+	return handover.Exec(bin, handover.Request{Config: sp.Config, StateDir: sp.StateDir, Lock: sp.Lock,
+		LogLevel: level.String(), LogJSON: o.logJSON})
 }
 
 // writeUpstreamPlan prints, after a plan's ruleset, what the run would hand

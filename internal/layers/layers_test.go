@@ -20,6 +20,13 @@ var forbidden = []struct {
 	{"state", []string{"gobgp", "grpc", "protobuf", "synban/upstream\x00", "synban/engine"}},
 	{"templates", []string{"gobgp", "grpc", "protobuf", "synban/upstream\x00", "synban/engine"}},
 	{"upstream/config", []string{"gobgp", "grpc", "protobuf", "netlink"}},
+	// The upstream decisions, hand-off and status files: GoBGP only in
+	// upstream/speaker.
+	{"upstream", []string{"gobgp", "grpc", "synban/upstream/speaker", "synban/engine"}},
+	// Every command cron starts: GoBGP and gRPC are linked (and
+	// initialised) only in cmd/synban-speaker.
+	{"engine", []string{"gobgp", "grpc", "synban/upstream/speaker"}},
+	{"cmd/synban", []string{"gobgp", "grpc", "synban/upstream/speaker"}},
 }
 
 func TestLowPackagesLinkNothingAbove(t *testing.T) {

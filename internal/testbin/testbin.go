@@ -16,6 +16,14 @@ import (
 // Synban is the import path of synban's command, the program most suites build.
 const Synban = "github.com/synban/synban/cmd/synban"
 
+// Speaker is the import path of the upstream speaker binary, which
+// `synban upstream` executes from the directory it runs from: building
+// Synban builds it beside it.
+const Speaker = "github.com/synban/synban/cmd/synban-speaker"
+
+// companions are the programs built into the same directory as a package.
+var companions = map[string][]string{Synban: {Speaker}}
+
 // Binary is one program built on first use. Its zero value is not usable:
 // set Pkg. A Binary must not be copied after first use.
 type Binary struct {
@@ -54,9 +62,12 @@ func (b *Binary) build() {
 		return
 	}
 	b.path = filepath.Join(dir, name)
-	out, err := exec.Command("go", "build", "-o", b.path, b.Pkg).CombinedOutput()
-	if err != nil {
-		b.err = fmt.Errorf("go build %s: %w: %s", b.Pkg, err, out)
+	for _, pkg := range append([]string{b.Pkg}, companions[b.Pkg]...) {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, path.Base(pkg)), pkg).CombinedOutput()
+		if err != nil {
+			b.err = fmt.Errorf("go build %s: %w: %s", pkg, err, out)
+			return
+		}
 	}
 }
 

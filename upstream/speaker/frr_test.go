@@ -1,4 +1,4 @@
-package upstream
+package speaker
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/synban/synban/internal/netnstest"
+
+	"github.com/synban/synban/upstream"
 )
 
 // frrBgpd is FRR's bgpd, without zebra, in a namespace the test made.
@@ -71,10 +73,10 @@ router bgp %d
 	}
 	l := &lab{t: t, r: r, v: v, dir: t.TempDir()}
 	cfg := l.config()
-	cfg.Neighbors[0].Families = []string{FamilyIPv4FlowSpec}
+	cfg.Neighbors[0].Families = []string{upstream.FamilyIPv4FlowSpec}
 	l.startSpeaker(cfg)
-	rule := Announcement{Kind: FlowSpec, Destination: pfx(labVictim4 + "/32"), Source: pfx("10.98.0.0/24"), Ports: []uint16{80}, Action: Discard}
-	if err := WriteDesired(l.dir, Confirm(time.Now(), []Announcement{rule}, DecideState{})); err != nil {
+	rule := upstream.Announcement{Kind: upstream.FlowSpec, Destination: pfx(labVictim4 + "/32"), Source: pfx("10.98.0.0/24"), Ports: []uint16{80}, Action: upstream.Discard}
+	if err := upstream.WriteDesired(l.dir, upstream.Confirm(time.Now(), []upstream.Announcement{rule}, upstream.DecideState{})); err != nil {
 		t.Fatal(err)
 	}
 	var rib string

@@ -1,10 +1,13 @@
-package upstream
+package speaker
 
 import (
 	"encoding/json"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/synban/synban/internal/prefixes"
+	"github.com/synban/synban/upstream"
 )
 
 // FuzzParseDesired feeds arbitrary hand-off content to the strict reader
@@ -15,7 +18,7 @@ import (
 func FuzzParseDesired(f *testing.F) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	seed := append(slices.Clone(fsExamples), rtbh("203.0.113.10/32", "192.0.2.66"), fs("203.0.113.10/32", "0.0.0.0/0"), rtbh("203.0.113.0/24", "192.0.2.66"))
-	b, err := json.Marshal(Confirm(now, seed, DecideState{}))
+	b, err := json.Marshal(upstream.Confirm(now, seed, upstream.DecideState{}))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -24,24 +27,24 @@ func FuzzParseDesired(f *testing.F) {
 	f.Add([]byte(`{"version":1,"entries":[{"announcement":{"kind":"rtbh","destination":"2001:db8:10::1/128","communities":["65535:666"],"next_hop":"2001:db8::66"},"confirmed":"2026-01-01T00:00:00Z"}]}`))
 	cfg := testConfig()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d, err := ParseDesired("fuzz", data)
+		d, err := upstream.ParseDesired("fuzz", data)
 		if err != nil {
 			return
 		}
-		var anns []Announcement
+		var anns []upstream.Announcement
 		for _, e := range d.Entries {
 			anns = append(anns, e.Announcement)
 		}
-		ok, refused := Check(cfg, anns)
+		ok, refused := upstream.Check(cfg, anns)
 		if len(ok)+len(refused) != len(anns) {
 			t.Fatalf("%d in, %d ok + %d refused", len(anns), len(ok), len(refused))
 		}
 		perFamily := map[string]int{}
 		for _, a := range ok {
-			if !insideAny(cfg.OwnPrefixes, a.Destination) {
+			if !prefixes.HeldByAny(cfg.OwnPrefixes, a.Destination) {
 				t.Fatalf("let through a destination outside own_prefixes: %s", a.CLI())
 			}
-			if a.Kind == RTBH && a.Destination.Bits() != a.Destination.Addr().BitLen() {
+			if a.Kind == upstream.RTBH && a.Destination.Bits() != a.Destination.Addr().BitLen() {
 				t.Fatalf("let through RTBH of a non-host prefix: %s", a.CLI())
 			}
 			if s := a.Source; s.IsValid() {
@@ -62,7 +65,7 @@ func FuzzParseDesired(f *testing.F) {
 			if perFamily[a.Family()] > cfg.MaxRules {
 				t.Fatalf("over the cap in %s", a.Family())
 			}
-			p, err := a.Path()
+			p, err := toPath(a)
 			if err != nil {
 				t.Fatalf("checked %s but its path fails: %v", a.CLI(), err)
 			}

@@ -1,4 +1,4 @@
-package upstream
+package speaker
 
 import (
 	"context"
@@ -18,6 +18,8 @@ import (
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/synban/synban/upstream"
 )
 
 // The lab: an attacker namespace A (10.98.0.2, fd00:98::2), the upstream
@@ -83,10 +85,10 @@ func newLab(t *testing.T, maxPrefixes map[string]int) *lab {
 }
 
 // config is the victim's speaker configuration.
-func (l *lab) config() Config {
-	return Config{
+func (l *lab) config() upstream.Config {
+	return upstream.Config{
 		LocalASN: labVictimASN, RouterID: addr(labVictim4),
-		Neighbors:      []Neighbor{{Address: addr(labRouterToV4), PeerASN: labRouterASN, Families: allFamilies}},
+		Neighbors:      []upstream.Neighbor{{Address: addr(labRouterToV4), PeerASN: labRouterASN, Families: allFamilies}},
 		OwnPrefixes:    []netip.Prefix{pfx("10.99.0.0/24"), pfx("fd00:99::/64")},
 		MinSourceBits4: 24, MinSourceBits6: 64,
 		Protected:           []netip.Prefix{pfx(labVictim4 + "/32"), pfx(labVictim6 + "/128"), pfx(labRouterToV4 + "/32")},
@@ -99,7 +101,7 @@ func (l *lab) config() Config {
 
 // startSpeaker runs the speaker as a child process (this test binary) in
 // V, on l.dir; it is stopped with SIGTERM when the test ends.
-func (l *lab) startSpeaker(cfg Config) *exec.Cmd {
+func (l *lab) startSpeaker(cfg upstream.Config) *exec.Cmd {
 	l.t.Helper()
 	b, err := json.Marshal(cfg)
 	if err != nil {
@@ -171,7 +173,7 @@ func (l *lab) rib() map[string][]gobgptest.Route {
 // routerHolds reports (as an error) whether the router's RIB is exactly
 // want: each FlowSpec rule with its components (gobgp's text of the NLRI)
 // and traffic rate, each RTBH route with its communities.
-func (l *lab) routerHolds(want []Announcement) error {
+func (l *lab) routerHolds(want []upstream.Announcement) error {
 	got := l.rib()
 	n := 0
 	for _, rs := range got {
@@ -181,7 +183,7 @@ func (l *lab) routerHolds(want []Announcement) error {
 		return fmt.Errorf("router holds %d routes %v, want %d", n, got, len(want))
 	}
 	for _, a := range want {
-		nl, err := a.nlri()
+		nl, err := toNLRI(a)
 		if err != nil {
 			return err
 		}
@@ -192,15 +194,15 @@ func (l *lab) routerHolds(want []Announcement) error {
 		}
 		r := got[a.Family()][i]
 		switch a.Kind {
-		case FlowSpec:
+		case upstream.FlowSpec:
 			want := 0.0
-			if a.Action == RateLimit {
+			if a.Action == upstream.RateLimit {
 				want = float64(a.RateBytes)
 			}
 			if r.Rate == nil || *r.Rate != want {
 				return fmt.Errorf("%s: router has traffic-rate %v, want %v", a.CLI(), r.Rate, want)
 			}
-		case RTBH:
+		case upstream.RTBH:
 			var cs []string
 			for _, c := range a.Communities {
 				cs = append(cs, c.String())
@@ -213,7 +215,7 @@ func (l *lab) routerHolds(want []Announcement) error {
 	return nil
 }
 
-func (l *lab) waitRouter(timeout time.Duration, want []Announcement) time.Duration {
+func (l *lab) waitRouter(timeout time.Duration, want []upstream.Announcement) time.Duration {
 	l.t.Helper()
 	began := time.Now()
 	var last error
@@ -222,7 +224,7 @@ func (l *lab) waitRouter(timeout time.Duration, want []Announcement) time.Durati
 }
 
 // measureUplink samples V's uplink counters over window while traffic runs.
-func (l *lab) measureUplink(window time.Duration) LinkRate {
+func (l *lab) measureUplink(window time.Duration) upstream.LinkRate {
 	l.t.Helper()
 	h, err := netns.GetFromPath(l.v.Path())
 	if err != nil {
@@ -234,16 +236,16 @@ func (l *lab) measureUplink(window time.Duration) LinkRate {
 		l.t.Fatal(err)
 	}
 	defer nh.Close()
-	s0, err := SampleLink(nh, l.uplink, time.Now())
+	s0, err := upstream.SampleLink(nh, l.uplink, time.Now())
 	if err != nil {
 		l.t.Fatal(err)
 	}
 	time.Sleep(window) // the measurement window, not synchronisation
-	s1, err := SampleLink(nh, l.uplink, time.Now())
+	s1, err := upstream.SampleLink(nh, l.uplink, time.Now())
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	r, err := Rate(s0, s1)
+	r, err := upstream.Rate(s0, s1)
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -265,21 +267,21 @@ func (l *lab) flood(argv ...string) func() {
 
 // decideAndHandOff plays a run: Decide from the measured rate, then the
 // hand-off file.
-func (l *lab) decideAndHandOff(in DecideInput) Decision {
+func (l *lab) decideAndHandOff(in upstream.DecideInput) upstream.Decision {
 	l.t.Helper()
-	d := Decide(in)
-	if err := WriteDesired(l.dir, Confirm(in.Now, d.Announcements, d.State)); err != nil {
+	d := upstream.Decide(in)
+	if err := upstream.WriteDesired(l.dir, upstream.Confirm(in.Now, d.Announcements, d.State)); err != nil {
 		l.t.Fatal(err)
 	}
 	return d
 }
 
-func (l *lab) decideInput(rate LinkRate, class FloodClass, sources []Source, victim string, prev DecideState) DecideInput {
+func (l *lab) decideInput(rate upstream.LinkRate, class upstream.FloodClass, sources []upstream.Source, victim string, prev upstream.DecideState) upstream.DecideInput {
 	cfg := l.config()
-	return DecideInput{
+	return upstream.DecideInput{
 		Now: time.Now(), UplinkBps: rate.RxBps, CapacityBps: labCapacityBps, SaturationRatio: labSaturationRat,
-		Class: class, Sources: sources, Victims: []Victim{{Addr: addr(victim), Ports: []uint16{80}}},
-		RealAction: Discard, RateBytes: 12500, FlowSpecCap: cfg.MaxRules,
+		Class: class, Sources: sources, Victims: []upstream.Victim{{Addr: addr(victim), Ports: []uint16{80}}},
+		RealAction: upstream.Discard, RateBytes: 12500, FlowSpecCap: cfg.MaxRules,
 		MinHold: time.Hour, WithdrawAfterQuiet: time.Second, Previous: prev,
 		RTBHNextHop4: cfg.RTBHNextHop4, RTBHNextHop6: cfg.RTBHNextHop6,
 	}
@@ -301,7 +303,7 @@ func TestGobgpdFlowSpecFromFlood(t *testing.T) {
 	l.waitSession("established", 30*time.Second)
 
 	idle := l.measureUplink(300 * time.Millisecond)
-	if d := Decide(l.decideInput(idle, RealFlood, nil, labVictim4, DecideState{})); len(d.Announcements) != 0 {
+	if d := upstream.Decide(l.decideInput(idle, upstream.RealFlood, nil, labVictim4, upstream.DecideState{})); len(d.Announcements) != 0 {
 		t.Fatalf("idle uplink (%.0f bit/s) decided %v", idle.RxBps, clis(d.Announcements))
 	}
 
@@ -311,12 +313,12 @@ func TestGobgpdFlowSpecFromFlood(t *testing.T) {
 	rate := l.measureUplink(600 * time.Millisecond)
 	wait()
 	t.Logf("uplink under the real flood: %.1f Mbit/s (capacity %.0f Mbit/s)", rate.RxBps/1e6, labCapacityBps/1e6)
-	in := l.decideInput(rate, RealFlood, []Source{{Prefix: pfx(labAttacker4 + "/32")}}, labVictim4, DecideState{})
+	in := l.decideInput(rate, upstream.RealFlood, []upstream.Source{{Prefix: pfx(labAttacker4 + "/32")}}, labVictim4, upstream.DecideState{})
 	if !in.Saturated() {
 		t.Fatalf("the flood did not saturate the uplink: %.1f Mbit/s", rate.RxBps/1e6)
 	}
 	d := l.decideAndHandOff(in)
-	want := []Announcement{{Kind: FlowSpec, Destination: pfx(labVictim4 + "/32"), Source: pfx(labAttacker4 + "/32"), Ports: []uint16{80}, Action: Discard}}
+	want := []upstream.Announcement{{Kind: upstream.FlowSpec, Destination: pfx(labVictim4 + "/32"), Source: pfx(labAttacker4 + "/32"), Ports: []uint16{80}, Action: upstream.Discard}}
 	if !slices.Equal(clis(d.Announcements), clis(want)) {
 		t.Fatalf("decided %v, want %v", clis(d.Announcements), clis(want))
 	}
@@ -329,12 +331,12 @@ func TestGobgpdFlowSpecFromFlood(t *testing.T) {
 	rate = l.measureUplink(600 * time.Millisecond)
 	wait()
 	t.Logf("uplink under the spoofed flood: %.1f Mbit/s", rate.RxBps/1e6)
-	in = l.decideInput(rate, SpoofedFlood, nil, labVictim4, DecideState{})
+	in = l.decideInput(rate, upstream.SpoofedFlood, nil, labVictim4, upstream.DecideState{})
 	if !in.Saturated() {
 		t.Fatalf("the spoofed flood did not saturate the uplink: %.1f Mbit/s", rate.RxBps/1e6)
 	}
 	d = l.decideAndHandOff(in)
-	want = []Announcement{{Kind: FlowSpec, Destination: pfx(labVictim4 + "/32"), Ports: []uint16{80}, Action: RateLimit, RateBytes: 12500}}
+	want = []upstream.Announcement{{Kind: upstream.FlowSpec, Destination: pfx(labVictim4 + "/32"), Ports: []uint16{80}, Action: upstream.RateLimit, RateBytes: 12500}}
 	took = l.waitRouter(2*time.Second, want)
 	t.Logf("spoofed flood: router holds one rate-limit rule %s after the hand-off", took.Round(time.Millisecond))
 
@@ -346,18 +348,18 @@ func TestGobgpdFlowSpecFromFlood(t *testing.T) {
 	rate = l.measureUplink(600 * time.Millisecond)
 	wait()
 	t.Logf("uplink under the IPv6 flood: %.1f Mbit/s", rate.RxBps/1e6)
-	in = l.decideInput(rate, RealFlood, []Source{{Prefix: pfx("fd00:98::/64")}}, labVictim6, DecideState{})
+	in = l.decideInput(rate, upstream.RealFlood, []upstream.Source{{Prefix: pfx("fd00:98::/64")}}, labVictim6, upstream.DecideState{})
 	if !in.Saturated() {
 		t.Fatalf("the IPv6 flood did not saturate the uplink: %.1f Mbit/s", rate.RxBps/1e6)
 	}
 	d = l.decideAndHandOff(in)
-	want = []Announcement{{Kind: FlowSpec, Destination: pfx(labVictim6 + "/128"), Source: pfx("fd00:98::/64"), Ports: []uint16{80}, Action: Discard}}
+	want = []upstream.Announcement{{Kind: upstream.FlowSpec, Destination: pfx(labVictim6 + "/128"), Source: pfx("fd00:98::/64"), Ports: []uint16{80}, Action: upstream.Discard}}
 	took = l.waitRouter(2*time.Second, want)
 	t.Logf("IPv6 flood: router holds the rule %s after the hand-off", took.Round(time.Millisecond))
 
 	// The flood is over: after withdraw_after_quiet (1 s here) the next
 	// run withdraws.
-	quiet := l.decideInput(l.measureUplink(200*time.Millisecond), NoFlood, nil, labVictim6, d.State)
+	quiet := l.decideInput(l.measureUplink(200*time.Millisecond), upstream.NoFlood, nil, labVictim6, d.State)
 	quiet.Now = d.State.LastFlood.Add(quiet.WithdrawAfterQuiet)
 	if d = l.decideAndHandOff(quiet); len(d.Announcements) != 0 {
 		t.Fatalf("quiet decided %v", clis(d.Announcements))
@@ -374,13 +376,13 @@ func TestGobgpdFlowSpecFromFlood(t *testing.T) {
 // local cap of 4 sends the 4 most important, and the session stays up with
 // its rules.
 func TestGobgpdPrefixLimitCap(t *testing.T) {
-	l := newLab(t, map[string]int{FamilyIPv4FlowSpec: 5})
-	var cands []Announcement
+	l := newLab(t, map[string]int{upstream.FamilyIPv4FlowSpec: 5})
+	var cands []upstream.Announcement
 	for i := range 8 {
-		a := Announcement{Kind: FlowSpec, Destination: pfx(labVictim4 + "/32"), Source: pfx(fmt.Sprintf("10.98.%d.0/24", i)), Ports: []uint16{80}, Action: Discard, Weight: uint64(100 - i)}
+		a := upstream.Announcement{Kind: upstream.FlowSpec, Destination: pfx(labVictim4 + "/32"), Source: pfx(fmt.Sprintf("10.98.%d.0/24", i)), Ports: []uint16{80}, Action: upstream.Discard, Weight: uint64(100 - i)}
 		cands = append(cands, a)
 	}
-	if err := WriteDesired(l.dir, Confirm(time.Now(), cands, DecideState{})); err != nil {
+	if err := upstream.WriteDesired(l.dir, upstream.Confirm(time.Now(), cands, upstream.DecideState{})); err != nil {
 		t.Fatal(err)
 	}
 
@@ -413,7 +415,7 @@ func TestGobgpdPrefixLimitCap(t *testing.T) {
 	t.Logf("capped sender: router holds %d rules %s after establishment", len(want), took.Round(time.Millisecond))
 	// Still up, still holding them, after a further reconcile cycle with a
 	// fresh confirmation.
-	if err := WriteDesired(l.dir, Confirm(time.Now(), cands, DecideState{})); err != nil {
+	if err := upstream.WriteDesired(l.dir, upstream.Confirm(time.Now(), cands, upstream.DecideState{})); err != nil {
 		t.Fatal(err)
 	}
 	netnstest.Eventually(t, 5*time.Second, func() bool {
@@ -433,13 +435,13 @@ func TestGobgpdPrefixLimitCap(t *testing.T) {
 func TestGobgpdSIGKILL(t *testing.T) {
 	l := newLab(t, nil)
 	cfg := l.config()
-	want := []Announcement{
-		{Kind: FlowSpec, Destination: pfx(labVictim4 + "/32"), Source: pfx(labAttacker4 + "/32"), Ports: []uint16{80}, Action: Discard},
-		{Kind: FlowSpec, Destination: pfx(labVictim6 + "/128"), Ports: []uint16{443}, Action: RateLimit, RateBytes: 12500},
-		{Kind: RTBH, Destination: pfx(labVictim4 + "/32"), Communities: []Community{Blackhole, NoExport}, NextHop: cfg.RTBHNextHop4},
-		{Kind: RTBH, Destination: pfx(labVictim6 + "/128"), Communities: []Community{Blackhole, NoExport}, NextHop: cfg.RTBHNextHop6},
+	want := []upstream.Announcement{
+		{Kind: upstream.FlowSpec, Destination: pfx(labVictim4 + "/32"), Source: pfx(labAttacker4 + "/32"), Ports: []uint16{80}, Action: upstream.Discard},
+		{Kind: upstream.FlowSpec, Destination: pfx(labVictim6 + "/128"), Ports: []uint16{443}, Action: upstream.RateLimit, RateBytes: 12500},
+		{Kind: upstream.RTBH, Destination: pfx(labVictim4 + "/32"), Communities: []upstream.Community{upstream.Blackhole, upstream.NoExport}, NextHop: cfg.RTBHNextHop4},
+		{Kind: upstream.RTBH, Destination: pfx(labVictim6 + "/128"), Communities: []upstream.Community{upstream.Blackhole, upstream.NoExport}, NextHop: cfg.RTBHNextHop6},
 	}
-	if err := WriteDesired(l.dir, Confirm(time.Now(), want, DecideState{})); err != nil {
+	if err := upstream.WriteDesired(l.dir, upstream.Confirm(time.Now(), want, upstream.DecideState{})); err != nil {
 		t.Fatal(err)
 	}
 	cmd := l.startSpeaker(cfg)

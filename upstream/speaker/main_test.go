@@ -1,4 +1,4 @@
-package upstream
+package speaker
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 	"testing"
+
+	"github.com/synban/synban/upstream"
 )
 
 // childEnv names the speaker configuration file when the test binary runs
@@ -44,11 +46,11 @@ func runChild(path, dir string) error {
 	if err != nil {
 		return err
 	}
-	var cfg Config
+	var cfg upstream.Config
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	s, err := NewSpeaker(cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	s, err := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,14 @@
-package upstream
+// Package speaker is synban's embedded BGP speaker (GoBGP): it holds the
+// sessions to the upstream neighbors and keeps the announcements equal to
+// the hand-off file that runs write (upstream.WriteDesired). It is the only
+// package that links GoBGP, gRPC and protobuf, and only the synban-speaker
+// binary imports it: `synban upstream` checks the policy and hands over to
+// that binary, so the commands run from cron never initialise GoBGP.
+package speaker
 
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,7 +25,7 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 
-	"github.com/synban/synban/internal/strictjson"
+	"github.com/synban/synban/upstream"
 )
 
 // PollInterval is how often Run looks at the hand-off file; a change is
@@ -30,7 +35,7 @@ const PollInterval = 250 * time.Millisecond
 // Speaker is the embedded GoBGP speaker: it holds the sessions to the
 // neighbors and keeps its announcements equal to the checked desired set.
 type Speaker struct {
-	cfg Config
+	cfg upstream.Config
 	log *slog.Logger
 	now func() time.Time
 
@@ -43,7 +48,7 @@ type Speaker struct {
 }
 
 type live struct {
-	a         Announcement
+	a         upstream.Announcement
 	since     time.Time
 	confirmed time.Time
 }
@@ -56,14 +61,14 @@ type Result struct {
 	// Deferred counts changes held back by dampening; a later Reconcile
 	// sends them.
 	Deferred int
-	Refused  []Refusal
+	Refused  []upstream.Refusal
 }
 
 // Changed reports whether anything was sent.
 func (r Result) Changed() bool { return r.Announced+r.Replaced+r.Withdrawn > 0 }
 
-// NewSpeaker checks cfg and returns a speaker that is not started yet.
-func NewSpeaker(cfg Config, log *slog.Logger) (*Speaker, error) {
+// New checks cfg and returns a speaker that is not started yet.
+func New(cfg upstream.Config, log *slog.Logger) (*Speaker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("upstream config: %w", err)
 	}
@@ -75,13 +80,13 @@ func NewSpeaker(cfg Config, log *slog.Logger) (*Speaker, error) {
 
 func apiFamily(name string) (*api.Family, error) {
 	switch name {
-	case FamilyIPv4Unicast:
+	case upstream.FamilyIPv4Unicast:
 		return &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, nil
-	case FamilyIPv6Unicast:
+	case upstream.FamilyIPv6Unicast:
 		return &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}, nil
-	case FamilyIPv4FlowSpec:
+	case upstream.FamilyIPv4FlowSpec:
 		return &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_FLOW_SPEC_UNICAST}, nil
-	case FamilyIPv6FlowSpec:
+	case upstream.FamilyIPv6FlowSpec:
 		return &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_FLOW_SPEC_UNICAST}, nil
 	}
 	return nil, fmt.Errorf("family %q: want ipv4-unicast, ipv6-unicast, ipv4-flowspec or ipv6-flowspec", name)
@@ -144,7 +149,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 // through Check, and the difference is sent by key: withdrawals at once,
 // announcements and replacements within the dampening budget (the excess is
 // deferred to a later call, and logged).
-func (s *Speaker) Reconcile(desired []Entry) (Result, error) {
+func (s *Speaker) Reconcile(desired []upstream.Entry) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.srv == nil {
@@ -153,7 +158,7 @@ func (s *Speaker) Reconcile(desired []Entry) (Result, error) {
 	now := s.now()
 	var res Result
 	confirmed := map[string]time.Time{}
-	var want []Announcement
+	var want []upstream.Announcement
 	for _, e := range desired {
 		if now.Sub(e.Confirmed) > s.cfg.MaxAge {
 			res.Expired++
@@ -166,13 +171,13 @@ func (s *Speaker) Reconcile(desired []Entry) (Result, error) {
 		}
 	}
 	want = s.withValidationRoutes(want, confirmed)
-	ok, refused := Check(s.cfg, want)
+	ok, refused := upstream.Check(s.cfg, want)
 	res.Refused = refused
 	s.logRefusals(refused)
 	// Validation routes first: a validating router re-checks a rule when
 	// its unicast route arrives, but a rule that finds the route already
 	// there is applied at once.
-	slices.SortStableFunc(ok, func(a, b Announcement) int {
+	slices.SortStableFunc(ok, func(a, b upstream.Announcement) int {
 		return cmp.Compare(kindOrder(a.Kind), kindOrder(b.Kind))
 	})
 
@@ -220,7 +225,7 @@ func (s *Speaker) Reconcile(desired []Entry) (Result, error) {
 			res.Deferred++
 			continue
 		}
-		p, err := a.Path()
+		p, err := toPath(a)
 		if err == nil {
 			_, err = s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{p}})
 		}
@@ -232,7 +237,7 @@ func (s *Speaker) Reconcile(desired []Entry) (Result, error) {
 		s.changes = append(s.changes, now)
 		if exists {
 			res.Replaced++
-			s.log.Info("upstream replaced", "route", a.CLI(), "was", l.a.thenText())
+			s.log.Info("upstream replaced", "route", a.CLI(), "was", l.a.ThenText())
 		} else {
 			res.Announced++
 			s.log.Info("upstream announced", "route", a.CLI())
@@ -250,8 +255,8 @@ func (s *Speaker) Reconcile(desired []Entry) (Result, error) {
 	return res, errors.Join(errs...)
 }
 
-func kindOrder(k Kind) int {
-	if k == Validation {
+func kindOrder(k upstream.Kind) int {
+	if k == upstream.Validation {
 		return 0
 	}
 	return 1
@@ -263,13 +268,13 @@ func kindOrder(k Kind) int {
 // the unicast route a validating router looks for). The route is as
 // important as the most important rule it validates, and is confirmed with
 // the latest of them.
-func (s *Speaker) withValidationRoutes(want []Announcement, confirmed map[string]time.Time) []Announcement {
+func (s *Speaker) withValidationRoutes(want []upstream.Announcement, confirmed map[string]time.Time) []upstream.Announcement {
 	if !s.cfg.FlowSpecValidationRoutes {
 		return want
 	}
 	rtbh := map[netip.Prefix]bool{}
 	for _, a := range want {
-		if a.Kind == RTBH {
+		if a.Kind == upstream.RTBH {
 			rtbh[a.Destination] = true
 		}
 	}
@@ -277,14 +282,14 @@ func (s *Speaker) withValidationRoutes(want []Announcement, confirmed map[string
 	out := want
 	for _, a := range want {
 		d := a.Destination
-		if a.Kind != FlowSpec || rtbh[d] || !d.IsValid() || d.Bits() != d.Addr().BitLen() {
+		if a.Kind != upstream.FlowSpec || rtbh[d] || !d.IsValid() || d.Bits() != d.Addr().BitLen() {
 			continue
 		}
 		i, ok := idx[d]
 		if !ok {
 			i = len(out)
 			idx[d] = i
-			out = append(out, ValidationRoute(d))
+			out = append(out, upstream.ValidationRoute(d))
 		}
 		out[i].Weight = max(out[i].Weight, a.Weight)
 		vk := out[i].Key()
@@ -295,10 +300,10 @@ func (s *Speaker) withValidationRoutes(want []Announcement, confirmed map[string
 	return out
 }
 
-func (s *Speaker) logRefusals(refused []Refusal) {
+func (s *Speaker) logRefusals(refused []upstream.Refusal) {
 	now := map[string]string{}
 	for _, r := range refused {
-		k := r.Announcement.Key() + " " + r.Announcement.thenText()
+		k := r.Announcement.Key() + " " + r.Announcement.ThenText()
 		now[k] = r.Reason
 		if s.refused[k] != r.Reason {
 			s.log.Warn("upstream announcement refused", "route", r.Announcement.CLI(), "reason", r.Reason)
@@ -307,8 +312,8 @@ func (s *Speaker) logRefusals(refused []Refusal) {
 	s.refused = now
 }
 
-func (s *Speaker) withdraw(a Announcement) error {
-	p, err := a.Path()
+func (s *Speaker) withdraw(a upstream.Announcement) error {
+	p, err := toPath(a)
 	if err != nil {
 		return fmt.Errorf("withdraw %s: %w", a.CLI(), err)
 	}
@@ -430,7 +435,7 @@ func (s *Speaker) Stop(ctx context.Context) error {
 	var paths []*apiutil.Path
 	families := map[string]bool{}
 	for _, l := range s.announced {
-		p, err := l.a.Path()
+		p, err := toPath(l.a)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("withdraw %s: %w", l.a.CLI(), err))
 			continue
@@ -503,69 +508,26 @@ func (s *Speaker) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// LiveAnnouncement is an announcement the speaker holds.
-type LiveAnnouncement struct {
-	Announcement Announcement  `json:"announcement"`
-	Since        time.Time     `json:"since"`
-	Confirmed    time.Time     `json:"confirmed"`
-	Age          time.Duration `json:"age"`
-	// Neighbors says, per neighbor carrying the announcement's family,
-	// whether it was sent.
-	Neighbors []AnnouncementNeighbor `json:"neighbors"`
-}
-
-// AnnouncementNeighbor is one announcement as one neighbor has it.
-type AnnouncementNeighbor struct {
-	Address string `json:"address"`
-	// SessionUp: the session is established.
-	SessionUp bool `json:"session_up"`
-	// Sent: the route is in the neighbor's adj-rib-out on an established
-	// session whose family was negotiated (GoBGP has written it, or is
-	// writing it).
-	Sent bool `json:"sent"`
-	// Received: the neighbor sent the same route back (a route reflector
-	// or route server that reflects it); most routers do not, so false
-	// says nothing.
-	Received bool `json:"received"`
-}
-
-// NeighborStatus is one session's state.
-type NeighborStatus struct {
-	Address  string   `json:"address"`
-	PeerASN  uint32   `json:"peer_asn"`
-	State    string   `json:"state"`
-	Families []string `json:"families"`
-	// Advertised counts, per family, the routes sent on the established
-	// session: fewer than announced in a FlowSpec family means the
-	// neighbor did not take FlowSpec (Decide's FlowSpecRefused).
-	Advertised map[string]uint64 `json:"advertised,omitempty"`
-}
-
-// Status is what `synban status` shows of the speaker.
-type Status struct {
-	Announcements []LiveAnnouncement `json:"announcements"`
-	Neighbors     []NeighborStatus   `json:"neighbors"`
-	Deferred      int                `json:"deferred"`
-}
-
 // Status returns the live announcements with their age, and each
 // neighbor's session state (idle, connect, active, opensent, openconfirm,
 // established).
-func (s *Speaker) Status(ctx context.Context) (Status, error) {
+func (s *Speaker) Status(ctx context.Context) (upstream.Status, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var st Status
+	var st upstream.Status
 	if s.srv == nil {
 		return st, errors.New("upstream speaker not started")
 	}
 	now := s.now()
 	for _, l := range s.announced {
-		st.Announcements = append(st.Announcements, LiveAnnouncement{Announcement: l.a, Since: l.since, Confirmed: l.confirmed, Age: now.Sub(l.since)})
+		st.Announcements = append(st.Announcements, upstream.LiveAnnouncement{Announcement: l.a, Since: l.since, Confirmed: l.confirmed, Age: now.Sub(l.since)})
 	}
-	slices.SortFunc(st.Announcements, func(a, b LiveAnnouncement) int { return strings.Compare(a.Announcement.Key(), b.Announcement.Key()) })
+	slices.SortFunc(st.Announcements, func(a, b upstream.LiveAnnouncement) int {
+		return strings.Compare(a.Announcement.Key(), b.Announcement.Key())
+	})
 	st.Deferred = s.deferred
 	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
-		ns := NeighborStatus{Address: p.GetConf().GetNeighborAddress(), PeerASN: p.GetConf().GetPeerAsn(),
+		ns := upstream.NeighborStatus{Address: p.GetConf().GetNeighborAddress(), PeerASN: p.GetConf().GetPeerAsn(),
 			State: sessionState(p.GetState().GetSessionState())}
 		for _, af := range p.GetAfiSafis() {
 			name := familyName(af.GetConfig().GetFamily())
@@ -582,7 +544,7 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return st, fmt.Errorf("list neighbors: %w", err)
 	}
-	slices.SortFunc(st.Neighbors, func(a, b NeighborStatus) int { return strings.Compare(a.Address, b.Address) })
+	slices.SortFunc(st.Neighbors, func(a, b upstream.NeighborStatus) int { return strings.Compare(a.Address, b.Address) })
 	s.perNeighbor(st.Announcements, st.Neighbors)
 	return st, nil
 }
@@ -590,7 +552,7 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 // perNeighbor fills each announcement's Neighbors from the neighbors'
 // adj-rib-out and adj-rib-in. A table that cannot be read leaves Sent and
 // Received false.
-func (s *Speaker) perNeighbor(anns []LiveAnnouncement, neighbors []NeighborStatus) {
+func (s *Speaker) perNeighbor(anns []upstream.LiveAnnouncement, neighbors []upstream.NeighborStatus) {
 	type tkey struct{ addr, family string }
 	out, in := map[tkey]map[string]bool{}, map[tkey]map[string]bool{}
 	read := func(tt api.TableType, addr, family string) map[string]bool {
@@ -605,18 +567,18 @@ func (s *Speaker) perNeighbor(anns []LiveAnnouncement, neighbors []NeighborStatu
 	}
 	for i := range anns {
 		a := anns[i].Announcement
-		n, err := a.nlri()
+		n, err := toNLRI(a)
 		if err != nil {
 			continue
 		}
 		nk, f := n.String(), a.Family()
-		anns[i].Neighbors = []AnnouncementNeighbor{}
+		anns[i].Neighbors = []upstream.AnnouncementNeighbor{}
 		for _, nb := range neighbors {
 			if !slices.Contains(nb.Families, f) {
 				continue
 			}
 			up := nb.State == "established"
-			an := AnnouncementNeighbor{Address: nb.Address, SessionUp: up}
+			an := upstream.AnnouncementNeighbor{Address: nb.Address, SessionUp: up}
 			if up {
 				k := tkey{nb.Address, f}
 				if out[k] == nil {
@@ -634,7 +596,7 @@ func sessionState(s api.PeerState_SessionState) string {
 }
 
 func familyName(f *api.Family) string {
-	for _, n := range []string{FamilyIPv4Unicast, FamilyIPv6Unicast, FamilyIPv4FlowSpec, FamilyIPv6FlowSpec} {
+	for _, n := range []string{upstream.FamilyIPv4Unicast, upstream.FamilyIPv6Unicast, upstream.FamilyIPv4FlowSpec, upstream.FamilyIPv6FlowSpec} {
 		af, _ := apiFamily(n)
 		if af.Afi == f.GetAfi() && af.Safi == f.GetSafi() {
 			return n
@@ -643,49 +605,12 @@ func familyName(f *api.Family) string {
 	return f.String()
 }
 
-// StatusFile is where Run publishes the speaker's Status, about once a
-// second, for `synban status` (another process) to read.
-const StatusFile = "upstream-status.json"
-
-const statusVersion = 1
-
-// StatusReport is the status file's content.
-type StatusReport struct {
-	Version int       `json:"version"`
-	Written time.Time `json:"written"`
-	PID     int       `json:"pid"`
-	Status
-}
-
-// ReadStatus reads dir/StatusFile strictly. A missing file (an error
-// wrapping os.ErrNotExist) means no speaker is running on dir.
-func ReadStatus(dir string) (StatusReport, error) {
-	path := filepath.Join(dir, StatusFile)
-	data, err := readBounded(path)
-	if err != nil {
-		return StatusReport{}, err
-	}
-	var r StatusReport
-	if err := strictjson.Decode(data, &r); err != nil {
-		return StatusReport{}, fmt.Errorf("%s: %w", path, err)
-	}
-	if r.Version != statusVersion {
-		return StatusReport{}, fmt.Errorf("%s: version %d, want %d", path, r.Version, statusVersion)
-	}
-	return r, nil
-}
-
 func (s *Speaker) publishStatus(ctx context.Context, dir string) error {
 	st, err := s.Status(ctx)
 	if err != nil {
 		return err
 	}
-	data, err := json.MarshalIndent(StatusReport{Version: statusVersion, Written: s.now(), PID: os.Getpid(), Status: st}, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", StatusFile, err)
-	}
-	// Informational and rewritten every second: not synced.
-	return writeAtomic(dir, StatusFile, append(data, '\n'), false)
+	return upstream.WriteStatus(dir, upstream.StatusReport{Written: s.now(), PID: os.Getpid(), Status: st})
 }
 
 // Run reconciles against dir/DesiredFile until ctx ends, then stops the
@@ -695,10 +620,10 @@ func (s *Speaker) publishStatus(ctx context.Context, dir string) error {
 // dead-man expiry are all sent within a second. A file that cannot be read
 // keeps the last good content, whose confirmations then age out.
 func (s *Speaker) Run(ctx context.Context, dir string) error {
-	path := filepath.Join(dir, DesiredFile)
+	path := filepath.Join(dir, upstream.DesiredFile)
 	var (
 		last    os.FileInfo
-		desired []Entry
+		desired []upstream.Entry
 		readErr string
 	)
 	tick := time.NewTicker(PollInterval)
@@ -708,7 +633,7 @@ func (s *Speaker) Run(ctx context.Context, dir string) error {
 		fi, err := os.Lstat(path)
 		switch {
 		case err == nil && (last == nil || !os.SameFile(fi, last) || fi.Size() != last.Size() || !fi.ModTime().Equal(last.ModTime())):
-			d, err := ReadDesired(dir)
+			d, err := upstream.ReadDesired(dir)
 			if err != nil {
 				if err.Error() != readErr {
 					s.log.Error("upstream hand-off file unreadable; keeping the last good one", "error", err)
@@ -738,7 +663,7 @@ func (s *Speaker) Run(ctx context.Context, dir string) error {
 			stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			err := s.Stop(stopCtx)
-			if rmErr := os.Remove(filepath.Join(dir, StatusFile)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+			if rmErr := os.Remove(filepath.Join(dir, upstream.StatusFile)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
 				err = errors.Join(err, fmt.Errorf("remove status file: %w", rmErr))
 			}
 			return err

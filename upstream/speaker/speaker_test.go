@@ -1,4 +1,4 @@
-package upstream
+package speaker
 
 import (
 	"context"
@@ -20,6 +20,8 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 	"github.com/synban/synban/internal/netnstest"
+
+	"github.com/synban/synban/upstream"
 )
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -40,7 +42,7 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-var allFamilies = []string{FamilyIPv4Unicast, FamilyIPv6Unicast, FamilyIPv4FlowSpec, FamilyIPv6FlowSpec}
+var allFamilies = []string{upstream.FamilyIPv4Unicast, upstream.FamilyIPv6Unicast, upstream.FamilyIPv4FlowSpec, upstream.FamilyIPv6FlowSpec}
 
 // receiver is a plain GoBGP v4 server standing in for the upstream router:
 // passive, on a high port of 127.0.0.1.
@@ -86,7 +88,7 @@ type route struct {
 	nlri        string // hex of the NLRI's wire form
 	text        string
 	rate        *float32 // FlowSpec traffic-rate, bytes/s (0 = discard)
-	communities []Community
+	communities []upstream.Community
 	nextHop     netip.Addr
 }
 
@@ -115,7 +117,7 @@ func (r *receiver) routes(fam bgp.Family) map[string]route {
 					}
 				case *bgp.PathAttributeCommunities:
 					for _, c := range v.Value {
-						rt.communities = append(rt.communities, Community(c))
+						rt.communities = append(rt.communities, upstream.Community(c))
 					}
 				case *bgp.PathAttributeNextHop:
 					rt.nextHop = v.Value
@@ -145,9 +147,9 @@ func (r *receiver) all() map[string]route {
 	return out
 }
 
-func nlriHex(t *testing.T, a Announcement) string {
+func nlriHex(t *testing.T, a upstream.Announcement) string {
 	t.Helper()
-	n, err := a.nlri()
+	n, err := toNLRI(a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +162,7 @@ func nlriHex(t *testing.T, a Announcement) string {
 
 // holdsExactly reports (as an error) whether the receiver holds exactly
 // want: the same NLRIs, the same traffic rates, communities and next hops.
-func (r *receiver) holdsExactly(want []Announcement) error {
+func (r *receiver) holdsExactly(want []upstream.Announcement) error {
 	got := r.all()
 	if len(got) != len(want) {
 		var texts []string
@@ -175,23 +177,23 @@ func (r *receiver) holdsExactly(want []Announcement) error {
 			return fmt.Errorf("receiver lacks %s", a.CLI())
 		}
 		switch a.Kind {
-		case FlowSpec:
+		case upstream.FlowSpec:
 			wantRate := float32(0)
-			if a.Action == RateLimit {
+			if a.Action == upstream.RateLimit {
 				wantRate = float32(a.RateBytes)
 			}
 			if g.rate == nil || *g.rate != wantRate {
 				return fmt.Errorf("%s: traffic-rate %v, want %v", a.CLI(), g.rate, wantRate)
 			}
-		case RTBH:
+		case upstream.RTBH:
 			if !slices.Equal(g.communities, a.Communities) {
 				return fmt.Errorf("%s: communities %v, want %v", a.CLI(), g.communities, a.Communities)
 			}
 			if g.nextHop != a.NextHop {
 				return fmt.Errorf("%s: next hop %s, want %s", a.CLI(), g.nextHop, a.NextHop)
 			}
-		case Validation:
-			if !slices.Equal(g.communities, []Community{NoExport, NoAdvertise}) {
+		case upstream.Validation:
+			if !slices.Equal(g.communities, []upstream.Community{upstream.NoExport, upstream.NoAdvertise}) {
 				return fmt.Errorf("%s: communities %v, want NO_EXPORT and NO_ADVERTISE", a.CLI(), g.communities)
 			}
 			if g.nextHop.IsUnspecified() {
@@ -202,7 +204,7 @@ func (r *receiver) holdsExactly(want []Announcement) error {
 	return nil
 }
 
-func (r *receiver) waitFor(timeout time.Duration, want []Announcement) {
+func (r *receiver) waitFor(timeout time.Duration, want []upstream.Announcement) {
 	r.t.Helper()
 	var last error
 	netnstest.Eventually(r.t, timeout, func() bool { last = r.holdsExactly(want); return last == nil }, "receiver RIB: %v", &lastErr{&last})
@@ -218,19 +220,19 @@ func (l *lastErr) String() string {
 	return (*l.e).Error()
 }
 
-func speakerConfig(port int) Config {
+func speakerConfig(port int) upstream.Config {
 	cfg := testConfig()
 	cfg.LocalASN = speakerASN
-	cfg.Neighbors = []Neighbor{{Address: addr("127.0.0.1"), PeerASN: receiverASN, Port: uint16(port), Families: allFamilies}}
+	cfg.Neighbors = []upstream.Neighbor{{Address: addr("127.0.0.1"), PeerASN: receiverASN, Port: uint16(port), Families: allFamilies}}
 	cfg.Protected = nil
 	cfg.MaxRules = 10
 	cfg.MaxChangesPerMinute = 100
 	return cfg
 }
 
-func startSpeaker(t *testing.T, cfg Config) *Speaker {
+func startSpeaker(t *testing.T, cfg upstream.Config) *Speaker {
 	t.Helper()
-	s, err := NewSpeaker(cfg, testLogger(t).With("side", "speaker"))
+	s, err := New(cfg, testLogger(t).With("side", "speaker"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,13 +254,13 @@ func waitEstablished(t *testing.T, s *Speaker) {
 // mitigation is what the in-process tests announce: FlowSpec discard per
 // source, a spoofed-flood rate limit, IPv6 FlowSpec, and RTBH in both
 // families with BLACKHOLE and NO_EXPORT.
-func mitigation() []Announcement {
-	return []Announcement{
-		{Kind: FlowSpec, Destination: pfx("203.0.113.10/32"), Source: pfx("198.51.100.7/32"), Ports: []uint16{80}, Action: Discard},
-		{Kind: FlowSpec, Destination: pfx("203.0.113.11/32"), Ports: []uint16{443}, Action: RateLimit, RateBytes: 125000},
-		{Kind: FlowSpec, Destination: pfx("2001:db8:10::10/128"), Source: pfx("2001:db8:bad::/64"), Ports: []uint16{80, 443}, Action: Discard},
-		{Kind: RTBH, Destination: pfx("203.0.113.12/32"), Communities: []Community{Blackhole, NoExport}, NextHop: addr("192.0.2.66")},
-		{Kind: RTBH, Destination: pfx("2001:db8:10::12/128"), Communities: []Community{Blackhole, NoExport}, NextHop: addr("2001:db8::66")},
+func mitigation() []upstream.Announcement {
+	return []upstream.Announcement{
+		{Kind: upstream.FlowSpec, Destination: pfx("203.0.113.10/32"), Source: pfx("198.51.100.7/32"), Ports: []uint16{80}, Action: upstream.Discard},
+		{Kind: upstream.FlowSpec, Destination: pfx("203.0.113.11/32"), Ports: []uint16{443}, Action: upstream.RateLimit, RateBytes: 125000},
+		{Kind: upstream.FlowSpec, Destination: pfx("2001:db8:10::10/128"), Source: pfx("2001:db8:bad::/64"), Ports: []uint16{80, 443}, Action: upstream.Discard},
+		{Kind: upstream.RTBH, Destination: pfx("203.0.113.12/32"), Communities: []upstream.Community{upstream.Blackhole, upstream.NoExport}, NextHop: addr("192.0.2.66")},
+		{Kind: upstream.RTBH, Destination: pfx("2001:db8:10::12/128"), Communities: []upstream.Community{upstream.Blackhole, upstream.NoExport}, NextHop: addr("2001:db8::66")},
 	}
 }
 
@@ -274,7 +276,7 @@ func TestSpeakerTwoSpeakers(t *testing.T) {
 
 	want := mitigation()
 	began := time.Now()
-	res, err := s.Reconcile(Confirm(time.Now(), want, DecideState{}).Entries)
+	res, err := s.Reconcile(upstream.Confirm(time.Now(), want, upstream.DecideState{}).Entries)
 	if err != nil || res.Announced != len(want) || len(res.Refused) != 0 {
 		t.Fatalf("reconcile: %+v %v", res, err)
 	}
@@ -282,8 +284,8 @@ func TestSpeakerTwoSpeakers(t *testing.T) {
 	t.Logf("receiver holds all %d routes %s after Reconcile", len(want), time.Since(began).Round(time.Millisecond))
 
 	// Same match, another action: replaced, not added.
-	want[0].Action, want[0].RateBytes = RateLimit, 5000
-	res, err = s.Reconcile(Confirm(time.Now(), want, DecideState{}).Entries)
+	want[0].Action, want[0].RateBytes = upstream.RateLimit, 5000
+	res, err = s.Reconcile(upstream.Confirm(time.Now(), want, upstream.DecideState{}).Entries)
 	if err != nil || res.Replaced != 1 || res.Announced != 0 {
 		t.Fatalf("replace: %+v %v", res, err)
 	}
@@ -293,12 +295,12 @@ func TestSpeakerTwoSpeakers(t *testing.T) {
 	if err != nil || len(st.Announcements) != len(want) || st.Neighbors[0].State != "established" || len(st.Neighbors[0].Families) != 4 {
 		t.Fatalf("status %+v %v", st, err)
 	}
-	wantAdv := map[string]uint64{FamilyIPv4FlowSpec: 2, FamilyIPv6FlowSpec: 1, FamilyIPv4Unicast: 1, FamilyIPv6Unicast: 1}
+	wantAdv := map[string]uint64{upstream.FamilyIPv4FlowSpec: 2, upstream.FamilyIPv6FlowSpec: 1, upstream.FamilyIPv4Unicast: 1, upstream.FamilyIPv6Unicast: 1}
 	if adv := st.Neighbors[0].Advertised; !maps.Equal(adv, wantAdv) {
 		t.Fatalf("advertised per family %v, want %v", adv, wantAdv)
 	}
 	for _, l := range st.Announcements {
-		if len(l.Neighbors) != 1 || l.Neighbors[0] != (AnnouncementNeighbor{Address: "127.0.0.1", SessionUp: true, Sent: true}) {
+		if len(l.Neighbors) != 1 || l.Neighbors[0] != (upstream.AnnouncementNeighbor{Address: "127.0.0.1", SessionUp: true, Sent: true}) {
 			t.Errorf("%s on the neighbors: %+v, want sent on the established session", l.Announcement.CLI(), l.Neighbors)
 		}
 	}
@@ -309,7 +311,7 @@ func TestSpeakerTwoSpeakers(t *testing.T) {
 	}
 	rcv.waitFor(5*time.Second, nil)
 
-	if _, err := s.Reconcile(Confirm(time.Now(), want, DecideState{}).Entries); err != nil {
+	if _, err := s.Reconcile(upstream.Confirm(time.Now(), want, upstream.DecideState{}).Entries); err != nil {
 		t.Fatal(err)
 	}
 	rcv.waitFor(5*time.Second, want)
@@ -335,15 +337,15 @@ func TestSpeakerRunDeadMan(t *testing.T) {
 
 	want := mitigation()[:3]
 	wrote := time.Now()
-	if err := WriteDesired(dir, Confirm(wrote, want, DecideState{})); err != nil {
+	if err := upstream.WriteDesired(dir, upstream.Confirm(wrote, want, upstream.DecideState{})); err != nil {
 		t.Fatal(err)
 	}
 	rcv.waitFor(time.Second+500*time.Millisecond, want)
 	t.Logf("hand-off to receiver RIB: %s", time.Since(wrote).Round(time.Millisecond))
-	var rep StatusReport
+	var rep upstream.StatusReport
 	netnstest.Eventually(t, 3*time.Second, func() bool {
 		var err error
-		rep, err = ReadStatus(dir)
+		rep, err = upstream.ReadStatus(dir)
 		return err == nil && len(rep.Announcements) == len(want)
 	}, "status file never showed the %d announcements: %+v", len(want), &rep)
 	if rep.PID != os.Getpid() || len(rep.Neighbors) != 1 || rep.Neighbors[0].State != "established" {
@@ -363,9 +365,9 @@ func TestSpeakerRunDeadMan(t *testing.T) {
 			case <-stopConfirm:
 				return
 			case <-tk.C:
-				d := Confirm(time.Now(), keep, DecideState{})
-				d.Entries = append(d.Entries, Entry{Announcement: want[1], Confirmed: wrote}, Entry{Announcement: want[2], Confirmed: wrote})
-				if err := WriteDesired(dir, d); err != nil {
+				d := upstream.Confirm(time.Now(), keep, upstream.DecideState{})
+				d.Entries = append(d.Entries, upstream.Entry{Announcement: want[1], Confirmed: wrote}, upstream.Entry{Announcement: want[2], Confirmed: wrote})
+				if err := upstream.WriteDesired(dir, d); err != nil {
 					t.Error(err)
 					return
 				}
@@ -382,7 +384,7 @@ func TestSpeakerRunDeadMan(t *testing.T) {
 	rcv.waitFor(cfg.MaxAge+2*time.Second, nil)
 
 	// A clean stop of Run withdraws everything.
-	if err := WriteDesired(dir, Confirm(time.Now(), want, DecideState{})); err != nil {
+	if err := upstream.WriteDesired(dir, upstream.Confirm(time.Now(), want, upstream.DecideState{})); err != nil {
 		t.Fatal(err)
 	}
 	rcv.waitFor(2*time.Second, want)
@@ -391,7 +393,7 @@ func TestSpeakerRunDeadMan(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	rcv.waitFor(5*time.Second, nil)
-	if _, err := ReadStatus(dir); !errors.Is(err, os.ErrNotExist) {
+	if _, err := upstream.ReadStatus(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("status file after a clean stop: %v", err)
 	}
 }
@@ -406,12 +408,12 @@ func TestSpeakerDampening(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	s.now = func() time.Time { return now }
 	want := mitigation()[:4]
-	res, err := s.Reconcile(Confirm(now, want, DecideState{}).Entries)
+	res, err := s.Reconcile(upstream.Confirm(now, want, upstream.DecideState{}).Entries)
 	if err != nil || res.Announced != 2 || res.Deferred != 2 {
 		t.Fatalf("first: %+v %v", res, err)
 	}
 	now = now.Add(30 * time.Second)
-	res, err = s.Reconcile(Confirm(now, want, DecideState{}).Entries)
+	res, err = s.Reconcile(upstream.Confirm(now, want, upstream.DecideState{}).Entries)
 	if err != nil || res.Announced != 0 || res.Deferred != 2 {
 		t.Fatalf("within the minute: %+v %v", res, err)
 	}
@@ -420,12 +422,12 @@ func TestSpeakerDampening(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 	// Withdrawing is not held back even with the budget spent.
-	res, err = s.Reconcile(Confirm(now, want[2:], DecideState{}).Entries)
+	res, err = s.Reconcile(upstream.Confirm(now, want[2:], upstream.DecideState{}).Entries)
 	if err != nil || res.Withdrawn != 2 || res.Announced != 0 || res.Deferred != 2 {
 		t.Fatalf("withdraw over budget: %+v %v", res, err)
 	}
 	now = now.Add(61 * time.Second)
-	res, err = s.Reconcile(Confirm(now, want[2:], DecideState{}).Entries)
+	res, err = s.Reconcile(upstream.Confirm(now, want[2:], upstream.DecideState{}).Entries)
 	if err != nil || res.Announced != 2 || res.Deferred != 0 {
 		t.Fatalf("after the minute: %+v %v", res, err)
 	}
@@ -447,13 +449,13 @@ func TestSpeakerRefusesUnsafe(t *testing.T) {
 	s := startSpeaker(t, cfg)
 	waitEstablished(t, s)
 	safe := mitigation()[:1]
-	unsafe := []Announcement{
+	unsafe := []upstream.Announcement{
 		fs("192.0.2.10/32", "198.51.100.7/32"),     // outside own_prefixes
 		rtbh("203.0.113.0/24", "192.0.2.66"),       // RTBH of a /24
 		fs("203.0.113.10/32", "0.0.0.0/0"),         // a /0 source
 		fs("203.0.113.10/32", "198.51.100.200/32"), // protected source
 	}
-	res, err := s.Reconcile(Confirm(time.Now(), append(slices.Clone(safe), unsafe...), DecideState{}).Entries)
+	res, err := s.Reconcile(upstream.Confirm(time.Now(), append(slices.Clone(safe), unsafe...), upstream.DecideState{}).Entries)
 	if err != nil || res.Announced != 1 || len(res.Refused) != len(unsafe) {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -469,19 +471,19 @@ func TestSpeakerRefusesUnsafe(t *testing.T) {
 // gets only the RTBH route, and Status shows nothing advertised in the
 // FlowSpec family: the signal for Decide's FlowSpecRefused.
 func TestSpeakerFlowSpecNotTaken(t *testing.T) {
-	rcv := newReceiverFamilies(t, []string{FamilyIPv4Unicast})
+	rcv := newReceiverFamilies(t, []string{upstream.FamilyIPv4Unicast})
 	s := startSpeaker(t, speakerConfig(rcv.port))
 	waitEstablished(t, s)
 	fsRule := mitigation()[0]
 	black := mitigation()[3]
-	if _, err := s.Reconcile(Confirm(time.Now(), []Announcement{fsRule, black}, DecideState{}).Entries); err != nil {
+	if _, err := s.Reconcile(upstream.Confirm(time.Now(), []upstream.Announcement{fsRule, black}, upstream.DecideState{}).Entries); err != nil {
 		t.Fatal(err)
 	}
-	rcv.waitFor(5*time.Second, []Announcement{black})
+	rcv.waitFor(5*time.Second, []upstream.Announcement{black})
 	netnstest.Eventually(t, 5*time.Second, func() bool {
 		st, err := s.Status(context.Background())
 		return err == nil && len(st.Announcements) == 2 &&
-			maps.Equal(st.Neighbors[0].Advertised, map[string]uint64{FamilyIPv4Unicast: 1})
+			maps.Equal(st.Neighbors[0].Advertised, map[string]uint64{upstream.FamilyIPv4Unicast: 1})
 	}, "status does not show the FlowSpec rule unadvertised")
 }
 
@@ -491,7 +493,7 @@ func TestSpeakerFlowSpecNotTaken(t *testing.T) {
 // address takes its place and gives it back; withdrawing the rules
 // withdraws it.
 func TestSpeakerValidationRoutes(t *testing.T) {
-	fams := []string{FamilyIPv4FlowSpec, FamilyIPv4Unicast}
+	fams := []string{upstream.FamilyIPv4FlowSpec, upstream.FamilyIPv4Unicast}
 	rcv := newReceiverFamilies(t, fams)
 	cfg := speakerConfig(rcv.port)
 	cfg.Neighbors[0].Families = fams
@@ -500,26 +502,26 @@ func TestSpeakerValidationRoutes(t *testing.T) {
 	waitEstablished(t, s)
 
 	v := pfx("203.0.113.10/32")
-	rules := []Announcement{
-		{Kind: FlowSpec, Destination: v, Source: pfx("198.51.100.7/32"), Ports: []uint16{80}, Action: Discard},
-		{Kind: FlowSpec, Destination: v, Source: pfx("198.51.100.8/32"), Ports: []uint16{80}, Action: Discard},
+	rules := []upstream.Announcement{
+		{Kind: upstream.FlowSpec, Destination: v, Source: pfx("198.51.100.7/32"), Ports: []uint16{80}, Action: upstream.Discard},
+		{Kind: upstream.FlowSpec, Destination: v, Source: pfx("198.51.100.8/32"), Ports: []uint16{80}, Action: upstream.Discard},
 	}
-	res, err := s.Reconcile(Confirm(time.Now(), rules, DecideState{}).Entries)
+	res, err := s.Reconcile(upstream.Confirm(time.Now(), rules, upstream.DecideState{}).Entries)
 	if err != nil || res.Announced != 3 {
 		t.Fatalf("reconcile: %+v %v", res, err)
 	}
-	rcv.waitFor(5*time.Second, append(slices.Clone(rules), ValidationRoute(v)))
+	rcv.waitFor(5*time.Second, append(slices.Clone(rules), upstream.ValidationRoute(v)))
 
-	rtbh := Announcement{Kind: RTBH, Destination: v, Communities: []Community{Blackhole, NoExport}, NextHop: addr("192.0.2.66")}
-	if _, err := s.Reconcile(Confirm(time.Now(), append(slices.Clone(rules), rtbh), DecideState{}).Entries); err != nil {
+	rtbh := upstream.Announcement{Kind: upstream.RTBH, Destination: v, Communities: []upstream.Community{upstream.Blackhole, upstream.NoExport}, NextHop: addr("192.0.2.66")}
+	if _, err := s.Reconcile(upstream.Confirm(time.Now(), append(slices.Clone(rules), rtbh), upstream.DecideState{}).Entries); err != nil {
 		t.Fatal(err)
 	}
 	rcv.waitFor(5*time.Second, append(slices.Clone(rules), rtbh))
 
-	if _, err := s.Reconcile(Confirm(time.Now(), rules, DecideState{}).Entries); err != nil {
+	if _, err := s.Reconcile(upstream.Confirm(time.Now(), rules, upstream.DecideState{}).Entries); err != nil {
 		t.Fatal(err)
 	}
-	rcv.waitFor(5*time.Second, append(slices.Clone(rules), ValidationRoute(v)))
+	rcv.waitFor(5*time.Second, append(slices.Clone(rules), upstream.ValidationRoute(v)))
 
 	res, err = s.Reconcile(nil)
 	if err != nil || res.Withdrawn != 3 {
@@ -536,17 +538,17 @@ func TestConfigValidationRoutes(t *testing.T) {
 		fams []string
 		want string
 	}{
-		{"203.0.113.1", []string{FamilyIPv4FlowSpec, FamilyIPv4Unicast}, ""},
-		{"2001:db8::1", []string{FamilyIPv6FlowSpec, FamilyIPv6Unicast}, ""},
-		{"203.0.113.1", []string{FamilyIPv4FlowSpec}, "needs ipv4-unicast with ipv4-flowspec"},
-		{"203.0.113.1", []string{FamilyIPv4FlowSpec, FamilyIPv4Unicast, FamilyIPv6Unicast}, "ipv6-unicast without ipv6-flowspec"},
-		{"203.0.113.1", []string{FamilyIPv6FlowSpec, FamilyIPv6Unicast}, "needs an IPv6 session"},
-		{"2001:db8::1", []string{FamilyIPv4FlowSpec, FamilyIPv4Unicast}, "needs an IPv4 session"},
-		{"203.0.113.1", []string{FamilyIPv4Unicast}, "no neighbor carries"},
+		{"203.0.113.1", []string{upstream.FamilyIPv4FlowSpec, upstream.FamilyIPv4Unicast}, ""},
+		{"2001:db8::1", []string{upstream.FamilyIPv6FlowSpec, upstream.FamilyIPv6Unicast}, ""},
+		{"203.0.113.1", []string{upstream.FamilyIPv4FlowSpec}, "needs ipv4-unicast with ipv4-flowspec"},
+		{"203.0.113.1", []string{upstream.FamilyIPv4FlowSpec, upstream.FamilyIPv4Unicast, upstream.FamilyIPv6Unicast}, "ipv6-unicast without ipv6-flowspec"},
+		{"203.0.113.1", []string{upstream.FamilyIPv6FlowSpec, upstream.FamilyIPv6Unicast}, "needs an IPv6 session"},
+		{"2001:db8::1", []string{upstream.FamilyIPv4FlowSpec, upstream.FamilyIPv4Unicast}, "needs an IPv4 session"},
+		{"203.0.113.1", []string{upstream.FamilyIPv4Unicast}, "no neighbor carries"},
 	} {
 		cfg := testConfig()
 		cfg.FlowSpecValidationRoutes = true
-		cfg.Neighbors = []Neighbor{{Address: addr(c.addr), PeerASN: 64500, Families: c.fams}}
+		cfg.Neighbors = []upstream.Neighbor{{Address: addr(c.addr), PeerASN: 64500, Families: c.fams}}
 		err := cfg.Validate()
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("%s %v: %v, want %q", c.addr, c.fams, err, c.want)
@@ -564,24 +566,24 @@ func TestConfigValidationRoutes(t *testing.T) {
 func TestCheckValidationRoute(t *testing.T) {
 	cfg := testConfig()
 	cfg.FlowSpecValidationRoutes = true
-	good := ValidationRoute(pfx("203.0.113.10/32"))
-	if ok, refused := Check(cfg, []Announcement{good}); len(ok) != 1 || len(refused) != 0 {
+	good := upstream.ValidationRoute(pfx("203.0.113.10/32"))
+	if ok, refused := upstream.Check(cfg, []upstream.Announcement{good}); len(ok) != 1 || len(refused) != 0 {
 		t.Fatalf("refused %v", refused)
 	}
 	other := good
-	other.Communities = []Community{NoExport}
+	other.Communities = []upstream.Community{upstream.NoExport}
 	for _, c := range []struct {
-		a    Announcement
+		a    upstream.Announcement
 		off  bool
 		want string
 	}{
 		{good, true, "flowspec_validation_routes off"},
-		{ValidationRoute(pfx("203.0.113.0/24")), false, "only an exact /32"},
-		{ValidationRoute(pfx("198.51.100.10/32")), false, "outside own_prefixes"},
+		{upstream.ValidationRoute(pfx("203.0.113.0/24")), false, "only an exact /32"},
+		{upstream.ValidationRoute(pfx("198.51.100.10/32")), false, "outside own_prefixes"},
 		{other, false, "NO_EXPORT and NO_ADVERTISE"},
 	} {
 		cfg.FlowSpecValidationRoutes = !c.off
-		_, refused := Check(cfg, []Announcement{c.a})
+		_, refused := upstream.Check(cfg, []upstream.Announcement{c.a})
 		if len(refused) != 1 || !strings.Contains(refused[0].Reason, c.want) {
 			t.Errorf("%s: refused %v, want %q", c.a.CLI(), refused, c.want)
 		}

@@ -1,4 +1,4 @@
-package upstream
+package speaker
 
 import (
 	"bytes"
@@ -21,6 +21,8 @@ import (
 
 	"github.com/synban/synban/internal/gobgptest"
 	"github.com/synban/synban/internal/netnstest"
+
+	"github.com/synban/synban/upstream"
 )
 
 // cyclesEnv names the configuration of a stop-cycles child: it starts a
@@ -30,11 +32,11 @@ import (
 const cyclesEnv = "SYNBAN_UPSTREAM_STOP_CYCLES"
 
 type cyclesConfig struct {
-	Config   Config
+	Config   upstream.Config
 	Locals   []netip.Addr
 	Cycles   int
 	MaxDelay time.Duration
-	Rule     Announcement
+	Rule     upstream.Announcement
 }
 
 // runCycles is the stop-cycles child: one worker per local address, each
@@ -79,9 +81,9 @@ func runCycles(path string) error {
 func cycle(cc cyclesConfig, local netip.Addr, log *slog.Logger) (string, error) {
 	cfg := cc.Config
 	cfg.RouterID = local
-	cfg.Neighbors = []Neighbor{cfg.Neighbors[0]}
+	cfg.Neighbors = []upstream.Neighbor{cfg.Neighbors[0]}
 	cfg.Neighbors[0].LocalAddress = local
-	s, err := NewSpeaker(cfg, log.With("local", local))
+	s, err := New(cfg, log.With("local", local))
 	if err != nil {
 		return "", err
 	}
@@ -103,7 +105,7 @@ func cycle(cc cyclesConfig, local netip.Addr, log *slog.Logger) (string, error) 
 		time.Sleep(5 * time.Millisecond)
 	}
 	t1 := time.Now()
-	if _, err := s.Reconcile([]Entry{{Announcement: cc.Rule, Confirmed: time.Now()}}); err != nil {
+	if _, err := s.Reconcile([]upstream.Entry{{Announcement: cc.Rule, Confirmed: time.Now()}}); err != nil {
 		_ = s.Stop(ctx)
 		return "", fmt.Errorf("announce: %w", err)
 	}
@@ -140,7 +142,7 @@ func TestStopWithdrawalBeforeCease(t *testing.T) {
 	rToV, _ := netnstest.Link(t, r, v, []string{labRouterToV4 + "/24"}, addrs)
 	var nbs []gobgptest.Neighbor
 	for _, a := range locals {
-		nbs = append(nbs, gobgptest.Neighbor{Address: a.String(), PeerASN: labVictimASN, Families: []string{FamilyIPv4FlowSpec}})
+		nbs = append(nbs, gobgptest.Neighbor{Address: a.String(), PeerASN: labVictimASN, Families: []string{upstream.FamilyIPv4FlowSpec}})
 	}
 	gobgptest.Start(t, r, gobgptest.Config{ASN: labRouterASN, RouterID: labRouterToV4, Neighbors: nbs})
 
@@ -157,8 +159,8 @@ func TestStopWithdrawalBeforeCease(t *testing.T) {
 
 	l := &lab{t: t, v: v}
 	cfg := l.config()
-	cfg.Neighbors[0].Families = []string{FamilyIPv4FlowSpec}
-	rule := Announcement{Kind: FlowSpec, Destination: pfx(labVictim4 + "/32"), Source: pfx("10.98.0.0/24"), Ports: []uint16{80}, Action: Discard}
+	cfg.Neighbors[0].Families = []string{upstream.FamilyIPv4FlowSpec}
+	rule := upstream.Announcement{Kind: upstream.FlowSpec, Destination: pfx(labVictim4 + "/32"), Source: pfx("10.98.0.0/24"), Ports: []uint16{80}, Action: upstream.Discard}
 	b, err := json.Marshal(cyclesConfig{Config: cfg, Locals: locals, Cycles: cycles, MaxDelay: time.Second, Rule: rule})
 	if err != nil {
 		t.Fatal(err)
