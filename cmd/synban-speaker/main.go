@@ -47,7 +47,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	r, err := handover.Receive(args)
 	if err != nil {
-		return fail(exitUsage, fmt.Errorf("%s: %w", handover.Binary, err))
+		// Not handed over by synban upstream: name this program.
+		fmt.Fprintf(stderr, "%s: %v\n", handover.Binary, err)
+		return exitUsage
 	}
 	defer r.Lock.Close()
 	var level slog.Level

@@ -160,11 +160,11 @@ func Receive(args []string) (Request, error) {
 	}
 	switch {
 	case version < 0:
-		return r, errors.New(Binary + " is started by `synban upstream`, not by hand")
+		return r, errors.New("started by `synban upstream`, not by hand")
 	case version != Version:
 		return r, fmt.Errorf("hand-over format %d, this speaker reads %d: synban and %s come from different releases", version, Version, Binary)
 	case cfgFD < 3 || lockFD < 3 || r.StateDir == "":
-		return r, errors.New("started without --config-fd, --lock-fd and --state-dir: " + Binary + " is started by `synban upstream`, not by hand")
+		return r, errors.New("started without --config-fd, --lock-fd and --state-dir: it is started by `synban upstream`, not by hand")
 	}
 	cfg := os.NewFile(uintptr(cfgFD), "synban-upstream-config")
 	defer cfg.Close()
