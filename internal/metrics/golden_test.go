@@ -4,13 +4,20 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+
 	"github.com/synban/synban/detect"
 	"github.com/synban/synban/internal/golden"
+	"github.com/synban/synban/internal/metrics/metricstest"
 )
 
 // goldenStart is the fixed start time of the golden runs.
@@ -100,6 +107,7 @@ func TestGoldenTextfiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkWithExpfmt(t, got)
 			want := filepath.Join("testdata", c.name+".prom")
 			if golden.Update() {
 				if err := os.WriteFile(want, got, 0o644); err != nil {
@@ -115,5 +123,34 @@ func TestGoldenTextfiles(t *testing.T) {
 				t.Errorf("%s differs from %s:\n--- got\n%s\n--- want\n%s", path, want, got, exp)
 			}
 		})
+	}
+}
+
+// checkWithExpfmt reads text with Prometheus' parser and writes what it
+// read back with expfmt, families sorted by name: the result must be text
+// again, byte for byte (escapes, float formatting, label order, types).
+// Families named *_total must be counters, the others gauges.
+func checkWithExpfmt(t *testing.T, text []byte) {
+	t.Helper()
+	fams, err := metricstest.Parse(bytes.NewReader(text))
+	if err != nil {
+		t.Fatalf("Prometheus' parser rejects the textfile: %v\n%s", err, text)
+	}
+	var again bytes.Buffer
+	for _, name := range slices.Sorted(maps.Keys(fams)) {
+		mf := fams[name]
+		want := dto.MetricType_GAUGE
+		if strings.HasSuffix(name, "_total") {
+			want = dto.MetricType_COUNTER
+		}
+		if mf.GetType() != want {
+			t.Errorf("%s is a %v, want a %v", name, mf.GetType(), want)
+		}
+		if _, err := expfmt.MetricFamilyToText(&again, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(again.Bytes(), text) {
+		t.Errorf("expfmt writes what its parser read differently:\n--- expfmt\n%s\n--- ours\n%s", again.Bytes(), text)
 	}
 }
