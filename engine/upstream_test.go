@@ -262,7 +262,7 @@ func TestPlanUpstreamHandOff(t *testing.T) {
 	if !m.Up || m.Announcements["flowspec"] != 1 || m.Announcements["rtbh"] != 0 || m.Refused != 1 || m.UplinkBps != 1e6 {
 		t.Fatalf("metrics %+v", m)
 	}
-	if _, err := metrics.Registry(metrics.Run{Start: now, Upstream: m}, time.Time{}); err != nil {
+	if _, err := metrics.Text(metrics.Run{Start: now, Upstream: m}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 

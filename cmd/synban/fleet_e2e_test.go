@@ -16,6 +16,7 @@ import (
 	"github.com/synban/synban/crowdsec"
 	"github.com/synban/synban/internal/lapitest"
 	"github.com/synban/synban/internal/metrics"
+	"github.com/synban/synban/internal/metrics/metricstest"
 	"github.com/synban/synban/internal/netnstest"
 )
 
@@ -168,8 +169,8 @@ func TestFleetTwoHosts(t *testing.T) {
 	}
 	{
 		fams := parseProm(t, prom)
-		up, _ := metrics.Value(fams, metrics.CrowdSecUp, nil)
-		n, _ := metrics.Value(fams, metrics.CrowdSecPushed, nil)
+		up, _ := metricstest.Value(fams, metrics.CrowdSecUp, nil)
+		n, _ := metricstest.Value(fams, metrics.CrowdSecPushed, nil)
 		if up != 1 || n != 1 {
 			t.Fatalf("after A's run %s = %v and %s = %v, want 1 and 1", metrics.CrowdSecUp, up, metrics.CrowdSecPushed, n)
 		}
@@ -307,10 +308,10 @@ func TestFleetTwoHosts(t *testing.T) {
 		t.Fatal("A did not ban the new offender with the LAPI stopped")
 	}
 	fams := parseProm(t, prom)
-	if v, ok := metrics.Value(fams, metrics.CrowdSecUp, nil); !ok || v != 0 {
+	if v, ok := metricstest.Value(fams, metrics.CrowdSecUp, nil); !ok || v != 0 {
 		t.Fatalf("%s = %v (present %v), want 0", metrics.CrowdSecUp, v, ok)
 	}
-	if v, _ := metrics.Value(fams, metrics.Success, nil); v != 1 {
+	if v, _ := metricstest.Value(fams, metrics.Success, nil); v != 1 {
 		t.Fatalf("%s = %v, want 1: local protection worked", metrics.Success, v)
 	}
 }

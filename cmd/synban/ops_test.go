@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/synban/synban/internal/metrics"
+	"github.com/synban/synban/internal/metrics/metricstest"
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/state"
 )
@@ -236,14 +237,14 @@ func TestWatchStopsOnSIGTERM(t *testing.T) {
 			return false
 		}
 		defer f.Close()
-		fams, err := metrics.Parse(f)
+		fams, err := metricstest.Parse(f)
 		if err != nil {
 			t.Fatalf("metrics file does not parse: %v", err)
 		}
-		if ok, _ := metrics.Value(fams, metrics.Success, nil); ok != 1 {
+		if ok, _ := metricstest.Value(fams, metrics.Success, nil); ok != 1 {
 			t.Fatalf("a watch cycle failed; stderr:\n%s", errb.String())
 		}
-		if v, ok := metrics.Value(fams, metrics.LastRun, nil); ok {
+		if v, ok := metricstest.Value(fams, metrics.LastRun, nil); ok {
 			seen[v] = true
 		}
 		return len(seen) >= 2
@@ -384,21 +385,21 @@ func TestMetricsAfterFlood(t *testing.T) {
 		{metrics.Flood, map[string]string{"kind": "real"}, 1},
 		{metrics.Flood, map[string]string{"kind": "spoofed"}, 0},
 	} {
-		if got, ok := metrics.Value(fams, c.name, c.labels); !ok || got != c.want {
+		if got, ok := metricstest.Value(fams, c.name, c.labels); !ok || got != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
 		}
 	}
-	if v, _ := metrics.Value(fams, metrics.HalfOpen, nil); v < 150 {
+	if v, _ := metricstest.Value(fams, metrics.HalfOpen, nil); v < 150 {
 		t.Errorf("%s = %v, want >= 150 (the flood's half-open entries)", metrics.HalfOpen, v)
 	}
-	if v, _ := metrics.Value(fams, metrics.Sources, nil); v < 1 {
+	if v, _ := metricstest.Value(fams, metrics.Sources, nil); v < 1 {
 		t.Errorf("%s = %v, want >= 1", metrics.Sources, v)
 	}
-	last, _ := metrics.Value(fams, metrics.LastSuccess, nil)
+	last, _ := metricstest.Value(fams, metrics.LastSuccess, nil)
 	if last < float64(before.Unix()) || last > float64(after.Unix()+1) {
 		t.Errorf("%s = %v, want between %d and %d", metrics.LastSuccess, last, before.Unix(), after.Unix()+1)
 	}
-	if d, _ := metrics.Value(fams, metrics.Duration, nil); d <= 0 || d > after.Sub(before).Seconds() {
+	if d, _ := metricstest.Value(fams, metrics.Duration, nil); d <= 0 || d > after.Sub(before).Seconds() {
 		t.Errorf("%s = %v, want in (0, %v]", metrics.Duration, d, after.Sub(before).Seconds())
 	}
 
@@ -408,7 +409,7 @@ func TestMetricsAfterFlood(t *testing.T) {
 		if out, err := l.synban("run", "--backend", "nftables"); err != nil {
 			t.Fatalf("second run: %v: %s", err, out)
 		}
-		v, _ := metrics.Value(parseProm(t, prom), metrics.DropPackets, map[string]string{"backend": "nftables", "rule": "ban_v4"})
+		v, _ := metricstest.Value(parseProm(t, prom), metrics.DropPackets, map[string]string{"backend": "nftables", "rule": "ban_v4"})
 		return v >= 100
 	}, "%s{rule=ban_v4} did not reach the 100 flood packets", metrics.DropPackets)
 }
@@ -420,7 +421,7 @@ func parseProm(t *testing.T, path string) map[string]*dto.MetricFamily {
 		t.Fatalf("metrics file: %v", err)
 	}
 	defer f.Close()
-	fams, err := metrics.Parse(f)
+	fams, err := metricstest.Parse(f)
 	if err != nil {
 		t.Fatalf("Prometheus' parser rejects the metrics file: %v", err)
 	}

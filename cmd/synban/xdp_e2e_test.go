@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/synban/synban/internal/metrics"
+	"github.com/synban/synban/internal/metrics/metricstest"
 	"github.com/synban/synban/internal/netnstest"
 	"github.com/synban/synban/internal/nsenter"
 )
@@ -219,15 +220,15 @@ func TestXDPFastPathEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fams, err := metrics.Parse(f)
+	fams, err := metricstest.Parse(f)
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, ok := metrics.Value(fams, metrics.XDPDropped, map[string]string{"prefix": xdpBanned + "/32"}); !ok || v == 0 {
+	if v, ok := metricstest.Value(fams, metrics.XDPDropped, map[string]string{"prefix": xdpBanned + "/32"}); !ok || v == 0 {
 		t.Errorf("metrics: %s{prefix=%s} = %v (present %v)", metrics.XDPDropped, xdpBanned, v, ok)
 	}
-	if v, ok := metrics.Value(fams, metrics.XDPUp, nil); !ok || v != 1 {
+	if v, ok := metricstest.Value(fams, metrics.XDPUp, nil); !ok || v != 1 {
 		t.Errorf("metrics: %s = %v (present %v)", metrics.XDPUp, v, ok)
 	}
 

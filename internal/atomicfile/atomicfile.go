@@ -22,6 +22,14 @@ import (
 // survives a crash. On failure the temporary file is removed and the old
 // file is left as it was. Errors name the file.
 func Write(dir, name string, data []byte, durable bool) error {
+	return WriteMode(dir, name, data, 0o600, durable)
+}
+
+// WriteMode is Write for a file another user reads (node_exporter reads
+// the metrics textfile): the temporary file gets exactly perm's permission
+// bits, whatever the umask, before it is renamed, so the file never
+// appears with another mode.
+func WriteMode(dir, name string, data []byte, perm fs.FileMode, durable bool) error {
 	final := filepath.Join(dir, name)
 	var f *os.File
 	var err error
@@ -45,6 +53,11 @@ func Write(dir, name string, data []byte, durable bool) error {
 	}()
 	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if perm.Perm() != 0o600 {
+		if err := f.Chmod(perm.Perm()); err != nil {
+			return fmt.Errorf("chmod %s: %w", tmp, err)
+		}
 	}
 	if durable {
 		if err := f.Sync(); err != nil {

@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -53,5 +54,19 @@ func TestWriteNeverThroughALink(t *testing.T) {
 func TestWriteMissingDir(t *testing.T) {
 	if err := Write(filepath.Join(t.TempDir(), "nope"), "doc.json", nil, true); err == nil {
 		t.Fatal("write into a missing directory succeeded")
+	}
+}
+
+// WriteMode gives the file exactly the mode asked for, whatever the umask.
+func TestWriteModeIgnoresUmask(t *testing.T) {
+	dir := t.TempDir()
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	if err := WriteMode(dir, "m.prom", []byte("x 1\n"), 0o644, false); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "m.prom"))
+	if err != nil || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("mode %v %v, want 0644", fi.Mode(), err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/synban/synban/internal/metrics/metricstest"
 )
 
 // TestCrowdSecMetrics: the CrowdSec gauges appear only with [crowdsec], up
@@ -24,7 +26,7 @@ func TestCrowdSecMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 		fams := readFamilies(t, path)
-		up, ok := Value(fams, CrowdSecUp, nil)
+		up, ok := metricstest.Value(fams, CrowdSecUp, nil)
 		if c.cs == nil {
 			if ok {
 				t.Fatalf("%s written without [crowdsec]", CrowdSecUp)
@@ -34,10 +36,10 @@ func TestCrowdSecMetrics(t *testing.T) {
 		if !ok || up != c.want {
 			t.Fatalf("%s = %v (present %v), want %v", CrowdSecUp, up, ok, c.want)
 		}
-		if v, _ := Value(fams, CrowdSecPulled, nil); v != 3 {
+		if v, _ := metricstest.Value(fams, CrowdSecPulled, nil); v != 3 {
 			t.Fatalf("%s = %v, want 3", CrowdSecPulled, v)
 		}
-		if v, _ := Value(fams, Bans, map[string]string{"reason": "crowdsec:cscli"}); v != 1 {
+		if v, _ := metricstest.Value(fams, Bans, map[string]string{"reason": "crowdsec:cscli"}); v != 1 {
 			t.Fatalf("%s{reason=crowdsec:cscli} = %v, want 1", Bans, v)
 		}
 	}
@@ -50,7 +52,7 @@ func readFamilies(t *testing.T, path string) map[string]*dto.MetricFamily {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	fams, err := Parse(f)
+	fams, err := metricstest.Parse(f)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/synban/synban/internal/metrics/metricstest"
 )
 
 // dashboardPath is the Grafana dashboard shipped for these metrics.
@@ -56,7 +58,7 @@ func TestDashboardQueriesNameRealMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	fams, err := Parse(f)
+	fams, err := metricstest.Parse(f)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,22 +1,33 @@
 // Package metrics writes what one synban run saw and did as a Prometheus
 // text-exposition file for node_exporter's textfile collector. Each run
-// builds a fresh registry (no global state) and replaces the file atomically
-// with prometheus.WriteToTextfile, so the collector never reads half a file.
+// builds its families afresh (no global state) and replaces the file
+// atomically (internal/atomicfile), so the collector never reads half a
+// file.
+//
+// The file is written by hand, not with client_golang: its package init
+// builds a default registry with Go and process collectors and pulls in
+// procfs and protobuf, a cost every cron start of synban paid for a file of
+// some thirty samples (issue 24: `synban version` within 3 ms of package
+// init). The format is the stable Prometheus text format 0.0.4 (HELP and
+// TYPE lines, escaped label values, one sample per line), written byte for
+// byte as client_golang's Gather and expfmt wrote it: the goldens in
+// testdata pin that output, and the tests read every file back with
+// Prometheus' own parser (expfmt, a test-only import; see metricstest).
 package metrics
 
 import (
+	"bufio"
 	"cmp"
-	"errors"
 	"fmt"
 	"io"
+	"math"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
+	"github.com/synban/synban/internal/atomicfile"
 	"github.com/synban/synban/internal/trust"
 )
 
@@ -174,217 +185,158 @@ type CrowdSec struct {
 	Pulled, Pushed int
 }
 
-// Write replaces the file at path with r's metrics.
+// Write replaces the file at path with r's metrics, atomically (a
+// temporary file in the same directory renamed over it, never written
+// through a symbolic link), mode 0644 so node_exporter can read it.
 func Write(path string, r Run) error {
-	reg, err := Registry(r, previousSuccess(path))
+	text, err := Text(r, previousSuccess(path))
 	if err != nil {
 		return err
 	}
-	if err := prometheus.WriteToTextfile(path, reg); err != nil {
+	if err := atomicfile.WriteMode(filepath.Dir(path), filepath.Base(path), text, 0o644, false); err != nil {
 		return fmt.Errorf("write metrics to %s: %w", path, err)
 	}
 	return nil
 }
 
-// Registry builds a fresh registry holding r's metrics. lastSuccess is the
+// Text returns r's metrics as a text-exposition file. lastSuccess is the
 // previous success time, used when r failed (zero: none known).
-func Registry(r Run, lastSuccess time.Time) (*prometheus.Registry, error) {
-	reg := prometheus.NewRegistry()
-	gauge := func(name, help string, v float64) error {
-		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
-		g.Set(v)
-		return reg.Register(g)
-	}
+func Text(r Run, lastSuccess time.Time) ([]byte, error) {
+	t := newTextfile()
 	ok := 0.0
 	if r.Err == nil {
 		ok = 1
 		lastSuccess = r.Start.Add(r.Elapsed)
 	}
 	end := r.Start.Add(r.Elapsed)
-	errs := []error{
-		gauge(Success, "1 if the last synban run succeeded, else 0.", ok),
-		gauge(LastRun, "When the last synban run ended, in seconds since the epoch.", unix(end)),
-		gauge(Duration, "How long the last synban run took.", r.Elapsed.Seconds()),
-	}
+	t.gauge(Success, "1 if the last synban run succeeded, else 0.", ok)
+	t.gauge(LastRun, "When the last synban run ended, in seconds since the epoch.", unix(end))
+	t.gauge(Duration, "How long the last synban run took.", r.Elapsed.Seconds())
 	if !lastSuccess.IsZero() {
-		errs = append(errs, gauge(LastSuccess, "When the last successful synban run ended, in seconds since the epoch.", unix(lastSuccess)))
+		t.gauge(LastSuccess, "When the last successful synban run ended, in seconds since the epoch.", unix(lastSuccess))
 	}
-	if r.Err != nil {
-		return reg, errors.Join(errs...)
+	if r.Err == nil {
+		addRun(t, r)
 	}
-	c := r.Flood
-	errs = append(errs,
-		gauge(Samples, "Connection-table samples taken in the last run.", float64(r.Samples)),
-		gauge(Sources, "Distinct remote addresses seen in the last run's samples.", float64(r.Sources)),
-		gauge(Verdicts, "Offending sources and prefixes decided in the last run.", float64(r.Verdicts)),
-		gauge(BansAdded, "Bans newly added in the last run.", float64(r.Added)),
-		gauge(BansExpired, "Bans expired in the last run.", float64(r.Expired)),
-		gauge(HalfOpen, "Half-open (SYN_RECV) entries in the last run's fullest sample.", float64(c.HalfOpenEntries)),
-		gauge(HalfOpenSrc, "Distinct sources holding half-open entries in the last run's fullest sample.", float64(c.HalfOpenSources)),
-		gauge(CookiesSent, "SYN cookies sent over the last run's window (TcpExt SyncookiesSent).", float64(c.CookiesSent)),
-		gauge(CookiesRecv, "SYN cookies answered over the last run's window (TcpExt SyncookiesRecv).", float64(c.CookiesRecv)),
-		gauge(SysctlSet, "Kernel settings changed by the last run.", float64(r.SysctlChanges)),
-	)
+	text, err := t.bytes()
+	if err != nil {
+		return nil, fmt.Errorf("build metrics: %w", err)
+	}
+	return text, nil
+}
 
-	flood := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: Flood,
-		Help: "The last run's flood classification: 1 for the kind found (none, real, prefix or spoofed), 0 for the others."}, []string{"kind"})
+// addRun adds what only a successful run reports.
+func addRun(t *textfile, r Run) {
+	c := r.Flood
+	t.gauge(Samples, "Connection-table samples taken in the last run.", float64(r.Samples))
+	t.gauge(Sources, "Distinct remote addresses seen in the last run's samples.", float64(r.Sources))
+	t.gauge(Verdicts, "Offending sources and prefixes decided in the last run.", float64(r.Verdicts))
+	t.gauge(BansAdded, "Bans newly added in the last run.", float64(r.Added))
+	t.gauge(BansExpired, "Bans expired in the last run.", float64(r.Expired))
+	t.gauge(HalfOpen, "Half-open (SYN_RECV) entries in the last run's fullest sample.", float64(c.HalfOpenEntries))
+	t.gauge(HalfOpenSrc, "Distinct sources holding half-open entries in the last run's fullest sample.", float64(c.HalfOpenSources))
+	t.gauge(CookiesSent, "SYN cookies sent over the last run's window (TcpExt SyncookiesSent).", float64(c.CookiesSent))
+	t.gauge(CookiesRecv, "SYN cookies answered over the last run's window (TcpExt SyncookiesRecv).", float64(c.CookiesRecv))
+	t.gauge(SysctlSet, "Kernel settings changed by the last run.", float64(r.SysctlChanges))
+
+	flood := t.family(Flood, "The last run's flood classification: 1 for the kind found (none, real, prefix or spoofed), 0 for the others.", gauge, "kind")
 	for _, k := range c.Kinds {
 		v := 0.0
 		if k == c.Kind {
 			v = 1
 		}
-		flood.WithLabelValues(k).Set(v)
+		flood.set(v, k)
 	}
 
-	bans := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: Bans,
-		Help: "Active bans after the last run, by backend and reason (the detection rule, manual or restored)."}, []string{"backend", "reason"})
+	bans := t.family(Bans, "Active bans after the last run, by backend and reason (the detection rule, manual or restored).", gauge, "backend", "reason")
 	for _, b := range r.Bans {
 		reason := b.Reason
 		if reason == "" {
 			reason = "restored"
 		}
-		bans.WithLabelValues(b.Backend, reason).Add(float64(max(b.Count, 1)))
+		bans.add(float64(max(b.Count, 1)), b.Backend, reason)
 	}
 
-	packets := prometheus.NewCounterVec(prometheus.CounterOpts{Name: DropPackets,
-		Help: "Packets dropped by synban's firewall rules, as the kernel counts them."}, []string{"backend", "chain", "rule"})
-	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: DropBytes,
-		Help: "Bytes dropped by synban's firewall rules, as the kernel counts them."}, []string{"backend", "chain", "rule"})
+	packets := t.family(DropPackets, "Packets dropped by synban's firewall rules, as the kernel counts them.", counter, "backend", "chain", "rule")
+	bytes := t.family(DropBytes, "Bytes dropped by synban's firewall rules, as the kernel counts them.", counter, "backend", "chain", "rule")
 	for _, d := range r.Drops {
-		packets.WithLabelValues(r.Backend, d.Chain, d.Rule).Add(float64(d.Packets))
-		bytes.WithLabelValues(r.Backend, d.Chain, d.Rule).Add(float64(d.Bytes))
+		packets.count(d.Packets, r.Backend, d.Chain, d.Rule)
+		bytes.count(d.Bytes, r.Backend, d.Chain, d.Rule)
 	}
 	if cs := r.CrowdSec; cs != nil {
-		up := 0.0
-		if cs.Up {
-			up = 1
-		}
-		errs = append(errs,
-			gauge(CrowdSecUp, "1 if every call of the last run to the CrowdSec LAPI succeeded, else 0.", up),
-			gauge(CrowdSecPulled, "Bans pulled from the CrowdSec LAPI enforced after the last run.", float64(cs.Pulled)),
-			gauge(CrowdSecPushed, "Bans pushed to the CrowdSec LAPI in the last run.", float64(cs.Pushed)))
+		t.gauge(CrowdSecUp, "1 if every call of the last run to the CrowdSec LAPI succeeded, else 0.", one(cs.Up))
+		t.gauge(CrowdSecPulled, "Bans pulled from the CrowdSec LAPI enforced after the last run.", float64(cs.Pulled))
+		t.gauge(CrowdSecPushed, "Bans pushed to the CrowdSec LAPI in the last run.", float64(cs.Pushed))
 	}
 	if up := r.Upstream; up != nil {
-		ok := 0.0
-		if up.Up {
-			ok = 1
-		}
-		anns := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: UpstreamAnnouncements,
-			Help: "Announcements the last run handed the upstream BGP speaker, by kind (flowspec, rtbh)."}, []string{"kind"})
+		anns := t.family(UpstreamAnnouncements, "Announcements the last run handed the upstream BGP speaker, by kind (flowspec, rtbh).", gauge, "kind")
 		for k, n := range up.Announcements {
-			anns.WithLabelValues(k).Set(float64(n))
+			anns.set(float64(n), k)
 		}
-		errs = append(errs, reg.Register(anns),
-			gauge(UpstreamUp, "1 if the last run measured the uplink and handed its decision to the upstream speaker, else 0.", ok),
-			gauge(UpstreamRefused, "Upstream announcements the last run's safety checks refused.", float64(up.Refused)),
-			gauge(UpstreamEstablished, "BGP sessions of the upstream speaker established, as its status file said at the last run.", float64(up.Established)),
-			gauge(UpstreamUplinkBps, "The uplink's inbound rate in bits per second measured by the last run.", up.UplinkBps))
+		t.gauge(UpstreamUp, "1 if the last run measured the uplink and handed its decision to the upstream speaker, else 0.", one(up.Up))
+		t.gauge(UpstreamRefused, "Upstream announcements the last run's safety checks refused.", float64(up.Refused))
+		t.gauge(UpstreamEstablished, "BGP sessions of the upstream speaker established, as its status file said at the last run.", float64(up.Established))
+		t.gauge(UpstreamUplinkBps, "The uplink's inbound rate in bits per second measured by the last run.", up.UplinkBps)
 	}
 	if x := r.XDP; x != nil {
-		errs = append(errs, registerXDP(reg, x)...)
+		addXDP(t, x)
 	}
-	for _, col := range []prometheus.Collector{flood, bans, packets, bytes} {
-		errs = append(errs, reg.Register(col))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("build metrics: %w", err)
-	}
-	return reg, nil
 }
 
-// registerXDP adds the XDP fast path's metrics to reg.
-func registerXDP(reg *prometheus.Registry, x *XDP) []error {
-	up := 0.0
-	if x.Up {
-		up = 1
-	}
-	upG := prometheus.NewGauge(prometheus.GaugeOpts{Name: XDPUp,
-		Help: "1 if the XDP drop program is on every interface [xdp] names, else 0."})
-	upG.Set(up)
-	entries := prometheus.NewGauge(prometheus.GaugeOpts{Name: XDPEntries, Help: "Bans in the XDP maps after the last run."})
-	entries.Set(float64(x.Entries))
-	attached := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: XDPAttached,
-		Help: "1 for each interface the XDP drop program is on."}, []string{"interface"})
+// addXDP adds the XDP fast path's metrics.
+func addXDP(t *textfile, x *XDP) {
+	t.gauge(XDPUp, "1 if the XDP drop program is on every interface [xdp] names, else 0.", one(x.Up))
+	t.gauge(XDPEntries, "Bans in the XDP maps after the last run.", float64(x.Entries))
+	attached := t.family(XDPAttached, "1 for each interface the XDP drop program is on.", gauge, "interface")
 	for _, ifc := range x.Attached {
-		attached.WithLabelValues(ifc).Set(1)
+		attached.set(1, ifc)
 	}
-	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Name: XDPDropped,
-		Help: "Packets the XDP drop program dropped, per ban entry (the busiest entries only)."}, []string{"prefix"})
+	dropped := t.family(XDPDropped, "Packets the XDP drop program dropped, per ban entry (the busiest entries only).", counter, "prefix")
 	drops := slices.Clone(x.Drops)
 	slices.SortStableFunc(drops, func(a, b XDPDrop) int { return cmp.Compare(b.Packets, a.Packets) })
 	for _, d := range drops[:min(len(drops), MaxXDPDrops)] {
-		dropped.WithLabelValues(d.Prefix).Add(float64(d.Packets))
+		dropped.count(d.Packets, d.Prefix)
 	}
-	return []error{reg.Register(upG), reg.Register(entries), reg.Register(attached), reg.Register(dropped)}
+}
+
+// one is 1 for true, 0 for false.
+func one(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
+// previousMax bounds how much of the file being replaced previousSuccess
+// reads: synban writes well under 64 KiB (MaxXDPDrops bounds the largest
+// family), so a bigger file is not one of its own.
+const previousMax = 1 << 20
+
 // previousSuccess reads the last success time from the file a run is about
 // to replace; zero when there is none or it cannot be read. Only a regular
 // file is read, never through a symbolic link: a FIFO planted there must not
-// hang a run.
+// hang a run. It scans for the one line Text writes for LastSuccess, the
+// name, a space and the value, instead of parsing the whole exposition.
 func previousSuccess(path string) time.Time {
 	f, err := trust.OpenRegular(path, false)
 	if err != nil {
 		return time.Time{}
 	}
 	defer f.Close()
-	fams, err := Parse(f)
-	if err != nil {
-		return time.Time{}
-	}
-	v, ok := Value(fams, LastSuccess, nil)
-	if !ok || v <= 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, int64(v*1e9))
-}
-
-// Parse reads a text-exposition file with Prometheus' own parser.
-func Parse(r io.Reader) (map[string]*dto.MetricFamily, error) {
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(r)
-	if err != nil {
-		return nil, fmt.Errorf("parse metrics: %w", err)
-	}
-	return fams, nil
-}
-
-// Value returns the value of the sample of family name whose labels include
-// every pair in labels (nil: the first sample).
-func Value(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
-	mf, ok := fams[name]
-	if !ok {
-		return 0, false
-	}
-	for _, m := range mf.GetMetric() {
-		if !matches(m, labels) {
+	sc := bufio.NewScanner(io.LimitReader(f, previousMax))
+	for sc.Scan() {
+		value, ok := strings.CutPrefix(sc.Text(), LastSuccess+" ")
+		if !ok {
 			continue
 		}
-		switch {
-		case m.GetGauge() != nil:
-			return m.GetGauge().GetValue(), true
-		case m.GetCounter() != nil:
-			return m.GetCounter().GetValue(), true
-		case m.GetUntyped() != nil:
-			return m.GetUntyped().GetValue(), true
+		v, err := strconv.ParseFloat(value, 64)
+		// Reject what cannot be a time after the epoch in nanoseconds.
+		if err != nil || !(v > 0 && v < math.MaxInt64/1e9) {
+			return time.Time{}
 		}
+		return time.Unix(0, int64(v*1e9))
 	}
-	return 0, false
-}
-
-func matches(m *dto.Metric, labels map[string]string) bool {
-	for k, want := range labels {
-		found := false
-		for _, lp := range m.GetLabel() {
-			if lp.GetName() == k && lp.GetValue() == want {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
+	return time.Time{}
 }

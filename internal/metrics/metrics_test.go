@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/synban/synban/detect"
+	"github.com/synban/synban/internal/metrics/metricstest"
 )
 
 func readBack(t *testing.T, path string) map[string]float64 {
@@ -19,7 +20,7 @@ func readBack(t *testing.T, path string) map[string]float64 {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	fams, err := Parse(f)
+	fams, err := metricstest.Parse(f)
 	if err != nil {
 		t.Fatalf("Prometheus' parser rejects %s: %v", path, err)
 	}
@@ -38,7 +39,7 @@ func readBack(t *testing.T, path string) map[string]float64 {
 			for _, lp := range m.GetLabel() {
 				lm[lp.GetName()] = lp.GetValue()
 			}
-			v, ok := Value(fams, name, lm)
+			v, ok := metricstest.Value(fams, name, lm)
 			if !ok {
 				t.Fatalf("Value(%s, %v) found nothing", name, lm)
 			}

@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/synban/synban/internal/metrics/metricstest"
 )
 
 // TestUpstreamMetrics: the upstream gauges appear only with [upstream],
@@ -16,7 +18,7 @@ func TestUpstreamMetrics(t *testing.T) {
 	if err := Write(path, Run{Start: time.Now(), Elapsed: time.Second, Backend: "nftables"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := Value(readFamilies(t, path), UpstreamUp, nil); ok {
+	if _, ok := metricstest.Value(readFamilies(t, path), UpstreamUp, nil); ok {
 		t.Fatalf("%s written without [upstream]", UpstreamUp)
 	}
 	up := &Upstream{Up: false, Announcements: map[string]int{"flowspec": 3, "rtbh": 0}, Refused: 2, Established: 1, UplinkBps: 9.5e6}
@@ -36,7 +38,7 @@ func TestUpstreamMetrics(t *testing.T) {
 		{UpstreamEstablished, nil, 1},
 		{UpstreamUplinkBps, nil, 9.5e6},
 	} {
-		if v, ok := Value(fams, c.name, c.labels); !ok || v != c.want {
+		if v, ok := metricstest.Value(fams, c.name, c.labels); !ok || v != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, v, ok, c.want)
 		}
 	}

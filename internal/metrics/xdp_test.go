@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/synban/synban/internal/metrics/metricstest"
 )
 
 // TestXDPMetrics: the XDP gauges appear only with [xdp]: up, the
@@ -15,7 +17,7 @@ func TestXDPMetrics(t *testing.T) {
 	if err := Write(path, Run{Start: time.Now(), Elapsed: time.Second, Backend: "nftables"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := Value(readFamilies(t, path), XDPUp, nil); ok {
+	if _, ok := metricstest.Value(readFamilies(t, path), XDPUp, nil); ok {
 		t.Fatalf("%s written without [xdp]", XDPUp)
 	}
 	x := &XDP{Up: true, Attached: []string{"eth0"}, Entries: MaxXDPDrops + 5}
@@ -37,14 +39,14 @@ func TestXDPMetrics(t *testing.T) {
 		{XDPDropped, map[string]string{"prefix": "10.0.104.0/24"}, 104},
 		{XDPDropped, map[string]string{"prefix": "10.0.5.0/24"}, 5},
 	} {
-		if v, ok := Value(fams, c.name, c.labels); !ok || v != c.want {
+		if v, ok := metricstest.Value(fams, c.name, c.labels); !ok || v != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, v, ok, c.want)
 		}
 	}
 	if n := len(fams[XDPDropped].GetMetric()); n != MaxXDPDrops {
 		t.Errorf("%d drop samples, want the %d busiest", n, MaxXDPDrops)
 	}
-	if _, ok := Value(fams, XDPDropped, map[string]string{"prefix": "10.0.4.0/24"}); ok {
+	if _, ok := metricstest.Value(fams, XDPDropped, map[string]string{"prefix": "10.0.4.0/24"}); ok {
 		t.Error("the 5 quietest entries have samples")
 	}
 }
