@@ -45,9 +45,32 @@ const (
 // namespaces tracks every namespace the harness made, so that all of them
 // are deleted on exit, on error and on SIGINT/SIGTERM.
 type namespaces struct {
-	mu    sync.Mutex
-	names []string
-	seq   int
+	// prefix starts the name of every namespace and of the lab's veths
+	// ("sbbench" when empty), so that scenarios run by different people at
+	// once on one machine keep to names of their own.
+	prefix string
+	mu     sync.Mutex
+	names  []string
+	seq    int
+}
+
+// namePrefix is the prefix of the namespaces' names.
+func (n *namespaces) namePrefix() string {
+	if n.prefix == "" {
+		return "sbbench"
+	}
+	return n.prefix
+}
+
+// vethName names the lab's veth end on side ("v" for the victim, "a" for
+// the attacker) after the prefix and the process id: "sbbv1234" by
+// default, "PREFIXv1234" with a prefix (at most 15 bytes, the kernel's limit).
+func (n *namespaces) vethName(side string) string {
+	short := "sbb"
+	if n.prefix != "" {
+		short = n.prefix
+	}
+	return fmt.Sprintf("%s%s%d", short, side, os.Getpid())
 }
 
 // add creates a namespace named after role, the process id and a counter,
@@ -55,7 +78,7 @@ type namespaces struct {
 func (n *namespaces) add(ctx context.Context, role string) (*netns, error) {
 	n.mu.Lock()
 	n.seq++
-	name := fmt.Sprintf("sbbench-%s-%d-%d", role, os.Getpid(), n.seq)
+	name := fmt.Sprintf("%s-%s-%d-%d", n.namePrefix(), role, os.Getpid(), n.seq)
 	n.mu.Unlock()
 	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
@@ -169,7 +192,7 @@ func newLab(ctx context.Context, nss *namespaces) (*lab, error) {
 		return nil, err
 	}
 	l := &lab{victim: v, attacker: a}
-	vif, aif := fmt.Sprintf("sbbv%d", os.Getpid()), fmt.Sprintf("sbba%d", os.Getpid())
+	vif, aif := nss.vethName("v"), nss.vethName("a")
 	if out, err := exec.CommandContext(ctx, "ip", "link", "add", vif, "netns", v.name, "type", "veth", "peer", "name", aif, "netns", a.name).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip link add veth: %w: %s", err, out)
 	}
