@@ -49,9 +49,20 @@ type namespaces struct {
 	// ("sbbench" when empty), so that scenarios run by different people at
 	// once on one machine keep to names of their own.
 	prefix string
-	mu     sync.Mutex
-	names  []string
-	seq    int
+	// ownEhash, when positive, gives every namespace a TCP established
+	// hash of its own with this many buckets, instead of the hash all the
+	// machine's namespaces share, so that a sock_diag dump (ss's or
+	// synban's) walks the lab's sockets only, not those other jobs on the
+	// machine hold in their namespaces. The kernel takes the size from
+	// net.ipv4.tcp_child_ehash_entries of the namespace that creates the
+	// new one: namespaces are created from a parent namespace of the
+	// harness's own with that sysctl set, the root namespace is left alone.
+	ownEhash int
+	mu       sync.Mutex
+	names    []string
+	seq      int
+	// parent is the namespace the others are created from, with ownEhash.
+	parent *netns
 }
 
 // namePrefix is the prefix of the namespaces' names.
@@ -80,17 +91,65 @@ func (n *namespaces) add(ctx context.Context, role string) (*netns, error) {
 	n.seq++
 	name := fmt.Sprintf("%s-%s-%d-%d", n.namePrefix(), role, os.Getpid(), n.seq)
 	n.mu.Unlock()
-	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
+	from := ""
+	if n.ownEhash > 0 {
+		parent, err := n.ehashParent(ctx)
+		if err != nil {
+			return nil, err
+		}
+		from = parent.path()
+	}
+	err := nsenter.Do(from, func() error {
+		if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	n.mu.Lock()
 	n.names = append(n.names, name)
 	n.mu.Unlock()
 	ns := &netns{name: name}
+	if n.ownEhash > 0 {
+		got, err := ns.run(ctx, "sysctl", "-n", "net.ipv4.tcp_ehash_entries")
+		if err != nil {
+			return nil, err
+		}
+		// Positive: a hash of its own; negative: the shared one.
+		if v, err := strconv.Atoi(strings.TrimSpace(got)); err != nil || v <= 0 {
+			return nil, fmt.Errorf("namespace %s: net.ipv4.tcp_ehash_entries = %q, want a hash of its own (kernel 6.1 or later)", name, strings.TrimSpace(got))
+		}
+	}
 	if _, err := ns.run(ctx, "ip", "link", "set", "lo", "up"); err != nil {
 		return nil, err
 	}
 	return ns, nil
+}
+
+// ehashParent creates, the first time, the namespace others are created
+// from, with net.ipv4.tcp_child_ehash_entries = ownEhash.
+func (n *namespaces) ehashParent(ctx context.Context) (*netns, error) {
+	n.mu.Lock()
+	parent := n.parent
+	n.mu.Unlock()
+	if parent != nil {
+		return parent, nil
+	}
+	name := fmt.Sprintf("%s-parent-%d", n.namePrefix(), os.Getpid())
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
+	}
+	parent = &netns{name: name}
+	n.mu.Lock()
+	n.names = append(n.names, name)
+	n.parent = parent
+	n.mu.Unlock()
+	if err := parent.sysctl(ctx, "net.ipv4.tcp_child_ehash_entries", strconv.Itoa(n.ownEhash)); err != nil {
+		return nil, err
+	}
+	return parent, nil
 }
 
 // del deletes one namespace now (for the per-run namespaces of the apply

@@ -14,7 +14,11 @@
 //   - synban's run cycle: the first run restoring N bans from its state
 //     store, and the steady-state run after it with nothing to change, with
 //     wall time and allocations (the engine in-process) and peak memory (the
-//     synban binary, where the process's peak resident set is the point).
+//     synban binary, where the process's peak resident set is the point);
+//   - one pass under attack (-pass SIZES, bench/pass.go): `ss | wc -l`
+//     beside `synban version`, `plan` and `run` as whole processes in a
+//     victim namespace full of half-open entries, with wall, CPU and peak
+//     RSS, and optionally pprof profiles of the engine's plan and run.
 //
 // It prints a table of medians over -runs and ratios, and writes it with the
 // machine's description and how to reproduce it as markdown (-out).
@@ -80,6 +84,9 @@ func main() {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 		}
 		os.Exit(holdMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == profileFlag {
+		os.Exit(profileMain(os.Args[2:]))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -183,6 +190,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(cfg.pass) > 0 {
 		// Its own names: the pass scenario may run beside another scenario.
 		nss.prefix = "sbpass"
+		nss.ownEhash = passEhash
 	}
 	b := &bench{cfg: cfg, log: log, nss: nss}
 	err = b.run(ctx)

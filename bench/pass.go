@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/metrics"
@@ -69,6 +70,11 @@ var passRowNames = [numPassRows]string{
 // passFloor is the row the ratios divide by: the kernel dump of the two
 // states the default policy reads.
 const passFloor = passSSBoth
+
+// passEhash is the size of the lab namespaces' own TCP established hash
+// (namespaces.ownEhash): room for 100,000 half-open and as many
+// established entries.
+const passEhash = 1 << 18
 
 // gnuTime is GNU time, which reports a child's peak RSS uncontaminated by
 // the harness's (see above).
@@ -377,80 +383,53 @@ func median[T int64 | float64 | time.Duration](xs []T) T {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
-// passProfiles runs the engine's plan and run in-process on a thread inside
-// the victim namespace, as `synban plan` and `synban run` do, under
-// runtime/pprof, writes the profiles to -pass-profile DIR, and returns
-// `go tool pprof -top` excerpts of them. Each of plan and run is profiled
-// three ways, in separate passes so that one profile's cost does not show in
-// another: CPU (over several calls, for enough samples), the bytes
-// allocated (heap alloc_space, the difference over the calls), and the live
-// heap at its peak (inuse_space, from a GC forced every 20 ms while one call
-// runs, keeping the profile of the largest live heap seen).
+// passProfiles profiles the engine's plan and run at the lab's current
+// table: a child process (this program re-executed with profileFlag) started
+// inside the victim namespace calls them in-process, as `synban plan` and
+// `synban run` do, under runtime/pprof, and writes the profiles to
+// -pass-profile DIR; passProfiles returns `go tool pprof -top` excerpts of
+// them. A child rather than a thread of this process entered into the
+// namespace: the engine's netlink reads then run on unlocked threads as in
+// the synban binary, not on one locked OS thread whose every wake-up is a
+// hand-off between threads (a quarter of the CPU samples, in futex, when
+// profiled that way), and the heap holds nothing of the harness's.
 func (b *bench) passProfiles(ctx context.Context, l *lab, size int) ([]profileTop, error) {
 	dir := b.cfg.passProfile
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	p := policy.Default()
-	seq := 0
-	call := map[string]func() error{
-		"plan": func() error {
-			e := engine.New(nil, engine.Options{StateDir: filepath.Join(b.tmp, "pass-no-state")})
-			return nsenter.Do(l.victim.path(), func() error {
-				d, choice, err := e.Plan(ctx, p, time.Now())
-				if err != nil {
-					return err
-				}
-				var buf bytes.Buffer
-				return templates.Ruleset(&buf, d.Ruleset, d.Policy, templates.FormatFor(choice.Name))
-			})
-		},
-		"run": func() error {
-			seq++
-			sdir := filepath.Join(b.tmp, fmt.Sprintf("pass-profile-state-%d", seq))
-			e := engine.New(nil, engine.Options{StateDir: sdir})
-			err := nsenter.Do(l.victim.path(), func() error {
-				out, err := e.Run(ctx, p, time.Now())
-				if err == nil && out.Result.Added == 0 {
-					err = errors.New("the run added no ban")
-				}
-				return err
-			})
-			if err != nil {
-				return err
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := execCommand(ctx, self, profileFlag, dir, strconv.Itoa(size), b.tmp)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := l.victim.exec(cmd); err != nil {
+		return nil, fmt.Errorf("the profiling child: %w: %s", err, lastLines(errb.String(), 10))
+	}
+	peaks := map[string]uint64{}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		if name, v, ok := strings.Cut(line, " "); ok {
+			if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+				peaks[name] = n
 			}
-			if _, err := l.victim.run(ctx, "nft", "delete table "+synbanTable); err != nil {
-				return err
-			}
-			return os.RemoveAll(sdir)
-		},
+		}
 	}
 	var tops []profileTop
-	for _, name := range []string{"plan", "run"} {
-		fn := call[name]
-		base := fmt.Sprintf("pass-%d-%s", size, name)
-		// CPU: at least 10 calls and 3 s.
-		cpuFile := filepath.Join(dir, base+".cpu.pprof")
-		if err := cpuProfile(cpuFile, fn, 10, 3*time.Second); err != nil {
-			return nil, fmt.Errorf("%s CPU profile: %w", name, err)
-		}
-		allocFile := filepath.Join(dir, base+".alloc.pprof")
-		if err := allocProfile(ctx, allocFile, fn, 5); err != nil {
-			return nil, fmt.Errorf("%s alloc profile: %w", name, err)
-		}
-		peakFile := filepath.Join(dir, base+".inuse-peak.pprof")
-		peak, err := peakProfile(ctx, peakFile, fn)
-		if err != nil {
-			return nil, fmt.Errorf("%s peak heap profile: %w", name, err)
-		}
+	for _, name := range profiledCalls {
+		base := filepath.Join(dir, fmt.Sprintf("pass-%d-%s", size, name))
+		cpuFile, allocFile, peakFile := base+".cpu.pprof", base+".alloc.pprof", base+".inuse-peak.pprof"
 		for _, q := range []struct {
 			title string
 			args  []string
 		}{
 			{name + ": CPU, by own time", []string{"-top", "-nodecount=8", cpuFile}},
-			{name + ": CPU, by cumulative time", []string{"-top", "-cum", "-nodecount=12", cpuFile}},
+			// Only the module's and its libraries' functions: the harness's
+			// and the runtime's frames above them add nothing.
+			{name + ": CPU, by cumulative time (functions of github.com/ modules only)", []string{"-top", "-cum", "-show=^github\\.com/", "-nodecount=14", cpuFile}},
 			{name + ": bytes allocated (alloc_space), by own allocations", []string{"-top", "-sample_index=alloc_space", "-nodecount=8", allocFile}},
-			{fmt.Sprintf("%s: live heap at its peak (inuse_space, %.1f MiB live at the largest forced GC)", name, float64(peak)/(1<<20)),
+			{fmt.Sprintf("%s: live heap at its peak (inuse_space; %.1f MiB live at the largest forced GC, over the heap before the call)", name, float64(peaks[name])/(1<<20)),
 				[]string{"-top", "-sample_index=inuse_space", "-nodecount=8", peakFile}},
 		} {
 			text, err := pprofTop(ctx, q.args...)
@@ -461,6 +440,94 @@ func (b *bench) passProfiles(ctx context.Context, l *lab, size int) ([]profileTo
 		}
 	}
 	return tops, nil
+}
+
+// profileFlag makes this program the profiling child of passProfiles:
+// `bench -pass-profile-child DIR SIZE TMP`, started inside the victim
+// namespace, writes DIR/pass-SIZE-{plan,run}.{cpu,alloc,inuse-peak}.pprof,
+// keeps state directories under TMP, and prints "NAME PEAK" lines: the live
+// heap's growth at its peak in bytes.
+const profileFlag = "-pass-profile-child"
+
+// profiledCalls are the engine calls profiled, in order.
+var profiledCalls = []string{"plan", "run"}
+
+// profileMain is the profiling child's main.
+func profileMain(args []string) int {
+	if len(args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: bench -pass-profile-child DIR SIZE TMP")
+		return 2
+	}
+	// Finer than the default 512 KiB, so the live heap's profile at its
+	// peak (tens of MiB) has samples enough to rank its allocation sites.
+	runtime.MemProfileRate = 32 << 10
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	peaks, err := profileEngine(ctx, args[0], args[1], args[2])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pass-profile-child:", err)
+		return 1
+	}
+	for _, name := range profiledCalls {
+		fmt.Printf("%s %d\n", name, peaks[name])
+	}
+	return 0
+}
+
+// profileEngine profiles each of the engine's calls three ways, in separate
+// passes so that one profile's cost does not show in another: CPU (over at
+// least 10 calls and 3 s, for samples enough), the bytes allocated (heap
+// alloc_space, the difference over 5 calls) and the live heap at its peak
+// (inuse_space, from a GC forced every 20 ms while one call runs). Each run
+// has a fresh state directory, and its table is deleted after it, so that
+// every run is a first run under attack.
+func profileEngine(ctx context.Context, dir, size, tmp string) (map[string]uint64, error) {
+	p := policy.Default()
+	seq := 0
+	call := map[string]func() error{
+		"plan": func() error {
+			e := engine.New(nil, engine.Options{StateDir: filepath.Join(tmp, "pass-no-state")})
+			d, choice, err := e.Plan(ctx, p, time.Now())
+			if err != nil {
+				return err
+			}
+			var buf bytes.Buffer
+			return templates.Ruleset(&buf, d.Ruleset, d.Policy, templates.FormatFor(choice.Name))
+		},
+		"run": func() error {
+			seq++
+			sdir := filepath.Join(tmp, fmt.Sprintf("pass-profile-state-%d", seq))
+			e := engine.New(nil, engine.Options{StateDir: sdir})
+			out, err := e.Run(ctx, p, time.Now())
+			if err != nil {
+				return err
+			}
+			if out.Result.Added == 0 {
+				return errors.New("the run added no ban")
+			}
+			if msg, err := execCommand(ctx, "nft", "delete table "+synbanTable).CombinedOutput(); err != nil {
+				return fmt.Errorf("nft delete table %s: %w: %s", synbanTable, err, msg)
+			}
+			return os.RemoveAll(sdir)
+		},
+	}
+	peaks := map[string]uint64{}
+	for _, name := range profiledCalls {
+		fn := call[name]
+		base := filepath.Join(dir, fmt.Sprintf("pass-%s-%s", size, name))
+		if err := cpuProfile(base+".cpu.pprof", fn, 10, 3*time.Second); err != nil {
+			return nil, fmt.Errorf("%s CPU profile: %w", name, err)
+		}
+		if err := allocProfile(ctx, base+".alloc.pprof", fn, 5); err != nil {
+			return nil, fmt.Errorf("%s alloc profile: %w", name, err)
+		}
+		peak, err := peakProfile(ctx, base+".inuse-peak.pprof", fn)
+		if err != nil {
+			return nil, fmt.Errorf("%s peak heap profile: %w", name, err)
+		}
+		peaks[name] = peak
+	}
+	return peaks, nil
 }
 
 // relArgs shows the profile files of args by their base names.
@@ -676,9 +743,12 @@ func (b *bench) passMarkdown() string {
 		"(checked: exit status 0 and bans in its store). "+
 		"Wall is from fork to exit of the whole pipeline; CPU is user + system of every process in it (rusage); peak RSS is the largest "+
 		"process's maximum resident set (GNU time's %%M; for the pipelines, ss's). "+
+		"The lab's namespaces have TCP established hashes of their own (net.ipv4.tcp_child_ehash_entries = %d in a parent namespace they are created from), "+
+		"so every dump walks the lab's sockets only: with the hash all namespaces share, each dump also walked the sockets other jobs' namespaces held "+
+		"(200,000 while this was written, 0.12 s of system time per `ss` in an empty namespace). "+
 		"All rows run back to back in each of %d rounds, in reverse order every other round; figures are medians over the rounds, and the "+
 		"ratios are medians of each round's figure over the floor's in the same round (the floor is the kernel dump of the two states the default policy reads).\n\n",
-		passSourcesNote(b.pass), b.cfg.passEst, synbanTable, b.cfg.passRuns)
+		passSourcesNote(b.pass), b.cfg.passEst, synbanTable, passEhash, b.cfg.passRuns)
 	p("The machine was shared with other jobs compiling and testing on the same %d cores while this ran: absolutes are noisy, "+
 		"read the side-by-side ratios.\n\n", runtime.NumCPU())
 	p("| entries | pass | wall | CPU | peak RSS | wall × floor | CPU × floor | RSS × floor |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
@@ -709,10 +779,11 @@ func (b *bench) passMarkdown() string {
 			continue
 		}
 		p("\n### Profiles at %d half-open (in-process)\n\n", r.halfOpen)
-		p("With `-pass-profile DIR` the harness calls the engine's `Plan` (and renders the ruleset) and `Run` in-process on a thread inside the victim "+
-			"namespace, as `synban plan` and `synban run` do, under runtime/pprof: CPU over at least 10 calls and 3 s; bytes allocated over 5 calls "+
-			"(the heap profile's difference, `-base`); the live heap at its peak during one call (a GC forced every 20 ms, the profile after the one "+
+		p("With `-pass-profile DIR` a child process of the harness, started inside the victim namespace, calls the engine's `Plan` (and renders the ruleset) "+
+			"and `Run` in-process with the default policy, as `synban plan` and `synban run` do, under runtime/pprof: CPU over at least 10 calls and 3 s; bytes allocated over 5 calls "+
+			"(the heap profile's difference, `-base`; MemProfileRate 32 KiB); the live heap at its peak during one call (a GC forced every 20 ms, the profile after the one "+
 			"that found the most live heap, less the heap before the call). Each `Run` has a fresh state directory and its table is deleted after it. "+
+			"CPU samples count the kernel's time in system calls against the call that made it (the sock_diag dump runs in `recvmsg`). "+
 			"The profiles are in DIR (%s).\n", filepath.Base(b.cfg.passProfile))
 		for _, t := range r.profile {
 			p("\n%s:\n\n```\n$ %s\n%s\n```\n", t.title, t.command, t.text)
