@@ -742,10 +742,12 @@ func (b *bench) passMarkdown() string {
 		"each `run` with a fresh `--state-dir` and the `%s` table deleted after it, so every run is a first run under attack that must ban "+
 		"(checked: exit status 0 and bans in its store). "+
 		"Wall is from fork to exit of the whole pipeline; CPU is user + system of every process in it (rusage); peak RSS is the largest "+
-		"process's maximum resident set (GNU time's %%M; for the pipelines, ss's). "+
+		"process's maximum resident set (GNU time's %%M; for the pipelines, ss's). Every row runs under GNU time (it adds well under a millisecond of wall "+
+		"and CPU to each): the rusage of a child the harness started itself would report the harness's own resident set as the child's peak "+
+		"(Go starts children with CLONE_VM, and Linux records the old memory's high-water mark at exec). "+
 		"The lab's namespaces have TCP established hashes of their own (net.ipv4.tcp_child_ehash_entries = %d in a parent namespace they are created from), "+
 		"so every dump walks the lab's sockets only: with the hash all namespaces share, each dump also walked the sockets other jobs' namespaces held "+
-		"(200,000 while this was written, 0.12 s of system time per `ss` in an empty namespace). "+
+		"(when this scenario was written, another job's 200,000 sockets cost every `ss` on the machine 0.12 s of system time, even in an empty namespace). "+
 		"All rows run back to back in each of %d rounds, in reverse order every other round; figures are medians over the rounds, and the "+
 		"ratios are medians of each round's figure over the floor's in the same round (the floor is the kernel dump of the two states the default policy reads).\n\n",
 		passSourcesNote(b.pass), b.cfg.passEst, synbanTable, passEhash, b.cfg.passRuns)
