@@ -737,29 +737,35 @@ func (b *bench) dropMarkdown() string {
 	return w.String()
 }
 
-// Markers around the drop section in BENCHMARKS.md: `-drop -out FILE`
-// replaces what lies between them (or appends the section) and keeps the
-// rest of the file.
-const (
-	dropBegin = "<!-- bench -drop: begin -->"
-	dropEnd   = "<!-- bench -drop: end -->"
-)
+// Markers around a scenario's section in BENCHMARKS.md: `-NAME -out FILE`
+// (drop, pass) replaces what lies between `<!-- bench -NAME: begin -->` and
+// `<!-- bench -NAME: end -->` (or appends the section) and keeps the rest of
+// the file; a full run keeps every such section of the file it replaces.
+func sectionMarkers(name string) (begin, end string) {
+	return "<!-- bench -" + name + ": begin -->", "<!-- bench -" + name + ": end -->"
+}
 
-// dropSection is the drop section between the markers of text, or "".
-func dropSection(text string) string {
-	i, j := strings.Index(text, dropBegin), strings.Index(text, dropEnd)
+// markedSections names the scenarios whose sections carry markers.
+var markedSections = []string{"drop", "pass"}
+
+// markedSection is the section name's markers hold in text, or "".
+func markedSection(text, name string) string {
+	begin, end := sectionMarkers(name)
+	i, j := strings.Index(text, begin), strings.Index(text, end)
 	if i < 0 || j < i {
 		return ""
 	}
-	return strings.TrimPrefix(text[i+len(dropBegin):j], "\n")
+	return strings.TrimPrefix(text[i+len(begin):j], "\n")
 }
 
-// spliceDrop puts section between the markers of file's text.
-func spliceDrop(text, section string) string {
-	block := dropBegin + "\n" + section + dropEnd + "\n"
-	i, j := strings.Index(text, dropBegin), strings.Index(text, dropEnd)
+// splice puts section between name's markers in text, or appends it with
+// its markers.
+func splice(text, name, section string) string {
+	begin, end := sectionMarkers(name)
+	block := begin + "\n" + section + end + "\n"
+	i, j := strings.Index(text, begin), strings.Index(text, end)
 	if i >= 0 && j > i {
-		return text[:i] + block + strings.TrimPrefix(text[j+len(dropEnd):], "\n")
+		return text[:i] + block + strings.TrimPrefix(text[j+len(end):], "\n")
 	}
 	if text != "" && !strings.HasSuffix(text, "\n") {
 		text += "\n"

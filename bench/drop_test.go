@@ -5,25 +5,37 @@ import (
 	"testing"
 )
 
-func TestSpliceDrop(t *testing.T) {
+func TestSplice(t *testing.T) {
+	dropBegin, dropEnd := sectionMarkers("drop")
+	if dropBegin != "<!-- bench -drop: begin -->" || dropEnd != "<!-- bench -drop: end -->" {
+		t.Fatalf("drop markers %q %q changed: BENCHMARKS.md carries them", dropBegin, dropEnd)
+	}
 	sec := "## Drop cost\n\nrows\n"
 	// Appended to a file without the section, kept apart by a blank line.
-	got := spliceDrop("# synban benchmarks\n\ntables\n", sec)
+	got := splice("# synban benchmarks\n\ntables\n", "drop", sec)
 	want := "# synban benchmarks\n\ntables\n\n" + dropBegin + "\n" + sec + dropEnd + "\n"
 	if got != want {
 		t.Fatalf("append:\n%q\nwant\n%q", got, want)
 	}
-	if dropSection(got) != sec {
-		t.Errorf("dropSection = %q, want %q", dropSection(got), sec)
+	if markedSection(got, "drop") != sec {
+		t.Errorf("markedSection = %q, want %q", markedSection(got, "drop"), sec)
 	}
 	// Replaced in place, the rest kept.
-	again := spliceDrop(got+"\n## After\n", "## Drop cost\n\nnew rows\n")
+	again := splice(got+"\n## After\n", "drop", "## Drop cost\n\nnew rows\n")
 	if !strings.Contains(again, "new rows") || strings.Contains(again, "\nrows\n") || !strings.HasSuffix(again, "## After\n") ||
 		!strings.HasPrefix(again, "# synban benchmarks\n\ntables\n") || strings.Count(again, dropBegin) != 1 {
 		t.Errorf("replace:\n%s", again)
 	}
-	if dropSection("no markers") != "" {
-		t.Error("dropSection of a file without markers is not empty")
+	// Another scenario's section goes between its own markers and leaves
+	// the drop section alone; replacing it twice keeps one copy.
+	pass := splice(again, "pass", "## One pass\n\nold\n")
+	pass = splice(pass, "pass", "## One pass\n\nnew\n")
+	if markedSection(pass, "drop") != "## Drop cost\n\nnew rows\n" || markedSection(pass, "pass") != "## One pass\n\nnew\n" ||
+		strings.Contains(pass, "old") || !strings.Contains(pass, "## After\n") {
+		t.Errorf("two sections:\n%s", pass)
+	}
+	if markedSection("no markers", "drop") != "" {
+		t.Error("markedSection of a file without markers is not empty")
 	}
 }
 

@@ -45,9 +45,43 @@ const (
 // namespaces tracks every namespace the harness made, so that all of them
 // are deleted on exit, on error and on SIGINT/SIGTERM.
 type namespaces struct {
-	mu    sync.Mutex
-	names []string
-	seq   int
+	// prefix starts the name of every namespace and of the lab's veths
+	// ("sbbench" when empty), so that scenarios run by different people at
+	// once on one machine keep to names of their own.
+	prefix string
+	// ownEhash, when positive, gives every namespace a TCP established
+	// hash of its own with this many buckets, instead of the hash all the
+	// machine's namespaces share, so that a sock_diag dump (ss's or
+	// synban's) walks the lab's sockets only, not those other jobs on the
+	// machine hold in their namespaces. The kernel takes the size from
+	// net.ipv4.tcp_child_ehash_entries of the namespace that creates the
+	// new one: namespaces are created from a parent namespace of the
+	// harness's own with that sysctl set, the root namespace is left alone.
+	ownEhash int
+	mu       sync.Mutex
+	names    []string
+	seq      int
+	// parent is the namespace the others are created from, with ownEhash.
+	parent *netns
+}
+
+// namePrefix is the prefix of the namespaces' names.
+func (n *namespaces) namePrefix() string {
+	if n.prefix == "" {
+		return "sbbench"
+	}
+	return n.prefix
+}
+
+// vethName names the lab's veth end on side ("v" for the victim, "a" for
+// the attacker) after the prefix and the process id: "sbbv1234" by
+// default, "PREFIXv1234" with a prefix (at most 15 bytes, the kernel's limit).
+func (n *namespaces) vethName(side string) string {
+	short := "sbb"
+	if n.prefix != "" {
+		short = n.prefix
+	}
+	return fmt.Sprintf("%s%s%d", short, side, os.Getpid())
 }
 
 // add creates a namespace named after role, the process id and a counter,
@@ -55,19 +89,67 @@ type namespaces struct {
 func (n *namespaces) add(ctx context.Context, role string) (*netns, error) {
 	n.mu.Lock()
 	n.seq++
-	name := fmt.Sprintf("sbbench-%s-%d-%d", role, os.Getpid(), n.seq)
+	name := fmt.Sprintf("%s-%s-%d-%d", n.namePrefix(), role, os.Getpid(), n.seq)
 	n.mu.Unlock()
-	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
+	from := ""
+	if n.ownEhash > 0 {
+		parent, err := n.ehashParent(ctx)
+		if err != nil {
+			return nil, err
+		}
+		from = parent.path()
+	}
+	err := nsenter.Do(from, func() error {
+		if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	n.mu.Lock()
 	n.names = append(n.names, name)
 	n.mu.Unlock()
 	ns := &netns{name: name}
+	if n.ownEhash > 0 {
+		got, err := ns.run(ctx, "sysctl", "-n", "net.ipv4.tcp_ehash_entries")
+		if err != nil {
+			return nil, err
+		}
+		// Positive: a hash of its own; negative: the shared one.
+		if v, err := strconv.Atoi(strings.TrimSpace(got)); err != nil || v <= 0 {
+			return nil, fmt.Errorf("namespace %s: net.ipv4.tcp_ehash_entries = %q, want a hash of its own (kernel 6.1 or later)", name, strings.TrimSpace(got))
+		}
+	}
 	if _, err := ns.run(ctx, "ip", "link", "set", "lo", "up"); err != nil {
 		return nil, err
 	}
 	return ns, nil
+}
+
+// ehashParent creates, the first time, the namespace others are created
+// from, with net.ipv4.tcp_child_ehash_entries = ownEhash.
+func (n *namespaces) ehashParent(ctx context.Context) (*netns, error) {
+	n.mu.Lock()
+	parent := n.parent
+	n.mu.Unlock()
+	if parent != nil {
+		return parent, nil
+	}
+	name := fmt.Sprintf("%s-parent-%d", n.namePrefix(), os.Getpid())
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
+	}
+	parent = &netns{name: name}
+	n.mu.Lock()
+	n.names = append(n.names, name)
+	n.parent = parent
+	n.mu.Unlock()
+	if err := parent.sysctl(ctx, "net.ipv4.tcp_child_ehash_entries", strconv.Itoa(n.ownEhash)); err != nil {
+		return nil, err
+	}
+	return parent, nil
 }
 
 // del deletes one namespace now (for the per-run namespaces of the apply
@@ -169,7 +251,7 @@ func newLab(ctx context.Context, nss *namespaces) (*lab, error) {
 		return nil, err
 	}
 	l := &lab{victim: v, attacker: a}
-	vif, aif := fmt.Sprintf("sbbv%d", os.Getpid()), fmt.Sprintf("sbba%d", os.Getpid())
+	vif, aif := nss.vethName("v"), nss.vethName("a")
 	if out, err := exec.CommandContext(ctx, "ip", "link", "add", vif, "netns", v.name, "type", "veth", "peer", "name", aif, "netns", a.name).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip link add veth: %w: %s", err, out)
 	}

@@ -14,7 +14,11 @@
 //   - synban's run cycle: the first run restoring N bans from its state
 //     store, and the steady-state run after it with nothing to change, with
 //     wall time and allocations (the engine in-process) and peak memory (the
-//     synban binary, where the process's peak resident set is the point).
+//     synban binary, where the process's peak resident set is the point);
+//   - one pass under attack (-pass SIZES, bench/pass.go): `ss | wc -l`
+//     beside `synban version`, `plan` and `run` as whole processes in a
+//     victim namespace full of half-open entries, with wall, CPU and peak
+//     RSS, and optionally pprof profiles of the engine's plan and run.
 //
 // It prints a table of medians over -runs and ratios, and writes it with the
 // machine's description and how to reproduce it as markdown (-out).
@@ -64,6 +68,12 @@ type config struct {
 	dropPackets int
 	dropDials   int
 	dropRuns    int
+	// pass runs only the one-pass scenario (bench/pass.go) at these
+	// half-open counts.
+	pass        []int
+	passRuns    int
+	passEst     float64
+	passProfile string
 	rev         string
 	commandLine string
 }
@@ -74,6 +84,9 @@ func main() {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 		}
 		os.Exit(holdMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == profileFlag {
+		os.Exit(profileMain(os.Args[2:]))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -120,6 +133,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.dropPackets, "drop-packets", 20000000, "drop scenario: packets of flood per path and case, at most")
 	fs.IntVar(&cfg.dropDials, "drop-dials", 300, "drop scenario: client connects per path and case, at most")
 	fs.IntVar(&cfg.dropRuns, "drop-runs", 2, "drop scenario: rounds over every path and case (the median is reported)")
+	pass := fs.String("pass", "", "run only the one-pass scenario at these half-open counts, comma-separated (e.g. 10000,100000): ss | wc -l beside synban version, plan and run as whole processes in the victim namespace (with -out, its section of the file is replaced and the rest kept)")
+	fs.IntVar(&cfg.passRuns, "pass-runs", 5, "pass scenario: rounds over every row (the median is reported)")
+	fs.Float64Var(&cfg.passEst, "pass-established", 0, "pass scenario: established connections per half-open entry")
+	fs.StringVar(&cfg.passProfile, "pass-profile", "", "pass scenario: at the largest size, also profile the engine's plan and run in-process (CPU, allocations, peak live heap) into this directory")
 	bouncer := fs.String("bouncer", "", "run only the side-by-side with crowdsec-firewall-bouncer for these LAPI decision counts, comma-separated (see bench/bouncer.go); -out splices its section into the file")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -136,6 +153,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.pipeline, err = parseSizes(*pipeline); err != nil {
 		fmt.Fprintln(stderr, "bench: -pipeline:", err)
 		return 2
+	}
+	if cfg.pass, err = parseSizes(*pass); err != nil {
+		fmt.Fprintln(stderr, "bench: -pass:", err)
+		return 2
+	}
+	if cfg.passRuns < 1 || cfg.passEst < 0 {
+		fmt.Fprintln(stderr, "bench: -pass-runs must be >= 1, -pass-established >= 0")
+		return 2
+	}
+	if cfg.passProfile != "" {
+		if cfg.passProfile, err = filepath.Abs(cfg.passProfile); err != nil {
+			fmt.Fprintln(stderr, "bench: -pass-profile:", err)
+			return 2
+		}
 	}
 	if cfg.dropSeconds < 1 || cfg.dropPackets < 1000 || cfg.dropDials < 1 || cfg.dropRuns < 1 {
 		fmt.Fprintln(stderr, "bench: -drop-seconds, -drop-dials and -drop-runs must be >= 1, -drop-packets >= 1000")
@@ -155,7 +186,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runBouncer(ctx, cfg, *bouncer, stdout, stderr)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	b := &bench{cfg: cfg, log: log, nss: &namespaces{}}
+	nss := &namespaces{}
+	if len(cfg.pass) > 0 {
+		// Its own names: the pass scenario may run beside another scenario.
+		nss.prefix = "sbpass"
+		nss.ownEhash = passEhash
+	}
+	b := &bench{cfg: cfg, log: log, nss: nss}
 	err = b.run(ctx)
 	for _, cerr := range b.nss.cleanup() {
 		log.Error("cleanup", "err", cerr)
@@ -171,8 +208,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	report := b.markdown()
-	if cfg.drop {
+	switch {
+	case cfg.drop:
 		report = b.dropMarkdown()
+	case len(cfg.pass) > 0:
+		report = b.passMarkdown()
 	}
 	fmt.Fprint(stdout, report)
 	if cfg.out != "" {
@@ -183,10 +223,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "bench:", err)
 			return 1
 		}
-		if cfg.drop {
-			report = spliceDrop(string(old), report)
-		} else if blk := dropSection(string(old)); blk != "" {
-			report = spliceDrop(report, blk)
+		switch {
+		case cfg.drop:
+			report = splice(string(old), "drop", report)
+		case len(cfg.pass) > 0:
+			report = splice(string(old), "pass", report)
+		default:
+			for _, name := range markedSections {
+				if blk := markedSection(string(old), name); blk != "" {
+					report = splice(report, name, blk)
+				}
+			}
 		}
 	}
 	if cfg.out != "" {
@@ -216,6 +263,7 @@ type bench struct {
 	steady   []steadyRow
 	pipeline []pipelineRow
 	drop     *dropResult
+	pass     []*passRow
 }
 
 func (b *bench) run(ctx context.Context) error {
@@ -237,6 +285,13 @@ func (b *bench) run(ctx context.Context) error {
 		}
 	}
 	b.env = describeMachine(ctx)
+	if len(b.cfg.pass) > 0 {
+		if err := b.passScenario(ctx); err != nil {
+			return fmt.Errorf("pass: %w", err)
+		}
+		b.took = time.Since(b.began)
+		return nil
+	}
 	if b.cfg.drop {
 		if err := b.dropScenario(ctx); err != nil {
 			return fmt.Errorf("drop: %w", err)
