@@ -8,11 +8,14 @@ import (
 // Table is a compact, append-only list of connections, in the order they
 // were appended: 16 bytes per IPv4 flow and 48 per IPv6 flow, against the
 // 72 bytes of a Conn. A table of 100,000 half-open and 100,000 established
-// entries then holds 3.2 MB instead of 14.4 MB. Samplers that read large
-// tables (sock_diag) decode into one; At and All give the entries back as
-// Conns. The zero value is an empty table.
+// entries then holds 3.2 MB instead of 14.4 MB. The records are kept in
+// chunks of fixed size, so growing the table never copies it (a slice
+// grown by append allocates several times its final size on the way).
+// Samplers that read large tables (sock_diag) decode into one; At and All
+// give the entries back as Conns. The zero value is an empty table. A
+// copy of a Table shares its records: append to one copy only.
 type Table struct {
-	recs []tableRec
+	recs chunked[tableRec]
 	// six holds the endpoints of the IPv6 flows, indexed by their record.
 	six []tableSix
 }
@@ -38,16 +41,7 @@ const (
 )
 
 // Len returns the number of connections in the table.
-func (t *Table) Len() int { return len(t.recs) }
-
-// Grow makes room for n more connections.
-func (t *Table) Grow(n int) {
-	if n > cap(t.recs)-len(t.recs) {
-		recs := make([]tableRec, len(t.recs), len(t.recs)+n)
-		copy(recs, t.recs)
-		t.recs = recs
-	}
-}
+func (t *Table) Len() int { return int(t.recs.n) }
 
 // Append adds c. Zones are not kept (connection tables have none).
 func (t *Table) Append(c Conn) {
@@ -55,7 +49,7 @@ func (t *Table) Append(c Conn) {
 	rec := tableRec{lport: c.Local.Port(), rport: c.Remote.Port(), state: c.State}
 	if l.Is4() && r.Is4() {
 		rec.local, rec.remote = l.As4(), r.As4()
-		t.recs = append(t.recs, rec)
+		t.recs.add(rec)
 		return
 	}
 	t.appendSix(l.As16(), r.As16(), l.Is4(), r.Is4(), rec)
@@ -63,7 +57,7 @@ func (t *Table) Append(c Conn) {
 
 // append4 adds an IPv4 flow without building a Conn.
 func (t *Table) append4(local, remote [4]byte, lport, rport uint16, st TCPState) {
-	t.recs = append(t.recs, tableRec{local: local, remote: remote, lport: lport, rport: rport, state: st})
+	t.recs.add(tableRec{local: local, remote: remote, lport: lport, rport: rport, state: st})
 }
 
 // appendSix adds a flow kept as 16-byte addresses; local4 and remote4 say
@@ -79,12 +73,12 @@ func (t *Table) appendSix(local, remote [16]byte, local4, remote4 bool, rec tabl
 	i := uint32(len(t.six))
 	rec.local = [4]byte{byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
 	t.six = append(t.six, tableSix{local: local, remote: remote})
-	t.recs = append(t.recs, rec)
+	t.recs.add(rec)
 }
 
 // At returns the connection at index i.
 func (t *Table) At(i int) Conn {
-	r := &t.recs[i]
+	r := t.recs.at(int32(i))
 	if r.flags&flagSix == 0 {
 		return Conn{
 			Local:  netip.AddrPortFrom(netip.AddrFrom4(r.local), r.lport),
