@@ -678,10 +678,10 @@ func (a *analysis) prefixIndex(addr netip.Addr) int32 {
 func (a *analysis) addSample(sample int32, s *Sample) {
 	w := a.watch
 	nconns := s.Len()
+	var scratch Conn
 	a.touched = slices.Grow(a.touched[:0], nconns)
 	for ci := range nconns {
-		conn := s.At(ci)
-		c := &conn
+		c := s.conn(ci, &scratch)
 		remote := c.Remote.Addr().Unmap()
 		if !remote.IsValid() || remote.IsUnspecified() {
 			continue // not connected to anyone (e.g. a bound, closed socket)
@@ -752,8 +752,7 @@ func (a *analysis) addSample(sample int32, s *Sample) {
 	}
 	a.order = slices.Grow(a.order[:0], int(off))[:off]
 	for ci := range nconns {
-		conn := s.At(ci)
-		c := &conn
+		c := s.conn(ci, &scratch)
 		remote := c.Remote.Addr().Unmap()
 		if !remote.IsValid() || remote.IsUnspecified() || !a.any.matches(c) {
 			continue
@@ -780,8 +779,7 @@ func (a *analysis) addSample(sample int32, s *Sample) {
 			stop := a.info.at(i).pos
 			first := s.At(int(a.order[start]))
 			for _, ci := range a.order[start:stop] {
-				conn := s.At(int(ci))
-				c := &conn
+				c := s.conn(int(ci), &scratch)
 				for k := range a.classes {
 					if a.classes[k].matches(c) {
 						if a.cur[k] == 0 {

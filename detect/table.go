@@ -110,6 +110,17 @@ func (s *Sample) At(i int) Conn {
 	}
 }
 
+// conn returns entry i: in place from Conns, or decoded from Table into
+// buf. The hot loops read entries through it, so a sample of Conns costs
+// no copy.
+func (s *Sample) conn(i int, buf *Conn) *Conn {
+	if n := int(s.Table.recs.n); i >= n {
+		return &s.Conns[i-n]
+	}
+	*buf = s.Table.At(i)
+	return buf
+}
+
 // All iterates over the sample's entries in order: Table's, then Conns'.
 func (s *Sample) All() iter.Seq[Conn] {
 	return func(yield func(Conn) bool) {
