@@ -233,8 +233,9 @@ func dumpSockDiag(ctx context.Context, c *netlink.Conn, family uint8, mask uint3
 }
 
 // decodeSockDiag decodes one datagram of a sock_diag dump into out's Table,
-// numbering the messages from *n on. It reports done at NLMSG_DONE, and
-// the error an NLMSG_ERROR (or an NLMSG_DONE carrying one) holds.
+// numbering the messages from *n on. It reports done at NLMSG_DONE or
+// NLMSG_ERROR (after which the kernel sends nothing more), with the error
+// either carries.
 func decodeSockDiag(b []byte, out *Sample, n *int) (done bool, err error) {
 	for len(b) >= unix.NLMSG_HDRLEN {
 		l := int(binary.NativeEndian.Uint32(b[0:4]))
@@ -259,7 +260,8 @@ func decodeSockDiag(b []byte, out *Sample, n *int) (done bool, err error) {
 			if e := int32(binary.NativeEndian.Uint32(data)); e != 0 {
 				return true, unix.Errno(-e)
 			}
-			continue // an acknowledgement
+			// An acknowledgement: nothing follows it.
+			return true, nil
 		case unix.NLMSG_NOOP:
 			continue
 		}

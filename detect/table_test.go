@@ -75,8 +75,8 @@ func nlmsg(typ uint16, data []byte) []byte {
 
 // TestDecodeSockDiag: a dump datagram decodes as parseInetDiagMsg decodes
 // each message (IPv4-mapped stored as IPv4, NEW_SYN_RECV as SYN_RECV,
-// LISTEN skipped, bad messages counted), ends at NLMSG_DONE, and an
-// NLMSG_ERROR is returned as its errno.
+// LISTEN skipped, bad messages counted), ends at NLMSG_DONE and at an
+// NLMSG_ERROR, returned as its errno (none for an acknowledgement).
 func TestDecodeSockDiag(t *testing.T) {
 	conns := []struct {
 		fam uint8
@@ -124,6 +124,9 @@ func TestDecodeSockDiag(t *testing.T) {
 	binary.NativeEndian.PutUint32(e, uint32(0xffffffff-uint32(unix.ENOENT)+1))
 	if done, err := decodeSockDiag(nlmsg(unix.NLMSG_ERROR, e), &s, &n); !done || err != unix.ENOENT {
 		t.Fatalf("NLMSG_ERROR: done %v, err %v, want ENOENT", done, err)
+	}
+	if done, err := decodeSockDiag(nlmsg(unix.NLMSG_ERROR, make([]byte, 20)), &s, &n); !done || err != nil {
+		t.Fatalf("acknowledgement: done %v, err %v, want the end without error", done, err)
 	}
 	if _, err := decodeSockDiag(nlmsg(sockDiagByFamily, bad)[:40], &s, &n); err == nil {
 		t.Fatal("a message longer than its datagram decoded")
