@@ -344,7 +344,7 @@ func (l *lab) count(ctx context.Context) (halfOpen, established int, err error) 
 	if err != nil {
 		return 0, 0, fmt.Errorf("count the victim's entries: %w", err)
 	}
-	for _, c := range smp.Conns {
+	for c := range smp.All() {
 		switch c.State {
 		case detect.SynRecv, detect.NewSynRecv:
 			halfOpen++

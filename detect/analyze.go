@@ -96,7 +96,7 @@ func detect(p *policy.Policy, samples []Sample, g *policy.Guard, delta TcpExt, l
 func sizeHint(samples []Sample) int {
 	hint := 0
 	for _, s := range samples {
-		hint = max(hint, len(s.Conns))
+		hint = max(hint, s.Len())
 	}
 	return hint / 2
 }
@@ -104,7 +104,7 @@ func sizeHint(samples []Sample) int {
 // count reads the samples.
 func (a *analysis) count(samples []Sample) {
 	for si := range samples {
-		a.addSample(int32(si+1), samples[si].Conns)
+		a.addSample(int32(si+1), &samples[si])
 		if a.cls != nil {
 			a.cls.endSample(a, si)
 		}
@@ -675,11 +675,13 @@ func (a *analysis) prefixIndex(addr netip.Addr) int32 {
 // sort of their indexes, addresses grouped by prefix), then each address's
 // connections are counted per class in a.cur and each prefix's addresses
 // summed in a.psum: no per-address or per-prefix count outlives the group.
-func (a *analysis) addSample(sample int32, conns []Conn) {
+func (a *analysis) addSample(sample int32, s *Sample) {
 	w := a.watch
-	a.touched = slices.Grow(a.touched[:0], len(conns))
-	for ci := range conns {
-		c := &conns[ci]
+	nconns := s.Len()
+	var scratch Conn
+	a.touched = slices.Grow(a.touched[:0], nconns)
+	for ci := range nconns {
+		c := s.conn(ci, &scratch)
 		remote := c.Remote.Addr().Unmap()
 		if !remote.IsValid() || remote.IsUnspecified() {
 			continue // not connected to anyone (e.g. a bound, closed socket)
@@ -749,8 +751,8 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 		off += n
 	}
 	a.order = slices.Grow(a.order[:0], int(off))[:off]
-	for ci := range conns {
-		c := &conns[ci]
+	for ci := range nconns {
+		c := s.conn(ci, &scratch)
 		remote := c.Remote.Addr().Unmap()
 		if !remote.IsValid() || remote.IsUnspecified() || !a.any.matches(c) {
 			continue
@@ -775,9 +777,9 @@ func (a *analysis) addSample(sample int32, conns []Conn) {
 		}
 		for _, i := range seq[si:end] {
 			stop := a.info.at(i).pos
-			first := &conns[a.order[start]]
+			first := s.At(int(a.order[start]))
 			for _, ci := range a.order[start:stop] {
-				c := &conns[ci]
+				c := s.conn(int(ci), &scratch)
 				for k := range a.classes {
 					if a.classes[k].matches(c) {
 						if a.cur[k] == 0 {

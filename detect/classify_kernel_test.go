@@ -49,7 +49,7 @@ func TestKernelSpoofedFlood(t *testing.T) {
 	w.Delta = Delta(start, *w.End) // count the flood from before it began
 	p := policy.Default()
 	c := Classify(p, w.Samples, w.Delta)
-	t.Logf("window: %d conns (%s); classification: %+v", len(w.Samples[0].Conns), w.Samples[0].Source, c)
+	t.Logf("window: %d conns (%s); classification: %+v", w.Samples[0].Len(), w.Samples[0].Source, c)
 	if c.Kind != KindSpoofed {
 		t.Fatalf("Classify = %s (%s), want spoofed", c.Kind, c.Why)
 	}
@@ -124,8 +124,8 @@ func TestKernelCookiesAlways(t *testing.T) {
 	}
 	d := Delta(start, end)
 	sd := mustSample(t, SockDiag{NetNS: v.Path(), States: []TCPState{SynRecv}})
-	t.Logf("sockdiag half-open %d, conntrack %d, SyncookiesSent +%d", len(sd.Conns), countFrom(cs, l.attackerAddr, SynRecv), d.SyncookiesSent)
-	if n := len(sd.Conns); n > syns/20 {
+	t.Logf("sockdiag half-open %d, conntrack %d, SyncookiesSent +%d", sd.Len(), countFrom(cs, l.attackerAddr, SynRecv), d.SyncookiesSent)
+	if n := sd.Len(); n > syns/20 {
 		t.Errorf("socket table holds %d half-open entries with tcp_syncookies=2, want ~0", n)
 	}
 	if d.SyncookiesSent < syns*95/100 {

@@ -42,7 +42,11 @@ type Sample struct {
 	Time time.Time
 	// Source names the sampler ("procfs", "sockdiag", "conntrack").
 	Source string
-	// Conns are the entries read (LISTEN sockets excluded).
+	// Table and Conns hold the entries read (LISTEN sockets excluded):
+	// samplers of large tables (sock_diag) decode into the compact Table,
+	// the others append to Conns. A sample's entries are Table's followed
+	// by Conns'; read them with Len, At and All, which see both.
+	Table Table
 	Conns []Conn
 	// Malformed counts lines or messages that could not be parsed.
 	Malformed int

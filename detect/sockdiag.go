@@ -18,12 +18,15 @@ import (
 
 // sock_diag constants (linux/sock_diag.h, linux/inet_diag.h).
 const (
-	netlinkSockDiag   = 4  // NETLINK_SOCK_DIAG
-	sockDiagByFamily  = 20 // SOCK_DIAG_BY_FAMILY
-	inetDiagReqV2Len  = 56 // sizeof(struct inet_diag_req_v2)
-	inetDiagMsgLen    = 72 // sizeof(struct inet_diag_msg)
-	sockDiagReadBuf   = 4 << 20
-	sockDiagCtxStride = 1024 // messages between context checks
+	netlinkSockDiag  = 4  // NETLINK_SOCK_DIAG
+	sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
+	inetDiagReqV2Len = 56 // sizeof(struct inet_diag_req_v2)
+	inetDiagMsgLen   = 72 // sizeof(struct inet_diag_msg)
+	sockDiagReadBuf  = 4 << 20
+	// sockDiagRecvBuf holds the largest datagram a dump sends: the kernel
+	// fills at most 32 KiB per datagram (netlink_dump caps its
+	// allocation at SKB_WITH_OVERHEAD(32768)); twice that for margin.
+	sockDiagRecvBuf = 64 << 10
 )
 
 // SockDiag samples the TCP tables over NETLINK_SOCK_DIAG, asking the kernel
@@ -94,9 +97,9 @@ func StatesFor(p *policy.Policy) []TCPState {
 	return slices.Compact(out)
 }
 
-// Sample dumps the TCP sockets in the wanted states, IPv4 then IPv6. A
-// kernel without IPv6 is not an error. Messages too short or of an unknown
-// family are counted as malformed.
+// Sample dumps the TCP sockets in the wanted states, IPv4 then IPv6, into
+// the sample's compact Table. A kernel without IPv6 is not an error.
+// Messages too short or of an unknown family are counted as malformed.
 func (s SockDiag) Sample(ctx context.Context) (Sample, error) {
 	out := Sample{Source: s.Name(), Time: time.Now()}
 	c, err := dialSockDiag(s.NetNS)
@@ -107,8 +110,9 @@ func (s SockDiag) Sample(ctx context.Context) (Sample, error) {
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	mask := StateMask(s.States)
+	buf := make([]byte, sockDiagRecvBuf)
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		if err := dumpSockDiag(ctx, c, fam, mask, &out); err != nil {
+		if err := dumpSockDiag(ctx, c, fam, mask, &out, buf); err != nil {
 			if fam == unix.AF_INET6 && noFamily(err) {
 				continue
 			}
@@ -132,7 +136,7 @@ func (s SockDiag) Probe(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	var discard Sample
-	if err := dumpSockDiag(ctx, c, unix.AF_INET, 1<<Close, &discard); err != nil {
+	if err := dumpSockDiag(ctx, c, unix.AF_INET, 1<<Close, &discard, make([]byte, sockDiagRecvBuf)); err != nil {
 		return fmt.Errorf("sockdiag probe: %w", err)
 	}
 	return nil
@@ -175,8 +179,13 @@ func sockDiagRequest(family uint8, mask uint32) []byte {
 	return b
 }
 
-// dumpSockDiag sends one dump request and streams the answer into out.
-func dumpSockDiag(ctx context.Context, c *netlink.Conn, family uint8, mask uint32, out *Sample) error {
+// dumpSockDiag sends one dump request and decodes the answer into out's
+// Table. The datagrams are read straight from the socket into buf, which
+// is reused for every datagram (the netlink library's reader peeks at each
+// one first and allocates a buffer for it: twice the system calls, and
+// garbage the size of the table); buf must hold the kernel's largest dump
+// datagram (sockDiagRecvBuf).
+func dumpSockDiag(ctx context.Context, c *netlink.Conn, family uint8, mask uint32, out *Sample, buf []byte) error {
 	req := netlink.Message{
 		Header: netlink.Header{
 			Type:  sockDiagByFamily,
@@ -187,31 +196,89 @@ func dumpSockDiag(ctx context.Context, c *netlink.Conn, family uint8, mask uint3
 	if _, err := c.Send(req); err != nil {
 		return fmt.Errorf("send inet_diag request (family %d): %w", family, err)
 	}
-	n := 0
-	for m, err := range c.ReceiveIter() {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("receive inet_diag dump (family %d): %w", family, err)
+	}
+	n := 0 // messages read
+	for {
+		var got int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			// MSG_TRUNC: the datagram's real length, to tell a
+			// truncated one.
+			got, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_TRUNC)
+			return rerr != unix.EAGAIN && rerr != unix.EINTR
+		})
+		if err == nil {
+			err = rerr
+		}
 		if err != nil {
 			return fmt.Errorf("receive inet_diag dump (family %d): %w", family, err)
 		}
-		n++
-		if n%sockDiagCtxStride == 0 && ctx.Err() != nil {
+		if got > len(buf) {
+			return fmt.Errorf("receive inet_diag dump (family %d): datagram of %d bytes truncated to %d", family, got, len(buf))
+		}
+		done, err := decodeSockDiag(buf[:got], out, &n)
+		if err != nil {
+			return fmt.Errorf("receive inet_diag dump (family %d): %w", family, err)
+		}
+		if done {
+			return nil
+		}
+		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if m.Header.Type != sockDiagByFamily {
-			out.malformed(fmt.Sprintf("sockdiag message %d: type %d, want %d", n, m.Header.Type, sockDiagByFamily))
-			continue
-		}
-		conn, err := parseInetDiagMsg(m.Data)
-		if err != nil {
-			out.malformed(fmt.Sprintf("sockdiag message %d: %v", n, err))
-			continue
-		}
-		if conn.State == Listen {
-			continue
-		}
-		out.Conns = append(out.Conns, conn)
 	}
-	return nil
 }
+
+// decodeSockDiag decodes one datagram of a sock_diag dump into out's Table,
+// numbering the messages from *n on. It reports done at NLMSG_DONE or
+// NLMSG_ERROR (after which the kernel sends nothing more), with the error
+// either carries.
+func decodeSockDiag(b []byte, out *Sample, n *int) (done bool, err error) {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(b[0:4]))
+		typ := binary.NativeEndian.Uint16(b[4:6])
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return false, fmt.Errorf("netlink message of length %d in a datagram of %d bytes", l, len(b))
+		}
+		data := b[unix.NLMSG_HDRLEN:l]
+		b = b[min(nlmsgAlign(l), len(b)):]
+		switch typ {
+		case unix.NLMSG_DONE:
+			if len(data) >= 4 {
+				if e := int32(binary.NativeEndian.Uint32(data)); e != 0 {
+					return true, unix.Errno(-e)
+				}
+			}
+			return true, nil
+		case unix.NLMSG_ERROR:
+			if len(data) < 4 {
+				return true, fmt.Errorf("netlink error message of %d bytes", len(data))
+			}
+			if e := int32(binary.NativeEndian.Uint32(data)); e != 0 {
+				return true, unix.Errno(-e)
+			}
+			// An acknowledgement: nothing follows it.
+			return true, nil
+		case unix.NLMSG_NOOP:
+			continue
+		}
+		*n++
+		if typ != sockDiagByFamily {
+			out.malformed(fmt.Sprintf("sockdiag message %d: type %d, want %d", *n, typ, sockDiagByFamily))
+			continue
+		}
+		if err := appendInetDiagMsg(&out.Table, data); err != nil {
+			out.malformed(fmt.Sprintf("sockdiag message %d: %v", *n, err))
+		}
+	}
+	return false, nil
+}
+
+// nlmsgAlign rounds l up to the netlink message alignment (4 bytes).
+func nlmsgAlign(l int) int { return (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
 
 // malformed counts one bad entry and keeps its message if there is room.
 func (s *Sample) malformed(why string) {
@@ -253,6 +320,48 @@ func parseInetDiagMsg(b []byte) (Conn, error) {
 		Remote: netip.AddrPortFrom(dst, dport),
 		State:  st,
 	}, nil
+}
+
+// appendInetDiagMsg decodes a struct inet_diag_msg as parseInetDiagMsg does
+// and appends it to t without building a Conn; a LISTEN socket is skipped.
+// IPv4-mapped addresses are stored as IPv4.
+func appendInetDiagMsg(t *Table, b []byte) error {
+	if len(b) < inetDiagMsgLen {
+		return fmt.Errorf("inet_diag_msg of %d bytes, want at least %d", len(b), inetDiagMsgLen)
+	}
+	st := TCPState(b[1])
+	if st < Established || st > NewSynRecv {
+		return fmt.Errorf("unknown TCP state %d", b[1])
+	}
+	if b[0] != unix.AF_INET && b[0] != unix.AF_INET6 {
+		return fmt.Errorf("address family %d", b[0])
+	}
+	if st == Listen {
+		return nil
+	}
+	if st == NewSynRecv {
+		st = SynRecv
+	}
+	sport := binary.BigEndian.Uint16(b[4:6])
+	dport := binary.BigEndian.Uint16(b[6:8])
+	switch b[0] {
+	case unix.AF_INET:
+		t.append4([4]byte(b[8:12]), [4]byte(b[24:28]), sport, dport, st)
+	case unix.AF_INET6:
+		src, dst := [16]byte(b[8:24]), [16]byte(b[24:40])
+		src4, dst4 := isMapped(&src), isMapped(&dst)
+		if src4 && dst4 {
+			t.append4([4]byte(src[12:16]), [4]byte(dst[12:16]), sport, dport, st)
+			return nil
+		}
+		t.appendSix(src, dst, src4, dst4, tableRec{lport: sport, rport: dport, state: st})
+	}
+	return nil
+}
+
+// isMapped reports whether a is an IPv4-mapped IPv6 address (::ffff:a.b.c.d).
+func isMapped(a *[16]byte) bool {
+	return [12]byte(a[:12]) == [12]byte{10: 0xff, 11: 0xff}
 }
 
 // NewSampler returns the sampler for source ("auto", "sockdiag", "procfs" or

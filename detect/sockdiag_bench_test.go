@@ -38,7 +38,7 @@ func BenchmarkSampler(b *testing.B) {
 	sd := SockDiag{NetNS: v.Path(), States: []TCPState{SynRecv}}
 	var n int
 	netnstest.Eventually(b, 30*time.Second, func() bool {
-		n = len(mustSample(b, sd).Conns)
+		n = func() int { s := mustSample(b, sd); return s.Len() }()
 		return n >= benchHalfOpen
 	}, "victim holds %d half-open entries, want >= %d", n, benchHalfOpen)
 	b.Logf("built %d half-open entries in %s", n, time.Since(began).Round(time.Millisecond))
@@ -62,7 +62,7 @@ func BenchmarkSampler(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		return len(s.Conns)
+		return s.Len()
 	})
 	ps, _, err := NewSampler(ctx, "procfs", v.Path(), []TCPState{SynRecv})
 	if err != nil {
@@ -73,7 +73,7 @@ func BenchmarkSampler(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		return len(s.Conns)
+		return s.Len()
 	})
 	run("ss", func() int {
 		out, err := v.Command(ctx, "ss", "-tanH", "state", "syn-recv").Output()

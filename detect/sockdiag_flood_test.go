@@ -188,7 +188,7 @@ func isExit(err error, code int) bool {
 // countFrom counts the sample's entries in state st from addr.
 func countFrom(s Sample, addr netip.Addr, st TCPState) int {
 	n := 0
-	for _, c := range s.Conns {
+	for c := range s.All() {
 		if c.Remote.Addr() == addr && c.State == st {
 			n++
 		}
@@ -211,7 +211,7 @@ func mustSample(t testing.TB, s Sampler) Sample {
 // statesString is for failure messages.
 func statesString(s Sample) string {
 	m := map[TCPState]int{}
-	for _, c := range s.Conns {
+	for c := range s.All() {
 		m[c.State]++
 	}
 	var b strings.Builder

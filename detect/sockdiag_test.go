@@ -145,7 +145,7 @@ func TestKernelRealFlood(t *testing.T) {
 		if n := countFrom(s, l.attackerAddr, Established); n != 0 {
 			t.Errorf("asked for syn_recv, got %d established", n)
 		}
-		for _, c := range s.Conns {
+		for c := range s.All() {
 			if c.State != SynRecv {
 				t.Fatalf("asked for syn_recv, got %v", c)
 			}

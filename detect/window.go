@@ -3,6 +3,7 @@ package detect
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -140,23 +141,16 @@ func keyOf(c *Conn) (k4 connKey4, k connKey, is4 bool) {
 // MergeSamples merges readings of the same moment by different samplers
 // into one Sample: Source joins their names with "+", Time is the earliest,
 // Malformed and Errors add up, and a flow (same local and remote address
-// and port) present in several readings is kept once, from the first
-// reading holding it. A single reading is returned unchanged.
+// and port) that an earlier reading holds is dropped from the later ones.
+// The first reading's entries are kept as they are, not copied (a socket
+// table lists each flow once); the later readings' other flows follow
+// them, in Conns. A single reading is returned unchanged.
 func MergeSamples(parts ...Sample) Sample {
 	if len(parts) == 1 {
 		return parts[0]
 	}
-	var out Sample
+	out := Sample{Table: parts[0].Table, Conns: parts[0].Conns}
 	var names []string
-	// The readings are of one table: most flows are in the largest, and
-	// the merge holds about as many.
-	most := 0
-	for _, p := range parts {
-		most = max(most, len(p.Conns))
-	}
-	out.Conns = make([]Conn, 0, most)
-	seen4 := make(map[connKey4]struct{}, most)
-	var seen map[connKey]struct{}
 	for _, p := range parts {
 		names = append(names, p.Source)
 		if out.Time.IsZero() || (!p.Time.IsZero() && p.Time.Before(out.Time)) {
@@ -171,27 +165,61 @@ func MergeSamples(parts ...Sample) Sample {
 		if p.Counters != nil {
 			out.Counters = p.Counters
 		}
-		for ci := range p.Conns {
-			c := &p.Conns[ci]
-			k4, k, is4 := keyOf(c)
-			if is4 {
-				if _, dup := seen4[k4]; dup {
-					continue
-				}
-				seen4[k4] = struct{}{}
-			} else {
-				if seen == nil {
-					seen = make(map[connKey]struct{})
-				}
-				if _, dup := seen[k]; dup {
-					continue
-				}
-				seen[k] = struct{}{}
-			}
-			out.Conns = append(out.Conns, *c)
-		}
 	}
 	out.Source = strings.Join(names, "+")
+	later := 0
+	for _, p := range parts[1:] {
+		later += p.Len()
+	}
+	if later == 0 {
+		return out
+	}
+	// The later readings' flows, each marked once a reading before it
+	// holds it: the first reading is looked up in this set (as small as
+	// the later readings), not the other way round.
+	held4 := make(map[connKey4]bool, later)
+	var held map[connKey]bool
+	for _, p := range parts[1:] {
+		for c := range p.All() {
+			k4, k, is4 := keyOf(&c)
+			if is4 {
+				held4[k4] = false
+			} else {
+				if held == nil {
+					held = make(map[connKey]bool)
+				}
+				held[k] = false
+			}
+		}
+	}
+	for c := range parts[0].All() {
+		k4, k, is4 := keyOf(&c)
+		if is4 {
+			if _, ok := held4[k4]; ok {
+				held4[k4] = true
+			}
+		} else if _, ok := held[k]; ok {
+			held[k] = true
+		}
+	}
+	out.Conns = slices.Clip(out.Conns)
+	for _, p := range parts[1:] {
+		for c := range p.All() {
+			k4, k, is4 := keyOf(&c)
+			if is4 {
+				if held4[k4] {
+					continue
+				}
+				held4[k4] = true
+			} else {
+				if held[k] {
+					continue
+				}
+				held[k] = true
+			}
+			out.Conns = append(out.Conns, c)
+		}
+	}
 	return out
 }
 

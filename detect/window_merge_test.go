@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,8 +32,11 @@ func BenchmarkMergeSpoofed(b *testing.B) {
 	b.ReportMetric(float64(peak)/(1<<20), "peak-MiB")
 }
 
-// refMergeSamples is MergeSamples as it was, one 36-byte key per flow: the
-// reference of TestMergeMatchesReference.
+// refMergeSamples is MergeSamples written plainly, one 36-byte key per
+// flow: the reference of TestMergeMatchesReference. The first reading is
+// kept whole (a socket table lists each flow once); a later reading's flow
+// is kept unless a reading before it, or an earlier entry of its own,
+// holds it.
 func refMergeSamples(parts ...Sample) Sample {
 	if len(parts) == 1 {
 		return parts[0]
@@ -51,7 +55,7 @@ func refMergeSamples(parts ...Sample) Sample {
 	var names []string
 	total := 0
 	for _, p := range parts {
-		total += len(p.Conns)
+		total += p.Len()
 	}
 	out.Conns = make([]Conn, 0, total)
 	seen := make(map[[36]byte]struct{}, total)
@@ -69,9 +73,10 @@ func refMergeSamples(parts ...Sample) Sample {
 		if p.Counters != nil {
 			out.Counters = p.Counters
 		}
-		for _, c := range p.Conns {
+		first := len(names) == 1
+		for c := range p.All() {
 			k := key(c)
-			if _, dup := seen[k]; dup {
+			if _, dup := seen[k]; dup && !first {
 				continue
 			}
 			seen[k] = struct{}{}
@@ -84,7 +89,8 @@ func refMergeSamples(parts ...Sample) Sample {
 
 // TestMergeMatchesReference: on random readings (IPv4, IPv6, IPv4-mapped
 // and unspecified addresses, few ports, so that flows repeat within and
-// across readings), MergeSamples keeps exactly the flows, in the order,
+// across readings; the first one in a Table or in Conns), MergeSamples
+// keeps exactly the flows, in the order,
 // that the reference keeps.
 func TestMergeMatchesReference(t *testing.T) {
 	dups := 0
@@ -100,15 +106,28 @@ func TestMergeMatchesReference(t *testing.T) {
 			}
 			parts = append(parts, s)
 		}
+		if r.intn(2) == 0 {
+			// The first reading as sock_diag gives it: in the Table.
+			var t Table
+			for _, c := range parts[0].Conns {
+				t.Append(c)
+			}
+			parts[0].Table, parts[0].Conns = t, nil
+		}
 		got, want := MergeSamples(parts...), refMergeSamples(parts...)
+		gotConns, wantConns := slices.Collect(got.All()), slices.Collect(want.All())
+		if !slices.Equal(gotConns, wantConns) {
+			t.Fatalf("seed %d: merged %d flows, want %d", seed, got.Len(), want.Len())
+		}
+		got.Table, got.Conns, want.Table, want.Conns = Table{}, nil, Table{}, nil
 		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("seed %d: merged %d flows, want %d", seed, len(got.Conns), len(want.Conns))
+			t.Fatalf("seed %d: merged %+v, want %+v", seed, got, want)
 		}
 		n := 0
 		for _, p := range parts {
-			n += len(p.Conns)
+			n += p.Len()
 		}
-		dups += n - len(got.Conns)
+		dups += n - len(gotConns)
 	}
 	if dups < 10000 {
 		t.Errorf("only %d duplicate flows over the draws; the generator is too tame", dups)

@@ -367,7 +367,7 @@ func seen(samples []detect.Sample, subject netip.Prefix) []SeenCount {
 	out := make([]SeenCount, len(samples))
 	for i, s := range samples {
 		srcs := map[netip.Addr]bool{}
-		for _, c := range s.Conns {
+		for c := range s.All() {
 			a := c.Remote.Addr().Unmap()
 			if !subject.Contains(a) {
 				continue

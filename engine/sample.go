@@ -210,7 +210,7 @@ func PerSource(samples []detect.Sample) []SourceRow {
 	peak := map[netip.Addr]*SourceRow{}
 	for _, s := range samples {
 		cur := map[netip.Addr]*SourceRow{}
-		for _, c := range s.Conns {
+		for c := range s.All() {
 			r := cur[c.Remote.Addr()]
 			if r == nil {
 				r = &SourceRow{}

@@ -279,7 +279,7 @@ func victims(p *policy.Policy, class upstream.FloodClass, verdicts []detect.Verd
 	}
 	seen := map[netip.Addr]map[uint16]bool{}
 	for _, s := range samples {
-		for _, c := range s.Conns {
+		for c := range s.All() {
 			local := c.Local.Addr().Unmap()
 			if !slices.ContainsFunc(own, func(o netip.Prefix) bool { return o.Contains(local) }) {
 				continue

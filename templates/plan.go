@@ -98,7 +98,7 @@ func WritePlanSummary(w io.Writer, s PlanSummary) {
 	r := s.Report
 	conns := 0
 	for _, smp := range s.Samples {
-		conns += len(smp.Conns)
+		conns += smp.Len()
 	}
 	fmt.Fprintf(w, "# synban plan — policy %s\n", s.Source)
 	switch {
