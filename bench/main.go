@@ -64,6 +64,7 @@ type config struct {
 	dropPackets int
 	dropDials   int
 	dropRuns    int
+	dropSenders []string
 	rev         string
 	commandLine string
 }
@@ -120,6 +121,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.dropPackets, "drop-packets", 20000000, "drop scenario: packets of flood per path and case, at most")
 	fs.IntVar(&cfg.dropDials, "drop-dials", 300, "drop scenario: client connects per path and case, at most")
 	fs.IntVar(&cfg.dropRuns, "drop-runs", 2, "drop scenario: rounds over every path and case (the median is reported)")
+	senders := fs.String("drop-sender", senderXDP, "drop scenario: the flood's senders, comma-separated, measured side by side: xdp (live-frame XDP redirect into the veth: frames arrive as on a NIC) and/or trafgen (AF_PACKET: skbs built by the sender)")
 	bouncer := fs.String("bouncer", "", "run only the side-by-side with crowdsec-firewall-bouncer for these LAPI decision counts, comma-separated (see bench/bouncer.go); -out splices its section into the file")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -139,6 +141,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if cfg.dropSeconds < 1 || cfg.dropPackets < 1000 || cfg.dropDials < 1 || cfg.dropRuns < 1 {
 		fmt.Fprintln(stderr, "bench: -drop-seconds, -drop-dials and -drop-runs must be >= 1, -drop-packets >= 1000")
+		return 2
+	}
+	if cfg.dropSenders, err = parseSenders(*senders); err != nil {
+		fmt.Fprintln(stderr, "bench: -drop-sender:", err)
 		return 2
 	}
 	if cfg.runs < 1 || cfg.loopRuns < 1 || cfg.estRatio < 0 {
