@@ -135,3 +135,54 @@ func TestSenderProgram(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSenders(t *testing.T) {
+	got, err := parseSenders("xdp, trafgen")
+	if err != nil || !slices.Equal(got, []string{senderXDP, senderTrafgen}) {
+		t.Errorf("parseSenders(xdp, trafgen) = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "xdp,xdp", "pktgen", "xdp,"} {
+		if got, err := parseSenders(bad); err == nil {
+			t.Errorf("parseSenders(%q) = %v, want an error", bad, got)
+		}
+	}
+}
+
+func TestRoundOrder(t *testing.T) {
+	even, odd := roundOrder(0, 2), roundOrder(1, 2)
+	if len(even) != 2*numPaths {
+		t.Fatalf("%d pairs, want %d", len(even), 2*numPaths)
+	}
+	// Every pair once per round; senders alternate path by path; the next
+	// round runs backwards.
+	seen := map[[2]int]bool{}
+	for i, sp := range even {
+		if seen[sp] || sp[0] != i%2 || sp[1] != i/2 {
+			t.Fatalf("round 0, position %d: %v", i, sp)
+		}
+		seen[sp] = true
+		if odd[len(odd)-1-i] != sp {
+			t.Fatalf("round 1 is not round 0 backwards at %d: %v", i, odd)
+		}
+	}
+	if !slices.Equal(roundOrder(2, 2), even) {
+		t.Error("round 2 differs from round 0")
+	}
+}
+
+func TestTarget(t *testing.T) {
+	for _, c := range []struct {
+		x, base, limit float64
+		want           string
+	}{
+		{40, 100, 0.4, "0.40× (met)"},
+		{41, 100, 0.4, "0.41× (not met)"},
+		{95, 760, 0.5, "0.12× (met)"},
+		{0, 100, 0.4, "not measured"},
+		{50, 0, 0.4, "not measured"},
+	} {
+		if got := target(c.x, c.base, c.limit); got != c.want {
+			t.Errorf("target(%v, %v, %v) = %q, want %q", c.x, c.base, c.limit, got, c.want)
+		}
+	}
+}
