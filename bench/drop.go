@@ -25,15 +25,18 @@ import (
 )
 
 // The drop scenario measures what a flood costs the host once synban has
-// decided: an attacker namespace sends TCP SYNs with trafgen (netsniff-ng)
-// over a veth into a victim namespace, which has a listener (SYN cookies
-// on) and conntrack loaded by an ordinary stateful rule in a table of its
-// own, as on a real server. trafgen is pinned to one CPU (floodCPU); a veth
-// hands each packet to the receiving namespace's stack on the sending CPU
-// (netif_rx, then the NET_RX softirq; with an XDP program the veth's NAPI,
-// also a softirq there), so all of the victim's receive work runs in
-// floodCPU's softirq time, while trafgen's own sending is system time. The
-// victim's replies are steered to the other CPU (RPS on the attacker's
+// decided: an attacker namespace sends TCP SYNs over a veth into a victim
+// namespace, which has a listener (SYN cookies on) and conntrack loaded by
+// an ordinary stateful rule in a table of its own, as on a real server.
+// Two senders (-drop-sender): the xdp sender of xdpsend.go, whose frames
+// reach the victim's veth as xdp_frames (as from a NIC), and trafgen
+// (netsniff-ng, AF_PACKET), whose skbs veth hands on. Either runs pinned to
+// one CPU (floodCPU), and the victim's receive work runs there too, in
+// softirq: trafgen's veth transmit calls netif_rx and the NET_RX softirq
+// runs on the sending CPU (with an XDP program, the veth's NAPI, also a
+// softirq there); the xdp sender's flush schedules the victim veth's NAPI
+// on its own CPU (see xdpsend.go). The sender's own work is system time.
+// The victim's replies are steered to the other CPU (RPS on the attacker's
 // veth). floodCPU's softirq time from /proc/stat divided by the packets the
 // victim's veth received gives nanoseconds per packet; on a drop path every
 // received flood packet is a dropped one. (Steering the victim's receive
@@ -50,7 +53,7 @@ var (
 )
 
 const (
-	// floodCPU runs trafgen and, in softirq, the victim's receive work;
+	// floodCPU runs the sender and, in softirq, the victim's receive work;
 	// replyCPU the attacker's receive work (the victim's SYN-ACKs).
 	floodCPU = 0
 	replyCPU = 1
@@ -566,9 +569,9 @@ func (l *dropLab) dial(n int, stop <-chan struct{}, cell *dropCell) error {
 	})
 }
 
-// flood runs trafgen for the case from the attacker for at most seconds and
-// measures the victim CPU's cost per received packet into cell, while the
-// client dials.
+// flood runs the lab's sender for the case from the attacker for at most
+// -drop-seconds and measures the victim CPU's cost per received packet
+// (for the sender alone, per frame sent) into cell, while the client dials.
 func (b *bench) flood(ctx context.Context, l *dropLab, c, path int, cell *dropCell) error {
 	conf := filepath.Join(b.tmp, fmt.Sprintf("trafgen-%d.cfg", c))
 	if err := os.WriteFile(conf, []byte(trafgenConf(c, l.mac)), 0o600); err != nil {
