@@ -277,14 +277,13 @@ func loadSender(c, ifindex int) (*ebpf.Program, error) {
 // (a namespace file), pinned to cpu, in live-frame mode until deadline or
 // until budget frames have been run, and returns how many were run. With
 // ifindex 0 the program drops every frame at the sender.
-func xdpSend(ns string, cpu, c, ifindex int, frame []byte, deadline time.Time, budget uint64) (uint64, error) {
+func xdpSend(ns string, cpu, c, ifindex int, frame []byte, deadline time.Time, budget uint64) (sent uint64, err error) {
 	prog, err := loadSender(c, ifindex)
 	if err != nil {
 		return 0, err
 	}
 	defer prog.Close()
-	var sent uint64
-	err = nsenter.Do(ns, func() error {
+	err = nsenter.Do(ns, func() (err error) {
 		// nsenter.Do locked this goroutine to its thread: pin the thread,
 		// and give it back as it was.
 		var old, one unix.CPUSet
@@ -295,8 +294,12 @@ func xdpSend(ns string, cpu, c, ifindex int, frame []byte, deadline time.Time, b
 		if err := unix.SchedSetaffinity(0, &one); err != nil {
 			return fmt.Errorf("pin the sender to CPU %d: %w", cpu, err)
 		}
-		defer unix.SchedSetaffinity(0, &old) //nolint:errcheck // best effort: the thread was pinned by us
-		const chunk = 50000                  // about 0.1 s: the deadline is checked between chunks
+		defer func() {
+			if e := unix.SchedSetaffinity(0, &old); e != nil {
+				err = errors.Join(err, fmt.Errorf("unpin the sender's thread: %w", e))
+			}
+		}()
+		const chunk = 50000 // 25-100 ms at this lab's rates: the deadline is checked between chunks
 		for sent < budget && time.Now().Before(deadline) {
 			n := uint32(min(chunk, budget-sent))
 			if _, err := prog.Run(&ebpf.RunOptions{Data: frame, Repeat: n, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES}); err != nil {
