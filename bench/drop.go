@@ -25,15 +25,18 @@ import (
 )
 
 // The drop scenario measures what a flood costs the host once synban has
-// decided: an attacker namespace sends TCP SYNs with trafgen (netsniff-ng)
-// over a veth into a victim namespace, which has a listener (SYN cookies
-// on) and conntrack loaded by an ordinary stateful rule in a table of its
-// own, as on a real server. trafgen is pinned to one CPU (floodCPU); a veth
-// hands each packet to the receiving namespace's stack on the sending CPU
-// (netif_rx, then the NET_RX softirq; with an XDP program the veth's NAPI,
-// also a softirq there), so all of the victim's receive work runs in
-// floodCPU's softirq time, while trafgen's own sending is system time. The
-// victim's replies are steered to the other CPU (RPS on the attacker's
+// decided: an attacker namespace sends TCP SYNs over a veth into a victim
+// namespace, which has a listener (SYN cookies on) and conntrack loaded by
+// an ordinary stateful rule in a table of its own, as on a real server.
+// Two senders (-drop-sender): the xdp sender of xdpsend.go, whose frames
+// reach the victim's veth as xdp_frames (as from a NIC), and trafgen
+// (netsniff-ng, AF_PACKET), whose skbs veth hands on. Either runs pinned to
+// one CPU (floodCPU), and the victim's receive work runs there too, in
+// softirq: trafgen's veth transmit calls netif_rx and the NET_RX softirq
+// runs on the sending CPU (with an XDP program, the veth's NAPI, also a
+// softirq there); the xdp sender's flush schedules the victim veth's NAPI
+// on its own CPU (see xdpsend.go). The sender's own work is system time.
+// The victim's replies are steered to the other CPU (RPS on the attacker's
 // veth). floodCPU's softirq time from /proc/stat divided by the packets the
 // victim's veth received gives nanoseconds per packet; on a drop path every
 // received flood packet is a dropped one. (Steering the victim's receive
@@ -50,7 +53,7 @@ var (
 )
 
 const (
-	// floodCPU runs trafgen and, in softirq, the victim's receive work;
+	// floodCPU runs the sender and, in softirq, the victim's receive work;
 	// replyCPU the attacker's receive work (the victim's SYN-ACKs).
 	floodCPU = 0
 	replyCPU = 1
@@ -68,6 +71,7 @@ const (
 	pathIngress
 	pathXDP
 	pathXDPFilter
+	pathSenderAlone
 	numPaths
 )
 
@@ -78,6 +82,34 @@ var pathNames = [numPaths]string{
 	"synban `hooks = [\"prerouting\", \"ingress\"]`",
 	"synban `[xdp]` native",
 	"`xdp-filter` (xdp-tools) native, `-f ipv4`",
+	"sender alone: its program drops each frame, none reaches the victim",
+}
+
+// Senders of the drop scenario (-drop-sender).
+const (
+	// senderXDP is the live-frame XDP sender of xdpsend.go: frames reach
+	// the victim's veth as xdp_frames, as from a NIC's DMA.
+	senderXDP = "xdp"
+	// senderTrafgen is netsniff-ng's trafgen over AF_PACKET: the victim's
+	// veth gets skbs built on the sending side.
+	senderTrafgen = "trafgen"
+)
+
+// parseSenders parses -drop-sender: senders separated by commas, each at
+// most once, in the order given.
+func parseSenders(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		switch {
+		case f != senderXDP && f != senderTrafgen:
+			return nil, fmt.Errorf("unknown sender %q (want %s or %s)", f, senderXDP, senderTrafgen)
+		case slices.Contains(out, f):
+			return nil, fmt.Errorf("sender %q given twice", f)
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // pathPolicy is the policy text of a synban path; "" for the anchors.
@@ -154,6 +186,13 @@ func trafgenConf(c int, mac string) string {
 type dropCell struct {
 	// nsPerPkt holds one figure per round: victim CPU ns per received packet.
 	nsPerPkt []float64
+	// sysPerPkt holds floodCPU's system time per packet of each round:
+	// the sender's own work (and whatever else ran there).
+	sysPerPkt []float64
+	// otherPerPkt holds replyCPU's softirq time per packet of each round:
+	// the victim's replies as the attacker receives them, and what of the
+	// victim's receive work did not stay on floodCPU.
+	otherPerPkt []float64
 	// pps holds the received packets per second of each round.
 	pps []float64
 	// connect holds the client's connect times over all rounds; failed
@@ -166,7 +205,8 @@ type dropCell struct {
 
 // dropResult is the whole drop table.
 type dropResult struct {
-	cells    [numCases][numPaths]*dropCell
+	senders  []string
+	cells    [][numCases][numPaths]*dropCell
 	baseline *dropCell
 	seconds  int
 	dials    int
@@ -183,17 +223,22 @@ const (
 // dropLab is one attacker, victim and client namespace set.
 type dropLab struct {
 	victim, attacker, client *netns
+	sender                   string
 	vdev, adev               string
 	mac                      string
-	ln                       net.Listener
-	wg                       sync.WaitGroup
+	// amac and aindex are the attacker veth's address and index, for the
+	// xdp sender's frames and redirect.
+	amac   net.HardwareAddr
+	aindex int
+	ln     net.Listener
+	wg     sync.WaitGroup
 	// unapply, when set, removes what synban applied; its XDP pins live
 	// in the host's bpffs and outlive the namespace unless flushed.
 	unapply func() error
 }
 
 // newDropLab builds the namespaces of one measurement.
-func (b *bench) newDropLab(ctx context.Context, n int) (*dropLab, error) {
+func (b *bench) newDropLab(ctx context.Context, n int, sender string) (*dropLab, error) {
 	v, err := b.nss.add(ctx, "dropv")
 	if err != nil {
 		return nil, err
@@ -207,7 +252,7 @@ func (b *bench) newDropLab(ctx context.Context, n int) (*dropLab, error) {
 		return nil, err
 	}
 	pid := os.Getpid() % 100000
-	l := &dropLab{victim: v, attacker: a, client: c,
+	l := &dropLab{victim: v, attacker: a, client: c, sender: sender,
 		vdev: fmt.Sprintf("sbdv%d%d", pid, n), adev: fmt.Sprintf("sbda%d%d", pid, n)}
 	l.vdev, l.adev = l.vdev[:min(len(l.vdev), 15)], l.adev[:min(len(l.adev), 15)]
 	cdev, vcdev := fmt.Sprintf("sbdc%d%d", pid, n), fmt.Sprintf("sbdw%d%d", pid, n)
@@ -254,17 +299,25 @@ func (b *bench) newDropLab(ctx context.Context, n int) (*dropLab, error) {
 	if err := setRPS(ctx, a, l.adev, replyCPU); err != nil {
 		return nil, err
 	}
-	out, err := v.run(ctx, "ip", "-j", "link", "show", "dev", l.vdev)
+	vl, err := linkInfo(ctx, v, l.vdev)
 	if err != nil {
 		return nil, err
 	}
-	var links []struct {
-		Address string `json:"address"`
+	l.mac = vl.Address
+	if sender == senderXDP {
+		al, err := linkInfo(ctx, a, l.adev)
+		if err != nil {
+			return nil, err
+		}
+		if l.amac, err = net.ParseMAC(al.Address); err != nil {
+			return nil, fmt.Errorf("attacker MAC address %q: %w", al.Address, err)
+		}
+		l.aindex = al.Index
+		// The victim's veth needs NAPI to take ndo_xdp_xmit frames.
+		if err := setGRO(v.path(), l.vdev, true); err != nil {
+			return nil, err
+		}
 	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		return nil, fmt.Errorf("victim MAC address from %q: %v", out, err)
-	}
-	l.mac = links[0].Address
 	err = nsenter.Do(v.path(), func() error {
 		var err error
 		l.ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", dropPort))
@@ -287,6 +340,25 @@ func (b *bench) newDropLab(ctx context.Context, n int) (*dropLab, error) {
 	return l, nil
 }
 
+// link is what the drop lab reads of a link from `ip -j link show`.
+type link struct {
+	Index   int    `json:"ifindex"`
+	Address string `json:"address"`
+}
+
+// linkInfo reads dev's index and address in ns.
+func linkInfo(ctx context.Context, ns *netns, dev string) (link, error) {
+	out, err := ns.run(ctx, "ip", "-j", "link", "show", "dev", dev)
+	if err != nil {
+		return link{}, err
+	}
+	var links []link
+	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 || links[0].Address == "" {
+		return link{}, fmt.Errorf("%s in %s from %q: %v", dev, ns.name, out, err)
+	}
+	return links[0], nil
+}
+
 // close stops the listener.
 func (l *dropLab) close() {
 	if l.ln != nil {
@@ -306,24 +378,50 @@ func setRPS(ctx context.Context, ns *netns, dev string, cpu int) error {
 	return nil
 }
 
-// cpuSoftirqNS is a CPU's softirq time in ns from /proc/stat.
-func cpuSoftirqNS(cpu int) (float64, error) {
+// cpuTimes are a CPU's system and softirq times in ns from /proc/stat.
+func cpuTimes(cpu int) (system, softirq float64, err error) {
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	name := "cpu" + strconv.Itoa(cpu)
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
 		if len(f) > 7 && f[0] == name {
-			v, err := strconv.ParseFloat(f[7], 64)
-			if err != nil {
-				return 0, fmt.Errorf("/proc/stat %s: %w", name, err)
+			sys, err1 := strconv.ParseFloat(f[3], 64)
+			soft, err2 := strconv.ParseFloat(f[7], 64)
+			if err := errors.Join(err1, err2); err != nil {
+				return 0, 0, fmt.Errorf("/proc/stat %s: %w", name, err)
 			}
-			return v * 1e9 / userHZ, nil
+			return sys * 1e9 / userHZ, soft * 1e9 / userHZ, nil
 		}
 	}
-	return 0, fmt.Errorf("/proc/stat has no %s line", name)
+	return 0, 0, fmt.Errorf("/proc/stat has no %s line", name)
+}
+
+// netRXSoftirqs are the NET_RX softirqs each CPU has run, from /proc/softirqs.
+func netRXSoftirqs() ([]uint64, error) {
+	data, err := os.ReadFile("/proc/softirqs")
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "NET_RX:" {
+			continue
+		}
+		out := make([]uint64, len(f)-1)
+		for i, v := range f[1:] {
+			if out[i], err = strconv.ParseUint(v, 10, 64); err != nil {
+				return nil, fmt.Errorf("/proc/softirqs NET_RX: %w", err)
+			}
+		}
+		if len(out) <= max(floodCPU, replyCPU) {
+			return nil, fmt.Errorf("/proc/softirqs NET_RX has %d CPUs", len(out))
+		}
+		return out, nil
+	}
+	return nil, errors.New("/proc/softirqs has no NET_RX line")
 }
 
 // rxPackets is dev's received packet count in ns.
@@ -350,6 +448,11 @@ func rxPackets(ctx context.Context, ns *netns, dev string) (uint64, error) {
 func (b *bench) applyPath(ctx context.Context, l *dropLab, path int, bans []netip.Prefix) (note string, err error) {
 	switch path {
 	case pathNone:
+		return "", nil
+	case pathSenderAlone:
+		if l.sender != senderXDP {
+			return "n/a: trafgen's frames always reach the victim", nil
+		}
 		return "", nil
 	case pathXDPFilter:
 		if len(bans) > 1 {
@@ -466,20 +569,36 @@ func (l *dropLab) dial(n int, stop <-chan struct{}, cell *dropCell) error {
 	})
 }
 
-// flood runs trafgen for the case from the attacker for at most seconds and
-// measures the victim CPU's cost per received packet into cell, while the
-// client dials.
-func (b *bench) flood(ctx context.Context, l *dropLab, c int, cell *dropCell) error {
+// flood runs the lab's sender for the case from the attacker for at most
+// -drop-seconds and measures the victim CPU's cost per received packet
+// (for the sender alone, per frame sent) into cell, while the client dials.
+func (b *bench) flood(ctx context.Context, l *dropLab, c, path int, cell *dropCell) error {
 	conf := filepath.Join(b.tmp, fmt.Sprintf("trafgen-%d.cfg", c))
 	if err := os.WriteFile(conf, []byte(trafgenConf(c, l.mac)), 0o600); err != nil {
 		return err
+	}
+	var frame []byte
+	if l.sender == senderXDP {
+		vmac, err := net.ParseMAC(l.mac)
+		if err != nil {
+			return fmt.Errorf("victim MAC address %q: %w", l.mac, err)
+		}
+		frame = synFrame(l.amac, vmac)
 	}
 	secs := b.cfg.dropSeconds
 	rx0, err := rxPackets(ctx, l.victim, l.vdev)
 	if err != nil {
 		return err
 	}
-	soft0, err := cpuSoftirqNS(floodCPU)
+	sys0, soft0, err := cpuTimes(floodCPU)
+	if err != nil {
+		return err
+	}
+	_, other0, err := cpuTimes(replyCPU)
+	if err != nil {
+		return err
+	}
+	netrx0, err := netRXSoftirqs()
 	if err != nil {
 		return err
 	}
@@ -487,14 +606,33 @@ func (b *bench) flood(ctx context.Context, l *dropLab, c int, cell *dropCell) er
 	stop := make(chan struct{})
 	dialErr := make(chan error, 1)
 	go func() { dialErr <- l.dial(b.cfg.dropDials, stop, cell) }()
-	ferr := b.trafgen(ctx, l, conf, start.Add(time.Duration(secs)*time.Second), rx0)
+	deadline := start.Add(time.Duration(secs) * time.Second)
+	var sent uint64
+	var ferr error
+	if l.sender == senderXDP {
+		ifindex := l.aindex
+		if path == pathSenderAlone {
+			ifindex = 0
+		}
+		sent, ferr = xdpSend(l.attacker.path(), floodCPU, c, ifindex, frame, deadline, uint64(b.cfg.dropPackets))
+	} else {
+		ferr = b.trafgen(ctx, l, conf, deadline, rx0)
+	}
 	if ferr != nil {
 		close(stop)
 		<-dialErr
 		return ferr
 	}
 	took := time.Since(start)
-	soft1, err := cpuSoftirqNS(floodCPU)
+	sys1, soft1, err := cpuTimes(floodCPU)
+	if err != nil {
+		return err
+	}
+	_, other1, err := cpuTimes(replyCPU)
+	if err != nil {
+		return err
+	}
+	netrx1, err := netRXSoftirqs()
 	if err != nil {
 		return err
 	}
@@ -507,10 +645,21 @@ func (b *bench) flood(ctx context.Context, l *dropLab, c int, cell *dropCell) er
 		return err
 	}
 	pkts := float64(rx1 - rx0)
+	if path == pathSenderAlone {
+		// Nothing reaches the victim: per frame the sender ran.
+		if rx1-rx0 > sent/100 {
+			return fmt.Errorf("the sender alone: the victim received %d of %d frames", rx1-rx0, sent)
+		}
+		pkts = float64(sent)
+	}
 	if pkts < 1000 {
 		return fmt.Errorf("the victim received %v packets: the flood did not arrive", pkts)
 	}
+	b.log.Info("flood", "sender", l.sender, "sent", sent, "received", rx1-rx0,
+		"net_rx_softirqs_flood_cpu", netrx1[floodCPU]-netrx0[floodCPU], "net_rx_softirqs_reply_cpu", netrx1[replyCPU]-netrx0[replyCPU])
 	cell.nsPerPkt = append(cell.nsPerPkt, (soft1-soft0)/pkts)
+	cell.otherPerPkt = append(cell.otherPerPkt, (other1-other0)/pkts)
+	cell.sysPerPkt = append(cell.sysPerPkt, (sys1-sys0)/pkts)
 	cell.pps = append(cell.pps, pkts/took.Seconds())
 	return nil
 }
@@ -560,18 +709,21 @@ func (b *bench) dropScenario(ctx context.Context) error {
 	if n := numCPUs(); n < 2 {
 		return fmt.Errorf("the drop scenario pins sender and victim to two CPUs; this machine has %d", n)
 	}
-	if _, err := exec.LookPath("trafgen"); err != nil {
-		return errors.New("the drop scenario needs trafgen (apt-get install netsniff-ng)")
+	if _, err := exec.LookPath("trafgen"); err != nil && slices.Contains(b.cfg.dropSenders, senderTrafgen) {
+		return errors.New("the drop scenario's trafgen sender needs trafgen (apt-get install netsniff-ng)")
 	}
-	r := &dropResult{seconds: b.cfg.dropSeconds, dials: b.cfg.dropDials, baseline: &dropCell{}}
-	for c := range numCases {
-		for p := range numPaths {
-			r.cells[c][p] = &dropCell{}
+	r := &dropResult{senders: b.cfg.dropSenders, seconds: b.cfg.dropSeconds, dials: b.cfg.dropDials, baseline: &dropCell{}}
+	r.cells = make([][numCases][numPaths]*dropCell, len(r.senders))
+	for s := range r.senders {
+		for c := range numCases {
+			for p := range numPaths {
+				r.cells[s][c][p] = &dropCell{}
+			}
 		}
 	}
 	seq := 0
 	// The no-flood baseline of the client's connect time.
-	l, err := b.newDropLab(ctx, seq)
+	l, err := b.newDropLab(ctx, seq, senderTrafgen)
 	if err != nil {
 		return err
 	}
@@ -584,38 +736,58 @@ func (b *bench) dropScenario(ctx context.Context) error {
 	for round := range b.cfg.dropRuns {
 		for c := range numCases {
 			bans := caseBans(c)
-			for p := range numPaths {
-				cell := r.cells[c][p]
+			for _, sp := range roundOrder(round, len(r.senders)) {
+				s, p := sp[0], sp[1]
+				sender := r.senders[s]
+				cell := r.cells[s][c][p]
 				if cell.note != "" {
 					continue
 				}
 				seq++
-				l, err := b.newDropLab(ctx, seq)
+				l, err := b.newDropLab(ctx, seq, sender)
 				if err != nil {
 					return err
 				}
 				note, err := b.applyPath(ctx, l, p, bans)
 				if err == nil && note == "" {
-					err = b.flood(ctx, l, c, cell)
+					err = b.flood(ctx, l, c, p, cell)
 				}
 				l.close()
 				b.delDropLab(l)
 				if err != nil {
-					return fmt.Errorf("%s, %s: %w", caseNames[c], pathNames[p], err)
+					return fmt.Errorf("%s sender, %s, %s: %w", sender, caseNames[c], pathNames[p], err)
 				}
 				cell.note = note
 				if note == "" {
-					b.log.Info("drop measured", "round", round+1, "case", caseNames[c][:3], "path", pathNames[p],
+					b.log.Info("drop measured", "round", round+1, "sender", sender, "case", caseNames[c][:3], "path", pathNames[p],
 						"ns_per_pkt", fmt.Sprintf("%.0f", cell.nsPerPkt[len(cell.nsPerPkt)-1]),
+						"sys_ns_per_pkt", fmt.Sprintf("%.0f", cell.sysPerPkt[len(cell.sysPerPkt)-1]),
 						"kpps", fmt.Sprintf("%.0f", cell.pps[len(cell.pps)-1]/1000))
 				} else {
-					b.log.Info("drop path skipped", "path", pathNames[p], "why", note)
+					b.log.Info("drop path skipped", "sender", sender, "path", pathNames[p], "why", note)
 				}
 			}
 		}
 	}
 	b.drop = r
 	return nil
+}
+
+// roundOrder is the order in which round measures each (sender, path)
+// pair of a case: senders alternate path by path, and every other round
+// runs the whole sequence backwards, so that neither a path nor a sender
+// is always measured first (or last) while the machine's load drifts.
+func roundOrder(round, senders int) [][2]int {
+	var out [][2]int
+	for p := range numPaths {
+		for s := range senders {
+			out = append(out, [2]int{s, p})
+		}
+	}
+	if round%2 == 1 {
+		slices.Reverse(out)
+	}
+	return out
 }
 
 // delDropLab flushes what synban applied (its XDP pins included) and
@@ -677,6 +849,29 @@ func fmtRatio(x, base float64) string {
 	return fmt.Sprintf("%.2f×", x/base)
 }
 
+// senderText says how each sender floods, for the drop section.
+var senderText = map[string]string{
+	senderXDP: "**xdp**: a small XDP program run by BPF_PROG_RUN in live-frame mode (`BPF_F_TEST_XDP_LIVE_FRAMES`, bench/xdpsend.go) rewrites a template SYN in page-pool pages " +
+		"(source address by the case, random source port and sequence number, both checksums) and redirects it into the attacker's veth, whose ndo_xdp_xmit puts it in the victim veth's ring as an xdp_frame: " +
+		"the victim's XDP program runs on the frame in the veth's NAPI poll before any skb exists, and a frame it passes becomes an skb there, as a NIC driver builds it (the victim's veth has GRO on, which gives it NAPI without an XDP program, as a NIC has it by default). " +
+		"The sender runs with bottom halves disabled (system time) and the victim's NAPI poll runs in the NET_RX softirq its flush raises on the same CPU. " +
+		"The row \"sender alone\" runs the same program returning XDP_DROP (nothing reaches the victim): its ns/pkt is the softirq time the sender leaves on the CPU by itself, per frame.",
+	senderTrafgen: "**trafgen**: netsniff-ng's trafgen over AF_PACKET builds an skb per packet on the sending side; veth hands that skb to the victim (netif_rx, or with an XDP program the veth's NAPI, where XDP runs on the existing skb: veth_xdp_rcv_skb). " +
+		"The skb's allocation is trafgen's (system time), not the victim's.",
+}
+
+// target renders a measured ratio x/base against an upper limit.
+func target(x, base, limit float64) string {
+	if x == 0 || base == 0 {
+		return "not measured"
+	}
+	verdict := "met"
+	if x/base > limit {
+		verdict = "not met"
+	}
+	return fmt.Sprintf("%s (%s)", fmtRatio(x, base), verdict)
+}
+
 // dropMarkdown renders the drop section.
 func (b *bench) dropMarkdown() string {
 	r := b.drop
@@ -692,48 +887,56 @@ func (b *bench) dropMarkdown() string {
 			p("%s. ", e)
 		}
 	}
-	p("\n\nAn attacker namespace sends TCP SYNs with trafgen (netsniff-ng, pinned to CPU %d, bounded by %d packets and %d s) over a veth into a victim namespace "+
+	p("\n\nAn attacker namespace floods TCP SYNs (pinned to CPU %d, bounded by %d packets and %d s) over a veth into a victim namespace "+
 		"with a listener on port %d (`tcp_syncookies = 1`) and conntrack loaded by one `ct state established,related accept` rule in a table of its own. "+
-		"A veth hands each packet to the receiving stack on the sending CPU, in softirq (netif_rx and NET_RX; with an XDP program the veth's NAPI), "+
-		"so **ns/pkt** is CPU %d's softirq time (`/proc/stat`) divided by the packets the victim's veth received: the victim's whole receive cost, without trafgen's own "+
-		"sending (system time). On the drop paths every received packet is a dropped one. The victim's replies are processed on the other CPU (RPS on the attacker's veth). "+
+		"The victim's receive work for the flood runs on the sending CPU, in softirq, with either sender, "+
+		"so **ns/pkt** is CPU %d's softirq time (`/proc/stat`) divided by the packets the victim's veth received: the victim's receive cost, without the sender's own "+
+		"work, which is system time (**sender sys ns/pkt**: CPU %d's system time per packet, with whatever else ran there in system time). "+
+		"**CPU %d softirq ns/pkt** is the other CPU's softirq time per packet: the attacker's receipt of the victim's replies (RPS), and whatever of the victim's receive work left CPU %d. On the drop paths every received packet is a dropped one. The victim's replies are processed on the other CPU (RPS on the attacker's veth). "+
 		"Each path runs in fresh namespaces; synban's rules come from the engine's run (in-process, inside the victim namespace) "+
 		"restoring the case's bans from its state store with the path's policy. Meanwhile a client namespace dials the listener (up to %d times, one after another 5 ms apart, from %d addresses in turn so that none exceeds the SYN meter; %s timeout). "+
-		"Medians over %d round(s); the machine is shared and /proc/stat's softirq time is sampled at the tick, so read ratios more than absolutes.\n\n",
-		floodCPU, b.cfg.dropPackets, r.seconds, dropPort, floodCPU, r.dials, clientSources, dialTimeout, b.cfg.dropRuns)
+		"Medians over %d round(s); within a round the senders alternate path by path and every other round runs backwards; the machine is shared and /proc/stat's softirq time is sampled at the tick, so read ratios more than absolutes.\n\n",
+		floodCPU, b.cfg.dropPackets, r.seconds, dropPort, floodCPU, floodCPU, replyCPU, floodCPU, r.dials, clientSources, dialTimeout, b.cfg.dropRuns)
+	p("Senders:\n\n")
+	for _, s := range r.senders {
+		p("- %s\n", senderText[s])
+	}
 	bl := r.baseline
-	p("Client connect time without a flood: p50 %s, p99 %s (%d dials, %d failed).\n", fmtMs(quantile(bl.connect, .5)), fmtMs(quantile(bl.connect, .99)), len(bl.connect), bl.failed)
+	p("\nClient connect time without a flood: p50 %s, p99 %s (%d dials, %d failed).\n", fmtMs(quantile(bl.connect, .5)), fmtMs(quantile(bl.connect, .99)), len(bl.connect), bl.failed)
+	base99 := quantile(bl.connect, .99)
 	for c := range numCases {
 		p("\n### %s\n\n", caseNames[c])
-		p("| path | received kpps | ns/pkt | × input | × xdp-filter | connect p50 | connect p99 | p99 × no flood | failed dials |\n")
-		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		in := medianF(r.cells[c][pathInput].nsPerPkt)
-		xf := medianF(r.cells[c][pathXDPFilter].nsPerPkt)
-		base99 := quantile(bl.connect, .99)
+		p("| path | sender | received kpps | ns/pkt | × input | × ingress | × xdp-filter | sender sys ns/pkt | CPU %d softirq ns/pkt | connect p50 | connect p99 | p99 × no flood | failed dials |\n", replyCPU)
+		p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for path := range numPaths {
-			cell := r.cells[c][path]
-			if cell.note != "" {
-				p("| %s | %s | | | | | | | |\n", pathNames[path], cell.note)
-				continue
+			for s, sender := range r.senders {
+				cells := &r.cells[s][c]
+				cell := cells[path]
+				if cell.note != "" {
+					p("| %s | %s | %s | | | | | | | | | | |\n", pathNames[path], sender, cell.note)
+					continue
+				}
+				in := medianF(cells[pathInput].nsPerPkt)
+				ing := medianF(cells[pathIngress].nsPerPkt)
+				xf := medianF(cells[pathXDPFilter].nsPerPkt)
+				ns := medianF(cell.nsPerPkt)
+				p99 := quantile(cell.connect, .99)
+				p("| %s | %s | %.0f | %.0f | %s | %s | %s | %.0f | %.0f | %s | %s | %s | %d |\n", pathNames[path], sender, medianF(cell.pps)/1000, ns,
+					fmtRatio(ns, in), fmtRatio(ns, ing), fmtRatio(ns, xf), medianF(cell.sysPerPkt), medianF(cell.otherPerPkt),
+					fmtMs(quantile(cell.connect, .5)), fmtMs(p99), fmtRatio(float64(p99), float64(base99)), cell.failed)
 			}
-			ns := medianF(cell.nsPerPkt)
-			p99 := quantile(cell.connect, .99)
-			p("| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %d |\n", pathNames[path], medianF(cell.pps)/1000, ns,
-				fmtRatio(ns, in), fmtRatio(ns, xf), fmtMs(quantile(cell.connect, .5)), fmtMs(p99), fmtRatio(float64(p99), float64(base99)), cell.failed)
 		}
 	}
-	p("\nThe default path (prerouting, before conntrack) over the input path after conntrack, in ns per dropped packet (the issue's target: at most 0.4×):")
-	var parts []string
-	for c := range caseSpoofed {
-		pre, in := medianF(r.cells[c][pathPrerouting].nsPerPkt), medianF(r.cells[c][pathInput].nsPerPkt)
-		verdict := "met"
-		if pre == 0 || in == 0 || pre/in > 0.4 {
-			verdict = "not met"
-		}
-		parts = append(parts, fmt.Sprintf("%s %s (%s)", caseNames[c][:3], fmtRatio(pre, in), verdict))
+	p("\nThe issue's targets, in ns per dropped packet, per sender:\n\n")
+	for s, sender := range r.senders {
+		ns := func(c, path int) float64 { return medianF(r.cells[s][c][path].nsPerPkt) }
+		p("- %s: the default path (prerouting, before conntrack) at most 0.4× of input after conntrack: (a) %s, (b) %s; "+
+			"synban's XDP path at most 0.5× of the nftables ingress path: (a) %s, (b) %s; and within 1.5× of xdp-filter: (a) %s.\n",
+			sender, target(ns(caseOne, pathPrerouting), ns(caseOne, pathInput), 0.4), target(ns(caseMany, pathPrerouting), ns(caseMany, pathInput), 0.4),
+			target(ns(caseOne, pathXDP), ns(caseOne, pathIngress), 0.5), target(ns(caseMany, pathXDP), ns(caseMany, pathIngress), 0.5),
+			target(ns(caseOne, pathXDP), ns(caseOne, pathXDPFilter), 1.5))
 	}
-	p(" %s.\n", strings.Join(parts, "; "))
-	p("\nRegenerate (as root, with nftables, iproute2, netsniff-ng and xdp-tools installed; two CPUs or more):\n\n```sh\n%s\n```\n", b.cfg.commandLine)
+	p("\nRegenerate (as root, with nftables, iproute2, netsniff-ng and xdp-tools installed; two CPUs or more; Linux 5.18 or later for the xdp sender):\n\n```sh\n%s\n```\n", b.cfg.commandLine)
 	return w.String()
 }
 

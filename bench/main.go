@@ -74,6 +74,7 @@ type config struct {
 	passRuns    int
 	passEst     float64
 	passProfile string
+	dropSenders []string
 	rev         string
 	commandLine string
 }
@@ -137,6 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.passRuns, "pass-runs", 5, "pass scenario: rounds over every row (the median is reported)")
 	fs.Float64Var(&cfg.passEst, "pass-established", 0, "pass scenario: established connections per half-open entry")
 	fs.StringVar(&cfg.passProfile, "pass-profile", "", "pass scenario: at the largest size, also profile the engine's plan and run in-process (CPU, allocations, peak live heap) into this directory")
+	senders := fs.String("drop-sender", senderXDP, "drop scenario: the flood's senders, comma-separated, measured side by side: xdp (live-frame XDP redirect into the veth: frames arrive as on a NIC) and/or trafgen (AF_PACKET: skbs built by the sender)")
 	bouncer := fs.String("bouncer", "", "run only the side-by-side with crowdsec-firewall-bouncer for these LAPI decision counts, comma-separated (see bench/bouncer.go); -out splices its section into the file")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -170,6 +172,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if cfg.dropSeconds < 1 || cfg.dropPackets < 1000 || cfg.dropDials < 1 || cfg.dropRuns < 1 {
 		fmt.Fprintln(stderr, "bench: -drop-seconds, -drop-dials and -drop-runs must be >= 1, -drop-packets >= 1000")
+		return 2
+	}
+	if cfg.dropSenders, err = parseSenders(*senders); err != nil {
+		fmt.Fprintln(stderr, "bench: -drop-sender:", err)
 		return 2
 	}
 	if cfg.runs < 1 || cfg.loopRuns < 1 || cfg.estRatio < 0 {
