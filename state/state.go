@@ -495,6 +495,7 @@ func (t *Tx) change(st *State, fn func(*State) error) error {
 	if err := t.saveBans(st.Bans); err != nil {
 		return err
 	}
+	var put []int
 	for i := range st.History {
 		r := &st.History[i]
 		r.Prefix = policy.Canonical(r.Prefix)
@@ -503,9 +504,10 @@ func (t *Tx) change(st *State, fn func(*State) error) error {
 		if ok && recordEqual(&old, r) {
 			continue
 		}
-		if err := t.PutRecord(*r); err != nil {
-			return err
-		}
+		put = append(put, i)
+	}
+	if err := t.putRecords(st.History, put); err != nil {
+		return err
 	}
 	for p := range oldHist {
 		if err := t.removeRecord(p); err != nil {
