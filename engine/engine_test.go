@@ -212,6 +212,37 @@ func TestRecordBans(t *testing.T) {
 	}
 }
 
+// TestRecordBansPulledEnd: a ban the run did not decide (pulled again from
+// the LAPI) whose end comes back less than storeSlack later keeps its
+// stored end, so the store does not rewrite it every run; one that comes
+// back a slack or more later, and a ban decided this run, get the new end.
+func TestRecordBansPulledEnd(t *testing.T) {
+	now := time.Now()
+	jitter := netip.MustParsePrefix("198.51.100.20/32")
+	extended := netip.MustParsePrefix("198.51.100.21/32")
+	decided := netip.MustParsePrefix("198.51.100.22/32")
+	end := now.Add(time.Hour)
+	st := newState(t)
+	for _, p := range []netip.Prefix{jitter, extended, decided} {
+		st.Upsert(state.Ban{Prefix: p, Since: now.Add(-time.Hour), Until: end, Reason: "crowdsec:cscli x", Origin: "crowdsec:cscli"})
+	}
+	d := &Decision{
+		Policy: policy.Default(),
+		Report: detect.Report{Verdicts: []detect.Verdict{{Subject: decided, Rule: "syn-flood"}}},
+		Ruleset: &rules.Ruleset{Bans: []rules.Ban{
+			{Prefix: jitter, Timeout: time.Hour + storeSlack - time.Millisecond, Reason: "crowdsec:cscli x"},
+			{Prefix: extended, Timeout: time.Hour + storeSlack, Reason: "crowdsec:cscli x"},
+			{Prefix: decided, Timeout: time.Hour + 300*time.Millisecond, Reason: "crowdsec:cscli x"}}},
+	}
+	recordBans(st, d, "nftables", now, nil)
+	for p, want := range map[netip.Prefix]time.Time{jitter: end, extended: now.Add(time.Hour + storeSlack),
+		decided: now.Add(time.Hour + 300*time.Millisecond)} {
+		if b, _ := st.Find(p); !b.Until.Equal(want) {
+			t.Errorf("%s ends %v, want %v", p, b.Until, want)
+		}
+	}
+}
+
 // countingDrops is a DropCounter that counts its reads.
 type countingDrops struct {
 	m     map[netip.Prefix]uint64

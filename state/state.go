@@ -689,6 +689,22 @@ func (st *State) Remove(p netip.Prefix) bool {
 	return len(st.Bans) != n
 }
 
+// RemoveEach deletes the bans for exactly the prefixes ps, in one pass
+// over the bans (Remove for each would be one pass each), and returns how
+// many it deleted.
+func (st *State) RemoveEach(ps []netip.Prefix) int {
+	if len(ps) == 0 {
+		return 0
+	}
+	gone := make(map[netip.Prefix]bool, len(ps))
+	for _, p := range ps {
+		gone[policy.Canonical(p)] = true
+	}
+	n := len(st.Bans)
+	st.Bans = slices.DeleteFunc(st.Bans, func(b Ban) bool { return gone[b.Prefix] })
+	return n - len(st.Bans)
+}
+
 // Record notes in the history that p was banned at time at for d.
 func (st *State) Record(p netip.Prefix, at time.Time, d time.Duration) {
 	p = policy.Canonical(p)

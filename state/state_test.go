@@ -308,3 +308,17 @@ func TestUpsertIndexStaysCorrect(t *testing.T) {
 		t.Fatalf("Last(10.0.0.0) = %+v, %v", r, ok)
 	}
 }
+
+// TestRemoveEach removes exactly the bans of the prefixes given (made
+// canonical) and counts them.
+func TestRemoveEach(t *testing.T) {
+	st := &State{Version: Version}
+	for _, p := range []string{"10.0.0.1/32", "10.0.0.2/32", "10.0.1.0/24", "2001:db8::/48"} {
+		st.Upsert(Ban{Prefix: netip.MustParsePrefix(p)})
+	}
+	n := st.RemoveEach([]netip.Prefix{netip.MustParsePrefix("10.0.0.2/32"), netip.MustParsePrefix("10.0.1.7/24"),
+		netip.MustParsePrefix("192.0.2.1/32")})
+	if n != 2 || len(st.Bans) != 2 || st.Bans[0].Prefix.String() != "10.0.0.1/32" || st.Bans[1].Prefix.String() != "2001:db8::/48" {
+		t.Errorf("removed %d, left %+v", n, st.Bans)
+	}
+}
