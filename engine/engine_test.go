@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -240,6 +241,35 @@ func TestRecordBansPulledEnd(t *testing.T) {
 		if b, _ := st.Find(p); !b.Until.Equal(want) {
 			t.Errorf("%s ends %v, want %v", p, b.Until, want)
 		}
+	}
+}
+
+// TestAppendStoredOffences: the stored bans reach Compile as the offences
+// of storedVerdicts, in the same order, after the ones already there; ended
+// bans, bans with under a second left and bans without an end are left out
+// as storedVerdicts leaves them out.
+func TestAppendStoredOffences(t *testing.T) {
+	now := time.Now()
+	st := &state.State{Version: state.Version}
+	for i, left := range []time.Duration{time.Hour, -time.Minute, 500 * time.Millisecond, 90 * time.Second, 0, 10 * time.Minute} {
+		b := state.Ban{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(9 - i)}), 32), Since: now, Reason: "r", Forced: i == 3}
+		if left != 0 {
+			b.Until = now.Add(left)
+		}
+		if i == 5 {
+			b.Reason = ""
+		}
+		st.Bans = append(st.Bans, b) // not in prefix order
+	}
+	first := Offences([]detect.Verdict{{Subject: netip.MustParsePrefix("192.0.2.1/32"), Rule: "syn-flood"}})
+	got, n := appendStoredOffences(first, st, now)
+	want := append(Offences([]detect.Verdict{{Subject: netip.MustParsePrefix("192.0.2.1/32"), Rule: "syn-flood"}}),
+		Offences(storedVerdicts(st, now))...)
+	if n != len(want)-1 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("appendStoredOffences = %+v (%d), want %+v", got, n, want)
+	}
+	if n != 3 {
+		t.Errorf("%d stored bans restored, want 3", n)
 	}
 }
 
