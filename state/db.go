@@ -286,6 +286,8 @@ type Tx struct {
 	tally      map[string]int
 	tallyDirty bool
 	path       string
+	// wrote is set by every method that writes: Edit commits only then.
+	wrote bool
 }
 
 func newTx(btx *bolt.Tx) *Tx {
@@ -410,6 +412,7 @@ func (t *Tx) Applied() (*Applied, error) {
 
 // SetApplied stores a, or clears the record when a is nil.
 func (t *Tx) SetApplied(a *Applied) error {
+	t.wrote = true
 	if a == nil {
 		return t.meta.Delete(keyApplied)
 	}
@@ -491,6 +494,7 @@ func (t *Tx) put(b Ban, x *expBatch) error {
 	if _, err := t.Bans(); err != nil {
 		return err
 	}
+	t.wrote = true
 	if old := t.bans.Get(k); old != nil {
 		ob, err := DecodeBan(k, old)
 		if err != nil {
@@ -542,6 +546,7 @@ func (t *Tx) remove(p netip.Prefix, x *expBatch) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	t.wrote = true
 	if x != nil {
 		x.del = append(x.del, expiryKey(ob.Until, k))
 	} else if err := t.exp.Delete(expiryKey(ob.Until, k)); err != nil {
@@ -564,6 +569,7 @@ func (t *Tx) PutRecord(r Record) error {
 	if !r.Prefix.IsValid() {
 		return errors.New("store a history record: invalid prefix")
 	}
+	t.wrote = true
 	return t.hist.Put(prefixKey(r.Prefix), encodeRecord(&r))
 }
 
@@ -590,6 +596,7 @@ func (t *Tx) putRecords(recs []Record, idx []int) error {
 
 // removeRecord deletes the history record of p.
 func (t *Tx) removeRecord(p netip.Prefix) error {
+	t.wrote = true
 	return t.hist.Delete(prefixKey(policy.Canonical(p)))
 }
 
@@ -767,6 +774,7 @@ func (t *Tx) saveBans(bans []Ban) error {
 
 // RemoveAll removes every ban (the history stays).
 func (t *Tx) RemoveAll() error {
+	t.wrote = true
 	for _, b := range []**bolt.Bucket{&t.bans, &t.exp, &t.tallyB} {
 		name := bucketBans
 		switch b {

@@ -334,7 +334,9 @@ func (s *Store) View(fn func(*Tx) error) error {
 	})
 }
 
-// Edit runs fn in one write transaction, committed when fn returns nil.
+// Edit runs fn in one write transaction, committed when fn returns nil
+// and wrote something (a transaction that wrote nothing is rolled back: the
+// file is not touched).
 // bbolt commits it atomically: after a crash or SIGKILL at any moment the
 // database holds either everything fn wrote or none of it.
 func (s *Store) Edit(fn func(*Tx) error) error {
@@ -349,16 +351,31 @@ func (s *Store) Edit(fn func(*Tx) error) error {
 		defer db.Close()
 	}
 	return guard(s.Path(), func() error {
-		return db.Update(func(btx *bolt.Tx) error {
+		err := db.Update(func(btx *bolt.Tx) error {
 			t := newTx(btx)
 			t.path = s.Path()
 			if err := fn(t); err != nil {
 				return err
 			}
-			return t.flush()
+			if err := t.flush(); err != nil {
+				return err
+			}
+			if !t.wrote {
+				// Nothing to commit: a commit would still write the
+				// freelist and a meta page, with two fsyncs, every run.
+				return errNothingWritten
+			}
+			return nil
 		})
+		if errors.Is(err, errNothingWritten) {
+			return nil
+		}
+		return err
 	})
 }
+
+// errNothingWritten rolls back an Edit that wrote nothing.
+var errNothingWritten = errors.New("nothing written")
 
 // guard runs fn, turning the panic with which bbolt meets some damaged
 // pages into an error naming the file.

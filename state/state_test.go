@@ -322,3 +322,43 @@ func TestRemoveEach(t *testing.T) {
 		t.Errorf("removed %d, left %+v", n, st.Bans)
 	}
 }
+
+// TestEditWritingNothingCommitsNothing: an update that changes nothing
+// (the same bans, history and applied record) commits no transaction, so
+// the file is not written; one that changes a ban does.
+func TestEditWritingNothingCommitsNothing(t *testing.T) {
+	s := mustOpen(t)
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	fill := func(st *State) error {
+		st.Upsert(Ban{Prefix: netip.MustParsePrefix("10.0.0.1/32"), Since: now, Until: now.Add(time.Hour), Reason: "r"})
+		st.Record(netip.MustParsePrefix("10.0.0.1/32"), now, time.Hour)
+		st.Applied = &Applied{Backend: "nftables", Generation: 7, Ruleset: "x", Bans: 1}
+		return nil
+	}
+	if err := s.Update(fill); err != nil {
+		t.Fatal(err)
+	}
+	txid := func() int {
+		var id int
+		if err := s.View(func(tx *Tx) error { id = tx.tx.ID(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	before := txid()
+	if err := s.Update(func(st *State) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Edit(func(tx *Tx) error { _, err := tx.Expire(now); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if got := txid(); got != before {
+		t.Errorf("updates that changed nothing committed: transaction %d, was %d", got, before)
+	}
+	if err := s.Update(func(st *State) error { st.SetDrops(netip.MustParsePrefix("10.0.0.1/32"), 5); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := txid(); got != before+1 {
+		t.Errorf("an update that changed a ban: transaction %d, want %d", got, before+1)
+	}
+}
