@@ -141,17 +141,19 @@ func (e *Engine) run(ctx context.Context, p *policy.Policy, now, start time.Time
 		return nil, err
 	}
 	counts := dropBaseline(drops, d)
-	// The run loaded the store under the lock it still holds: without a
-	// fleet (whose markPulled compares with the store as loaded) the
-	// update works on that copy instead of reading the store again.
+	// The run loaded the store under the lock it still holds: the update
+	// works on that copy instead of reading and decoding every ban again
+	// (markPulled gets the local bans as loaded, before the update changes
+	// the copy).
 	update := store.Update
-	if fl == nil && st != nil {
+	local := fl.localOf(st, now)
+	if st != nil {
 		update = func(fn func(*state.State) error) error { return store.UpdateLoaded(st, fn) }
 	}
 	if err := update(func(s *state.State) error {
 		out.Expired = e.expire(s, now)
 		recordBans(s, d, choice.Name, now, counts)
-		fl.markPulled(s, st, d, now)
+		fl.markPulled(s, local, d)
 		// Bans the backend will not hold (another owner's route to the same
 		// destination, a stored ban the allow list now covers) leave the
 		// store: kept, they would be retried every run and reported missing.
@@ -207,6 +209,12 @@ func (e *Engine) logDecision(d *Decision) {
 	}
 }
 
+// storeSlack is how much later than its stored end a ban that this run did
+// not decide (restored, or pulled from the LAPI) must now end before the
+// store records the later end: the kernel's refresh slack (rules/nft), so
+// that the store and the kernel keep the same end.
+const storeSlack = time.Second
+
 // recordBans writes the decided bans into the state store. New offences go
 // into the history (escalation counts them); refreshes of a ban that still
 // holds do not. counts, when the backend has per-ban counters, are the drop
@@ -225,7 +233,15 @@ func recordBans(s *state.State, d *Decision, backend string, now time.Time, coun
 	for _, b := range d.Ruleset.Bans {
 		v, decided := fresh[b.Prefix]
 		sb := state.Ban{Prefix: b.Prefix, Since: now, Until: now.Add(b.Timeout), Reason: b.Reason, Backend: backend}
-		if old, ok := s.Find(b.Prefix); ok && old.Until.After(now.Add(longest)) {
+		old, found := s.Find(b.Prefix)
+		if found && !decided && sb.Until.After(old.Until) && sb.Until.Sub(old.Until) < storeSlack {
+			// Restored or pulled again with (almost) the end it has: a
+			// pulled ban's time left is the LAPI's, computed a moment
+			// after this run's now, so its end would move by that lag
+			// every run, and the store would rewrite every pulled ban.
+			sb.Until = old.Until
+		}
+		if found && old.Until.After(now.Add(longest)) {
 			// Compile cut the stored ban to ban.max_duration (a ban stored
 			// until 2099): the store must not outlast the kernel, or every
 			// run would restore it again. Upsert only lengthens. A ban

@@ -272,22 +272,18 @@ func (e *Engine) decideWindow(ctx context.Context, c *cycle, w *Window) (*Decisi
 			return d, nil
 		}
 	}
-	verdicts := rep.Verdicts
+	offences := Offences(rep.Verdicts)
 	restored := 0
 	if c.st != nil {
 		all, err := c.st.all()
 		if err != nil {
 			return nil, err
 		}
-		restore := storedVerdicts(all, c.now)
-		restored = len(restore)
-		if len(verdicts) == 0 {
-			verdicts = restore
-		} else {
-			verdicts = append(append(make([]detect.Verdict, 0, len(verdicts)+len(restore)), verdicts...), restore...)
-		}
+		// The stored bans go straight to offences: 100,000 of them as
+		// verdicts first were one more slice of them to fill and drop.
+		offences, restored = appendStoredOffences(slices.Grow(offences, len(all.Bans)), all, c.now)
 	}
-	rs, omitted, err := rules.Compile(c.p, Offences(verdicts), c.g)
+	rs, omitted, err := rules.Compile(c.p, offences, c.g)
 	if err != nil {
 		return nil, fmt.Errorf("compile ruleset: %w", err)
 	}
@@ -366,19 +362,9 @@ func (d *dropReader) read(ctx context.Context) (map[netip.Prefix]uint64, error) 
 func storedVerdicts(st *state.State, now time.Time) []detect.Verdict {
 	out := make([]detect.Verdict, 0, len(st.Bans))
 	for i := range st.Bans {
-		b := &st.Bans[i]
-		if b.Expired(now) {
-			continue
+		if v, ok := storedVerdict(&st.Bans[i], now); ok {
+			out = append(out, v)
 		}
-		left := b.Until.Sub(now).Truncate(time.Second)
-		if left < time.Second {
-			continue
-		}
-		reason := b.Reason
-		if reason == "" {
-			reason = "restored from state"
-		}
-		out = append(out, detect.Verdict{Subject: b.Prefix, BanFor: left, Reason: reason, Rule: "", Sources: 1, Forced: b.Forced})
 	}
 	// In prefix order, as the store loads them (st.Active's order).
 	cmp := func(a, b detect.Verdict) int { return policy.ComparePrefixes(a.Subject, b.Subject) }
@@ -386,4 +372,37 @@ func storedVerdicts(st *state.State, now time.Time) []detect.Verdict {
 		slices.SortFunc(out, cmp)
 	}
 	return out
+}
+
+// storedVerdict is the verdict of storedVerdicts that restores b at now;
+// false when b has ended or has less than a second left.
+func storedVerdict(b *state.Ban, now time.Time) (detect.Verdict, bool) {
+	if b.Expired(now) {
+		return detect.Verdict{}, false
+	}
+	left := b.Until.Sub(now).Truncate(time.Second)
+	if left < time.Second {
+		return detect.Verdict{}, false
+	}
+	reason := b.Reason
+	if reason == "" {
+		reason = "restored from state"
+	}
+	return detect.Verdict{Subject: b.Prefix, BanFor: left, Reason: reason, Rule: "", Sources: 1, Forced: b.Forced}, true
+}
+
+// appendStoredOffences appends Offences(storedVerdicts(st, now)) to dst
+// without making the verdicts, and returns dst and how many it appended.
+func appendStoredOffences(dst []rules.Offence, st *state.State, now time.Time) ([]rules.Offence, int) {
+	n := len(dst)
+	for i := range st.Bans {
+		if v, ok := storedVerdict(&st.Bans[i], now); ok {
+			dst = append(dst, Offence(v))
+		}
+	}
+	cmp := func(a, b rules.Offence) int { return policy.ComparePrefixes(a.Subject, b.Subject) }
+	if tail := dst[n:]; !slices.IsSortedFunc(tail, cmp) {
+		slices.SortFunc(tail, cmp)
+	}
+	return dst, len(dst) - n
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -209,6 +210,66 @@ func TestRecordBans(t *testing.T) {
 	}
 	if r, _ := st.Find(restored); !r.Until.Equal(end) {
 		t.Errorf("restored ban ends %v, want its stored end %v", r.Until, end)
+	}
+}
+
+// TestRecordBansPulledEnd: a ban the run did not decide (pulled again from
+// the LAPI) whose end comes back less than storeSlack later keeps its
+// stored end, so the store does not rewrite it every run; one that comes
+// back a slack or more later, and a ban decided this run, get the new end.
+func TestRecordBansPulledEnd(t *testing.T) {
+	now := time.Now()
+	jitter := netip.MustParsePrefix("198.51.100.20/32")
+	extended := netip.MustParsePrefix("198.51.100.21/32")
+	decided := netip.MustParsePrefix("198.51.100.22/32")
+	end := now.Add(time.Hour)
+	st := newState(t)
+	for _, p := range []netip.Prefix{jitter, extended, decided} {
+		st.Upsert(state.Ban{Prefix: p, Since: now.Add(-time.Hour), Until: end, Reason: "crowdsec:cscli x", Origin: "crowdsec:cscli"})
+	}
+	d := &Decision{
+		Policy: policy.Default(),
+		Report: detect.Report{Verdicts: []detect.Verdict{{Subject: decided, Rule: "syn-flood"}}},
+		Ruleset: &rules.Ruleset{Bans: []rules.Ban{
+			{Prefix: jitter, Timeout: time.Hour + storeSlack - time.Millisecond, Reason: "crowdsec:cscli x"},
+			{Prefix: extended, Timeout: time.Hour + storeSlack, Reason: "crowdsec:cscli x"},
+			{Prefix: decided, Timeout: time.Hour + 300*time.Millisecond, Reason: "crowdsec:cscli x"}}},
+	}
+	recordBans(st, d, "nftables", now, nil)
+	for p, want := range map[netip.Prefix]time.Time{jitter: end, extended: now.Add(time.Hour + storeSlack),
+		decided: now.Add(time.Hour + 300*time.Millisecond)} {
+		if b, _ := st.Find(p); !b.Until.Equal(want) {
+			t.Errorf("%s ends %v, want %v", p, b.Until, want)
+		}
+	}
+}
+
+// TestAppendStoredOffences: the stored bans reach Compile as the offences
+// of storedVerdicts, in the same order, after the ones already there; ended
+// bans, bans with under a second left and bans without an end are left out
+// as storedVerdicts leaves them out.
+func TestAppendStoredOffences(t *testing.T) {
+	now := time.Now()
+	st := &state.State{Version: state.Version}
+	for i, left := range []time.Duration{time.Hour, -time.Minute, 500 * time.Millisecond, 90 * time.Second, 0, 10 * time.Minute} {
+		b := state.Ban{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(9 - i)}), 32), Since: now, Reason: "r", Forced: i == 3}
+		if left != 0 {
+			b.Until = now.Add(left)
+		}
+		if i == 5 {
+			b.Reason = ""
+		}
+		st.Bans = append(st.Bans, b) // not in prefix order
+	}
+	first := Offences([]detect.Verdict{{Subject: netip.MustParsePrefix("192.0.2.1/32"), Rule: "syn-flood"}})
+	got, n := appendStoredOffences(first, st, now)
+	want := append(Offences([]detect.Verdict{{Subject: netip.MustParsePrefix("192.0.2.1/32"), Rule: "syn-flood"}}),
+		Offences(storedVerdicts(st, now))...)
+	if n != len(want)-1 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("appendStoredOffences = %+v (%d), want %+v", got, n, want)
+	}
+	if n != 3 {
+		t.Errorf("%d stored bans restored, want 3", n)
 	}
 }
 

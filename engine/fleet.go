@@ -295,30 +295,37 @@ func (f *fleet) withdraw(ctx context.Context, b rules.Backend) error {
 	return nil
 }
 
+// localOf is the set of prefixes whose active ban in st (the store as the
+// run loaded it) is synban's own, for markPulled; nil without pulled bans.
+// It is taken before the store update, which changes st in place.
+func (f *fleet) localOf(st *state.State, now time.Time) map[netip.Prefix]bool {
+	if f == nil || len(f.pulled) == 0 || st == nil {
+		return nil
+	}
+	local := make(map[netip.Prefix]bool)
+	for _, b := range st.Bans {
+		if b.Origin == "" && !b.Expired(now) {
+			local[b.Prefix] = true
+		}
+	}
+	return local
+}
+
 // markPulled, inside the store update after recordBans, marks the stored
 // bans that came from the LAPI with their origin (unless the store already
-// held a ban of synban's own for the prefix, or this run decided one) and
-// forgets the withdrawn ones. before is the store as loaded by the run.
-func (f *fleet) markPulled(s *state.State, before *state.State, d *Decision, now time.Time) {
+// held a ban of synban's own for the prefix, local as localOf found before
+// the update, or this run decided one) and forgets the withdrawn ones.
+func (f *fleet) markPulled(s *state.State, local map[netip.Prefix]bool, d *Decision) {
 	if f == nil {
 		return
 	}
-	for _, p := range f.withdrawn {
-		s.Remove(p)
-	}
+	s.RemoveEach(f.withdrawn)
 	if len(f.pulled) == 0 {
 		return
 	}
-	local := make(map[netip.Prefix]bool, len(d.Report.Verdicts))
+	decided := make(map[netip.Prefix]bool, len(d.Report.Verdicts))
 	for _, v := range d.Report.Verdicts {
-		local[policy.Canonical(v.Subject)] = true
-	}
-	if before != nil {
-		for _, b := range before.Active(now) {
-			if b.Origin == "" {
-				local[b.Prefix] = true
-			}
-		}
+		decided[policy.Canonical(v.Subject)] = true
 	}
 	inRuleset := make(map[netip.Prefix]bool, len(d.Ruleset.Bans))
 	for _, b := range d.Ruleset.Bans {
@@ -327,7 +334,7 @@ func (f *fleet) markPulled(s *state.State, before *state.State, d *Decision, now
 	for i := range s.Bans {
 		b := &s.Bans[i]
 		origin, ok := f.pulled[b.Prefix]
-		if !ok || local[b.Prefix] || !inRuleset[b.Prefix] {
+		if !ok || local[b.Prefix] || decided[b.Prefix] || !inRuleset[b.Prefix] {
 			continue
 		}
 		b.Origin, b.Rule = origin, ""

@@ -121,7 +121,7 @@ func TestFleetPulledReconcile(t *testing.T) {
 	}
 	after := &state.State{Version: state.Version, Bans: append([]state.Ban(nil), st.Bans...)}
 	recordBans(after, d, "nftables", now, nil)
-	f.markPulled(after, st, d, now)
+	f.markPulled(after, f.localOf(st, now), d)
 	origin := map[netip.Prefix]string{}
 	for _, b := range after.Bans {
 		origin[b.Prefix] = b.Origin

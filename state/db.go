@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +36,30 @@ var (
 // openTimeout bounds how long opening the database waits for another
 // process holding it (a run writing while `status` reads, say).
 const openTimeout = 30 * time.Second
+
+// fillPercent is how full bbolt fills the pages it splits in the bans,
+// expiry and history buckets (bbolt's default: half). A store grows by
+// bulk writes made in key order (a first pull or restore writes 100,000
+// bans in one transaction), after which every page stays as full as the
+// split left it: at half, 100,000 pulled bans took 32 MB of pages for
+// 16 MB of data. Fuller still (0.9, 1.0) shrinks that first write further
+// but splits nearly every page the next run's scattered inserts touch, and
+// the file grows more by then (BenchmarkSavePulled, add=1000).
+const fillPercent = 0.75
+
+// allocSize is how much bbolt grows the file beyond what a commit needs
+// (bbolt's default: 16 MiB, a third of the file of 100,000 bans). Growth
+// steps are rare either way: the store grows with the bans it holds.
+const allocSize = 1 << 20
+
+// mmapSize is the least that a read-write open maps of the database file
+// (address space only: nothing is read or resident until used). bbolt maps
+// the file and, when a commit outgrows the map, maps it anew and first
+// copies every key and value of the transaction's tree out of the old map:
+// writing 100,000 bans into an empty store remapped ten times (32 KiB
+// doubling to 32 MiB) and made 14 million allocations doing so. Stores up
+// to this size, some 500,000 bans, are never remapped while written.
+const mmapSize = 128 << 20
 
 // errNoDB is returned by openDB read-only when the database file is missing.
 var errNoDB = errors.New("no database file")
@@ -72,20 +97,25 @@ func (s *Store) openDB(readOnly bool) (*bolt.DB, error) {
 			return nil, err
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	opts := &bolt.Options{
 		ReadOnly: readOnly,
 		Timeout:  openTimeout,
 		OpenFile: trust.OpenFile,
 		// The freelist is written with every commit (bbolt's default): a
 		// store without it is walked whole on every open to rebuild it.
 		FreelistType: bolt.FreelistMapType,
-	})
+	}
+	if !readOnly {
+		opts.InitialMmapSize = mmapSize
+	}
+	db, err := bolt.Open(path, 0o600, opts)
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("open state database %s: still in use by another process after %s", path, openTimeout)
 		}
 		return nil, fmt.Errorf("open state database %s: %w", path, corruptOr(err))
 	}
+	db.AllocSize = allocSize
 	if readOnly {
 		if err := db.View(func(tx *bolt.Tx) error { return checkVersion(tx) }); err != nil {
 			db.Close()
@@ -181,15 +211,21 @@ func (s *Store) prepare(db *bolt.DB, legacy *State) error {
 			return nil // nothing to import, or imported by a run killed before the rename
 		}
 		tx := newTx(btx)
-		for i := range legacy.Bans {
-			if err := tx.Put(legacy.Bans[i]); err != nil {
-				return err
-			}
+		bans := slices.Clone(legacy.Bans)
+		for i := range bans {
+			bans[i].Prefix = policy.Canonical(bans[i].Prefix)
 		}
-		for i := range legacy.History {
-			if err := tx.PutRecord(legacy.History[i]); err != nil {
-				return err
-			}
+		// Stable: of two bans of one prefix the later wins, as Put would.
+		slices.SortStableFunc(bans, func(a, b Ban) int { return policy.ComparePrefixes(a.Prefix, b.Prefix) })
+		if err := tx.saveBans(bans); err != nil {
+			return err
+		}
+		all := make([]int, len(legacy.History))
+		for i := range all {
+			all[i] = i
+		}
+		if err := tx.putRecords(legacy.History, all); err != nil {
+			return err
 		}
 		if err := tx.SetApplied(legacy.Applied); err != nil {
 			return err
@@ -250,11 +286,25 @@ type Tx struct {
 	tally      map[string]int
 	tallyDirty bool
 	path       string
+	// wrote is set by every method that writes: Edit commits only then.
+	wrote bool
 }
 
 func newTx(btx *bolt.Tx) *Tx {
-	return &Tx{tx: btx, meta: btx.Bucket(bucketMeta), bans: btx.Bucket(bucketBans),
+	t := &Tx{tx: btx, meta: btx.Bucket(bucketMeta), bans: btx.Bucket(bucketBans),
 		exp: btx.Bucket(bucketExpiry), hist: btx.Bucket(bucketHistory), tallyB: btx.Bucket(bucketTally)}
+	t.setFill()
+	return t
+}
+
+// setFill sets fillPercent on the buckets that hold one key per ban or
+// record (bbolt keeps it per bucket handle, for one transaction).
+func (t *Tx) setFill() {
+	for _, b := range []*bolt.Bucket{t.bans, t.exp, t.hist} {
+		if b != nil {
+			b.FillPercent = fillPercent
+		}
+	}
 }
 
 // Group is a group of bans as the metrics count them (see Ban.Group).
@@ -362,6 +412,7 @@ func (t *Tx) Applied() (*Applied, error) {
 
 // SetApplied stores a, or clears the record when a is nil.
 func (t *Tx) SetApplied(a *Applied) error {
+	t.wrote = true
 	if a == nil {
 		return t.meta.Delete(keyApplied)
 	}
@@ -398,7 +449,43 @@ func (t *Tx) Last(p netip.Prefix) (Record, bool, error) {
 
 // Put stores b (its prefix made canonical), replacing the ban of the same
 // prefix, and keeps the expiry index and the count in step.
-func (t *Tx) Put(b Ban) error {
+func (t *Tx) Put(b Ban) error { return t.put(b, nil) }
+
+// expBatch holds writes to the expiry index that a bulk write (saveBans)
+// makes after its writes to the bans bucket, each in key order: bbolt
+// inserts into a node of its tree in memory, moving the keys after the
+// insertion point, and splits the node only at commit, so keys inserted in
+// random order into one node cost O(n²). A first pull of 100,000 bans
+// (their ends random, all later than the stored ones, so all in the
+// index's last node) spent 8 s there; in key order each insertion appends.
+// The bulk write writes each prefix once, so a key is deleted at most once
+// and inserted at most once (deletions first: a ban rewritten with the same
+// end keeps its key).
+type expBatch struct {
+	del, put [][]byte
+}
+
+// apply makes the batch's deletions, then its insertions, each in key
+// order (a key both deleted and inserted stays).
+func (x *expBatch) apply(exp *bolt.Bucket) error {
+	slices.SortFunc(x.del, bytes.Compare)
+	for _, k := range x.del {
+		if err := exp.Delete(k); err != nil {
+			return fmt.Errorf("unindex a ban: %w", err)
+		}
+	}
+	slices.SortFunc(x.put, bytes.Compare)
+	for _, k := range x.put {
+		if err := exp.Put(k, nil); err != nil {
+			return fmt.Errorf("index a ban: %w", err)
+		}
+	}
+	x.del, x.put = x.del[:0], x.put[:0]
+	return nil
+}
+
+// put is Put; with x, the expiry index's writes go into x instead.
+func (t *Tx) put(b Ban, x *expBatch) error {
 	b.Prefix = policy.Canonical(b.Prefix)
 	if !b.Prefix.IsValid() {
 		return errors.New("store a ban: invalid prefix")
@@ -407,12 +494,15 @@ func (t *Tx) Put(b Ban) error {
 	if _, err := t.Bans(); err != nil {
 		return err
 	}
+	t.wrote = true
 	if old := t.bans.Get(k); old != nil {
 		ob, err := DecodeBan(k, old)
 		if err != nil {
 			return err
 		}
-		if err := t.exp.Delete(expiryKey(ob.Until, k)); err != nil {
+		if x != nil {
+			x.del = append(x.del, expiryKey(ob.Until, k))
+		} else if err := t.exp.Delete(expiryKey(ob.Until, k)); err != nil {
 			return err
 		}
 		if err := t.countIn(&ob, -1); err != nil {
@@ -428,6 +518,10 @@ func (t *Tx) Put(b Ban) error {
 	if err := t.bans.Put(k, encodeBan(&b)); err != nil {
 		return fmt.Errorf("store ban %s: %w", b.Prefix, err)
 	}
+	if x != nil {
+		x.put = append(x.put, expiryKey(b.Until, k))
+		return nil
+	}
 	if err := t.exp.Put(expiryKey(b.Until, k), nil); err != nil {
 		return fmt.Errorf("index ban %s: %w", b.Prefix, err)
 	}
@@ -436,7 +530,10 @@ func (t *Tx) Put(b Ban) error {
 
 // Remove deletes the ban for exactly prefix p and reports whether there was
 // one.
-func (t *Tx) Remove(p netip.Prefix) (bool, error) {
+func (t *Tx) Remove(p netip.Prefix) (bool, error) { return t.remove(p, nil) }
+
+// remove is Remove; with x, the expiry index's deletion goes into x.
+func (t *Tx) remove(p netip.Prefix, x *expBatch) (bool, error) {
 	k := prefixKey(policy.Canonical(p))
 	old := t.bans.Get(k)
 	if old == nil {
@@ -449,7 +546,10 @@ func (t *Tx) Remove(p netip.Prefix) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if err := t.exp.Delete(expiryKey(ob.Until, k)); err != nil {
+	t.wrote = true
+	if x != nil {
+		x.del = append(x.del, expiryKey(ob.Until, k))
+	} else if err := t.exp.Delete(expiryKey(ob.Until, k)); err != nil {
 		return false, err
 	}
 	if err := t.countIn(&ob, -1); err != nil {
@@ -469,11 +569,34 @@ func (t *Tx) PutRecord(r Record) error {
 	if !r.Prefix.IsValid() {
 		return errors.New("store a history record: invalid prefix")
 	}
+	t.wrote = true
 	return t.hist.Put(prefixKey(r.Prefix), encodeRecord(&r))
+}
+
+// putRecords stores the records recs[i] for each i of idx, in key order
+// (see expBatch: in random order, many new keys cost O(n²)); of two of one
+// prefix the later wins.
+func (t *Tx) putRecords(recs []Record, idx []int) error {
+	keys := make([][]byte, len(idx))
+	for j, i := range idx {
+		keys[j] = prefixKey(policy.Canonical(recs[i].Prefix))
+	}
+	order := make([]int, len(idx))
+	for j := range order {
+		order[j] = j
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+	for _, j := range order {
+		if err := t.PutRecord(recs[idx[j]]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // removeRecord deletes the history record of p.
 func (t *Tx) removeRecord(p netip.Prefix) error {
+	t.wrote = true
 	return t.hist.Delete(prefixKey(policy.Canonical(p)))
 }
 
@@ -615,9 +738,12 @@ func (t *Tx) saveBans(bans []Ban) error {
 			}
 			k, v = c.Next()
 		}
+		if j+1 < len(bans) && bans[j+1].Prefix == b.Prefix {
+			continue // the later ban of the prefix wins: only it is written
+		}
 		if k != nil && bytes.Equal(k, key) {
 			buf = appendBan(buf[:0], b)
-			same := bytes.Equal(v, buf) && (j+1 == len(bans) || bans[j+1].Prefix != b.Prefix)
+			same := bytes.Equal(v, buf)
 			k, v = c.Next()
 			if same {
 				continue
@@ -630,21 +756,25 @@ func (t *Tx) saveBans(bans []Ban) error {
 			return err
 		}
 	}
+	// The bans bucket is written in key order (gone and put are); the
+	// expiry index after it, in its own key order (see expBatch).
+	var x expBatch
 	for _, p := range gone {
-		if _, err := t.Remove(p); err != nil {
+		if _, err := t.remove(p, &x); err != nil {
 			return err
 		}
 	}
 	for _, j := range put {
-		if err := t.Put(bans[j]); err != nil {
+		if err := t.put(bans[j], &x); err != nil {
 			return err
 		}
 	}
-	return nil
+	return x.apply(t.exp)
 }
 
 // RemoveAll removes every ban (the history stays).
 func (t *Tx) RemoveAll() error {
+	t.wrote = true
 	for _, b := range []**bolt.Bucket{&t.bans, &t.exp, &t.tallyB} {
 		name := bucketBans
 		switch b {
@@ -662,6 +792,7 @@ func (t *Tx) RemoveAll() error {
 		}
 		*b = nb
 	}
+	t.setFill()
 	t.count, t.countRead, t.countDirty = 0, true, true
 	t.tally, t.tallyDirty = map[string]int{}, true
 	return nil

@@ -334,7 +334,9 @@ func (s *Store) View(fn func(*Tx) error) error {
 	})
 }
 
-// Edit runs fn in one write transaction, committed when fn returns nil.
+// Edit runs fn in one write transaction, committed when fn returns nil
+// and wrote something (a transaction that wrote nothing is rolled back: the
+// file is not touched).
 // bbolt commits it atomically: after a crash or SIGKILL at any moment the
 // database holds either everything fn wrote or none of it.
 func (s *Store) Edit(fn func(*Tx) error) error {
@@ -349,16 +351,31 @@ func (s *Store) Edit(fn func(*Tx) error) error {
 		defer db.Close()
 	}
 	return guard(s.Path(), func() error {
-		return db.Update(func(btx *bolt.Tx) error {
+		err := db.Update(func(btx *bolt.Tx) error {
 			t := newTx(btx)
 			t.path = s.Path()
 			if err := fn(t); err != nil {
 				return err
 			}
-			return t.flush()
+			if err := t.flush(); err != nil {
+				return err
+			}
+			if !t.wrote {
+				// Nothing to commit: a commit would still write the
+				// freelist and a meta page, with two fsyncs, every run.
+				return errNothingWritten
+			}
+			return nil
 		})
+		if errors.Is(err, errNothingWritten) {
+			return nil
+		}
+		return err
 	})
 }
+
+// errNothingWritten rolls back an Edit that wrote nothing.
+var errNothingWritten = errors.New("nothing written")
 
 // guard runs fn, turning the panic with which bbolt meets some damaged
 // pages into an error naming the file.
@@ -495,6 +512,7 @@ func (t *Tx) change(st *State, fn func(*State) error) error {
 	if err := t.saveBans(st.Bans); err != nil {
 		return err
 	}
+	var put []int
 	for i := range st.History {
 		r := &st.History[i]
 		r.Prefix = policy.Canonical(r.Prefix)
@@ -503,9 +521,10 @@ func (t *Tx) change(st *State, fn func(*State) error) error {
 		if ok && recordEqual(&old, r) {
 			continue
 		}
-		if err := t.PutRecord(*r); err != nil {
-			return err
-		}
+		put = append(put, i)
+	}
+	if err := t.putRecords(st.History, put); err != nil {
+		return err
 	}
 	for p := range oldHist {
 		if err := t.removeRecord(p); err != nil {
@@ -685,6 +704,22 @@ func (st *State) Remove(p netip.Prefix) bool {
 	n := len(st.Bans)
 	st.Bans = slices.DeleteFunc(st.Bans, func(b Ban) bool { return b.Prefix == p })
 	return len(st.Bans) != n
+}
+
+// RemoveEach deletes the bans for exactly the prefixes ps, in one pass
+// over the bans (Remove for each would be one pass each), and returns how
+// many it deleted.
+func (st *State) RemoveEach(ps []netip.Prefix) int {
+	if len(ps) == 0 {
+		return 0
+	}
+	gone := make(map[netip.Prefix]bool, len(ps))
+	for _, p := range ps {
+		gone[policy.Canonical(p)] = true
+	}
+	n := len(st.Bans)
+	st.Bans = slices.DeleteFunc(st.Bans, func(b Ban) bool { return gone[b.Prefix] })
+	return n - len(st.Bans)
 }
 
 // Record notes in the history that p was banned at time at for d.

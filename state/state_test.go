@@ -308,3 +308,57 @@ func TestUpsertIndexStaysCorrect(t *testing.T) {
 		t.Fatalf("Last(10.0.0.0) = %+v, %v", r, ok)
 	}
 }
+
+// TestRemoveEach removes exactly the bans of the prefixes given (made
+// canonical) and counts them.
+func TestRemoveEach(t *testing.T) {
+	st := &State{Version: Version}
+	for _, p := range []string{"10.0.0.1/32", "10.0.0.2/32", "10.0.1.0/24", "2001:db8::/48"} {
+		st.Upsert(Ban{Prefix: netip.MustParsePrefix(p)})
+	}
+	n := st.RemoveEach([]netip.Prefix{netip.MustParsePrefix("10.0.0.2/32"), netip.MustParsePrefix("10.0.1.7/24"),
+		netip.MustParsePrefix("192.0.2.1/32")})
+	if n != 2 || len(st.Bans) != 2 || st.Bans[0].Prefix.String() != "10.0.0.1/32" || st.Bans[1].Prefix.String() != "2001:db8::/48" {
+		t.Errorf("removed %d, left %+v", n, st.Bans)
+	}
+}
+
+// TestEditWritingNothingCommitsNothing: an update that changes nothing
+// (the same bans, history and applied record) commits no transaction, so
+// the file is not written; one that changes a ban does.
+func TestEditWritingNothingCommitsNothing(t *testing.T) {
+	s := mustOpen(t)
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	fill := func(st *State) error {
+		st.Upsert(Ban{Prefix: netip.MustParsePrefix("10.0.0.1/32"), Since: now, Until: now.Add(time.Hour), Reason: "r"})
+		st.Record(netip.MustParsePrefix("10.0.0.1/32"), now, time.Hour)
+		st.Applied = &Applied{Backend: "nftables", Generation: 7, Ruleset: "x", Bans: 1}
+		return nil
+	}
+	if err := s.Update(fill); err != nil {
+		t.Fatal(err)
+	}
+	txid := func() int {
+		var id int
+		if err := s.View(func(tx *Tx) error { id = tx.tx.ID(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	before := txid()
+	if err := s.Update(func(st *State) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Edit(func(tx *Tx) error { _, err := tx.Expire(now); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if got := txid(); got != before {
+		t.Errorf("updates that changed nothing committed: transaction %d, was %d", got, before)
+	}
+	if err := s.Update(func(st *State) error { st.SetDrops(netip.MustParsePrefix("10.0.0.1/32"), 5); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := txid(); got != before+1 {
+		t.Errorf("an update that changed a ban: transaction %d, want %d", got, before+1)
+	}
+}

@@ -326,11 +326,12 @@ func (d *differ) sameRules(chain string, want []spec.RuleSpec) bool {
 func (d *differ) newSet(s spec.SetSpec, old []element) {
 	d.add(Op{Kind: OpAddSet, Name: s.Name, Set: s})
 	var els []nftables.SetElement
+	var keys spec.Keys
 	switch s.Kind {
 	case spec.KindAllow:
 		els = make([]nftables.SetElement, 0, s.EncodedLen(len(s.Elems)))
 		for _, e := range s.Elems {
-			els = e.AppendEncode(els, s)
+			els = keys.AppendEncode(els, s, e.Prefix, e.Timeout, e.Comment)
 		}
 	case spec.KindBan:
 		want := d.wantBans(s)
@@ -343,7 +344,7 @@ func (d *differ) newSet(s spec.SetSpec, old []element) {
 			// is added, there is nothing to carry over.
 			d.plan.Result.Added += len(want)
 			for _, bn := range want {
-				els = bn.AppendEncode(els, s)
+				els = keys.AppendEncode(els, s, bn.Prefix, bn.Timeout, bn.Comment)
 			}
 			break
 		}
@@ -362,13 +363,13 @@ func (d *differ) newSet(s spec.SetSpec, old []element) {
 			if s.Interval {
 				kept = append(kept, bn.Prefix)
 			}
-			els = bn.AppendEncode(els, s)
+			els = keys.AppendEncode(els, s, bn.Prefix, bn.Timeout, bn.Comment)
 		}
 		for _, e := range old {
 			if _, ok := oldBy[e.prefix]; !ok || (s.Interval && overlapsAny(e.prefix, kept)) {
 				continue
 			}
-			els = spec.AppendEncode(els, s, e.prefix, e.expires, e.comment)
+			els = keys.AppendEncode(els, s, e.prefix, e.expires, e.comment)
 		}
 	}
 	d.elements(OpAddElements, s.Name, els)
@@ -448,6 +449,7 @@ func (d *differ) syncBans(s spec.SetSpec) {
 		havePrefixes = append(havePrefixes, e.prefix)
 	}
 	var add, del []nftables.SetElement
+	var keys spec.Keys // one block for many keys, not one allocation each
 	deleted := map[netip.Prefix]bool{}
 	for _, bn := range d.wantBans(s) {
 		if e, ok := have[bn.Prefix]; ok {
@@ -462,7 +464,7 @@ func (d *differ) syncBans(s spec.SetSpec) {
 			if e.expires == 0 || e.expires > nearExpiry {
 				del = append(del, e.raw...)
 			}
-			add = append(add, bn.Encode(s)...)
+			add = keys.AppendEncode(add, s, bn.Prefix, bn.Timeout, bn.Comment)
 			continue
 		}
 		if s.Interval && overlapsAny(bn.Prefix, havePrefixes) {
@@ -480,7 +482,7 @@ func (d *differ) syncBans(s spec.SetSpec) {
 			}
 		}
 		d.plan.Result.Added++
-		add = append(add, bn.Encode(s)...)
+		add = keys.AppendEncode(add, s, bn.Prefix, bn.Timeout, bn.Comment)
 	}
 	d.elements(OpDelElements, s.Name, del)
 	d.elements(OpAddElements, s.Name, add)

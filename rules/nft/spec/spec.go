@@ -672,19 +672,59 @@ func Encode(s SetSpec, pfx netip.Prefix, timeout time.Duration, comment string) 
 
 // AppendEncode appends the kernel elements of pfx in set s (see Encode) to
 // dst and returns the extended slice: a caller encoding many elements
-// sizes dst once (EncodedLen) instead of a slice per element.
+// sizes dst once (EncodedLen) instead of a slice per element, and uses
+// Keys.AppendEncode to carve their keys from a few blocks as well.
 func AppendEncode(dst []nftables.SetElement, s SetSpec, pfx netip.Prefix, timeout time.Duration, comment string) []nftables.SetElement {
+	return (*Keys)(nil).AppendEncode(dst, s, pfx, timeout, comment)
+}
+
+// keyBlock is the size of one of Keys' blocks: 4,096 IPv4 keys.
+const keyBlock = 16 << 10
+
+// Keys hands out the key bytes of encoded elements from blocks of
+// keyBlock bytes: a restore of 100,000 bans otherwise allocates each
+// 4- or 16-byte key on its own. The zero value is ready; a nil *Keys
+// allocates every key. Keys handed out stay valid (a full block is left
+// to the elements that use it).
+type Keys struct {
+	block []byte
+}
+
+// take returns n zeroed bytes.
+func (k *Keys) take(n int) []byte {
+	if k == nil {
+		return make([]byte, n)
+	}
+	if cap(k.block)-len(k.block) < n {
+		k.block = make([]byte, 0, max(keyBlock, n))
+	}
+	i := len(k.block)
+	k.block = k.block[:i+n]
+	return k.block[i : i+n : i+n]
+}
+
+// AppendEncode is the package's AppendEncode with the keys taken from k.
+func (k *Keys) AppendEncode(dst []nftables.SetElement, s SetSpec, pfx netip.Prefix, timeout time.Duration, comment string) []nftables.SetElement {
 	if len(comment) > MaxComment {
 		comment = comment[:MaxComment]
 	}
 	if timeout > 0 && timeout < time.Millisecond {
 		timeout = time.Millisecond
 	}
-	dst = append(dst, nftables.SetElement{Key: pfx.Masked().Addr().AsSlice(), Timeout: timeout, Comment: comment})
+	a := pfx.Masked().Addr()
+	key := k.take(a.BitLen() / 8)
+	if a.Is4() {
+		b := a.As4()
+		copy(key, b[:])
+	} else {
+		b := a.As16()
+		copy(key, b[:])
+	}
+	dst = append(dst, nftables.SetElement{Key: key, Timeout: timeout, Comment: comment})
 	if !s.Interval {
 		return dst
 	}
-	if end := PrefixEnd(pfx); end != nil {
+	if end := prefixEnd(k.take(len(key)), key, pfx.Bits()); end != nil {
 		dst = append(dst, nftables.SetElement{Key: end, IntervalEnd: true})
 	}
 	return dst
@@ -702,8 +742,15 @@ func (s SetSpec) EncodedLen(n int) int {
 // PrefixEnd is the first address after p, as key bytes; nil when p runs to
 // the last address.
 func PrefixEnd(p netip.Prefix) []byte {
-	b := p.Masked().Addr().AsSlice()
-	bits := p.Bits()
+	start := p.Masked().Addr().AsSlice()
+	return prefixEnd(make([]byte, len(start)), start, p.Bits())
+}
+
+// prefixEnd writes into b (len(start) bytes) the first address after the
+// prefix of bits bits that starts at start, and returns b; nil when the
+// prefix runs to the last address.
+func prefixEnd(b, start []byte, bits int) []byte {
+	copy(b, start)
 	// Set the host bits, then add one.
 	for i := range b {
 		for j := 0; j < 8; j++ {
