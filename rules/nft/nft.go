@@ -157,7 +157,7 @@ func (b *Backend) setsMode() bool { return b.mode == rules.ModeSets }
 // so every transaction gets its own) with large socket buffers, in the
 // backend's namespace. done releases the namespace file.
 func (b *Backend) conn() (*nftables.Conn, func(), error) {
-	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
+	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers, largeDumps)}
 	done := func() {}
 	if b.netns != "" {
 		f, err := os.Open(b.netns)
