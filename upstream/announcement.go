@@ -1,6 +1,7 @@
 // Package upstream moves a decided mitigation to the upstream routers over
 // BGP: FlowSpec rules (RFC 8955/8956) against attacker prefixes and RTBH
-// (RFC 7999) of a victim address, announced by an embedded GoBGP v4 speaker.
+// (RFC 7999) of a victim address, announced by synban's speaker
+// (upstream/speaker, in the synban-speaker binary).
 //
 // The package is layered so that each part can be tested on its own:
 // Announcement is the one value every other part works on (it renders both
@@ -175,8 +176,8 @@ func (a Announcement) SortedPorts() []uint16 {
 }
 
 // ValidationRoute is the validation route for a FlowSpec rule's
-// destination d (a /32 or /128): the unspecified next hop, which GoBGP
-// replaces by the session's local address (next hop self), NO_EXPORT and
+// destination d (a /32 or /128): the unspecified next hop, which the
+// speaker replaces by the session's local address (next hop self), NO_EXPORT and
 // NO_ADVERTISE.
 func ValidationRoute(d netip.Prefix) Announcement {
 	nh := netip.IPv4Unspecified()

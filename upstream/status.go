@@ -38,8 +38,8 @@ type AnnouncementNeighbor struct {
 	// SessionUp: the session is established.
 	SessionUp bool `json:"session_up"`
 	// Sent: the route is in the neighbor's adj-rib-out on an established
-	// session whose family was negotiated (GoBGP has written it, or is
-	// writing it).
+	// session whose family was negotiated (the speaker has written its
+	// UPDATE to the session).
 	Sent bool `json:"sent"`
 	// Received: the neighbor sent the same route back (a route reflector
 	// or route server that reflects it); most routers do not, so false

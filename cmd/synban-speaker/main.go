@@ -5,8 +5,9 @@
 // announcements equal to the hand-off file until SIGTERM or SIGINT, then
 // withdraws everything and closes the sessions.
 //
-// It is a binary of its own so that GoBGP, gRPC and protobuf are linked
-// and initialised only here, not in every synban command cron starts.
+// It is a binary of its own so that the BGP code (its sessions, GoBGP's
+// message codec) is linked and initialised only here, not in every synban
+// command cron starts.
 //
 // Exit codes, as synban's: 0 stopped on a signal, 1 runtime failure,
 // 2 bad input (arguments, configuration).

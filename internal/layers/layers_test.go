@@ -28,6 +28,11 @@ var forbidden = []struct {
 	// written without the Prometheus client (issue 24: startup cost).
 	{"engine", []string{"gobgp", "grpc", "protobuf", "prometheus", "synban/upstream/speaker"}},
 	{"cmd/synban", []string{"gobgp", "grpc", "protobuf", "prometheus", "synban/upstream/speaker"}},
+	// The speaker holds its sessions itself on GoBGP's message codec
+	// (issue 25: GoBGP's server advertises extended next hop with no way
+	// to turn it off): neither GoBGP's server nor gRPC or protobuf.
+	{"upstream/speaker", []string{"gobgp/v4/pkg/server", "gobgp/v4/api", "grpc", "protobuf"}},
+	{"cmd/synban-speaker", []string{"gobgp/v4/pkg/server", "gobgp/v4/api", "grpc", "protobuf"}},
 }
 
 func TestLowPackagesLinkNothingAbove(t *testing.T) {

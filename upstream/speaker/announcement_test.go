@@ -68,12 +68,12 @@ func TestCLIParsesToSameNLRI(t *testing.T) {
 }
 
 func TestPathAttributes(t *testing.T) {
-	p, err := toPath(fsExamples[1])
+	attrs, err := pathAttrs(fsExamples[1], probePeer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var rate float32 = -1
-	for _, at := range p.Attrs {
+	for _, at := range attrs {
 		if ec, ok := at.(*bgp.PathAttributeExtendedCommunities); ok {
 			for _, v := range ec.Value {
 				if tr, ok := v.(*bgp.TrafficRateExtended); ok {

@@ -65,12 +65,12 @@ func FuzzParseDesired(f *testing.F) {
 			if perFamily[a.Family()] > cfg.MaxRules {
 				t.Fatalf("over the cap in %s", a.Family())
 			}
-			p, err := toPath(a)
+			m, err := announceMsg(a, probePeer)
 			if err != nil {
-				t.Fatalf("checked %s but its path fails: %v", a.CLI(), err)
+				t.Fatalf("checked %s but its UPDATE fails: %v", a.CLI(), err)
 			}
-			if _, err := p.Nlri.Serialize(); err != nil {
-				t.Fatalf("checked %s but its NLRI does not serialize: %v", a.CLI(), err)
+			if _, err := m.Serialize(); err != nil {
+				t.Fatalf("checked %s but its UPDATE does not serialize: %v", a.CLI(), err)
 			}
 		}
 	})

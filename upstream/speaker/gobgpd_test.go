@@ -393,7 +393,7 @@ func TestGobgpdPrefixLimitCap(t *testing.T) {
 	var log string
 	netnstest.Eventually(t, 30*time.Second, func() bool {
 		log = l.speakerLog.String()
-		return strings.Contains(log, "Peer Down") || strings.Contains(log, "received notification")
+		return strings.Contains(log, "NOTIFICATION received: code 6 subcode 1 (cease: maximum number of prefixes reached)")
 	}, "the router did not drop the naive sender's session over its prefix limit")
 	if err := l.routerHolds(nil); err != nil {
 		t.Fatalf("after the limit tore the session down: %v", err)

@@ -1,9 +1,10 @@
-// Package speaker is synban's embedded BGP speaker (GoBGP): it holds the
-// sessions to the upstream neighbors and keeps the announcements equal to
-// the hand-off file that runs write (upstream.WriteDesired). It is the only
-// package that links GoBGP, gRPC and protobuf, and only the synban-speaker
-// binary imports it: `synban upstream` checks the policy and hands over to
-// that binary, so the commands run from cron never initialise GoBGP.
+// Package speaker is synban's BGP speaker: it holds the sessions to the
+// upstream neighbors (session.go, on GoBGP's message codec) and keeps the
+// announcements equal to the hand-off file that runs write
+// (upstream.WriteDesired). It is the only package that links GoBGP, and
+// only the synban-speaker binary imports it: `synban upstream` checks the
+// policy and hands over to that binary, so the commands run from cron never
+// initialise it.
 package speaker
 
 import (
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -20,11 +22,6 @@ import (
 	"sync"
 	"time"
 
-	api "github.com/osrg/gobgp/v4/api"
-	"github.com/osrg/gobgp/v4/pkg/apiutil"
-	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
-	"github.com/osrg/gobgp/v4/pkg/server"
-
 	"github.com/synban/synban/upstream"
 )
 
@@ -32,15 +29,17 @@ import (
 // reconciled within a second.
 const PollInterval = 250 * time.Millisecond
 
-// Speaker is the embedded GoBGP speaker: it holds the sessions to the
-// neighbors and keeps its announcements equal to the checked desired set.
+// Speaker holds the sessions to the neighbors and keeps its announcements
+// equal to the checked desired set.
 type Speaker struct {
 	cfg upstream.Config
 	log *slog.Logger
 	now func() time.Time
 
 	mu        sync.Mutex
-	srv       *server.BgpServer
+	started   bool
+	sessions  []*session
+	listener  net.Listener
 	announced map[string]*live
 	changes   []time.Time // announcements, replacements and withdrawals in the last minute
 	deferred  int
@@ -78,70 +77,111 @@ func New(cfg upstream.Config, log *slog.Logger) (*Speaker, error) {
 	return &Speaker{cfg: cfg, log: log, now: time.Now, announced: map[string]*live{}, refused: map[string]string{}}, nil
 }
 
-func apiFamily(name string) (*api.Family, error) {
-	switch name {
-	case upstream.FamilyIPv4Unicast:
-		return &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, nil
-	case upstream.FamilyIPv6Unicast:
-		return &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}, nil
-	case upstream.FamilyIPv4FlowSpec:
-		return &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_FLOW_SPEC_UNICAST}, nil
-	case upstream.FamilyIPv6FlowSpec:
-		return &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_FLOW_SPEC_UNICAST}, nil
-	}
-	return nil, fmt.Errorf("family %q: want ipv4-unicast, ipv6-unicast, ipv4-flowspec or ipv6-flowspec", name)
-}
-
-// Start starts the BGP server and adds the neighbors; sessions come up in
-// the background.
+// Start listens (when ListenPort is set) and starts one session per
+// neighbor; sessions come up in the background.
 func (s *Speaker) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.srv != nil {
+	if s.started {
 		return errors.New("upstream speaker already started")
 	}
-	// GoBGP logs session events (peer up, down, notifications) through the
-	// same logger.
-	srv := server.NewBgpServer(server.LoggerOption(s.log.With("component", "gobgp"), new(slog.LevelVar)))
-	go srv.Serve()
-	port := s.cfg.ListenPort
-	if port <= 0 {
-		port = -1
-	}
-	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
-		Asn: s.cfg.LocalASN, RouterId: s.cfg.RouterID.String(), ListenPort: port,
-	}}); err != nil {
-		srv.Stop()
-		return fmt.Errorf("start BGP (asn %d, router id %s, port %d): %w", s.cfg.LocalASN, s.cfg.RouterID, port, err)
+	if s.cfg.ListenPort > 0 {
+		lc := net.ListenConfig{Control: md5Control(s.cfg.Neighbors)}
+		l, err := lc.Listen(ctx, "tcp", fmt.Sprintf(":%d", s.cfg.ListenPort))
+		if err != nil {
+			return fmt.Errorf("listen on BGP port %d: %w", s.cfg.ListenPort, err)
+		}
+		s.listener = l
 	}
 	for _, n := range s.cfg.Neighbors {
-		p := &api.Peer{
-			Conf: &api.PeerConf{NeighborAddress: n.Address.String(), PeerAsn: n.PeerASN, AuthPassword: n.Password},
-			Transport: &api.Transport{
-				RemotePort:  uint32(n.Port),
-				PassiveMode: n.Passive,
-			},
-			Timers: &api.Timers{Config: &api.TimersConfig{ConnectRetry: 5, IdleHoldTimeAfterReset: 1}},
-		}
-		if n.LocalAddress.IsValid() {
-			p.Transport.LocalAddress = n.LocalAddress.String()
-		}
 		for _, f := range n.Families {
-			af, err := apiFamily(f)
-			if err != nil {
-				srv.Stop()
-				return fmt.Errorf("neighbor %s: %w", n.Address, err)
+			if _, ok := familyOf(f); !ok {
+				if s.listener != nil {
+					s.listener.Close()
+				}
+				return fmt.Errorf("neighbor %s: family %q: want ipv4-unicast, ipv6-unicast, ipv4-flowspec or ipv6-flowspec", n.Address, f)
 			}
-			p.AfiSafis = append(p.AfiSafis, &api.AfiSafi{Config: &api.AfiSafiConfig{Family: af, Enabled: true}})
 		}
-		if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: p}); err != nil {
-			srv.Stop()
-			return fmt.Errorf("add neighbor %s (asn %d): %w", n.Address, n.PeerASN, err)
-		}
+		s.sessions = append(s.sessions, newSession(n, s.cfg.LocalASN, s.cfg.RouterID, s.log, s.resync))
 	}
-	s.srv = srv
+	for _, ss := range s.sessions {
+		sctx, cancel := context.WithCancel(context.Background())
+		ss.cancel = cancel
+		go ss.run(sctx)
+	}
+	if s.listener != nil {
+		go s.accept(s.listener)
+	}
+	s.started = true
 	s.log.Info("upstream speaker started", "asn", s.cfg.LocalASN, "router_id", s.cfg.RouterID, "neighbors", len(s.cfg.Neighbors))
 	return nil
+}
+
+// accept hands each connection from a passive neighbor that is waiting
+// for one to its session, and closes every other connection.
+func (s *Speaker) accept(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+		var to *session
+		if err == nil {
+			for _, ss := range s.sessions {
+				if ss.n.Passive && ss.n.Address == ap.Addr().Unmap() {
+					to = ss
+				}
+			}
+		}
+		handed := false
+		if to != nil {
+			to.mu.Lock()
+			if to.state == stateActive && !to.stopping {
+				select {
+				case to.incoming <- c:
+					handed = true
+				default:
+				}
+			}
+			to.mu.Unlock()
+		}
+		if !handed {
+			s.log.Debug("upstream connection refused: not from a passive neighbor waiting for one", "from", c.RemoteAddr().String())
+			c.Close()
+		}
+	}
+}
+
+// want is the announcements in the order sessions send them: validation
+// routes first (a validating router re-checks a rule when its unicast
+// route arrives, but a rule that finds the route already there is applied
+// at once), then by key. Called with s.mu held.
+func (s *Speaker) want() []upstream.Announcement {
+	out := make([]upstream.Announcement, 0, len(s.announced))
+	for _, l := range s.announced {
+		out = append(out, l.a)
+	}
+	slices.SortFunc(out, func(a, b upstream.Announcement) int {
+		return cmp.Or(cmp.Compare(kindOrder(a.Kind), kindOrder(b.Kind)), strings.Compare(a.Key(), b.Key()))
+	})
+	return out
+}
+
+// resync sends a session that has just come up the current announcements.
+func (s *Speaker) resync(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started {
+		return
+	}
+	want := s.want()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.stopping {
+		return
+	}
+	ss.sync(want)
 }
 
 // Reconcile makes the announcements equal to desired: entries past the
@@ -152,7 +192,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 func (s *Speaker) Reconcile(desired []upstream.Entry) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.srv == nil {
+	if !s.started {
 		return Result{}, errors.New("upstream speaker not started")
 	}
 	now := s.now()
@@ -174,12 +214,6 @@ func (s *Speaker) Reconcile(desired []upstream.Entry) (Result, error) {
 	ok, refused := upstream.Check(s.cfg, want)
 	res.Refused = refused
 	s.logRefusals(refused)
-	// Validation routes first: a validating router re-checks a rule when
-	// its unicast route arrives, but a rule that finds the route already
-	// there is applied at once.
-	slices.SortStableFunc(ok, func(a, b upstream.Announcement) int {
-		return cmp.Compare(kindOrder(a.Kind), kindOrder(b.Kind))
-	})
 
 	wanted := map[string]bool{}
 	for _, a := range ok {
@@ -198,10 +232,6 @@ func (s *Speaker) Reconcile(desired []upstream.Entry) (Result, error) {
 			continue
 		}
 		l := s.announced[k]
-		if err := s.withdraw(l.a); err != nil {
-			errs = append(errs, err)
-			continue
-		}
 		delete(s.announced, k)
 		res.Withdrawn++
 		s.changes = append(s.changes, now)
@@ -225,11 +255,7 @@ func (s *Speaker) Reconcile(desired []upstream.Entry) (Result, error) {
 			res.Deferred++
 			continue
 		}
-		p, err := toPath(a)
-		if err == nil {
-			_, err = s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{p}})
-		}
-		if err != nil {
+		if _, err := announceMsg(a, probePeer); err != nil {
 			errs = append(errs, fmt.Errorf("announce %s: %w", a.CLI(), err))
 			continue
 		}
@@ -251,6 +277,14 @@ func (s *Speaker) Reconcile(desired []upstream.Entry) (Result, error) {
 			s.log.Info("upstream deferred changes all sent")
 		}
 		s.deferred = res.Deferred
+	}
+	if res.Changed() {
+		want := s.want()
+		for _, ss := range s.sessions {
+			ss.mu.Lock()
+			ss.sync(want)
+			ss.mu.Unlock()
+		}
 	}
 	return res, errors.Join(errs...)
 }
@@ -312,210 +346,103 @@ func (s *Speaker) logRefusals(refused []upstream.Refusal) {
 	s.refused = now
 }
 
-func (s *Speaker) withdraw(a upstream.Announcement) error {
-	p, err := toPath(a)
-	if err != nil {
-		return fmt.Errorf("withdraw %s: %w", a.CLI(), err)
-	}
-	if err := s.srv.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{p}}); err != nil {
-		return fmt.Errorf("withdraw %s: %w", a.CLI(), err)
-	}
-	return nil
-}
-
-// DrainTimeout bounds how long Stop waits for its withdrawals to be
-// written to the neighbors before it closes the sessions.
+// DrainTimeout bounds how long Stop waits for the sessions to write their
+// withdrawals and Cease and for the neighbors to close.
 const DrainTimeout = 5 * time.Second
 
-// drainPoll is how often Stop reads the neighbors' message counters, and
-// drainQuiet how many polls in a row a counter must hold still before the
-// speaker's outgoing queue for that neighbor counts as empty.
-const (
-	drainPoll  = 10 * time.Millisecond
-	drainQuiet = 3
-)
-
-// peerCounters is what Stop reads of one neighbor.
-type peerCounters struct {
-	established bool
-	updates     uint64          // UPDATE messages written to the socket
-	advertised  map[string]bool // families with routes in its adj-rib-out
-}
-
-func (s *Speaker) counters(ctx context.Context) (map[string]peerCounters, error) {
-	m := map[string]peerCounters{}
-	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
-		c := peerCounters{
-			established: p.GetState().GetSessionState() == api.PeerState_SESSION_STATE_ESTABLISHED,
-			updates:     p.GetState().GetMessages().GetSent().GetUpdate(),
-			advertised:  map[string]bool{},
-		}
-		for _, af := range p.GetAfiSafis() {
-			if af.GetState().GetAdvertised() > 0 {
-				c.advertised[familyName(af.GetConfig().GetFamily())] = true
-			}
-		}
-		m[p.GetConf().GetNeighborAddress()] = c
-	})
-	return m, err
-}
-
-// settle polls the counters until every established neighbor's UPDATE
-// count has held still for drainQuiet polls and reached want[addr] (when
-// given), or the neighbor is no longer established, or ctx ends. It
-// returns the last counters read.
-func (s *Speaker) settle(ctx context.Context, want map[string]uint64) (map[string]peerCounters, error) {
-	last, err := s.counters(ctx)
-	if err != nil {
-		return nil, err
-	}
-	still := map[string]int{}
-	t := time.NewTicker(drainPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case <-t.C:
-		}
-		cur, err := s.counters(ctx)
-		if err != nil {
-			return last, err
-		}
-		done := true
-		for addr, c := range cur {
-			if !c.established {
-				continue
-			}
-			if p, ok := last[addr]; ok && p.established && p.updates == c.updates {
-				still[addr]++
-			} else {
-				still[addr] = 0
-			}
-			if still[addr] < drainQuiet || c.updates < want[addr] {
-				done = false
-			}
-		}
-		last = cur
-		if done {
-			return last, nil
-		}
-	}
-}
-
-// Stop withdraws every announcement, waits (at most DrainTimeout, or
-// until ctx ends) until GoBGP has written the withdrawals to each
-// established neighbor, and only then closes the sessions: GoBGP writes
-// the Cease from another goroutine than its UPDATEs and drops what is
-// still queued, so closing at once can put the Cease before a withdrawal.
-//
-// "Written" is read from the neighbor's sent-UPDATE counter, which GoBGP
-// raises after each successful write to the socket: first the counters
-// must hold still (anything queued before has gone), then they must rise by
-// at least one UPDATE per family withdrawn on that session (GoBGP packs
-// a family's withdrawals into one UPDATE, or more) and hold still again.
-// The log says, per neighbor, whether the withdrawals were written, the
-// session was down (its router drops the session's routes), or the wait
-// timed out.
+// Stop withdraws every announcement from every established session, then
+// sends each neighbor a Cease and closes the sessions. A session writes its
+// withdrawals and its Cease in that order on one connection, so the
+// withdrawals are on the wire first; the log says, per neighbor, how many
+// were written, or that the session was down (its router drops the
+// session's routes).
 func (s *Speaker) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.srv == nil {
+	if !s.started {
+		s.mu.Unlock()
 		return nil
 	}
-	dctx, cancel := context.WithTimeout(ctx, DrainTimeout)
-	defer cancel()
-	var errs []error
-	// Let anything already queued (a recent announcement) go first, so
-	// that the counter's rise below is the withdrawals'.
-	before, err := s.settle(dctx, nil)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("wait for queued updates: %w", err))
-	}
-	var paths []*apiutil.Path
-	families := map[string]bool{}
-	for _, l := range s.announced {
-		p, err := toPath(l.a)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("withdraw %s: %w", l.a.CLI(), err))
-			continue
-		}
-		paths = append(paths, p)
-		families[l.a.Family()] = true
-	}
-	withdrawn := 0
-	if len(paths) > 0 {
-		if err := s.srv.DeletePath(apiutil.DeletePathRequest{Paths: paths}); err != nil {
-			errs = append(errs, fmt.Errorf("withdraw %d announcements: %w", len(paths), err))
-		} else {
-			withdrawn = len(paths)
-		}
-	}
+	s.started = false
+	sessions := s.sessions
+	s.sessions = nil
+	announced := len(s.announced)
 	clear(s.announced)
-	want := map[string]uint64{}
-	for addr, c := range before {
-		n := uint64(0)
-		for f := range families {
-			if c.advertised[f] {
-				n++
-			}
+	if s.listener != nil {
+		s.listener.Close()
+		s.listener = nil
+	}
+	s.mu.Unlock()
+
+	type result struct {
+		addr        string
+		withdrawn   int
+		established bool
+		err         error
+	}
+	results := make(chan result, len(sessions))
+	for _, ss := range sessions {
+		go func() {
+			w, est, err := ss.stop()
+			results <- result{ss.n.Address.String(), w, est, err}
+		}()
+	}
+	var (
+		errs    []error
+		rs      []result
+		timeout = time.After(DrainTimeout)
+	)
+	for range sessions {
+		select {
+		case r := <-results:
+			rs = append(rs, r)
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("stop sessions: %w", ctx.Err()))
+		case <-timeout:
+			errs = append(errs, fmt.Errorf("stop sessions: not all done within %s", DrainTimeout))
 		}
-		if c.established && n > 0 && withdrawn > 0 {
-			want[addr] = c.updates + n
+		if len(errs) > 0 {
+			break
 		}
 	}
-	after := before
-	if len(want) > 0 {
-		after, err = s.settle(dctx, want)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("wait for withdrawals to be written: %w", err))
-		}
-	}
-	addrs := make([]string, 0, len(want))
-	for a := range want {
-		addrs = append(addrs, a)
-	}
-	slices.Sort(addrs)
-	written := 0
-	for _, addr := range addrs {
-		c := after[addr]
+	slices.SortFunc(rs, func(a, b result) int { return strings.Compare(a.addr, b.addr) })
+	written, down := 0, 0
+	for _, r := range rs {
 		switch {
-		case !c.established:
-			s.log.Warn("upstream neighbor went down before the withdrawals were written; it drops the session's routes itself", "neighbor", addr)
-		case c.updates >= want[addr]:
-			written++
-			s.log.Info("upstream withdrawals written", "neighbor", addr, "updates", c.updates-before[addr].updates)
+		case r.err != nil:
+			errs = append(errs, fmt.Errorf("neighbor %s: %w", r.addr, r.err))
+			s.log.Warn("upstream withdrawals not all written; the session is closed, and the neighbor drops its routes unless it keeps stale routes", "neighbor", r.addr, "withdrawn", r.withdrawn, "error", r.err)
+		case !r.established:
+			down++
+			if announced > 0 {
+				s.log.Info("upstream neighbor had no session; nothing to withdraw there", "neighbor", r.addr)
+			}
 		default:
-			s.log.Warn("upstream withdrawals not all written before the timeout; the Cease follows", "neighbor", addr,
-				"updates", c.updates-before[addr].updates, "want_at_least", want[addr]-before[addr].updates)
+			written++
+			s.log.Info("upstream withdrawals written before the Cease", "neighbor", r.addr, "withdrawn", r.withdrawn)
 		}
 	}
-	// StopBgp sends a Cease to every neighbor, which drops whatever a
-	// lost withdrawal would have left.
-	if err := s.srv.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
-		errs = append(errs, fmt.Errorf("stop BGP: %w", err))
-	}
-	s.srv = nil
 	switch {
-	case withdrawn == 0:
-		s.log.Info("upstream speaker stopped: nothing was announced")
-	case written == len(want):
-		s.log.Info("upstream speaker stopped: every withdrawal written before the Cease", "withdrawn", withdrawn, "neighbors", written)
-	default:
+	case len(errs) > 0:
 		s.log.Warn("upstream speaker stopped: some neighbors got the Cease without every withdrawal (they drop the session's routes unless they keep stale routes)",
-			"withdrawn", withdrawn, "neighbors_written", written, "neighbors", len(want))
+			"announced", announced, "neighbors_written", written, "neighbors", len(sessions))
+	case announced == 0:
+		s.log.Info("upstream speaker stopped: nothing was announced")
+	default:
+		s.log.Info("upstream speaker stopped: every withdrawal written before the Cease", "withdrawn", announced, "neighbors", written, "neighbors_down", down)
 	}
 	return errors.Join(errs...)
 }
 
-// Status returns the live announcements with their age, and each
-// neighbor's session state (idle, connect, active, opensent, openconfirm,
-// established).
+// Status returns the live announcements with their age and, for each
+// neighbor it is meant for, whether the session is up, the route was sent
+// and the neighbor sent it back; and each neighbor's session state (idle,
+// connect, active, opensent, openconfirm, established) with the routes
+// sent per family.
 func (s *Speaker) Status(ctx context.Context) (upstream.Status, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var st upstream.Status
-	if s.srv == nil {
+	if !s.started {
 		return st, errors.New("upstream speaker not started")
 	}
 	now := s.now()
@@ -526,83 +453,38 @@ func (s *Speaker) Status(ctx context.Context) (upstream.Status, error) {
 		return strings.Compare(a.Announcement.Key(), b.Announcement.Key())
 	})
 	st.Deferred = s.deferred
-	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
-		ns := upstream.NeighborStatus{Address: p.GetConf().GetNeighborAddress(), PeerASN: p.GetConf().GetPeerAsn(),
-			State: sessionState(p.GetState().GetSessionState())}
-		for _, af := range p.GetAfiSafis() {
-			name := familyName(af.GetConfig().GetFamily())
-			ns.Families = append(ns.Families, name)
-			if n := af.GetState().GetAdvertised(); n > 0 {
-				if ns.Advertised == nil {
-					ns.Advertised = map[string]uint64{}
-				}
-				ns.Advertised[name] = n
+	for i := range st.Announcements {
+		st.Announcements[i].Neighbors = []upstream.AnnouncementNeighbor{}
+	}
+	for _, ss := range s.sessions {
+		ss.mu.Lock()
+		ns := upstream.NeighborStatus{Address: ss.n.Address.String(), PeerASN: ss.n.PeerASN, State: ss.state, Families: slices.Clone(ss.n.Families)}
+		for _, a := range ss.out {
+			if ns.Advertised == nil {
+				ns.Advertised = map[string]uint64{}
 			}
+			ns.Advertised[a.Family()]++
 		}
-		st.Neighbors = append(st.Neighbors, ns)
-	})
-	if err != nil {
-		return st, fmt.Errorf("list neighbors: %w", err)
-	}
-	slices.SortFunc(st.Neighbors, func(a, b upstream.NeighborStatus) int { return strings.Compare(a.Address, b.Address) })
-	s.perNeighbor(st.Announcements, st.Neighbors)
-	return st, nil
-}
-
-// perNeighbor fills each announcement's Neighbors from the neighbors'
-// adj-rib-out and adj-rib-in. A table that cannot be read leaves Sent and
-// Received false.
-func (s *Speaker) perNeighbor(anns []upstream.LiveAnnouncement, neighbors []upstream.NeighborStatus) {
-	type tkey struct{ addr, family string }
-	out, in := map[tkey]map[string]bool{}, map[tkey]map[string]bool{}
-	read := func(tt api.TableType, addr, family string) map[string]bool {
-		keys := map[string]bool{}
-		af, err := apiFamily(family)
-		if err != nil {
-			return keys
-		}
-		_ = s.srv.ListPath(apiutil.ListPathRequest{TableType: tt, Name: addr, Family: bgp.NewFamily(uint16(af.Afi), uint8(af.Safi))},
-			func(n bgp.NLRI, _ []*apiutil.Path) { keys[n.String()] = true })
-		return keys
-	}
-	for i := range anns {
-		a := anns[i].Announcement
-		n, err := toNLRI(a)
-		if err != nil {
-			continue
-		}
-		nk, f := n.String(), a.Family()
-		anns[i].Neighbors = []upstream.AnnouncementNeighbor{}
-		for _, nb := range neighbors {
-			if !slices.Contains(nb.Families, f) {
+		up := ss.state == stateEstablished
+		for i := range st.Announcements {
+			a := st.Announcements[i].Announcement
+			if !slices.Contains(ss.n.Families, a.Family()) {
 				continue
 			}
-			up := nb.State == "established"
-			an := upstream.AnnouncementNeighbor{Address: nb.Address, SessionUp: up}
+			an := upstream.AnnouncementNeighbor{Address: ns.Address, SessionUp: up}
 			if up {
-				k := tkey{nb.Address, f}
-				if out[k] == nil {
-					out[k], in[k] = read(api.TableType_TABLE_TYPE_ADJ_OUT, nb.Address, f), read(api.TableType_TABLE_TYPE_ADJ_IN, nb.Address, f)
+				_, an.Sent = ss.out[a.Key()]
+				if n, err := toNLRI(a); err == nil {
+					an.Received = ss.in[bgpFamily(a)][n.String()]
 				}
-				an.Sent, an.Received = out[k][nk], in[k][nk]
 			}
-			anns[i].Neighbors = append(anns[i].Neighbors, an)
+			st.Announcements[i].Neighbors = append(st.Announcements[i].Neighbors, an)
 		}
+		ss.mu.Unlock()
+		st.Neighbors = append(st.Neighbors, ns)
 	}
-}
-
-func sessionState(s api.PeerState_SessionState) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "SESSION_STATE_"))
-}
-
-func familyName(f *api.Family) string {
-	for _, n := range []string{upstream.FamilyIPv4Unicast, upstream.FamilyIPv6Unicast, upstream.FamilyIPv4FlowSpec, upstream.FamilyIPv6FlowSpec} {
-		af, _ := apiFamily(n)
-		if af.Afi == f.GetAfi() && af.Safi == f.GetSafi() {
-			return n
-		}
-	}
-	return f.String()
+	slices.SortFunc(st.Neighbors, func(a, b upstream.NeighborStatus) int { return strings.Compare(a.Address, b.Address) })
+	return st, nil
 }
 
 func (s *Speaker) publishStatus(ctx context.Context, dir string) error {

@@ -59,6 +59,13 @@ func newReceiver(t *testing.T) *receiver { return newReceiverFamilies(t, allFami
 // newReceiverFamilies is a receiver negotiating only families.
 func newReceiverFamilies(t *testing.T, families []string) *receiver {
 	t.Helper()
+	return newReceiverPeer(t, families, nil)
+}
+
+// newReceiverPeer is newReceiverFamilies with the receiver's neighbor
+// (the speaker) changed by edit before it is added.
+func newReceiverPeer(t *testing.T, families []string, edit func(*api.Peer)) *receiver {
+	t.Helper()
 	port := freePort(t)
 	lv := new(slog.LevelVar)
 	lv.Set(slog.LevelWarn)
@@ -76,6 +83,9 @@ func newReceiverFamilies(t *testing.T, families []string) *receiver {
 	for _, f := range families {
 		af, _ := apiFamily(f)
 		p.AfiSafis = append(p.AfiSafis, &api.AfiSafi{Config: &api.AfiSafiConfig{Family: af, Enabled: true}})
+	}
+	if edit != nil {
+		edit(p)
 	}
 	if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: p}); err != nil {
 		t.Fatal(err)
@@ -402,7 +412,7 @@ func TestSpeakerRunDeadMan(t *testing.T) {
 // (reported, not dropped) and sent once the minute has passed; withdrawals
 // are never deferred. The clock is the speaker's own, moved by the test.
 func TestSpeakerDampening(t *testing.T) {
-	cfg := speakerConfig(freePort(t)) // nobody listens: local RIB only
+	cfg := speakerConfig(freePort(t)) // nobody listens: announcements only
 	cfg.MaxChangesPerMinute = 2
 	s := startSpeaker(t, cfg)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -431,12 +441,8 @@ func TestSpeakerDampening(t *testing.T) {
 	if err != nil || res.Announced != 2 || res.Deferred != 0 {
 		t.Fatalf("after the minute: %+v %v", res, err)
 	}
-	var local int
-	for _, f := range []bgp.Family{bgp.RF_IPv4_UC, bgp.RF_FS_IPv4_UC, bgp.RF_FS_IPv6_UC} {
-		_ = s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: f}, func(bgp.NLRI, []*apiutil.Path) { local++ })
-	}
-	if local != 2 {
-		t.Fatalf("local RIB holds %d routes, want 2", local)
+	if st, _ := s.Status(context.Background()); len(st.Announcements) != 2 {
+		t.Fatalf("status holds %d announcements, want 2: %+v", len(st.Announcements), st)
 	}
 }
 
@@ -588,4 +594,107 @@ func TestCheckValidationRoute(t *testing.T) {
 			t.Errorf("%s: refused %v, want %q", c.a.CLI(), refused, c.want)
 		}
 	}
+}
+
+// apiFamily is the GoBGP API's name of a configured family, for the
+// receiver.
+func apiFamily(name string) (*api.Family, error) {
+	f, ok := familyOf(name)
+	if !ok {
+		return nil, fmt.Errorf("family %q", name)
+	}
+	return &api.Family{Afi: api.Family_Afi(f.Afi()), Safi: api.Family_Safi(f.Safi())}, nil
+}
+
+// TestSpeakerMD5: with a TCP MD5 password (RFC 2385) on both sides the
+// session comes up and carries the rules, the speaker connecting to a
+// passive receiver and, with the roles turned, the receiver connecting to
+// the speaker's listener (an IPv6 socket, keyed for the IPv4-mapped
+// address). The kernel drops unsigned segments, so a key the speaker did not
+// set keeps the session down.
+func TestSpeakerMD5(t *testing.T) {
+	const pw = "s3cret-md5"
+	rules := mitigation()[:2]
+	t.Run("active", func(t *testing.T) {
+		rcv := newReceiverPeer(t, allFamilies, func(p *api.Peer) { p.Conf.AuthPassword = pw })
+		cfg := speakerConfig(rcv.port)
+		cfg.Neighbors[0].Password = pw
+		s := startSpeaker(t, cfg)
+		waitEstablished(t, s)
+		if _, err := s.Reconcile(upstream.Confirm(time.Now(), rules, upstream.DecideState{}).Entries); err != nil {
+			t.Fatal(err)
+		}
+		rcv.waitFor(10*time.Second, rules)
+	})
+	t.Run("passive", func(t *testing.T) {
+		listen := freePort(t)
+		rcv := newReceiverPeer(t, allFamilies, func(p *api.Peer) {
+			p.Conf.AuthPassword = pw
+			p.Transport.PassiveMode = false
+			p.Transport.RemotePort = uint32(listen)
+			p.Timers = &api.Timers{Config: &api.TimersConfig{ConnectRetry: 1}}
+		})
+		cfg := speakerConfig(rcv.port)
+		cfg.ListenPort = int32(listen)
+		cfg.Neighbors[0].Password = pw
+		cfg.Neighbors[0].Passive = true
+		s := startSpeaker(t, cfg)
+		waitEstablished(t, s)
+		if _, err := s.Reconcile(upstream.Confirm(time.Now(), rules, upstream.DecideState{}).Entries); err != nil {
+			t.Fatal(err)
+		}
+		rcv.waitFor(10*time.Second, rules)
+	})
+}
+
+// TestSpeakerReceived: a route the neighbor sends back (as a reflector
+// would) is reported as received for that announcement only, and no
+// longer once the neighbor withdraws it.
+func TestSpeakerReceived(t *testing.T) {
+	rcv := newReceiver(t)
+	s := startSpeaker(t, speakerConfig(rcv.port))
+	waitEstablished(t, s)
+	want := mitigation()[:2]
+	if _, err := s.Reconcile(upstream.Confirm(time.Now(), want, upstream.DecideState{}).Entries); err != nil {
+		t.Fatal(err)
+	}
+	rcv.waitFor(5*time.Second, want)
+	n, err := toNLRI(want[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs, err := pathAttrs(want[0], peer{localASN: receiverASN, as4: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := &apiutil.Path{Family: bgpFamily(want[0]), Nlri: n, Attrs: attrs}
+	if _, err := rcv.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{back}}); err != nil {
+		t.Fatal(err)
+	}
+	received := func() map[string]bool {
+		st, err := s.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]bool{}
+		for _, l := range st.Announcements {
+			m[l.Announcement.Key()] = len(l.Neighbors) == 1 && l.Neighbors[0].Received
+		}
+		return m
+	}
+	var got map[string]bool
+	netnstest.Eventually(t, 10*time.Second, func() bool {
+		got = received()
+		return got[want[0].Key()]
+	}, "the route sent back never showed as received: %v", &got)
+	if got[want[1].Key()] {
+		t.Errorf("%s shows as received, but the neighbor never sent it", want[1].CLI())
+	}
+	if err := rcv.srv.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{back}}); err != nil {
+		t.Fatal(err)
+	}
+	netnstest.Eventually(t, 10*time.Second, func() bool {
+		got = received()
+		return !got[want[0].Key()]
+	}, "still received after the neighbor withdrew it: %v", &got)
 }

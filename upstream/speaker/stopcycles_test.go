@@ -40,8 +40,9 @@ type cyclesConfig struct {
 }
 
 // runCycles is the stop-cycles child: one worker per local address, each
-// running its share of the cycles one after another (GoBGP waits 1.5 to 2 s
-// before its first connection, so cycles in series would take minutes).
+// running its share of the cycles one after another (the router holds a
+// neighbor idle for a moment after each Cease, so cycles in series from
+// one address would take minutes).
 func runCycles(path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -1,7 +1,7 @@
 // Package handover is the private interface between `synban upstream` and
 // the speaker binary, synban-speaker.
 //
-// The BGP speaker links GoBGP, gRPC and protobuf, whose package
+// The BGP speaker links its sessions and GoBGP's message codec, whose package
 // initialisation and memory would otherwise be paid by every command that
 // cron starts (a run under attack, version, status). So it lives in a
 // binary of its own: `synban upstream` loads and checks the policy, reads
