@@ -57,6 +57,8 @@ const (
 	// replyCPU the attacker's receive work (the victim's SYN-ACKs).
 	floodCPU = 0
 	replyCPU = 1
+	// clientCPU runs the legitimate client's dials and their softirq work.
+	clientCPU = replyCPU
 	// dropPort is the victim's listening port, flooded and dialled.
 	dropPort = 80
 	// userHZ is the unit of /proc/stat (USER_HZ, 100 on every Linux ABI).
@@ -542,8 +544,19 @@ func writeStateBans(dir string, bans []netip.Prefix) error {
 
 // dial connects from the client namespace to the victim until stop closes
 // or n dials are done, one after the other, and records the connect times.
+// The dialing thread is pinned to clientCPU: a veth processes what a thread
+// sends in softirq on that thread's CPU, so the client's SYN, the victim's
+// SYN-ACK and the handshake run there, away from floodCPU, which the sender
+// holds with bottom halves disabled; the connect time is then the victim's
+// service under the flood (shared locks, the listener, memory), not the
+// sender's hold on the flood CPU (the "sender alone" row checks it).
 func (l *dropLab) dial(n int, stop <-chan struct{}, cell *dropCell) error {
 	return nsenter.Do(l.client.path(), func() error {
+		unpin, err := pinThread(clientCPU)
+		if err != nil {
+			return fmt.Errorf("the client: %w", err)
+		}
+		defer func() { _ = unpin() }()
 		addr := netip.AddrPortFrom(dropVictimCAddr, dropPort).String()
 		for i := range n {
 			select {
@@ -894,9 +907,10 @@ func (b *bench) dropMarkdown() string {
 		"work, which is system time (**sender sys ns/pkt**: CPU %d's system time per packet, with whatever else ran there in system time). "+
 		"**CPU %d softirq ns/pkt** is the other CPU's softirq time per packet: the attacker's receipt of the victim's replies (RPS), and whatever of the victim's receive work left CPU %d. On the drop paths every received packet is a dropped one. The victim's replies are processed on the other CPU (RPS on the attacker's veth). "+
 		"Each path runs in fresh namespaces; synban's rules come from the engine's run (in-process, inside the victim namespace) "+
-		"restoring the case's bans from its state store with the path's policy. Meanwhile a client namespace dials the listener (up to %d times, one after another 5 ms apart, from %d addresses in turn so that none exceeds the SYN meter; %s timeout). "+
+		"restoring the case's bans from its state store with the path's policy. Meanwhile a client namespace dials the listener (up to %d times, one after another 5 ms apart, from %d addresses in turn so that none exceeds the SYN meter; %s timeout), "+
+		"its thread pinned to CPU %d: a veth processes what a thread sends in softirq on that thread's CPU, so the client's handshake runs there, and its connect time is the victim's service under the flood rather than the sender's hold on CPU %d (the \"sender alone\" row checks it; CPU %d softirq ns/pkt includes the client's few hundred handshakes). "+
 		"Medians over %d round(s); within a round the senders alternate path by path and every other round runs backwards; the machine is shared and /proc/stat's softirq time is sampled at the tick, so read ratios more than absolutes.\n\n",
-		floodCPU, b.cfg.dropPackets, r.seconds, dropPort, floodCPU, floodCPU, replyCPU, floodCPU, r.dials, clientSources, dialTimeout, b.cfg.dropRuns)
+		floodCPU, b.cfg.dropPackets, r.seconds, dropPort, floodCPU, floodCPU, replyCPU, floodCPU, r.dials, clientSources, dialTimeout, clientCPU, floodCPU, replyCPU, b.cfg.dropRuns)
 	p("Senders:\n\n")
 	for _, s := range r.senders {
 		p("- %s\n", senderText[s])

@@ -286,17 +286,13 @@ func xdpSend(ns string, cpu, c, ifindex int, frame []byte, deadline time.Time, b
 	err = nsenter.Do(ns, func() (err error) {
 		// nsenter.Do locked this goroutine to its thread: pin the thread,
 		// and give it back as it was.
-		var old, one unix.CPUSet
-		if err := unix.SchedGetaffinity(0, &old); err != nil {
-			return fmt.Errorf("affinity: %w", err)
-		}
-		one.Set(cpu)
-		if err := unix.SchedSetaffinity(0, &one); err != nil {
-			return fmt.Errorf("pin the sender to CPU %d: %w", cpu, err)
+		unpin, err := pinThread(cpu)
+		if err != nil {
+			return fmt.Errorf("the sender: %w", err)
 		}
 		defer func() {
-			if e := unix.SchedSetaffinity(0, &old); e != nil {
-				err = errors.Join(err, fmt.Errorf("unpin the sender's thread: %w", e))
+			if e := unpin(); e != nil {
+				err = errors.Join(err, fmt.Errorf("the sender: %w", e))
 			}
 		}()
 		const chunk = 50000 // 25-100 ms at this lab's rates: the deadline is checked between chunks
@@ -343,4 +339,23 @@ func setGRO(ns, dev string, on bool) error {
 		}
 		return nil
 	})
+}
+
+// pinThread pins the calling OS thread (locked to its goroutine, as
+// nsenter.Do's are) to cpu; unpin gives it back the CPUs it had.
+func pinThread(cpu int) (unpin func() error, err error) {
+	var old, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		return nil, fmt.Errorf("thread's CPU affinity: %w", err)
+	}
+	one.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		return nil, fmt.Errorf("pin the thread to CPU %d: %w", cpu, err)
+	}
+	return func() error {
+		if err := unix.SchedSetaffinity(0, &old); err != nil {
+			return fmt.Errorf("unpin the thread from CPU %d: %w", cpu, err)
+		}
+		return nil
+	}, nil
 }

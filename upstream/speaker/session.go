@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -559,12 +560,7 @@ func (ss *session) sync(want []upstream.Announcement) {
 			keep[a.Key()] = true
 		}
 	}
-	keys := make([]string, 0, len(ss.out))
-	for k := range ss.out {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(ss.out)) {
 		if keep[k] {
 			continue
 		}
@@ -645,12 +641,7 @@ func (ss *session) stop() (withdrawn int, established bool, err error) {
 	conn := ss.conn
 	established = ss.state == stateEstablished
 	if established {
-		keys := make([]string, 0, len(ss.out))
-		for k := range ss.out {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(ss.out)) {
 			if err = ss.send(ss.out[k], true); err != nil {
 				break
 			}

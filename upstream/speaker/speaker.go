@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -222,12 +223,7 @@ func (s *Speaker) Reconcile(desired []upstream.Entry) (Result, error) {
 	var errs []error
 	// Withdrawals first and never deferred: taking a rule back is always
 	// safe, and the dead-man must not wait.
-	keys := make([]string, 0, len(s.announced))
-	for k := range s.announced {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(s.announced)) {
 		if wanted[k] {
 			continue
 		}

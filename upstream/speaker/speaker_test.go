@@ -619,12 +619,7 @@ func TestSpeakerMD5(t *testing.T) {
 		rcv := newReceiverPeer(t, allFamilies, func(p *api.Peer) { p.Conf.AuthPassword = pw })
 		cfg := speakerConfig(rcv.port)
 		cfg.Neighbors[0].Password = pw
-		s := startSpeaker(t, cfg)
-		waitEstablished(t, s)
-		if _, err := s.Reconcile(upstream.Confirm(time.Now(), rules, upstream.DecideState{}).Entries); err != nil {
-			t.Fatal(err)
-		}
-		rcv.waitFor(10*time.Second, rules)
+		announceTo(t, rcv, cfg, rules)
 	})
 	t.Run("passive", func(t *testing.T) {
 		listen := freePort(t)
@@ -638,13 +633,20 @@ func TestSpeakerMD5(t *testing.T) {
 		cfg.ListenPort = int32(listen)
 		cfg.Neighbors[0].Password = pw
 		cfg.Neighbors[0].Passive = true
-		s := startSpeaker(t, cfg)
-		waitEstablished(t, s)
-		if _, err := s.Reconcile(upstream.Confirm(time.Now(), rules, upstream.DecideState{}).Entries); err != nil {
-			t.Fatal(err)
-		}
-		rcv.waitFor(10*time.Second, rules)
+		announceTo(t, rcv, cfg, rules)
 	})
+}
+
+// announceTo starts a speaker with cfg, waits for its session to rcv and
+// checks that rcv gets rules.
+func announceTo(t *testing.T, rcv *receiver, cfg upstream.Config, rules []upstream.Announcement) {
+	t.Helper()
+	s := startSpeaker(t, cfg)
+	waitEstablished(t, s)
+	if _, err := s.Reconcile(upstream.Confirm(time.Now(), rules, upstream.DecideState{}).Entries); err != nil {
+		t.Fatal(err)
+	}
+	rcv.waitFor(10*time.Second, rules)
 }
 
 // TestSpeakerReceived: a route the neighbor sends back (as a reflector
