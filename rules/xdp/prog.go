@@ -22,9 +22,14 @@ func etherType(t uint16) int32 {
 
 // program returns the drop program: parse Ethernet (and one 802.1Q or
 // 802.1ad tag), IPv4 or IPv6, look the source address up in the family's
-// LPM trie (fd4, fd6), and on a hit whose expiry (CLOCK_BOOTTIME ns, 0 =
+// LPM trie (fd4, fd6), and on a hit whose expiry (CLOCK_MONOTONIC ns, 0 =
 // none) has not passed add one to the entry's packet counter atomically and
 // drop; pass everything else, short and unknown packets included.
+//
+// The expiry is read against bpf_ktime_get_coarse_ns (the tick's
+// CLOCK_MONOTONIC_COARSE: a ban ends up to one tick late), not
+// bpf_ktime_get_boot_ns: reading the clock source on every dropped packet
+// cost about 20 ns of the 50 per packet under kvm-clock (BENCHMARKS.md).
 //
 // Register use: R2 data, R3 data_end, R7 the L3 header, R6 the map value
 // across the helper call.
@@ -85,7 +90,7 @@ func program(fd4, fd6 int) asm.Instructions {
 		asm.Mov.Reg(asm.R6, asm.R0),
 		asm.LoadMem(asm.R8, asm.R6, 8, asm.DWord), // expires
 		asm.JEq.Imm(asm.R8, 0, "drop"),
-		asm.FnKtimeGetBootNs.Call(),
+		asm.FnKtimeGetCoarseNs.Call(),
 		asm.JGE.Reg(asm.R0, asm.R8, "pass"), // expired: the next run removes it
 
 		asm.Mov.Imm(asm.R1, 1).WithSymbol("drop"),

@@ -175,9 +175,9 @@ func applyEntries(ops entryOps, have []Entry, bans []Ban, c clock, res *Result) 
 	want := make(map[netip.Prefix]bool, len(bans))
 	for _, b := range bans {
 		want[b.Prefix] = true
-		exp := c.toBoot(b.Expires)
+		exp := c.toMono(b.Expires)
 		old, found := cur[b.Prefix]
-		if found && abs(int64(c.toBoot(old.Expires))-int64(exp)) < int64(time.Second) {
+		if found && abs(int64(c.toMono(old.Expires))-int64(exp)) < int64(time.Second) {
 			continue // unchanged (Entry.Expires is rounded to the second)
 		}
 		v := value{Expires: exp}
@@ -214,6 +214,16 @@ func abs(n int64) int64 {
 	return n
 }
 
+// ifName is the configured name of the interface with ifindex.
+func ifName(wants []want, ifindex int) string {
+	for _, w := range wants {
+		if w.ifindex == ifindex {
+			return w.name
+		}
+	}
+	return fmt.Sprint(ifindex)
+}
+
 // linkFlags maps a mode to the attach flag.
 func linkFlags(mode string) link.XDPAttachFlags {
 	if mode == ModeGeneric {
@@ -222,13 +232,16 @@ func linkFlags(mode string) link.XDPAttachFlags {
 	return link.XDPDriverMode
 }
 
-// syncLinks keeps the pinned links that match cfg, detaches the rest, and
+// want is an interface the program should be on.
+type want struct {
+	name    string
+	ifindex int
+}
+
+// syncLinks keeps the pinned links that match cfg (replacing, in place, a
+// program another synban version left on them), detaches the rest, and
 // attaches the program where it is missing.
 func syncLinks(d string, m *maps, cfg Config) ([]Attachment, error) {
-	type want struct {
-		name    string
-		ifindex int
-	}
 	var wants []want
 	var errs []error
 	for _, name := range cfg.Interfaces {
@@ -243,40 +256,58 @@ func syncLinks(d string, m *maps, cfg Config) ([]Attachment, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []Attachment
-	kept := map[int]bool{}
-	for _, l := range have {
-		keep := l.mode == cfg.Mode && slices.ContainsFunc(wants, func(w want) bool { return w.ifindex == l.ifindex }) && l.live()
-		if keep {
-			kept[l.ifindex] = true
-			l.link.Close() // pinned: stays attached
-			continue
-		}
-		if err := l.detach(); err != nil {
-			return nil, err
-		}
-	}
+	insns := program(m.v4.FD(), m.v6.FD())
 	var prog *ebpf.Program
 	defer func() {
 		if prog != nil {
 			prog.Close()
 		}
 	}()
+	load := func() (*ebpf.Program, error) {
+		if prog == nil {
+			p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "synban_xdp", Type: ebpf.XDP, License: "GPL", Instructions: insns})
+			if err != nil {
+				return nil, fmt.Errorf("xdp: load the drop program: %w", err)
+			}
+			prog = p
+		}
+		return prog, nil
+	}
+	var out []Attachment
+	kept := map[int]bool{}
+	for _, l := range have {
+		keep := l.mode == cfg.Mode && slices.ContainsFunc(wants, func(w want) bool { return w.ifindex == l.ifindex }) && l.live()
+		if !keep {
+			if err := l.detach(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		kept[l.ifindex] = true
+		// A link made by another version of synban runs that version's
+		// program: replace it in place (the link stays attached, so no
+		// packet goes unfiltered), or the maps' values would be read
+		// by a program that understands them otherwise. The tags compared
+		// are the kernel's, this version's program loaded for it
+		// (cilium/ebpf's Instructions.Tag hashes jumps before their offsets
+		// are resolved, so it would never match).
+		p, err := load()
+		if err == nil && progTag(p) != l.programTag() {
+			err = l.link.Update(p)
+		}
+		if err != nil {
+			errs = append(errs, &AttachError{Interface: ifName(wants, l.ifindex), Mode: cfg.Mode, Err: fmt.Errorf("replace the program of another synban version: %w", err)})
+		}
+		l.link.Close() // pinned: stays attached
+	}
 	for _, w := range wants {
 		if kept[w.ifindex] {
 			out = append(out, Attachment{Interface: w.name, Ifindex: w.ifindex, Mode: cfg.Mode})
 			continue
 		}
-		if prog == nil {
-			prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-				Name:         "synban_xdp",
-				Type:         ebpf.XDP,
-				License:      "GPL",
-				Instructions: program(m.v4.FD(), m.v6.FD()),
-			})
-			if err != nil {
-				return out, fmt.Errorf("xdp: load the drop program: %w", err)
-			}
+		prog, err := load()
+		if err != nil {
+			return out, err
 		}
 		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: w.ifindex, Flags: linkFlags(cfg.Mode)})
 		if err != nil {
@@ -314,6 +345,31 @@ func (p pinned) live() bool {
 	}
 	x := info.XDP()
 	return x != nil && int(x.Ifindex) == p.ifindex
+}
+
+// programTag is the tag of the program the link runs ("" when it cannot
+// be read: the program is then replaced, which is always safe).
+func (p pinned) programTag() string {
+	info, err := p.link.Info()
+	if err != nil {
+		return ""
+	}
+	prog, err := ebpf.NewProgramFromID(info.Program)
+	if err != nil {
+		return ""
+	}
+	defer prog.Close()
+	return progTag(prog)
+}
+
+// progTag is the kernel's tag of a loaded program ("-" when it cannot be
+// read, which matches no link's).
+func progTag(p *ebpf.Program) string {
+	pi, err := p.Info()
+	if err != nil || pi.Tag == "" {
+		return "-"
+	}
+	return pi.Tag
 }
 
 // detach removes the pin and drops the link, which detaches the program.

@@ -14,8 +14,8 @@
 // trie per family, keyed {prefixlen, address}, so a /24 ban stays one
 // entry that matches every address inside it. An entry's value is
 // {packets, expires}: the program adds one to packets with an atomic add
-// on every drop, and passes the packet once expires (CLOCK_BOOTTIME
-// nanoseconds) has passed, so an entry stops dropping at the ban's end
+// on every drop, and passes the packet once expires (CLOCK_MONOTONIC
+// nanoseconds, read at the tick) has passed, so an entry stops dropping at the ban's end
 // even when no run comes to remove it, as the kernel set's element times
 // out on its own. Each run removes expired and lifted entries.
 //
@@ -169,7 +169,7 @@ func rootOf(root string) string {
 // value is a map entry's value, as the program reads it.
 type value struct {
 	Packets uint64
-	Expires uint64 // CLOCK_BOOTTIME ns; 0 = never
+	Expires uint64 // CLOCK_MONOTONIC ns; 0 = never
 }
 
 // key4 and key6 are the LPM trie keys.
@@ -195,26 +195,28 @@ func mapSpec(name string, keySize uint32, max int) *ebpf.MapSpec {
 	}
 }
 
-// clock converts between wall-clock time and CLOCK_BOOTTIME, which the
-// program compares expiries with.
+// clock converts between wall-clock time and CLOCK_MONOTONIC, which the
+// program compares expiries with (coarse: at the tick). Monotonic time
+// stands still while the machine is suspended, so a ban then lasts longer
+// by the suspension, never shorter; the next run removes it by wall time.
 type clock struct {
 	wall time.Time
-	boot int64
+	mono int64
 }
 
 func now() (clock, error) {
 	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return clock{}, fmt.Errorf("xdp: CLOCK_BOOTTIME: %w", err)
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return clock{}, fmt.Errorf("xdp: CLOCK_MONOTONIC: %w", err)
 	}
-	return clock{wall: time.Now(), boot: ts.Nano()}, nil
+	return clock{wall: time.Now(), mono: ts.Nano()}, nil
 }
 
-func (c clock) toBoot(t time.Time) uint64 {
+func (c clock) toMono(t time.Time) uint64 {
 	if t.IsZero() {
 		return 0
 	}
-	b := c.boot + int64(t.Sub(c.wall))
+	b := c.mono + int64(t.Sub(c.wall))
 	if b < 1 {
 		b = 1 // already over: an expiry in the past, never "never"
 	}
@@ -225,7 +227,7 @@ func (c clock) toWall(b uint64) time.Time {
 	if b == 0 {
 		return time.Time{}
 	}
-	return c.wall.Add(time.Duration(int64(b) - c.boot)).Round(time.Second)
+	return c.wall.Add(time.Duration(int64(b) - c.mono)).Round(time.Second)
 }
 
 // maps are a namespace's two tries.

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/synban/synban/internal/netnstest"
@@ -401,5 +403,78 @@ func (l *lab) requireProgramUsesPinnedMaps(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestXDPReplacesOtherVersionsProgram: a link that runs another program
+// (as after an upgrade: another synban version's) is given this version's
+// program in place by the next Sync: the same link, never detached, and
+// the ban drops again.
+func TestXDPReplacesOtherVersionsProgram(t *testing.T) {
+	l := newLab(t)
+	cfg := Config{Interfaces: []string{l.vicIf}, Mode: ModeNative, MaxEntries: 16, Root: l.root}
+	ban := []Ban{{netip.MustParsePrefix("10.77.0.1/32"), time.Now().Add(time.Hour)}}
+	if _, err := l.sync(t, cfg, ban); err != nil {
+		t.Fatal(err)
+	}
+	// linkProgram returns the pinned link's ID, its program's ID and tag,
+	// after giving it prog when prog is not nil.
+	linkProgram := func(prog *ebpf.Program) (link.ID, ebpf.ProgramID, string) {
+		t.Helper()
+		var id link.ID
+		var pid ebpf.ProgramID
+		var tag string
+		if err := nsenter.Do(l.vic.Path(), func() error {
+			d, err := dir(l.root)
+			if err != nil {
+				return err
+			}
+			links, err := pinnedLinks(d)
+			if err != nil || len(links) != 1 || links[0].link == nil {
+				return fmt.Errorf("pinned links %+v: %v", links, err)
+			}
+			defer links[0].link.Close()
+			if prog != nil {
+				if err := links[0].link.Update(prog); err != nil {
+					return err
+				}
+			}
+			info, err := links[0].link.Info()
+			if err != nil {
+				return err
+			}
+			id, pid, tag = info.ID, info.Program, links[0].programTag()
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return id, pid, tag
+	}
+	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "other_version", Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	id, _, oldTag := linkProgram(other)
+	if err := l.dial("10.77.0.1", "10.77.0.2", time.Second); err != nil {
+		t.Fatalf("with the other program on the link the ban should not drop: %v", err)
+	}
+	if _, err := l.sync(t, cfg, ban); err != nil {
+		t.Fatal(err)
+	}
+	id2, pid, tag := linkProgram(nil)
+	if id2 != id || tag == oldTag {
+		t.Fatalf("after Sync: link %d program %s, want link %d (the same) running this version's program, not %s", id2, tag, id, oldTag)
+	}
+	if err := l.dial("10.77.0.1", "10.77.0.2", 300*time.Millisecond); err == nil {
+		t.Fatal("the banned source connected after Sync replaced the program")
+	}
+	// A Sync with the program already current leaves it be.
+	if _, err := l.sync(t, cfg, ban); err != nil {
+		t.Fatal(err)
+	}
+	if _, pid2, _ := linkProgram(nil); pid2 != pid {
+		t.Fatalf("a Sync with this version's program on the link replaced it (program %d, then %d)", pid, pid2)
 	}
 }

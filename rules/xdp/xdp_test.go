@@ -35,14 +35,14 @@ func (f *fakeOps) packets(p netip.Prefix) uint64 { return f.m[p].Packets }
 // the run wanted it, and a ban in both the old and the new set is always
 // there.
 func TestApplyEntriesOrder(t *testing.T) {
-	c := clock{wall: time.Unix(1_000_000, 0), boot: 5e12}
+	c := clock{wall: time.Unix(1_000_000, 0), mono: 5e12}
 	t1, t2 := c.wall.Add(time.Hour), c.wall.Add(2*time.Hour)
 	pa, pb, pc, pd := netip.MustParsePrefix("10.0.0.1/32"), netip.MustParsePrefix("10.1.0.0/24"),
 		netip.MustParsePrefix("2001:db8::/64"), netip.MustParsePrefix("192.0.2.9/32")
 	old := map[netip.Prefix]value{
-		pa: {Packets: 5, Expires: c.toBoot(t1)},
-		pb: {Packets: 7, Expires: c.toBoot(t1)},
-		pc: {Packets: 9, Expires: c.toBoot(t1)},
+		pa: {Packets: 5, Expires: c.toMono(t1)},
+		pb: {Packets: 7, Expires: c.toMono(t1)},
+		pc: {Packets: 9, Expires: c.toMono(t1)},
 	}
 	var have []Entry
 	for p, v := range old {
@@ -61,7 +61,7 @@ func TestApplyEntriesOrder(t *testing.T) {
 	if res.Added != 1 || res.Updated != 1 || res.Removed != 1 {
 		t.Errorf("result %+v", res)
 	}
-	final := map[netip.Prefix]value{pa: old[pa], pb: {Packets: 7, Expires: c.toBoot(t2)}, pd: {Expires: c.toBoot(t2)}}
+	final := map[netip.Prefix]value{pa: old[pa], pb: {Packets: 7, Expires: c.toMono(t2)}, pd: {Expires: c.toMono(t2)}}
 	if !stdmaps.Equal(f.m, final) {
 		t.Errorf("maps hold %v, want %v", f.m, final)
 	}
@@ -97,7 +97,7 @@ func TestApplyEntriesOrder(t *testing.T) {
 }
 
 // TestKeysAndClock: keys keep prefixes as prefixes, IPv4 in the IPv4
-// trie; expiries convert to CLOCK_BOOTTIME and back, a past one to 1 (not
+// trie; expiries convert to CLOCK_MONOTONIC and back, a past one to 1 (not
 // 0, which means never).
 func TestKeysAndClock(t *testing.T) {
 	m := &maps{}
@@ -107,15 +107,15 @@ func TestKeysAndClock(t *testing.T) {
 	if _, k := m.mapFor(netip.MustParsePrefix("2001:db8::/32")); k != (key6{Bits: 32, Addr: netip.MustParseAddr("2001:db8::").As16()}) {
 		t.Errorf("IPv6 key %+v", k)
 	}
-	c := clock{wall: time.Unix(1_000_000, 0), boot: 5e12}
-	if c.toBoot(time.Time{}) != 0 || !c.toWall(0).IsZero() {
+	c := clock{wall: time.Unix(1_000_000, 0), mono: 5e12}
+	if c.toMono(time.Time{}) != 0 || !c.toWall(0).IsZero() {
 		t.Error("no expiry does not stay no expiry")
 	}
-	if b := c.toBoot(c.wall.Add(-time.Hour * 24 * 365 * 100)); b != 1 {
+	if b := c.toMono(c.wall.Add(-time.Hour * 24 * 365 * 100)); b != 1 {
 		t.Errorf("a long-past expiry is %d, want 1", b)
 	}
 	at := c.wall.Add(90 * time.Second)
-	if got := c.toWall(c.toBoot(at)); !got.Equal(at) {
+	if got := c.toWall(c.toMono(at)); !got.Equal(at) {
 		t.Errorf("round trip %v, want %v", got, at)
 	}
 	for _, name := range []string{"link-3-native", "link-12-generic"} {
