@@ -920,14 +920,14 @@ func (b *bench) dropMarkdown() string {
 	base99 := quantile(bl.connect, .99)
 	for c := range numCases {
 		p("\n### %s\n\n", caseNames[c])
-		p("| path | sender | received kpps | ns/pkt | × input | × ingress | × xdp-filter | sender sys ns/pkt | CPU %d softirq ns/pkt | connect p50 | connect p99 | p99 × no flood | failed dials |\n", replyCPU)
-		p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| path | sender | received kpps | ns/pkt | × input | × ingress | × xdp-filter | sender sys ns/pkt | CPU %d softirq ns/pkt | connect p50 | connect p99 | p99 × no flood | p99 × sender alone | failed dials |\n", replyCPU)
+		p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for path := range numPaths {
 			for s, sender := range r.senders {
 				cells := &r.cells[s][c]
 				cell := cells[path]
 				if cell.note != "" {
-					p("| %s | %s | %s | | | | | | | | | | |\n", pathNames[path], sender, cell.note)
+					p("| %s | %s | %s | | | | | | | | | | | |\n", pathNames[path], sender, cell.note)
 					continue
 				}
 				in := medianF(cells[pathInput].nsPerPkt)
@@ -935,12 +935,13 @@ func (b *bench) dropMarkdown() string {
 				xf := medianF(cells[pathXDPFilter].nsPerPkt)
 				ns := medianF(cell.nsPerPkt)
 				p99 := quantile(cell.connect, .99)
-				p("| %s | %s | %.0f | %.0f | %s | %s | %s | %.0f | %.0f | %s | %s | %s | %d |\n", pathNames[path], sender, medianF(cell.pps)/1000, ns,
+				p("| %s | %s | %.0f | %.0f | %s | %s | %s | %.0f | %.0f | %s | %s | %s | %s | %d |\n", pathNames[path], sender, medianF(cell.pps)/1000, ns,
 					fmtRatio(ns, in), fmtRatio(ns, ing), fmtRatio(ns, xf), medianF(cell.sysPerPkt), medianF(cell.otherPerPkt),
-					fmtMs(quantile(cell.connect, .5)), fmtMs(p99), fmtRatio(float64(p99), float64(base99)), cell.failed)
+					fmtMs(quantile(cell.connect, .5)), fmtMs(p99), fmtRatio(float64(p99), float64(base99)), fmtRatio(float64(p99), float64(aloneP99(cells))), cell.failed)
 			}
 		}
 	}
+	p("\n**p99 × sender alone** compares the client's p99 under each path with its p99 while the same sender runs and nothing reaches the victim (the case's \"sender alone\" row, xdp sender only): what the drop path adds to the client's wait, beyond what the flooding sender does to the machine by itself.\n")
 	p("\nThe issue's targets, in ns per dropped packet, per sender:\n\n")
 	for s, sender := range r.senders {
 		ns := func(c, path int) float64 { return medianF(r.cells[s][c][path].nsPerPkt) }
@@ -952,6 +953,16 @@ func (b *bench) dropMarkdown() string {
 	}
 	p("\nRegenerate (as root, with nftables, iproute2, netsniff-ng and xdp-tools installed; two CPUs or more; Linux 5.18 or later for the xdp sender):\n\n```sh\n%s\n```\n", b.cfg.commandLine)
 	return w.String()
+}
+
+// aloneP99 is the client's p99 connect time in the case's "sender alone"
+// cell, 0 when there is none (trafgen).
+func aloneP99(cells *[numPaths]*dropCell) time.Duration {
+	a := cells[pathSenderAlone]
+	if a == nil || a.note != "" {
+		return 0
+	}
+	return quantile(a.connect, .99)
 }
 
 // Markers around a scenario's section in BENCHMARKS.md: `-NAME -out FILE`
