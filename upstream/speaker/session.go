@@ -65,8 +65,9 @@ type session struct {
 	localASN uint32
 	routerID netip.Addr
 	log      *slog.Logger
-	// resync is called once the session is established, without session.mu
-	// held: it sends the speaker's current announcements (Speaker.resync).
+	// resync is called (in a goroutine of its own) once the session is
+	// established: it sends the speaker's current announcements
+	// (Speaker.resync).
 	resync func(*session)
 
 	incoming chan net.Conn // a passive neighbor's connections, from the listener
@@ -352,7 +353,10 @@ func (ss *session) handle(conn net.Conn) error {
 	}
 	slices.Sort(names)
 	ss.log.Info("upstream session established", "peer_asn", ss.n.PeerASN, "families", names, "hold", hold)
-	ss.resync(ss)
+	// Sent while this goroutine reads: a neighbor sending its own table
+	// at the same time must never find both sides blocked on a full
+	// window.
+	go ss.resync(ss)
 
 	stopKeepalive := make(chan struct{})
 	defer close(stopKeepalive)
