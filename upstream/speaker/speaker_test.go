@@ -700,3 +700,14 @@ func TestSpeakerReceived(t *testing.T) {
 		return !got[want[0].Key()]
 	}, "still received after the neighbor withdrew it: %v", &got)
 }
+
+// TestSpeakerIBGP: over an internal session (the same AS on both sides)
+// the receiver takes every kind of rule: the UPDATEs carry an empty
+// AS_PATH and LOCAL_PREF, which GoBGP requires of an iBGP neighbor.
+func TestSpeakerIBGP(t *testing.T) {
+	rcv := newReceiverPeer(t, allFamilies, func(p *api.Peer) { p.Conf.PeerAsn = receiverASN })
+	cfg := speakerConfig(rcv.port)
+	cfg.LocalASN = receiverASN
+	cfg.Neighbors[0].PeerASN = receiverASN
+	announceTo(t, rcv, cfg, mitigation())
+}
