@@ -78,6 +78,10 @@ var packages = map[string]string{
 	"fail2ban-server":           "fail2ban",
 	"fail2ban-client":           "fail2ban",
 	"crowdsec-firewall-bouncer": "crowdsec-firewall-bouncer",
+	// The drop bench (bench/drop.go, `go run ./bench -drop`): its second
+	// sender and its XDP anchor. Listed so that the install lines keep them.
+	"trafgen":    "netsniff-ng",
+	"xdp-filter": "xdp-tools",
 }
 
 // Package returns the Debian package that installs the program name, and
