@@ -16,10 +16,13 @@ import (
 	"github.com/synban/synban/internal/nsenter"
 )
 
-// fillSet makes table inet t with set s of n IPv4 elements (timeout and
-// counter, as synban's ban sets) in ns.
-func fillSet(t testing.TB, ns *netnstest.NS, n int) {
+// filledSet makes a namespace named name holding table inet t with set s
+// of n IPv4 elements (timeout and counter, as synban's ban sets).
+func filledSet(t testing.TB, name string, n int) *netnstest.NS {
 	t.Helper()
+	netnstest.RequireRoot(t)
+	netnstest.RequireCommand(t, "nft")
+	ns := netnstest.New(t, name)
 	var b strings.Builder
 	b.WriteString("table inet t {\n\tset s { type ipv4_addr; flags timeout; size 262144; counter; }\n}\n")
 	for i := 0; i < n; i += 5000 {
@@ -38,6 +41,7 @@ func fillSet(t testing.TB, ns *netnstest.NS, n int) {
 		t.Fatal(err)
 	}
 	ns.MustRun("nft", "-f", file)
+	return ns
 }
 
 // dumpDatagrams dumps set s of table inet t over a netlink socket of its
@@ -121,11 +125,8 @@ func dumpDatagrams(t *testing.T, ns *netnstest.NS, primed bool) []int {
 // about 32 KiB once primeDumpSize ran on it; a library connection with
 // largeDumps still reads every element and its next request.
 func TestLargeDumps(t *testing.T) {
-	netnstest.RequireRoot(t)
-	netnstest.RequireCommand(t, "nft")
-	ns := netnstest.New(t, "dump")
 	const n = 20000
-	fillSet(t, ns, n)
+	ns := filledSet(t, "dump", n)
 
 	largest := func(sizes []int) int { return max(0, sizes[0], sizes[len(sizes)/2]) }
 	plain, primed := dumpDatagrams(t, ns, false), dumpDatagrams(t, ns, true)
@@ -150,13 +151,8 @@ func TestLargeDumps(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.CloseLasting()
-	s, err := c.GetSetByName(&nftables.Table{Name: "t", Family: nftables.TableFamilyINet}, "s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	els, err := c.GetSetElements(s)
-	if err != nil || len(els) != n {
-		t.Fatalf("GetSetElements over a primed socket: %d elements, %v; want %d", len(els), err, n)
+	if got := setElements(t, c); got != n {
+		t.Fatalf("GetSetElements over a primed socket: %d elements; want %d", got, n)
 	}
 	if _, err := c.ListTables(); err != nil {
 		t.Errorf("the next request on the same socket: %v", err)
@@ -167,11 +163,8 @@ func TestLargeDumps(t *testing.T) {
 // nftables library, on a socket primed by largeDumps and on a plain one,
 // beside `nft list set` (which receives with large buffers).
 func BenchmarkReadElements100k(b *testing.B) {
-	netnstest.RequireRoot(b)
-	netnstest.RequireCommand(b, "nft")
-	ns := netnstest.New(b, "dumpb")
 	const n = 100000
-	fillSet(b, ns, n)
+	ns := filledSet(b, "dumpb", n)
 	f, err := os.Open(ns.Path())
 	if err != nil {
 		b.Fatal(err)
@@ -183,12 +176,8 @@ func BenchmarkReadElements100k(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			s, err := c.GetSetByName(&nftables.Table{Name: "t", Family: nftables.TableFamilyINet}, "s")
-			if err != nil {
-				b.Fatal(err)
-			}
-			if els, err := c.GetSetElements(s); err != nil || len(els) != n {
-				b.Fatalf("%d elements, %v", len(els), err)
+			if got := setElements(b, c); got != n {
+				b.Fatalf("%d elements, want %d", got, n)
 			}
 		}
 	}
@@ -199,4 +188,19 @@ func BenchmarkReadElements100k(b *testing.B) {
 			ns.MustRun("nft", "list", "set", "inet", "t", "s")
 		}
 	})
+}
+
+// setElements reads back fillSet's set over c and returns how many
+// elements it holds.
+func setElements(tb testing.TB, c *nftables.Conn) int {
+	tb.Helper()
+	s, err := c.GetSetByName(&nftables.Table{Name: "t", Family: nftables.TableFamilyINet}, "s")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		tb.Fatalf("GetSetElements: %v", err)
+	}
+	return len(els)
 }

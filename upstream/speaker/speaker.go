@@ -449,8 +449,13 @@ func (s *Speaker) Status(ctx context.Context) (upstream.Status, error) {
 		return strings.Compare(a.Announcement.Key(), b.Announcement.Key())
 	})
 	st.Deferred = s.deferred
+	// Each announcement's NLRI as the sessions record what neighbors send.
+	nlri := make([]string, len(st.Announcements))
 	for i := range st.Announcements {
 		st.Announcements[i].Neighbors = []upstream.AnnouncementNeighbor{}
+		if n, err := toNLRI(st.Announcements[i].Announcement); err == nil {
+			nlri[i] = n.String()
+		}
 	}
 	for _, ss := range s.sessions {
 		ss.mu.Lock()
@@ -470,9 +475,7 @@ func (s *Speaker) Status(ctx context.Context) (upstream.Status, error) {
 			an := upstream.AnnouncementNeighbor{Address: ns.Address, SessionUp: up}
 			if up {
 				_, an.Sent = ss.out[a.Key()]
-				if n, err := toNLRI(a); err == nil {
-					an.Received = ss.in[bgpFamily(a)][n.String()]
-				}
+				an.Received = nlri[i] != "" && ss.in[bgpFamily(a)][nlri[i]]
 			}
 			st.Announcements[i].Neighbors = append(st.Announcements[i].Neighbors, an)
 		}
