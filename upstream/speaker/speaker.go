@@ -111,7 +111,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 		go ss.run(sctx)
 	}
 	if s.listener != nil {
-		go s.accept(s.listener)
+		go s.accept(s.listener, s.sessions)
 	}
 	s.started = true
 	s.log.Info("upstream speaker started", "asn", s.cfg.LocalASN, "router_id", s.cfg.RouterID, "neighbors", len(s.cfg.Neighbors))
@@ -119,8 +119,9 @@ func (s *Speaker) Start(ctx context.Context) error {
 }
 
 // accept hands each connection from a passive neighbor that is waiting
-// for one to its session, and closes every other connection.
-func (s *Speaker) accept(l net.Listener) {
+// for one to its session (of sessions, Start's: Stop clears the speaker's
+// list while this may still run), and closes every other connection.
+func (s *Speaker) accept(l net.Listener, sessions []*session) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -129,7 +130,7 @@ func (s *Speaker) accept(l net.Listener) {
 		ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
 		var to *session
 		if err == nil {
-			for _, ss := range s.sessions {
+			for _, ss := range sessions {
 				if ss.n.Passive && ss.n.Address == ap.Addr().Unmap() {
 					to = ss
 				}
